@@ -1,0 +1,1 @@
+//! sumi-prompt (placeholder)
