@@ -1,0 +1,269 @@
+//! PyTorch checkpoints (`.ckpt`, `.pt`, `.bin`): a zip archive with `data.pkl` and one record
+//! per storage, read through the restricted [`crate::pickle`] reader.
+//!
+//! Stored (uncompressed) records, which is what `torch.save` writes, are used straight from the
+//! memory map; compressed ones are inflated once.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::dtype::StorageDtype;
+use crate::error::{Result, WeightsError};
+use crate::pickle::{self, PickleError, TensorRef, Value};
+
+/// Where a storage's bytes live.
+enum Record {
+    Mapped(std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+/// One tensor of the checkpoint, laid out contiguously on demand.
+#[derive(Debug, Clone)]
+pub struct CkptTensor {
+    /// Its key in the state dict.
+    pub name: String,
+    /// Stored dtype.
+    pub dtype: StorageDtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    stride: Vec<usize>,
+    offset: usize,
+    record: String,
+}
+
+/// A PyTorch zip checkpoint's state dict.
+pub struct CkptFile {
+    path: PathBuf,
+    mmap: memmap2::Mmap,
+    records: HashMap<String, Record>,
+    tensors: Vec<CkptTensor>,
+}
+
+impl std::fmt::Debug for CkptFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CkptFile")
+            .field("path", &self.path)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+fn bad(path: &Path, detail: impl Into<String>) -> WeightsError {
+    WeightsError::BadCheckpoint {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+impl CkptFile {
+    /// Opens a zip checkpoint and reads its pickle without executing anything.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| WeightsError::io(path, e))?;
+        // SAFETY: read-only map; see SafetensorsFile::open.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| WeightsError::io(path, e))?;
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&mmap[..]))
+            .map_err(|e| bad(path, format!("not a readable zip archive: {e}")))?;
+        let mut pkl: Option<Vec<u8>> = None;
+        let mut records = HashMap::new();
+        let mut big_endian = false;
+        for i in 0..zip.len() {
+            let mut f = zip
+                .by_index(i)
+                .map_err(|e| bad(path, format!("zip entry {i}: {e}")))?;
+            let name = f
+                .name()
+                .map_err(|e| bad(path, format!("zip entry {i}: {e}")))?
+                .to_string();
+            let Some((_, inner)) = name.split_once('/') else {
+                continue;
+            };
+            if inner == "data.pkl" {
+                let mut v = Vec::new();
+                f.read_to_end(&mut v)
+                    .map_err(|e| bad(path, format!("{name}: {e}")))?;
+                pkl = Some(v);
+            } else if inner == "byteorder" {
+                let mut v = String::new();
+                f.read_to_string(&mut v)
+                    .map_err(|e| bad(path, format!("{name}: {e}")))?;
+                big_endian = v.trim() == "big";
+            } else if let Some(key) = inner.strip_prefix("data/") {
+                let size = f.size() as usize;
+                let rec = match (f.compression(), f.data_start()) {
+                    (zip::CompressionMethod::Stored, Some(s))
+                        if (s as usize)
+                            .checked_add(size)
+                            .is_some_and(|e| e <= mmap.len()) =>
+                    {
+                        Record::Mapped(s as usize..s as usize + size)
+                    }
+                    _ => {
+                        let mut v = Vec::with_capacity(size.min(1 << 30));
+                        f.read_to_end(&mut v)
+                            .map_err(|e| bad(path, format!("{name}: {e}")))?;
+                        Record::Owned(v)
+                    }
+                };
+                records.insert(key.to_string(), rec);
+            }
+        }
+        if big_endian {
+            return Err(bad(path, "big-endian checkpoints are not supported"));
+        }
+        let pkl = pkl.ok_or_else(|| bad(path, "no data.pkl in the archive"))?;
+        let persistent = |pid: Value| -> std::result::Result<Value, PickleError> {
+            let Value::Tuple(t) = pid else {
+                return Err(PickleError::Malformed(format!(
+                    "persistent id is not a tuple: {pid:?}"
+                )));
+            };
+            match t.as_slice() {
+                [Value::Str(tag), Value::Global(_, kind), Value::Str(key), ..]
+                    if tag == "storage" =>
+                {
+                    Ok(Value::Storage {
+                        kind: kind.clone(),
+                        key: key.clone(),
+                    })
+                }
+                _ => Err(PickleError::Malformed(format!(
+                    "unexpected persistent id {t:?}"
+                ))),
+            }
+        };
+        let root = pickle::read(&pkl, &persistent).map_err(|e| match e {
+            PickleError::Forbidden(module, name) => WeightsError::ForbiddenGlobal {
+                path: path.to_path_buf(),
+                module,
+                name,
+            },
+            PickleError::Malformed(d) => bad(path, format!("data.pkl: {d}")),
+        })?;
+        let mut out = Self {
+            path: path.to_path_buf(),
+            mmap,
+            records,
+            tensors: Vec::new(),
+        };
+        out.tensors = out.collect(root)?;
+        Ok(out)
+    }
+
+    /// The tensors of the state dict, in file order.
+    pub fn tensors(&self) -> &[CkptTensor] {
+        &self.tensors
+    }
+
+    /// Takes the state dict out of the root object (A1111's rule: a `state_dict` entry if
+    /// present, else the root itself) and checks every tensor against its storage.
+    fn collect(&self, root: Value) -> Result<Vec<CkptTensor>> {
+        let Value::Dict(mut d) = root else {
+            return Err(bad(&self.path, "the pickle's root is not a dict"));
+        };
+        if let Some(i) = d
+            .iter()
+            .position(|(k, v)| *k == Value::Str("state_dict".into()) && matches!(v, Value::Dict(_)))
+        {
+            let (_, v) = d.swap_remove(i);
+            if let Value::Dict(sd) = v {
+                d = sd;
+            }
+        }
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (k, v) in d {
+            let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
+                continue;
+            };
+            if !seen.insert(name.clone()) {
+                return Err(bad(&self.path, format!("duplicate tensor name `{name}`")));
+            }
+            out.push(self.check(name, t)?);
+        }
+        Ok(out)
+    }
+
+    fn check(&self, name: String, t: TensorRef) -> Result<CkptTensor> {
+        let dtype = StorageDtype::from_torch_storage(&t.kind).ok_or_else(|| {
+            bad(
+                &self.path,
+                format!("tensor `{name}`: unknown storage type {}", t.kind),
+            )
+        })?;
+        let rec = self.records.get(&t.key).ok_or_else(|| {
+            bad(
+                &self.path,
+                format!("tensor `{name}`: storage record `{}` is missing", t.key),
+            )
+        })?;
+        let len = match rec {
+            Record::Mapped(r) => r.len(),
+            Record::Owned(v) => v.len(),
+        } / dtype.size();
+        let numel: usize = t.shape.iter().product();
+        if numel > 0 {
+            let last = t
+                .shape
+                .iter()
+                .zip(&t.stride)
+                .try_fold(t.offset, |a, (&d, &s)| {
+                    a.checked_add((d - 1).checked_mul(s)?)
+                });
+            if last.is_none_or(|l| l >= len) {
+                return Err(bad(
+                    &self.path,
+                    format!(
+                        "tensor `{name}` (shape {:?}) reaches past its storage of {len} elements",
+                        t.shape
+                    ),
+                ));
+            }
+        }
+        Ok(CkptTensor {
+            name,
+            dtype,
+            shape: t.shape,
+            stride: t.stride,
+            offset: t.offset,
+            record: t.key,
+        })
+    }
+
+    /// The tensor's bytes in contiguous row-major order (borrowed when already contiguous).
+    pub fn bytes(&self, t: &CkptTensor) -> std::borrow::Cow<'_, [u8]> {
+        let all: &[u8] = match self.records.get(&t.record) {
+            Some(Record::Mapped(r)) => &self.mmap[r.clone()],
+            Some(Record::Owned(v)) => v,
+            None => &[],
+        };
+        let es = t.dtype.size();
+        let numel: usize = t.shape.iter().product();
+        let mut contiguous = vec![1usize; t.shape.len()];
+        for i in (0..t.shape.len().saturating_sub(1)).rev() {
+            contiguous[i] = contiguous[i + 1] * t.shape[i + 1];
+        }
+        let is_contig = t
+            .shape
+            .iter()
+            .zip(t.stride.iter().zip(&contiguous))
+            .all(|(&d, (&s, &c))| d <= 1 || s == c);
+        if is_contig {
+            return std::borrow::Cow::Borrowed(&all[t.offset * es..(t.offset + numel) * es]);
+        }
+        let mut out = Vec::with_capacity(numel * es);
+        let mut idx = vec![0usize; t.shape.len()];
+        for _ in 0..numel {
+            let e = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+            out.extend_from_slice(&all[e * es..(e + 1) * es]);
+            for d in (0..idx.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < t.shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
+}

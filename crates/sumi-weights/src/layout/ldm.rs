@@ -1,0 +1,307 @@
+//! The original LDM ("CompVis", A1111 single-file) layout of SD1.x/SD2.x checkpoints:
+//! `model.diffusion_model.*`, `first_stage_model.*`, and the text encoder under
+//! `cond_stage_model.transformer.*` (SD1, transformers layout) or `cond_stage_model.model.*`
+//! (SD2, open_clip layout, see [`super::open_clip`]).
+
+use std::sync::OnceLock;
+
+use super::{clip_key, open_clip, rename_inner, rename_prefix, Mapped, TEXT_ENCODER, UNET, VAE};
+
+/// Prefix of the U-Net in LDM files.
+pub const UNET_PREFIX: &str = "model.diffusion_model.";
+/// Prefix of the VAE in LDM files.
+pub const VAE_PREFIX: &str = "first_stage_model.";
+/// Prefix of an SD1 (transformers-layout) text encoder in LDM files.
+pub const CLIP_PREFIX: &str = "cond_stage_model.transformer.";
+/// Prefix of an SD2 (open_clip-layout) text encoder in LDM files.
+pub const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
+
+/// What kind of block a U-Net prefix names (resnets rename their inner layers).
+#[derive(Clone, Copy, PartialEq)]
+enum Block {
+    Resnet,
+    Plain,
+}
+
+/// LDM `ResBlock` layer names → diffusers `ResnetBlock2D`.
+const UNET_RESNET: &[(&str, &str)] = &[
+    ("in_layers.0", "norm1"),
+    ("in_layers.2", "conv1"),
+    ("out_layers.0", "norm2"),
+    ("out_layers.3", "conv2"),
+    ("emb_layers.1", "time_emb_proj"),
+    ("skip_connection", "conv_shortcut"),
+];
+
+/// LDM VAE attention layer names → diffusers `Attention`.
+const VAE_ATTN: &[(&str, &str)] = &[
+    ("norm", "group_norm"),
+    ("q", "to_q"),
+    ("k", "to_k"),
+    ("v", "to_v"),
+    ("proj_out", "to_out.0"),
+];
+
+/// The SD1/SD2 U-Net table: 4 levels, 2 resnets per down level (3 per up level), attention in
+/// the first three down levels and the last three up levels.
+fn unet_table() -> &'static [(String, String, Block)] {
+    static T: OnceLock<Vec<(String, String, Block)>> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut t: Vec<(String, String, Block)> = Vec::new();
+        let mut add = |a: String, b: String, k| t.push((a, b, k));
+        add(
+            "time_embed.0.".into(),
+            "time_embedding.linear_1.".into(),
+            Block::Plain,
+        );
+        add(
+            "time_embed.2.".into(),
+            "time_embedding.linear_2.".into(),
+            Block::Plain,
+        );
+        add("input_blocks.0.0.".into(), "conv_in.".into(), Block::Plain);
+        add("out.0.".into(), "conv_norm_out.".into(), Block::Plain);
+        add("out.2.".into(), "conv_out.".into(), Block::Plain);
+        for i in 0..4 {
+            for j in 0..2 {
+                let ib = 3 * i + j + 1;
+                add(
+                    format!("input_blocks.{ib}.0."),
+                    format!("down_blocks.{i}.resnets.{j}."),
+                    Block::Resnet,
+                );
+                add(
+                    format!("input_blocks.{ib}.1."),
+                    format!("down_blocks.{i}.attentions.{j}."),
+                    Block::Plain,
+                );
+            }
+            if i < 3 {
+                add(
+                    format!("input_blocks.{}.0.op.", 3 * (i + 1)),
+                    format!("down_blocks.{i}.downsamplers.0.conv."),
+                    Block::Plain,
+                );
+            }
+            for j in 0..3 {
+                let ob = 3 * i + j;
+                add(
+                    format!("output_blocks.{ob}.0."),
+                    format!("up_blocks.{i}.resnets.{j}."),
+                    Block::Resnet,
+                );
+                if i > 0 {
+                    add(
+                        format!("output_blocks.{ob}.1."),
+                        format!("up_blocks.{i}.attentions.{j}."),
+                        Block::Plain,
+                    );
+                }
+            }
+            if i < 3 {
+                let k = if i == 0 { 1 } else { 2 };
+                add(
+                    format!("output_blocks.{}.{k}.", 3 * i + 2),
+                    format!("up_blocks.{i}.upsamplers.0."),
+                    Block::Plain,
+                );
+            }
+        }
+        add(
+            "middle_block.0.".into(),
+            "mid_block.resnets.0.".into(),
+            Block::Resnet,
+        );
+        add(
+            "middle_block.1.".into(),
+            "mid_block.attentions.0.".into(),
+            Block::Plain,
+        );
+        add(
+            "middle_block.2.".into(),
+            "mid_block.resnets.1.".into(),
+            Block::Resnet,
+        );
+        t
+    })
+}
+
+/// The VAE table (4 levels, 2 resnets per encoder level, 3 per decoder level).
+fn vae_table() -> &'static [(String, String)] {
+    static T: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = Vec::new();
+        for side in ["encoder", "decoder"] {
+            t.push((
+                format!("{side}.norm_out."),
+                format!("{side}.conv_norm_out."),
+            ));
+            t.push((
+                format!("{side}.mid.block_1."),
+                format!("{side}.mid_block.resnets.0."),
+            ));
+            t.push((
+                format!("{side}.mid.block_2."),
+                format!("{side}.mid_block.resnets.1."),
+            ));
+            t.push((
+                format!("{side}.mid.attn_1."),
+                format!("{side}.mid_block.attentions.0."),
+            ));
+        }
+        for i in 0..4 {
+            for j in 0..2 {
+                t.push((
+                    format!("encoder.down.{i}.block.{j}."),
+                    format!("encoder.down_blocks.{i}.resnets.{j}."),
+                ));
+            }
+            t.push((
+                format!("encoder.down.{i}.downsample."),
+                format!("encoder.down_blocks.{i}.downsamplers.0."),
+            ));
+            for j in 0..3 {
+                t.push((
+                    format!("decoder.up.{}.block.{j}.", 3 - i),
+                    format!("decoder.up_blocks.{i}.resnets.{j}."),
+                ));
+            }
+            t.push((
+                format!("decoder.up.{}.upsample.", 3 - i),
+                format!("decoder.up_blocks.{i}.upsamplers.0."),
+            ));
+        }
+        t
+    })
+}
+
+fn unet_key(rest: &str) -> Option<String> {
+    let (src, dst, kind) = unet_table()
+        .iter()
+        .find(|(s, _, _)| rest.starts_with(s.as_str()))?;
+    let tail = &rest[src.len()..];
+    let tail = if *kind == Block::Resnet {
+        rename_inner(tail, UNET_RESNET)
+    } else {
+        tail.to_string()
+    };
+    Some(format!("{UNET}{dst}{tail}"))
+}
+
+fn vae_key(rest: &str) -> String {
+    let mut name = rename_prefix(rest, vae_table()).unwrap_or_else(|| rest.to_string());
+    if let Some(i) = name.find("mid_block.attentions.0.") {
+        let cut = i + "mid_block.attentions.0.".len();
+        let inner = rename_inner(&name[cut..], VAE_ATTN);
+        name = format!("{}{inner}", &name[..cut]);
+    } else if name.contains("resnets.") {
+        name = name.replace(".nin_shortcut.", ".conv_shortcut.");
+    }
+    format!("{VAE}{name}")
+}
+
+/// Maps one LDM key to its canonical tensors; `None` for keys no model uses (EMA copies,
+/// `alphas_cumprod`, `position_ids`, …). `open_clip_layers` is the number of resblocks the
+/// file's open_clip text encoder has (the last one is not used by SD2, see [`open_clip`]).
+pub fn map_key(key: &str, open_clip_layers: usize) -> Vec<Mapped> {
+    if let Some(rest) = key.strip_prefix(UNET_PREFIX) {
+        return unet_key(rest).map(Mapped::whole).into_iter().collect();
+    }
+    if let Some(rest) = key.strip_prefix(VAE_PREFIX) {
+        return vec![Mapped::whole(vae_key(rest))];
+    }
+    if let Some(rest) = key.strip_prefix(CLIP_PREFIX) {
+        let rest = clip_key(rest);
+        if rest.ends_with("position_ids") {
+            return Vec::new();
+        }
+        return vec![Mapped::whole(format!("{TEXT_ENCODER}{rest}"))];
+    }
+    if let Some(rest) = key.strip_prefix(OPEN_CLIP_PREFIX) {
+        return open_clip::map_key(rest, open_clip_layers);
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(k: &str) -> String {
+        map_key(k, 0).pop().map(|m| m.name).unwrap_or_default()
+    }
+
+    #[test]
+    fn unet_names() {
+        assert_eq!(
+            one("model.diffusion_model.input_blocks.4.0.in_layers.2.weight"),
+            "unet.down_blocks.1.resnets.0.conv1.weight"
+        );
+        assert_eq!(
+            one("model.diffusion_model.input_blocks.9.0.op.bias"),
+            "unet.down_blocks.2.downsamplers.0.conv.bias"
+        );
+        assert_eq!(
+            one("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"),
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+        );
+        assert_eq!(
+            one("model.diffusion_model.output_blocks.2.1.conv.weight"),
+            "unet.up_blocks.0.upsamplers.0.conv.weight"
+        );
+        assert_eq!(
+            one("model.diffusion_model.output_blocks.5.2.conv.weight"),
+            "unet.up_blocks.1.upsamplers.0.conv.weight"
+        );
+        assert_eq!(
+            one("model.diffusion_model.output_blocks.11.0.skip_connection.bias"),
+            "unet.up_blocks.3.resnets.2.conv_shortcut.bias"
+        );
+        assert_eq!(
+            one("model.diffusion_model.middle_block.2.emb_layers.1.weight"),
+            "unet.mid_block.resnets.1.time_emb_proj.weight"
+        );
+        assert_eq!(
+            one("model.diffusion_model.out.2.weight"),
+            "unet.conv_out.weight"
+        );
+        assert!(map_key("model.diffusion_model.nonsense.weight", 0).is_empty());
+    }
+
+    #[test]
+    fn vae_and_clip_names() {
+        assert_eq!(
+            one("first_stage_model.decoder.up.3.block.0.nin_shortcut.weight"),
+            "vae.decoder.up_blocks.0.resnets.0.conv_shortcut.weight"
+        );
+        assert_eq!(
+            one("first_stage_model.encoder.mid.attn_1.proj_out.bias"),
+            "vae.encoder.mid_block.attentions.0.to_out.0.bias"
+        );
+        assert_eq!(
+            one("first_stage_model.decoder.mid.attn_1.norm.weight"),
+            "vae.decoder.mid_block.attentions.0.group_norm.weight"
+        );
+        assert_eq!(
+            one("first_stage_model.encoder.down.0.downsample.conv.weight"),
+            "vae.encoder.down_blocks.0.downsamplers.0.conv.weight"
+        );
+        assert_eq!(
+            one("first_stage_model.post_quant_conv.weight"),
+            "vae.post_quant_conv.weight"
+        );
+        assert_eq!(
+            one("cond_stage_model.transformer.text_model.encoder.layers.3.mlp.fc1.weight"),
+            "text_encoder.encoder.layers.3.mlp.fc1.weight"
+        );
+        assert_eq!(
+            one("cond_stage_model.transformer.final_layer_norm.bias"),
+            "text_encoder.final_layer_norm.bias"
+        );
+        assert!(map_key(
+            "cond_stage_model.transformer.text_model.embeddings.position_ids",
+            0
+        )
+        .is_empty());
+    }
+}

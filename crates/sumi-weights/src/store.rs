@@ -1,0 +1,403 @@
+//! [`Weights`]: a checkpoint of any layout opened by content, seen through canonical names.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::ckpt::CkptFile;
+use crate::dtype::{self, StorageDtype};
+use crate::error::{Result, WeightsError};
+use crate::layout::{self, Mapped};
+use crate::safetensors::SafetensorsFile;
+
+/// The container a checkpoint came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A single safetensors file.
+    Safetensors,
+    /// A PyTorch zip checkpoint (`.ckpt`/`.pt`).
+    Checkpoint,
+    /// A diffusers folder.
+    Diffusers,
+}
+
+enum File {
+    St(SafetensorsFile),
+    Ckpt(CkptFile),
+}
+
+impl File {
+    fn open(path: &Path) -> Result<Self> {
+        let mut head = [0u8; 9];
+        let n = {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).map_err(|e| WeightsError::io(path, e))?;
+            let mut n = 0;
+            while n < head.len() {
+                match f
+                    .read(&mut head[n..])
+                    .map_err(|e| WeightsError::io(path, e))?
+                {
+                    0 => break,
+                    k => n += k,
+                }
+            }
+            n
+        };
+        if n >= 4 && head[..4] == *b"PK\x03\x04" {
+            return Ok(Self::Ckpt(CkptFile::open(path)?));
+        }
+        if n >= 2 && head[0] == 0x80 && head[1] <= 5 {
+            return Err(WeightsError::UnknownFormat {
+                path: path.to_path_buf(),
+                detail: "a legacy (pre-zip) PyTorch pickle; re-save it with a current torch or as safetensors".into(),
+            });
+        }
+        let named_st = path.extension().is_some_and(|e| e == "safetensors");
+        if !named_st && n == 9 && head[8] != b'{' {
+            return Err(WeightsError::UnknownFormat {
+                path: path.to_path_buf(),
+                detail: "neither a zip archive nor a safetensors header".into(),
+            });
+        }
+        Ok(Self::St(SafetensorsFile::open(path)?))
+    }
+
+    /// (name, dtype, shape) of every tensor.
+    fn entries(&self) -> Vec<(String, StorageDtype, Vec<usize>)> {
+        match self {
+            Self::St(f) => f
+                .entries()
+                .iter()
+                .map(|e| (e.name.clone(), e.dtype, e.shape.clone()))
+                .collect(),
+            Self::Ckpt(f) => f
+                .tensors()
+                .iter()
+                .map(|t| (t.name.clone(), t.dtype, t.shape.clone()))
+                .collect(),
+        }
+    }
+
+    fn bytes(&self, idx: usize) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Self::St(f) => std::borrow::Cow::Borrowed(f.bytes(&f.entries()[idx])),
+            Self::Ckpt(f) => f.bytes(&f.tensors()[idx]),
+        }
+    }
+}
+
+/// Where a canonical tensor comes from.
+#[derive(Debug, Clone)]
+struct Source {
+    file: usize,
+    index: usize,
+    part: Option<(usize, usize)>,
+    dtype: StorageDtype,
+    shape: Vec<usize>,
+}
+
+/// A checkpoint (single file or diffusers folder) with its tensors under canonical names.
+pub struct Weights {
+    path: PathBuf,
+    format: Format,
+    files: Vec<(PathBuf, File)>,
+    tensors: BTreeMap<String, Source>,
+    raw_keys: Vec<String>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl Weights {
+    /// Opens a checkpoint by content: a diffusers folder, a PyTorch zip checkpoint or a
+    /// safetensors file, whatever its extension.
+    pub fn open(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| WeightsError::io(path, e))?;
+        if meta.is_dir() {
+            return Self::open_diffusers(path);
+        }
+        let file = File::open(path)?;
+        let format = match file {
+            File::St(_) => Format::Safetensors,
+            File::Ckpt(_) => Format::Checkpoint,
+        };
+        let metadata = match &file {
+            File::St(f) => f.metadata().clone(),
+            File::Ckpt(_) => BTreeMap::new(),
+        };
+        let entries = file.entries();
+        let open_clip_layers = layout::open_clip::count_layers(
+            entries
+                .iter()
+                .filter_map(|(k, _, _)| k.strip_prefix(layout::ldm::OPEN_CLIP_PREFIX)),
+        );
+        let mut w = Self {
+            path: path.to_path_buf(),
+            format,
+            files: vec![(path.to_path_buf(), file)],
+            tensors: BTreeMap::new(),
+            raw_keys: Vec::new(),
+            metadata,
+        };
+        w.add(0, entries, |k| layout::ldm::map_key(k, open_clip_layers))?;
+        Ok(w)
+    }
+
+    fn open_diffusers(dir: &Path) -> Result<Self> {
+        let mut w = Self {
+            path: dir.to_path_buf(),
+            format: Format::Diffusers,
+            files: Vec::new(),
+            tensors: BTreeMap::new(),
+            raw_keys: Vec::new(),
+            metadata: BTreeMap::new(),
+        };
+        for (folder, prefix, stems) in layout::diffusers::COMPONENTS {
+            let sub = dir.join(folder);
+            let found = stems.iter().find_map(|stem| {
+                [".safetensors", ".fp16.safetensors", ".bin", ".fp16.bin"]
+                    .iter()
+                    .map(|ext| sub.join(format!("{stem}{ext}")))
+                    .find(|p| p.is_file())
+            });
+            let Some(p) = found else {
+                return Err(WeightsError::BadDiffusers {
+                    path: dir.to_path_buf(),
+                    detail: format!(
+                        "no weights in {folder}/ (looked for {}.safetensors)",
+                        stems[0]
+                    ),
+                });
+            };
+            let file = File::open(&p)?;
+            let entries = file.entries();
+            let idx = w.files.len();
+            w.files.push((p, file));
+            w.add(idx, entries, |k| layout::diffusers::map_key(prefix, k))?;
+        }
+        Ok(w)
+    }
+
+    fn add(
+        &mut self,
+        file: usize,
+        entries: Vec<(String, StorageDtype, Vec<usize>)>,
+        map: impl Fn(&str) -> Vec<Mapped>,
+    ) -> Result<()> {
+        let path = self.files[file].0.clone();
+        for (index, (key, dtype, shape)) in entries.into_iter().enumerate() {
+            for m in map(&key) {
+                let mut shape = shape.clone();
+                if let Some((_, n)) = m.part {
+                    if shape.is_empty() || shape[0] % n != 0 {
+                        return Err(WeightsError::ShapeMismatch {
+                            path,
+                            name: key,
+                            found: shape,
+                            expected: vec![],
+                        });
+                    }
+                    shape[0] /= n;
+                }
+                if !dtype.is_float() {
+                    return Err(WeightsError::BadDtype {
+                        path,
+                        name: key,
+                        dtype: dtype.to_string(),
+                    });
+                }
+                if self.tensors.contains_key(&m.name) {
+                    return Err(WeightsError::BadSafetensors {
+                        path,
+                        detail: format!("two tensors map to `{}` (the second is `{key}`)", m.name),
+                    });
+                }
+                self.tensors.insert(
+                    m.name,
+                    Source {
+                        file,
+                        index,
+                        part: m.part,
+                        dtype,
+                        shape,
+                    },
+                );
+            }
+            self.raw_keys.push(key);
+        }
+        Ok(())
+    }
+
+    /// The checkpoint's path (file or folder).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The container format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Safetensors `__metadata__` (empty for other formats).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The files behind this checkpoint (one, or one per diffusers component).
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(p, _)| p.as_path())
+    }
+
+    /// Every key as stored in the files, mapped or not.
+    pub fn raw_keys(&self) -> impl Iterator<Item = &str> {
+        self.raw_keys.iter().map(String::as_str)
+    }
+
+    /// Canonical names of the tensors a model can use.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Whether a canonical tensor exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// A canonical tensor's shape.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|s| s.shape.as_slice())
+    }
+
+    /// A canonical tensor's stored dtype.
+    pub fn storage_dtype(&self, name: &str) -> Option<StorageDtype> {
+        self.tensors.get(name).map(|s| s.dtype)
+    }
+
+    /// Number of parameters under a canonical prefix (`unet.`, `vae.`, `text_encoder.`).
+    pub fn param_count(&self, prefix: &str) -> usize {
+        self.tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, s)| s.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Loads a canonical tensor as `dtype` on `device`.
+    pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let src = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| WeightsError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
+        let (path, file) = &self.files[src.file];
+        let bytes = file.bytes(src.index);
+        let bytes = match src.part {
+            None => &bytes[..],
+            Some((i, n)) => {
+                let len = bytes.len() / n;
+                &bytes[i * len..(i + 1) * len]
+            }
+        };
+        dtype::decode(bytes, src.dtype, &src.shape, dtype, device).map_err(|e| {
+            WeightsError::Tensor {
+                path: path.clone(),
+                name: name.to_string(),
+                source: e,
+            }
+        })
+    }
+
+    /// Loads a canonical tensor that must have `shape`; a stored shape that differs only by
+    /// trailing unit dimensions (a 1×1 convolution kernel for a linear layer, or the reverse)
+    /// is reshaped.
+    pub fn load_shaped(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let found = self
+            .shape(name)
+            .ok_or_else(|| WeightsError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
+        if found != shape {
+            let trim = |s: &[usize]| {
+                let mut v = s.to_vec();
+                while v.len() > 1 && v.last() == Some(&1) {
+                    v.pop();
+                }
+                v
+            };
+            if trim(found) != trim(shape) {
+                return Err(WeightsError::ShapeMismatch {
+                    path: self.path.clone(),
+                    name: name.to_string(),
+                    found: found.to_vec(),
+                    expected: shape.to_vec(),
+                });
+            }
+        }
+        let t = self.load(name, dtype, device)?;
+        t.reshape(shape).map_err(|e| WeightsError::Tensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            source: e,
+        })
+    }
+
+    /// The storage dtypes of the canonical tensors with their parameter counts.
+    pub fn dtype_histogram(&self) -> BTreeMap<StorageDtype, usize> {
+        let mut h = BTreeMap::new();
+        for s in self.tensors.values() {
+            *h.entry(s.dtype).or_insert(0) += s.shape.iter().product::<usize>();
+        }
+        h
+    }
+
+    /// A candle `VarBuilder` over the canonical names, producing `dtype` tensors on `device`.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> candle_nn::VarBuilder<'_> {
+        candle_nn::VarBuilder::from_backend(Box::new(Backend(self)), dtype, device.clone())
+    }
+}
+
+struct Backend<'a>(&'a Weights);
+
+impl candle_nn::var_builder::SimpleBackend for Backend<'_> {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0
+            .load_shaped(name, s.dims(), dtype, dev)
+            .map_err(candle_core::Error::wrap)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0
+            .load(name, dtype, dev)
+            .map_err(candle_core::Error::wrap)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+}

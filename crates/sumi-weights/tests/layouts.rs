@@ -1,0 +1,132 @@
+//! Both layouts of every tiny fixture model load to identical canonical tensors, in f16 and
+//! f32 storage, and are detected as what they are.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use sumi_weights::{detect, Family, Prediction, PredictionSource, StorageDtype, Weights};
+
+fn fixture(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/tiny")
+        .join(arch)
+}
+
+fn build(arch: &str, storage: StorageDtype) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    sumi_weights::synth::materialize(&fixture(arch), dir.path(), storage).unwrap();
+    let single = dir.path().join(format!("tiny_{arch}.safetensors"));
+    let folder = dir.path().join("diffusers");
+    (dir, single, folder)
+}
+
+fn same_tensors(a: &Weights, b: &Weights) {
+    let na: Vec<&str> = a.names().collect();
+    let nb: Vec<&str> = b.names().collect();
+    assert_eq!(
+        na,
+        nb,
+        "canonical names differ between {:?} and {:?}",
+        a.path(),
+        b.path()
+    );
+    for n in na {
+        let x = a.load(n, DType::F32, &Device::Cpu).unwrap();
+        let y = b.load(n, DType::F32, &Device::Cpu).unwrap();
+        let y = y.reshape(x.shape()).unwrap();
+        let d = (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{n}");
+    }
+}
+
+fn check(arch: &str, family: Family, inpaint: bool, pred: Option<Prediction>) {
+    for storage in [StorageDtype::F16, StorageDtype::F32] {
+        let (_d, single, folder) = build(arch, storage);
+        let s = Weights::open(&single).unwrap();
+        let f = Weights::open(&folder).unwrap();
+        same_tensors(&s, &f);
+        assert!(s.names().all(|n| s.storage_dtype(n) == Some(storage)));
+        for w in [&s, &f] {
+            let facts = detect(w, None).unwrap();
+            assert_eq!(facts.family, family, "{arch}");
+            assert_eq!(facts.inpaint, inpaint, "{arch}");
+            if w.path() == folder.as_path() {
+                // diffusers folders carry their scheduler's prediction type
+                let want = pred.unwrap_or(Prediction::Epsilon);
+                assert_eq!(facts.prediction.as_ref().map(|p| p.0), Some(want), "{arch}");
+            } else {
+                assert_eq!(facts.prediction.as_ref().map(|p| p.0), pred, "{arch}");
+            }
+        }
+    }
+}
+
+#[test]
+fn sd1() {
+    check("sd1", Family::Sd1, false, Some(Prediction::Epsilon));
+}
+
+#[test]
+fn sd1_inpaint() {
+    check("sd1-inpaint", Family::Sd1, true, Some(Prediction::Epsilon));
+}
+
+#[test]
+fn sd2_eps_needs_the_unet_test() {
+    check("sd2", Family::Sd2, false, None);
+}
+
+#[test]
+fn sd2_v_from_modelspec_metadata() {
+    check("sd2-v", Family::Sd2, false, Some(Prediction::V));
+    let (_d, single, _) = build("sd2-v", StorageDtype::F16);
+    let facts = detect(&Weights::open(&single).unwrap(), None).unwrap();
+    assert_eq!(
+        facts.prediction,
+        Some((Prediction::V, PredictionSource::Metadata))
+    );
+    assert_eq!(facts.architecture(Prediction::V), "sd2-v");
+}
+
+#[test]
+fn sibling_yaml_and_explicit_override_win() {
+    let (_d, single, _) = build("sd2", StorageDtype::F16);
+    let yaml = single.with_extension("yaml");
+    std::fs::write(
+        &yaml,
+        "model:\n  params:\n    parameterization: \"v\"\n    unet_config:\n      params:\n        num_head_channels: 32\n        context_dim: 64\n",
+    )
+    .unwrap();
+    let w = Weights::open(&single).unwrap();
+    let facts = detect(&w, None).unwrap();
+    assert_eq!(
+        facts.prediction,
+        Some((Prediction::V, PredictionSource::Yaml(yaml.clone())))
+    );
+    assert_eq!(facts.unet_heads, sumi_weights::Heads::Channels(32));
+    assert_eq!(facts.context_dim, Some(64));
+    let facts = detect(&w, Some(Prediction::Epsilon)).unwrap();
+    assert_eq!(
+        facts.prediction,
+        Some((Prediction::Epsilon, PredictionSource::Override))
+    );
+}
+
+#[test]
+fn rules_for_heads_and_padding() {
+    let (_d, single, _) = build("sd1", StorageDtype::F16);
+    let f = detect(&Weights::open(&single).unwrap(), None).unwrap();
+    assert_eq!(f.unet_heads.heads(64, 0), 8);
+    assert_eq!((f.clip_gelu, f.clip_pad_token), (false, 49407));
+    let (_d, single, _) = build("sd2", StorageDtype::F16);
+    let f = detect(&Weights::open(&single).unwrap(), None).unwrap();
+    assert_eq!(f.unet_heads.heads(640, 1), 10);
+    assert_eq!((f.clip_gelu, f.clip_pad_token), (true, 0));
+}
