@@ -1,1 +1,17 @@
-//! sumi-models (placeholder)
+//! `sumi-models`: the networks of Stable Diffusion 1.x/2.x — CLIP text encoder, U-Net,
+//! VAE and TAESD — built from a name-scoped `VarBuilder` whose names are the canonical
+//! (diffusers/transformers) module paths. Knows nothing of files, prompts or samplers.
+
+pub mod clip;
+pub mod error;
+pub mod nn;
+pub mod taesd;
+pub mod unet;
+pub mod unet_blocks;
+pub mod vae;
+
+pub use clip::{ClipConfig, ClipTextModel};
+pub use error::{ModelError, Result};
+pub use taesd::{TaesdDecoder, TaesdEncoder};
+pub use unet::{UNet, UNetConfig};
+pub use vae::{Vae, VaeConfig};

@@ -153,6 +153,27 @@ impl Weights {
         Ok(w)
     }
 
+    /// Opens one weight file with its keys as they are (no layout mapping, no detection):
+    /// for networks stored under their own names, such as TAESD.
+    pub fn open_raw(path: &Path) -> Result<Self> {
+        let file = File::open(path)?;
+        let format = match file {
+            File::St(_) => Format::Safetensors,
+            File::Ckpt(_) => Format::Checkpoint,
+        };
+        let entries = file.entries();
+        let mut w = Self {
+            path: path.to_path_buf(),
+            format,
+            files: vec![(path.to_path_buf(), file)],
+            tensors: BTreeMap::new(),
+            raw_keys: Vec::new(),
+            metadata: BTreeMap::new(),
+        };
+        w.add(0, entries, |k| vec![Mapped::whole(k.to_string())])?;
+        Ok(w)
+    }
+
     fn open_diffusers(dir: &Path) -> Result<Self> {
         let mut w = Self {
             path: dir.to_path_buf(),

@@ -1,0 +1,371 @@
+//! The Stable Diffusion U-Net (diffusers `UNet2DConditionModel` naming) for SD1.x and SD2.x,
+//! ε or v output (the caller interprets it), 4 or 9 input channels, with a hook for
+//! additive residuals (ControlNet-style) on the skip connections and the middle block.
+
+use candle_core::{DType, Module, Tensor};
+use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+
+use crate::error::{ModelError, Result, Shapes};
+use crate::nn::{conv, group_norm, linear};
+use crate::unet_blocks::{ResnetBlock, SpatialTransformer, Upsample};
+
+/// U-Net hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UNetConfig {
+    /// Latent (+ conditioning) channels in: 4, or 9 for inpainting models.
+    pub in_channels: usize,
+    /// Channels out (4).
+    pub out_channels: usize,
+    /// Channels per level (SD: 320, 640, 1280, 1280).
+    pub block_channels: Vec<usize>,
+    /// Whether each level has spatial transformers.
+    pub attention: Vec<bool>,
+    /// Heads per level.
+    pub heads: Vec<usize>,
+    /// Residual blocks per down level (up levels have one more).
+    pub layers_per_block: usize,
+    /// Transformer blocks per spatial transformer.
+    pub depth: usize,
+    /// Context (text embedding) width.
+    pub context_dim: usize,
+    /// Time-embedding width.
+    pub time_dim: usize,
+}
+
+impl UNetConfig {
+    /// SD1.x (`v1-inference.yaml`: 320 channels, mult 1-2-4-4, 8 heads, context 768).
+    pub fn sd1() -> Self {
+        Self {
+            in_channels: 4,
+            out_channels: 4,
+            block_channels: vec![320, 640, 1280, 1280],
+            attention: vec![true, true, true, false],
+            heads: vec![8; 4],
+            layers_per_block: 2,
+            depth: 1,
+            context_dim: 768,
+            time_dim: 1280,
+        }
+    }
+
+    /// Reads the sizes from the U-Net's canonical tensor shapes; `heads(channels, level)`
+    /// supplies what the weights cannot show.
+    pub fn infer(shapes: Shapes, heads: &dyn Fn(usize, usize) -> usize) -> Result<Self> {
+        let get = |n: &str| {
+            shapes(n).ok_or_else(|| ModelError::Config {
+                component: "U-Net",
+                detail: format!("missing tensor `{n}`"),
+            })
+        };
+        let conv_in = get("conv_in.weight")?;
+        let conv_out = get("conv_out.weight")?;
+        let levels = (0..)
+            .take_while(|i| shapes(&format!("down_blocks.{i}.resnets.0.conv1.weight")).is_some())
+            .count();
+        if levels == 0 {
+            return Err(ModelError::Config {
+                component: "U-Net",
+                detail: "no down blocks".into(),
+            });
+        }
+        let block_channels: Vec<usize> = (0..levels)
+            .map(|i| get(&format!("down_blocks.{i}.resnets.0.conv1.weight")).map(|s| s[0]))
+            .collect::<Result<_>>()?;
+        let attention: Vec<bool> = (0..levels)
+            .map(|i| shapes(&format!("down_blocks.{i}.attentions.0.proj_in.weight")).is_some())
+            .collect();
+        let first = attention
+            .iter()
+            .position(|&a| a)
+            .ok_or_else(|| ModelError::Config {
+                component: "U-Net",
+                detail: "no attention blocks".into(),
+            })?;
+        let pre = format!("down_blocks.{first}.attentions.0.transformer_blocks");
+        let context_dim = get(&format!("{pre}.0.attn2.to_k.weight"))?[1];
+        let depth = (0..)
+            .take_while(|j| shapes(&format!("{pre}.{j}.norm1.weight")).is_some())
+            .count();
+        let layers_per_block = (0..)
+            .take_while(|j| shapes(&format!("down_blocks.0.resnets.{j}.conv1.weight")).is_some())
+            .count();
+        Ok(Self {
+            in_channels: conv_in[1],
+            out_channels: conv_out[0],
+            heads: block_channels
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| heads(c, i))
+                .collect(),
+            block_channels,
+            attention,
+            layers_per_block,
+            depth,
+            context_dim,
+            time_dim: get("time_embedding.linear_1.weight")?[0],
+        })
+    }
+}
+
+struct Level {
+    resnets: Vec<ResnetBlock>,
+    attentions: Vec<SpatialTransformer>,
+    down: Option<Conv2d>,
+    up: Option<Upsample>,
+}
+
+/// Residuals added to the U-Net's skip connections (one per skip, in order) and to the middle
+/// block's output, as a ControlNet produces them.
+pub struct Residuals {
+    /// One per skip connection (`3 · levels + 1` for SD).
+    pub down: Vec<Tensor>,
+    /// Added to the middle block's output.
+    pub mid: Tensor,
+}
+
+/// The U-Net.
+pub struct UNet {
+    cfg: UNetConfig,
+    conv_in: Conv2d,
+    time1: Linear,
+    time2: Linear,
+    down: Vec<Level>,
+    mid: (ResnetBlock, SpatialTransformer, ResnetBlock),
+    up: Vec<Level>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl UNet {
+    /// Builds the U-Net from names relative to it (`conv_in.weight`, `down_blocks.0…`).
+    pub fn new(vb: VarBuilder, cfg: UNetConfig) -> Result<Self> {
+        let ch = &cfg.block_channels;
+        let n = ch.len();
+        let t = cfg.time_dim;
+        let st = |vb: VarBuilder, c: usize, lvl: usize| {
+            SpatialTransformer::new(vb, c, cfg.context_dim, cfg.heads[lvl], cfg.depth)
+        };
+        let mut down = Vec::with_capacity(n);
+        for i in 0..n {
+            let vb = vb.pp(format!("down_blocks.{i}"));
+            let mut resnets = Vec::new();
+            let mut attentions = Vec::new();
+            for j in 0..cfg.layers_per_block {
+                let cin = if j == 0 {
+                    if i == 0 {
+                        ch[0]
+                    } else {
+                        ch[i - 1]
+                    }
+                } else {
+                    ch[i]
+                };
+                resnets.push(ResnetBlock::new(
+                    vb.pp(format!("resnets.{j}")),
+                    cin,
+                    ch[i],
+                    Some(t),
+                    1e-5,
+                )?);
+                if cfg.attention[i] {
+                    attentions.push(st(vb.pp(format!("attentions.{j}")), ch[i], i)?);
+                }
+            }
+            let down_conv = (i + 1 < n)
+                .then(|| conv(vb.pp("downsamplers.0.conv"), ch[i], ch[i], 3, 2))
+                .transpose()?;
+            down.push(Level {
+                resnets,
+                attentions,
+                down: down_conv,
+                up: None,
+            });
+        }
+        let m = vb.pp("mid_block");
+        let mid = (
+            ResnetBlock::new(m.pp("resnets.0"), ch[n - 1], ch[n - 1], Some(t), 1e-5)?,
+            st(m.pp("attentions.0"), ch[n - 1], n - 1)?,
+            ResnetBlock::new(m.pp("resnets.1"), ch[n - 1], ch[n - 1], Some(t), 1e-5)?,
+        );
+        let mut up = Vec::with_capacity(n);
+        for i in 0..n {
+            let lvl = n - 1 - i; // the down level this up level mirrors
+            let vb = vb.pp(format!("up_blocks.{i}"));
+            let prev = if i == 0 { ch[n - 1] } else { ch[lvl + 1] };
+            let mut resnets = Vec::new();
+            let mut attentions = Vec::new();
+            for j in 0..=cfg.layers_per_block {
+                let skip = if j == cfg.layers_per_block {
+                    if lvl == 0 {
+                        ch[0]
+                    } else {
+                        ch[lvl - 1]
+                    }
+                } else {
+                    ch[lvl]
+                };
+                let cin = if j == 0 { prev } else { ch[lvl] };
+                resnets.push(ResnetBlock::new(
+                    vb.pp(format!("resnets.{j}")),
+                    cin + skip,
+                    ch[lvl],
+                    Some(t),
+                    1e-5,
+                )?);
+                if cfg.attention[lvl] {
+                    attentions.push(st(vb.pp(format!("attentions.{j}")), ch[lvl], lvl)?);
+                }
+            }
+            let upsampler = (i + 1 < n)
+                .then(|| Upsample::new(vb.pp("upsamplers.0"), ch[lvl]))
+                .transpose()?;
+            up.push(Level {
+                resnets,
+                attentions,
+                down: None,
+                up: upsampler,
+            });
+        }
+        Ok(Self {
+            conv_in: conv(vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1)?,
+            time1: linear(vb.pp("time_embedding.linear_1"), ch[0], t, true)?,
+            time2: linear(vb.pp("time_embedding.linear_2"), t, t, true)?,
+            down,
+            mid,
+            up,
+            norm_out: group_norm(vb.pp("conv_norm_out"), 32, ch[0], 1e-5)?,
+            conv_out: conv(vb.pp("conv_out"), ch[0], cfg.out_channels, 3, 1)?,
+            cfg,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UNetConfig {
+        &self.cfg
+    }
+
+    /// The sinusoidal timestep embedding (cos first, as diffusers' `flip_sin_to_cos`).
+    fn time_embedding(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        let half = self.cfg.block_channels[0] / 2;
+        // f32 arithmetic in diffusers' order, (-ln 10000 · i) / half, then a correctly rounded exp
+        let c = -(10000f64.ln()) as f32;
+        let freqs: Vec<f32> = (0..half)
+            .map(|i| ((c * i as f32 / half as f32) as f64).exp() as f32)
+            .collect();
+        let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
+        let args = t
+            .to_dtype(DType::F32)?
+            .unsqueeze(1)?
+            .broadcast_mul(&freqs)?;
+        let emb = Tensor::cat(&[args.cos()?, args.sin()?], 1)?.to_dtype(dtype)?;
+        let emb = self.time2.forward(&self.time1.forward(&emb)?.silu()?)?;
+        Ok(emb.silu()?)
+    }
+
+    /// A1111's test for v-prediction SD2 checkpoints: the mean of `unet(x, 999, ctx) − x` for
+    /// x = 0.5 everywhere (1×C×8×8) and a 2-token context of 0.5; below −1 means v. Returns the
+    /// score; the caller compares it with −1.
+    pub fn a1111_v_score(&self) -> Result<f32> {
+        let dev = self.conv_in.weight().device();
+        let dt = self.conv_in.weight().dtype();
+        let x = (Tensor::ones((1, self.cfg.in_channels, 8, 8), dt, dev)? * 0.5)?;
+        let ctx = (Tensor::ones((1, 2, self.cfg.context_dim), dt, dev)? * 0.5)?;
+        let t = Tensor::new(&[999f32], dev)?;
+        let out = self.forward(&x, &t, &ctx)?;
+        let x4 = x.narrow(1, 0, self.cfg.out_channels)?;
+        Ok((out - x4)?
+            .mean_all()?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()?)
+    }
+
+    /// Predicts ε (or v) for `x` `[b, in, h, w]` at timesteps `t` `[b]` (float) with context
+    /// `[b, m, context_dim]`.
+    pub fn forward(&self, x: &Tensor, t: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, t, ctx, None)
+    }
+
+    /// [`Self::forward`] with residuals added to the skips and the middle block.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        ctx: &Tensor,
+        res: Option<&Residuals>,
+    ) -> Result<Tensor> {
+        let (b, c, _, _) = x.dims4()?;
+        if c != self.cfg.in_channels {
+            return Err(ModelError::Input {
+                component: "U-Net",
+                detail: format!(
+                    "{c} input channels, the model takes {}",
+                    self.cfg.in_channels
+                ),
+            });
+        }
+        let (cb, _, cd) = ctx.dims3()?;
+        if cb != b || cd != self.cfg.context_dim {
+            return Err(ModelError::Input {
+                component: "U-Net",
+                detail: format!(
+                    "context [{cb}, _, {cd}] for batch {b} and width {}",
+                    self.cfg.context_dim
+                ),
+            });
+        }
+        let emb = self.time_embedding(t, x.dtype())?;
+        let mut h = self.conv_in.forward(x)?;
+        let mut skips = vec![h.clone()];
+        for lvl in &self.down {
+            for (j, r) in lvl.resnets.iter().enumerate() {
+                h = r.forward(&h, Some(&emb))?;
+                if let Some(a) = lvl.attentions.get(j) {
+                    h = a.forward(&h, ctx)?;
+                }
+                skips.push(h.clone());
+            }
+            if let Some(d) = &lvl.down {
+                h = d.forward(&h)?;
+                skips.push(h.clone());
+            }
+        }
+        if let Some(res) = res {
+            if res.down.len() != skips.len() {
+                return Err(ModelError::Input {
+                    component: "U-Net",
+                    detail: format!("{} residuals for {} skips", res.down.len(), skips.len()),
+                });
+            }
+            for (s, r) in skips.iter_mut().zip(&res.down) {
+                *s = (&*s + r)?;
+            }
+        }
+        h = self.mid.0.forward(&h, Some(&emb))?;
+        h = self.mid.1.forward(&h, ctx)?;
+        h = self.mid.2.forward(&h, Some(&emb))?;
+        if let Some(res) = res {
+            h = (h + &res.mid)?;
+        }
+        for lvl in &self.up {
+            for (j, r) in lvl.resnets.iter().enumerate() {
+                let s = skips.pop().ok_or_else(|| ModelError::Config {
+                    component: "U-Net",
+                    detail: "skip stack underflow".into(),
+                })?;
+                h = r.forward(&Tensor::cat(&[&h, &s], 1)?, Some(&emb))?;
+                if let Some(a) = lvl.attentions.get(j) {
+                    h = a.forward(&h, ctx)?;
+                }
+            }
+            if let Some(u) = &lvl.up {
+                let size = skips
+                    .last()
+                    .map(|s| s.dims4())
+                    .transpose()?
+                    .map(|(_, _, h, w)| (h, w));
+                h = u.forward(&h, size)?;
+            }
+        }
+        Ok(self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)?)
+    }
+}

@@ -1,0 +1,192 @@
+//! The U-Net's blocks in diffusers' form: `ResnetBlock2D`, `Transformer2DModel` (with its
+//! `BasicTransformerBlock`s: self-attention, cross-attention, GEGLU feed-forward), and the
+//! down/up-samplers.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+use crate::error::Result;
+use crate::nn::{attention, conv, group_norm, layer_norm, linear, merge_heads, split_heads};
+
+/// A residual block with a time-embedding projection (`time_emb_proj`), or without one (VAE).
+pub struct ResnetBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl ResnetBlock {
+    /// Builds a block `cin → cout`; `temb` is the time-embedding width, if any.
+    pub fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        temb: Option<usize>,
+        eps: f64,
+    ) -> Result<Self> {
+        Ok(Self {
+            norm1: group_norm(vb.pp("norm1"), 32, cin, eps)?,
+            conv1: conv(vb.pp("conv1"), cin, cout, 3, 1)?,
+            time: temb
+                .map(|t| linear(vb.pp("time_emb_proj"), t, cout, true))
+                .transpose()?,
+            norm2: group_norm(vb.pp("norm2"), 32, cout, eps)?,
+            conv2: conv(vb.pp("conv2"), cout, cout, 3, 1)?,
+            shortcut: (cin != cout)
+                .then(|| conv(vb.pp("conv_shortcut"), cin, cout, 1, 1))
+                .transpose()?,
+        })
+    }
+
+    /// `x` `[b, c, h, w]`; `emb` the (already SiLU-ed) time embedding `[b, temb]`.
+    pub fn forward(&self, x: &Tensor, emb: Option<&Tensor>) -> Result<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = match (&self.time, emb) {
+            (Some(t), Some(e)) => h.broadcast_add(&t.forward(e)?.unsqueeze(2)?.unsqueeze(3)?)?,
+            _ => h,
+        };
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        Ok((skip + h)?)
+    }
+}
+
+/// Multi-head attention with q/k/v projections without bias and a biased output projection.
+pub struct CrossAttention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl CrossAttention {
+    /// `dim` query width, `ctx` key/value width.
+    pub fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            q: linear(vb.pp("to_q"), dim, dim, false)?,
+            k: linear(vb.pp("to_k"), ctx, dim, false)?,
+            v: linear(vb.pp("to_v"), ctx, dim, false)?,
+            out: linear(vb.pp("to_out.0"), dim, dim, true)?,
+            heads,
+        })
+    }
+
+    /// `x` `[b, n, dim]` attending to `ctx` `[b, m, ctx]` (itself when `None`).
+    pub fn forward(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<Tensor> {
+        let c = ctx.unwrap_or(x);
+        let q = split_heads(&self.q.forward(x)?, self.heads)?;
+        let k = split_heads(&self.k.forward(c)?, self.heads)?;
+        let v = split_heads(&self.v.forward(c)?, self.heads)?;
+        Ok(self
+            .out
+            .forward(&merge_heads(&attention(&q, &k, &v, None)?)?)?)
+    }
+}
+
+struct TransformerBlock {
+    norm1: LayerNorm,
+    attn1: CrossAttention,
+    norm2: LayerNorm,
+    attn2: CrossAttention,
+    norm3: LayerNorm,
+    ff_in: Linear,
+    ff_out: Linear,
+}
+
+impl TransformerBlock {
+    fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize) -> Result<Self> {
+        let inner = 4 * dim;
+        Ok(Self {
+            norm1: layer_norm(vb.pp("norm1"), dim, 1e-5)?,
+            attn1: CrossAttention::new(vb.pp("attn1"), dim, dim, heads)?,
+            norm2: layer_norm(vb.pp("norm2"), dim, 1e-5)?,
+            attn2: CrossAttention::new(vb.pp("attn2"), dim, ctx, heads)?,
+            norm3: layer_norm(vb.pp("norm3"), dim, 1e-5)?,
+            ff_in: linear(vb.pp("ff.net.0.proj"), dim, 2 * inner, true)?,
+            ff_out: linear(vb.pp("ff.net.2"), inner, dim, true)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
+        let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(ctx))? + &x)?;
+        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
+        let half = h.dim(2)? / 2;
+        let (a, gate) = (h.narrow(2, 0, half)?, h.narrow(2, half, half)?);
+        Ok((self.ff_out.forward(&(a * gate.gelu_erf()?)?)? + x)?)
+    }
+}
+
+/// A spatial transformer: GroupNorm, `proj_in`, transformer blocks, `proj_out`, residual.
+/// `proj_in`/`proj_out` are 1×1 convolutions in SD1 and linear layers in SD2; both act on the
+/// channel dimension, so both are applied as linear layers here.
+pub struct SpatialTransformer {
+    norm: GroupNorm,
+    proj_in: Linear,
+    blocks: Vec<TransformerBlock>,
+    proj_out: Linear,
+}
+
+impl SpatialTransformer {
+    /// `dim` channels, `ctx` context width, `depth` blocks of `heads` heads.
+    pub fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize, depth: usize) -> Result<Self> {
+        let blocks = (0..depth)
+            .map(|i| {
+                TransformerBlock::new(vb.pp(format!("transformer_blocks.{i}")), dim, ctx, heads)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            norm: group_norm(vb.pp("norm"), 32, dim, 1e-6)?,
+            proj_in: linear(vb.pp("proj_in"), dim, dim, true)?,
+            blocks,
+            proj_out: linear(vb.pp("proj_out"), dim, dim, true)?,
+        })
+    }
+
+    /// `x` `[b, c, h, w]`, `ctx` `[b, m, ctx]`.
+    pub fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        // candle's batched matmul misreads a transposed 3-D left operand: make it contiguous
+        let y = self
+            .norm
+            .forward(x)?
+            .flatten_from(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let mut y = self.proj_in.forward(&y)?;
+        for blk in &self.blocks {
+            y = blk.forward(&y, ctx)?;
+        }
+        let y = self.proj_out.forward(&y)?;
+        let y = y.transpose(1, 2)?.reshape((b, c, h, w))?;
+        Ok((y + x)?)
+    }
+}
+
+/// Nearest-neighbour ×2 upsampling (to `size` when given) followed by a 3×3 convolution.
+pub struct Upsample {
+    conv: Conv2d,
+}
+
+impl Upsample {
+    /// `ch` channels in and out.
+    pub fn new(vb: VarBuilder, ch: usize) -> Result<Self> {
+        Ok(Self {
+            conv: conv(vb.pp("conv"), ch, ch, 3, 1)?,
+        })
+    }
+
+    /// Upsamples `x` to `size` (h, w), or ×2.
+    pub fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let (th, tw) = size.unwrap_or((2 * h, 2 * w));
+        Ok(self.conv.forward(&x.upsample_nearest2d(th, tw)?)?)
+    }
+}
