@@ -1,1 +1,36 @@
-fn main() {}
+//! `sumi`: Stable Diffusion from the command line.
+
+mod model_info;
+
+use clap::{Parser, Subcommand};
+
+/// Stable Diffusion in Rust, A1111-compatible.
+#[derive(Parser)]
+#[command(name = "sumi", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Identify a checkpoint: architecture, prediction type, dtype, sizes, hashes.
+    ModelInfo(model_info::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::ModelInfo(a) => model_info::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `sumi model-info` on the tiny fixture models and on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn sumi() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sumi"))
+}
+
+fn fixture(arch: &str, dir: &Path) -> PathBuf {
+    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/tiny")
+        .join(arch);
+    sumi_weights::synth::materialize(&f, dir, sumi_weights::StorageDtype::F16).unwrap();
+    dir.join(format!("tiny_{arch}.safetensors"))
+}
+
+fn info(path: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = sumi()
+        .arg("model-info")
+        .arg(path)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn identifies_every_tiny_architecture() {
+    for (arch, want, source) in [
+        ("sd1", "sd1", "architecture rule"),
+        ("sd1-inpaint", "sd1-inpaint", "architecture rule"),
+        ("sd2", "sd2", "A1111 U-Net test"),
+        ("sd2-v", "sd2-v", "modelspec.prediction_type"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let p = fixture(arch, d.path());
+        let v = info(&p, &[]);
+        assert_eq!(v["architecture"], want, "{v}");
+        assert_eq!(v["prediction_source"], source, "{v}");
+        let sha = v["sha256"].as_str().unwrap();
+        assert_eq!(sha.len(), 64);
+        assert_eq!(v["short_hash"].as_str().unwrap(), &sha[..10]);
+        assert_eq!(v["storage_dtype"], "F16");
+        let v = info(&d.path().join("diffusers"), &[]);
+        assert_eq!(v["architecture"], want, "{v}");
+    }
+}
+
+#[test]
+fn prediction_override() {
+    let d = tempfile::tempdir().unwrap();
+    let p = fixture("sd2", d.path());
+    let v = info(&p, &["--prediction", "v"]);
+    assert_eq!(v["architecture"], "sd2-v");
+    assert_eq!(v["prediction_source"], "override");
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_a_message() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("broken.safetensors");
+    std::fs::write(&p, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
+    let out = sumi().arg("model-info").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.safetensors") && err.contains("invalid safetensors file"),
+        "{err}"
+    );
+    let out = sumi()
+        .arg("model-info")
+        .arg(d.path().join("nope.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.safetensors"));
+    let out = sumi()
+        .args(["model-info", "x", "--prediction", "sideways"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown prediction type"));
+}

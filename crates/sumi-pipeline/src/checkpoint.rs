@@ -1,0 +1,113 @@
+//! A checkpoint opened and identified: its weights, the facts detection found, the resolved
+//! prediction type, and constructors for its networks.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use sumi_models::{ClipConfig, ClipTextModel, UNet, UNetConfig, Vae, VaeConfig};
+use sumi_weights::layout::{TEXT_ENCODER, UNET, VAE};
+use sumi_weights::{detect, ModelFacts, Prediction, PredictionSource, Weights};
+
+use crate::error::{PipelineError, Result};
+
+/// An identified checkpoint.
+pub struct Checkpoint {
+    /// The weights under canonical names.
+    pub weights: Weights,
+    /// What detection found.
+    pub facts: ModelFacts,
+    /// The prediction type in force.
+    pub prediction: Prediction,
+    /// Where it came from.
+    pub prediction_source: PredictionSource,
+}
+
+impl Checkpoint {
+    /// Opens and identifies `path`; `prediction` overrides every other source. SD2 checkpoints
+    /// with nothing saying ε or v get A1111's U-Net test (one small forward in f32).
+    pub fn open(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
+        let weights = Weights::open(path)?;
+        let facts = detect(&weights, prediction)?;
+        let mut ck = Self {
+            weights,
+            prediction: Prediction::Epsilon,
+            prediction_source: PredictionSource::Rule,
+            facts,
+        };
+        match ck.facts.prediction.clone() {
+            Some((p, s)) => (ck.prediction, ck.prediction_source) = (p, s),
+            None => {
+                let unet = ck.unet(DType::F32, &Device::Cpu)?;
+                let score = unet.a1111_v_score().map_err(|e| ck.model_err(e))?;
+                ck.prediction = if score < -1.0 {
+                    Prediction::V
+                } else {
+                    Prediction::Epsilon
+                };
+                ck.prediction_source = PredictionSource::UnetTest;
+            }
+        }
+        Ok(ck)
+    }
+
+    /// The architecture name (`sd1`, `sd1-inpaint`, `sd2`, `sd2-v`, `sd2-inpaint`).
+    pub fn architecture(&self) -> &'static str {
+        self.facts.architecture(self.prediction)
+    }
+
+    fn model_err(&self, source: sumi_models::ModelError) -> PipelineError {
+        PipelineError::Model {
+            path: self.weights.path().to_path_buf(),
+            source,
+        }
+    }
+
+    fn shapes<'a>(&'a self, prefix: &'a str) -> impl Fn(&str) -> Option<Vec<usize>> + 'a {
+        move |n: &str| {
+            self.weights
+                .shape(&format!("{prefix}{n}"))
+                .map(<[usize]>::to_vec)
+        }
+    }
+
+    /// The U-Net's configuration.
+    pub fn unet_config(&self) -> Result<UNetConfig> {
+        let heads = |c: usize, l: usize| self.facts.unet_heads.heads(c, l);
+        let mut cfg =
+            UNetConfig::infer(&self.shapes(UNET), &heads).map_err(|e| self.model_err(e))?;
+        if let Some(c) = self.facts.context_dim {
+            cfg.context_dim = c;
+        }
+        Ok(cfg)
+    }
+
+    /// The text encoder's configuration.
+    pub fn clip_config(&self) -> Result<ClipConfig> {
+        ClipConfig::infer(&self.shapes(TEXT_ENCODER), self.facts.clip_gelu)
+            .map_err(|e| self.model_err(e))
+    }
+
+    /// The VAE's configuration.
+    pub fn vae_config(&self) -> Result<VaeConfig> {
+        VaeConfig::infer(&self.shapes(VAE)).map_err(|e| self.model_err(e))
+    }
+
+    /// Builds the U-Net.
+    pub fn unet(&self, dtype: DType, dev: &Device) -> Result<UNet> {
+        let vb = self.weights.var_builder(dtype, dev);
+        UNet::new(vb.pp("unet"), self.unet_config()?).map_err(|e| self.model_err(e))
+    }
+
+    /// Builds the text encoder.
+    pub fn clip(&self, dtype: DType, dev: &Device) -> Result<ClipTextModel> {
+        let vb = self.weights.var_builder(dtype, dev);
+        ClipTextModel::new(vb.pp("text_encoder"), self.clip_config()?)
+            .map_err(|e| self.model_err(e))
+    }
+
+    /// Builds the VAE.
+    pub fn vae(&self, dtype: DType, dev: &Device) -> Result<Vae> {
+        let vb = self.weights.var_builder(dtype, dev);
+        Vae::new(vb.pp("vae"), self.vae_config()?).map_err(|e| self.model_err(e))
+    }
+}
