@@ -121,7 +121,7 @@ pub enum WeightsError {
         name: String,
         /// The underlying error.
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
 }
 

@@ -473,7 +473,7 @@ fn global(module: String, name: String) -> R<Value> {
 }
 
 fn pairs(items: Vec<Value>) -> R<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return mal("odd number of items for a dict");
     }
     let mut out = Vec::with_capacity(items.len() / 2);

@@ -335,7 +335,7 @@ impl Weights {
             WeightsError::Tensor {
                 path: path.clone(),
                 name: name.to_string(),
-                source: e,
+                source: Box::new(e),
             }
         })
     }
@@ -377,7 +377,7 @@ impl Weights {
         t.reshape(shape).map_err(|e| WeightsError::Tensor {
             path: self.path.clone(),
             name: name.to_string(),
-            source: e,
+            source: Box::new(e),
         })
     }
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""PyTorch side of tools/bench/run.sh: the same work as Sumi's `forward` bench, on the same
+weights (the diffusers folder written by make_full_sd15.py), f32, 2 threads.
+
+Usage: torch_forward.py unet-f32|vae-decode-f32 DIFFUSERS_DIR RUNS   -> one JSON line
+"""
+import json
+import os
+import resource
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+
+def main():
+    what, d, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    if what == "unet-f32":
+        m = UNet2DConditionModel.from_pretrained(os.path.join(d, "unet"), torch_dtype=torch.float32).eval()
+        x, t, c = torch.randn(2, 4, 64, 64), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768)
+        step = lambda: m(x, t, encoder_hidden_states=c).sample
+    elif what == "vae-decode-f32":
+        m = AutoencoderKL.from_pretrained(os.path.join(d, "vae"), torch_dtype=torch.float32).eval()
+        z = torch.randn(1, 4, 64, 64)
+        step = lambda: m.decode(z / 0.18215).sample
+    else:
+        sys.exit(f"unknown benchmark {what}")
+    load = time.perf_counter() - t0
+    times = []
+    with torch.inference_mode():
+        step()
+        for _ in range(runs):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"load_s": load, "runs_s": times, "peak_rss_kib": rss}))
+
+
+if __name__ == "__main__":
+    main()
