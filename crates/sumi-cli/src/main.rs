@@ -4,6 +4,11 @@ mod model_info;
 
 use clap::{Parser, Subcommand};
 
+/// A caching allocator: the networks allocate and free large activations at every layer, and
+/// the system allocator returns them to the kernel, which then zeroes fresh pages again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Stable Diffusion in Rust, A1111-compatible.
 #[derive(Parser)]
 #[command(name = "sumi", version, about)]

@@ -8,6 +8,11 @@
 
 use std::time::Instant;
 
+/// A caching allocator: the networks allocate and free large activations at every layer, and
+/// the system allocator returns them to the kernel, which then zeroes fresh pages again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use candle_core::{DType, Device, Tensor};
 use sumi_pipeline::Checkpoint;
 
