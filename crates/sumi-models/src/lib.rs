@@ -4,6 +4,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod kernels;
 pub mod nn;
 pub mod taesd;
 pub mod unet;

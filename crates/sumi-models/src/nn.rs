@@ -2,7 +2,7 @@
 //! with the checkpoint's names, and the activations the architectures use.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
 
 use crate::error::Result;
 
@@ -21,20 +21,50 @@ pub fn conv_cfg(
     padding: usize,
     bias: bool,
 ) -> Result<Conv2d> {
-    let w = vb.get((cout, cin, k, k), "weight")?;
-    let b = if bias {
-        Some(vb.get(cout, "bias")?)
+    let weight = vb.get((cout, cin, k, k), "weight")?;
+    let bias = if bias {
+        vb.get(cout, "bias")?
     } else {
-        None
+        Tensor::zeros(cout, weight.dtype(), weight.device())?
     };
-    let cfg = Conv2dConfig {
-        padding,
+    Ok(Conv2d {
+        weight,
+        bias,
         stride,
-        dilation: 1,
-        groups: 1,
-        cudnn_fwd_algo: None,
-    };
-    Ok(Conv2d::new(w, b, cfg))
+        padding,
+    })
+}
+
+/// A 2-D convolution with bias (zeros where the checkpoint has none).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// The kernel `[c_out, c_in, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            return crate::kernels::conv::conv2d(
+                x,
+                &self.weight,
+                &self.bias,
+                self.stride,
+                self.padding,
+            );
+        }
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
 }
 
 /// A linear layer (`weight` is `[out, in]`; 1×1 kernels are accepted by the weight store).
@@ -79,6 +109,21 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     };
     let w = candle_nn::ops::softmax_last_dim(&w)?;
     Ok(w.matmul(&v.contiguous()?)?)
+}
+
+/// Multi-head attention of `q` `[b, n, heads·d]` over `k`, `v` `[b, m, heads·d]`, no mask:
+/// the blocked CPU kernel for f32 on the CPU, the plain composition elsewhere.
+pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    if q.device().is_cpu() && q.dtype() == candle_core::DType::F32 {
+        return Ok(crate::kernels::attention::attention(q, k, v, heads)?);
+    }
+    let a = attention(
+        &split_heads(q, heads)?,
+        &split_heads(k, heads)?,
+        &split_heads(v, heads)?,
+        None,
+    )?;
+    merge_heads(&a)
 }
 
 /// Splits `[b, n, heads·d]` into `[b, heads, n, d]`.

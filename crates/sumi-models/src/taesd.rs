@@ -3,10 +3,10 @@
 //! U-Net-scale.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::error::Result;
-use crate::nn::{conv, conv_cfg};
+use crate::nn::{conv, conv_cfg, Conv2d};
 
 const C: usize = 64;
 

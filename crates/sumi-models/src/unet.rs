@@ -3,10 +3,10 @@
 //! additive residuals (ControlNet-style) on the skip connections and the middle block.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, Linear, VarBuilder};
 
 use crate::error::{ModelError, Result, Shapes};
-use crate::nn::{conv, group_norm, linear};
+use crate::nn::{conv, group_norm, linear, Conv2d};
 use crate::unet_blocks::{ResnetBlock, SpatialTransformer, Upsample};
 
 /// U-Net hyper-parameters.

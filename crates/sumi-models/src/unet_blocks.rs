@@ -3,10 +3,10 @@
 //! down/up-samplers.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
 
 use crate::error::Result;
-use crate::nn::{attention, conv, group_norm, layer_norm, linear, merge_heads, split_heads};
+use crate::nn::{conv, group_norm, layer_norm, linear, multi_head_attention, Conv2d};
 
 /// A residual block with a time-embedding projection (`time_emb_proj`), or without one (VAE).
 pub struct ResnetBlock {
@@ -81,12 +81,10 @@ impl CrossAttention {
     /// `x` `[b, n, dim]` attending to `ctx` `[b, m, ctx]` (itself when `None`).
     pub fn forward(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<Tensor> {
         let c = ctx.unwrap_or(x);
-        let q = split_heads(&self.q.forward(x)?, self.heads)?;
-        let k = split_heads(&self.k.forward(c)?, self.heads)?;
-        let v = split_heads(&self.v.forward(c)?, self.heads)?;
+        let (q, k, v) = (self.q.forward(x)?, self.k.forward(c)?, self.v.forward(c)?);
         Ok(self
             .out
-            .forward(&merge_heads(&attention(&q, &k, &v, None)?)?)?)
+            .forward(&multi_head_attention(&q, &k, &v, self.heads)?)?)
     }
 }
 

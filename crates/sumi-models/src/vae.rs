@@ -2,10 +2,10 @@
 //! [`Vae::encode`] returns U-Net-scale latents and [`Vae::decode`] takes them.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, Linear, VarBuilder};
 
 use crate::error::{ModelError, Result, Shapes};
-use crate::nn::{attention, conv, conv_cfg, group_norm, linear};
+use crate::nn::{conv, conv_cfg, group_norm, linear, multi_head_attention, Conv2d};
 use crate::unet_blocks::{ResnetBlock, Upsample};
 
 /// VAE hyper-parameters.
@@ -84,10 +84,12 @@ impl AttnBlock {
             .flatten_from(2)?
             .transpose(1, 2)?
             .contiguous()?;
-        let q = self.q.forward(&y)?.unsqueeze(1)?;
-        let k = self.k.forward(&y)?.unsqueeze(1)?;
-        let v = self.v.forward(&y)?.unsqueeze(1)?;
-        let a = attention(&q, &k, &v, None)?.squeeze(1)?;
+        let (q, k, v) = (
+            self.q.forward(&y)?,
+            self.k.forward(&y)?,
+            self.v.forward(&y)?,
+        );
+        let a = multi_head_attention(&q, &k, &v, 1)?;
         let y = self
             .out
             .forward(&a)?

@@ -1,0 +1,227 @@
+//! 2-D convolution for f32 NCHW tensors on the CPU: output tiles of whole rows, each built as
+//! one GEMM (`weight [c_out, c_in·k·k] × columns [c_in·k·k, pixels]`) over a small im2col
+//! buffer, the bias written first and accumulated into. Tiles run on rayon's pool; the
+//! columns of a tile stay a few MiB, so the full im2col matrix is never formed.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Bytes of im2col columns one task builds at a time.
+const COLUMN_BLOCK_BYTES: usize = 4 << 20;
+
+struct Conv {
+    stride: usize,
+    padding: usize,
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint pixel ranges of the output.
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        return Err(candle_core::Error::Msg(format!(
+            "conv2d: {what} must be f32"
+        )));
+    };
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("conv2d: {what} must be contiguous")))?;
+    Ok(&v[a..b])
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "sumi-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, bias) = (
+            slice(s1, l1, "input")?,
+            slice(s2, l2, "weight")?,
+            slice(s3, l3, "bias")?,
+        );
+        let (b, cin, h, wd) = l1.shape().dims4()?;
+        let (cout, wcin, kh, kw) = l2.shape().dims4()?;
+        if wcin != cin || kh != kw || bias.len() != cout {
+            return Err(candle_core::Error::Msg(format!(
+                "conv2d: input {:?}, weight {:?}, bias {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            )));
+        }
+        let (s, p, k) = (self.stride, self.padding, kh);
+        let oh = (h + 2 * p).checked_sub(k).map(|v| v / s + 1).unwrap_or(0);
+        let ow = (wd + 2 * p).checked_sub(k).map(|v| v / s + 1).unwrap_or(0);
+        let kk = cin * k * k;
+        let hw = oh * ow;
+        let rows = (COLUMN_BLOCK_BYTES / 4 / (kk * ow).max(1)).clamp(1, oh.max(1));
+        let blocks = oh.div_ceil(rows);
+        let mut out = vec![0f32; b * cout * hw];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let out_ref = &out_ptr;
+        let pointwise = k == 1 && s == 1 && p == 0;
+        (0..b * blocks)
+            .into_par_iter()
+            .for_each_init(Vec::<f32>::new, |cols, task| {
+                let (bi, blk) = (task / blocks, task % blocks);
+                let r0 = blk * rows;
+                let nr = rows.min(oh - r0);
+                let npx = nr * ow;
+                let xb = &x[bi * cin * h * wd..(bi + 1) * cin * h * wd];
+                // SAFETY: this task owns output pixels r0·ow .. (r0+nr)·ow of every channel of
+                // batch bi; all pointers below stay inside their buffers.
+                let dst = unsafe { out_ref.0.add(bi * cout * hw + r0 * ow) };
+                for (c, &bv) in bias.iter().enumerate() {
+                    let row = unsafe { std::slice::from_raw_parts_mut(dst.add(c * hw), npx) };
+                    row.fill(bv);
+                }
+                let (rhs, rhs_rs) = if pointwise {
+                    (xb[r0 * ow..].as_ptr(), hw as isize)
+                } else {
+                    cols.resize(kk * npx, 0.0);
+                    im2col(xb, cols, (cin, h, wd), (k, s, p), (r0, nr, ow));
+                    (cols.as_ptr(), npx as isize)
+                };
+                unsafe {
+                    gemm::gemm(
+                        cout,
+                        npx,
+                        kk,
+                        dst,
+                        1,
+                        hw as isize,
+                        true,
+                        w.as_ptr(),
+                        1,
+                        kk as isize,
+                        rhs,
+                        1,
+                        rhs_rs,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))))
+    }
+}
+
+/// Fills `cols` (`[cin·k·k, nr·ow]`) for output rows `r0 .. r0 + nr`.
+fn im2col(
+    x: &[f32],
+    cols: &mut [f32],
+    (cin, h, w): (usize, usize, usize),
+    (k, s, p): (usize, usize, usize),
+    (r0, nr, ow): (usize, usize, usize),
+) {
+    let npx = nr * ow;
+    for ci in 0..cin {
+        let plane = &x[ci * h * w..(ci + 1) * h * w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut cols[((ci * k + ky) * k + kx) * npx..][..npx];
+                for (j, oy) in (r0..r0 + nr).enumerate() {
+                    let out = &mut row[j * ow..(j + 1) * ow];
+                    let iy = (oy * s + ky) as isize - p as isize;
+                    if iy < 0 || iy >= h as isize {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                    if s == 1 {
+                        // ix = ox + kx - p: a shifted copy with zeros at the borders
+                        let lo = p.saturating_sub(kx).min(ow);
+                        let hi = (w + p).saturating_sub(kx).min(ow).max(lo);
+                        out[..lo].fill(0.0);
+                        out[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
+                        out[hi..].fill(0.0);
+                    } else {
+                        for (ox, o) in out.iter_mut().enumerate() {
+                            let ix = (ox * s + kx) as isize - p as isize;
+                            *o = if ix >= 0 && (ix as usize) < w {
+                                src[ix as usize]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Convolves `x` `[b, cin, h, w]` (f32, CPU) with `weight` `[cout, cin, k, k]` and `bias`
+/// `[cout]`.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3_no_bwd(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        &Conv { stride, padding },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn check(b: usize, cin: usize, cout: usize, h: usize, w: usize, k: usize, s: usize, p: usize) {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 0.3, (cout, cin, k, k), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+        let got = conv2d(&x, &wt, &bias, s, p).unwrap();
+        let want = x
+            .conv2d(&wt, p, s, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+            .unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let err = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            err < 1e-4,
+            "b{b} {cin}->{cout} {h}x{w} k{k} s{s} p{p}: {err}"
+        );
+    }
+
+    #[test]
+    fn matches_candle_conv2d() {
+        check(2, 5, 7, 9, 11, 3, 1, 1);
+        check(1, 4, 3, 8, 8, 3, 2, 1);
+        check(2, 6, 6, 9, 7, 3, 2, 0);
+        check(1, 8, 4, 5, 6, 1, 1, 0);
+        check(2, 3, 2, 10, 10, 3, 1, 0);
+        check(1, 128, 16, 64, 64, 3, 1, 1); // several row blocks
+    }
+}
