@@ -187,7 +187,11 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn check(b: usize, cin: usize, cout: usize, h: usize, w: usize, k: usize, s: usize, p: usize) {
+    fn check(
+        (b, cin, cout): (usize, usize, usize),
+        (h, w): (usize, usize),
+        (k, s, p): (usize, usize, usize),
+    ) {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev).unwrap();
         let wt = Tensor::randn(0f32, 0.3, (cout, cin, k, k), &dev).unwrap();
@@ -217,11 +221,11 @@ mod tests {
 
     #[test]
     fn matches_candle_conv2d() {
-        check(2, 5, 7, 9, 11, 3, 1, 1);
-        check(1, 4, 3, 8, 8, 3, 2, 1);
-        check(2, 6, 6, 9, 7, 3, 2, 0);
-        check(1, 8, 4, 5, 6, 1, 1, 0);
-        check(2, 3, 2, 10, 10, 3, 1, 0);
-        check(1, 128, 16, 64, 64, 3, 1, 1); // several row blocks
+        check((2, 5, 7), (9, 11), (3, 1, 1));
+        check((1, 4, 3), (8, 8), (3, 2, 1));
+        check((2, 6, 6), (9, 7), (3, 2, 0));
+        check((1, 8, 4), (5, 6), (1, 1, 0));
+        check((2, 3, 2), (10, 10), (3, 1, 0));
+        check((1, 128, 16), (64, 64), (3, 1, 1)); // several row blocks
     }
 }
