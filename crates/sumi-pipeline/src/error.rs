@@ -3,6 +3,20 @@
 /// Errors of the pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// A request field with a value Sumi cannot use.
+    #[error("{field}: {detail}")]
+    Request {
+        /// The field, as the user names it.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        detail: String,
+    },
+    /// Sampling failed (schedule, noise, sampler).
+    #[error(transparent)]
+    Sampling(#[from] sumi_sampling::SamplingError),
+    /// The run was interrupted by the caller.
+    #[error("interrupted")]
+    Interrupted,
     /// Reading or identifying the weights failed.
     #[error(transparent)]
     Weights(#[from] sumi_weights::WeightsError),
@@ -14,6 +28,108 @@ pub enum PipelineError {
         /// The underlying error.
         #[source]
         source: sumi_models::ModelError,
+    },
+    /// A prompt A1111 refuses.
+    #[error(transparent)]
+    Prompt(#[from] sumi_prompt::PromptError),
+    /// A textual-inversion embedding that cannot be used.
+    #[error(transparent)]
+    Embedding(#[from] sumi_weights::embedding::EmbeddingError),
+    /// The text encoder failed on a prompt.
+    #[error("text encoder: {0}")]
+    TextEncoder(#[source] sumi_models::ModelError),
+    /// Building the conditioning failed.
+    #[error("conditioning: {0}")]
+    Conditioning(String),
+    /// A tensor operation of the conditioning stage failed.
+    #[error("tensor operation: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// An emphasis mode A1111 does not have.
+    #[error("unknown emphasis mode `{0}` (A1111's are Original, No norm, Ignore, None)")]
+    UnknownEmphasis(String),
+    /// An image file could not be read.
+    #[error("{path}: cannot read the image: {source}")]
+    ImageRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not an image Sumi can decode.
+    #[error("{path}: not a readable image: {reason}")]
+    ImageDecode {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// An image has more pixels than allowed.
+    #[error("{path}: the image is {width}x{height}, more than the limit of {max_pixels} pixels")]
+    ImageTooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+        /// The limit on width × height.
+        max_pixels: u64,
+    },
+    /// A width or height that cannot be used.
+    #[error("invalid image size {width}x{height}: both sides must be positive")]
+    InvalidSize {
+        /// The width asked for.
+        width: u32,
+        /// The height asked for.
+        height: u32,
+    },
+    /// A resize box outside its image (Pillow's rules).
+    #[error("resize box {bx:?} does not lie within the {width}x{height} image")]
+    InvalidResizeBox {
+        /// The box `(x0, y0, x1, y1)`.
+        bx: [f32; 4],
+        /// The image's width.
+        width: u32,
+        /// The image's height.
+        height: u32,
+    },
+    /// An unknown resize mode name.
+    #[error(
+        "unknown resize mode `{0}` (expected just-resize, crop-and-resize, resize-and-fill or latent-upscale)"
+    )]
+    UnknownResizeMode(String),
+    /// An infotext field whose value cannot be read.
+    #[error("infotext field `{key}`: cannot read {value:?} as {expected}")]
+    InfotextField {
+        /// The key.
+        key: String,
+        /// The raw value.
+        value: String,
+        /// What was expected (an integer, a number, `WxH`, …).
+        expected: &'static str,
+    },
+    /// The output file exists already; Sumi never overwrites.
+    #[error("{path}: the file exists already; refusing to overwrite it")]
+    OutputExists {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// Writing a PNG failed.
+    #[error("{path}: cannot write the PNG: {reason}")]
+    PngWrite {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Reading a PNG's text failed.
+    #[error("{path}: cannot read the PNG: {reason}")]
+    PngRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
     },
 }
 

@@ -10,6 +10,7 @@ pub mod ckpt;
 pub mod config;
 pub mod detect;
 pub mod dtype;
+pub mod embedding;
 pub mod error;
 pub mod hash;
 pub mod layout;

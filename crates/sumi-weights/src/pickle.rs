@@ -27,11 +27,16 @@ pub const ALLOWED_GLOBALS: &[(&str, &str)] = &[
     ("_codecs", "encode"),
     ("__builtin__", "set"),
     ("builtins", "set"),
+    // textual-inversion `.pt` files keep `string_to_param` as a module; A1111 admits it too
+    ("torch.nn.modules.container", "ParameterDict"),
     (
         "pytorch_lightning.callbacks.model_checkpoint",
         "ModelCheckpoint",
     ),
 ];
+
+/// How a `torch.nn.ParameterDict` object reads before its state is applied.
+const PARAMETER_DICT: &str = "torch.nn.modules.container.ParameterDict";
 
 /// A value built by the reader.
 #[derive(Debug, Clone, PartialEq)]
@@ -395,10 +400,21 @@ pub fn read(buf: &[u8], persistent: &dyn Fn(Value) -> R<Value>) -> R<Value> {
                 }
             }
             b'b' => {
-                // State for an object being built: dicts, tensors and inert objects ignore it.
-                let _state = pop!();
-                if stack.is_empty() {
+                // State for an object being built: dicts, tensors and inert objects ignore it;
+                // a `ParameterDict` becomes the dict of its `_parameters`.
+                let state = pop!();
+                let Some(top) = stack.last_mut() else {
                     return mal("BUILD with nothing to build");
+                };
+                if matches!(top, Value::Opaque(n) if n == PARAMETER_DICT) {
+                    if let Value::Dict(items) = state {
+                        if let Some((_, params)) = items
+                            .into_iter()
+                            .find(|(k, _)| *k == Value::Str("_parameters".into()))
+                        {
+                            *top = params;
+                        }
+                    }
                 }
             }
             b'Q' => {

@@ -1,0 +1,476 @@
+//! Prompt → conditioning tensors, as A1111 computes them (`modules/sd_hijack_clip.py`
+//! `TextConditionalModel.forward`/`process_tokens`, `modules/sd_emphasis.py`,
+//! `modules/prompt_parser.py` `get_learned_conditioning` and
+//! `get_multicond_learned_conditioning`).
+//!
+//! For one `AND` part, every text of its schedule is chunked (75 tokens + start/end), and the
+//! texts are encoded **together**, chunk by chunk: chunk `i` of every text forms one CLIP batch
+//! (a text with fewer chunks gets empty ones), textual-inversion vectors replace the token
+//! embeddings at their positions, CLIP runs (CLIP skip: SD1 reads layer `-skip` through the
+//! final layer norm; SD2 always reads its penultimate layer and ignores the option, as A1111),
+//! then the emphasis applies. "Original" multiplies every token's vector by its weight and
+//! rescales so the mean of the whole batch — every schedule text's chunk `i`, not each text on
+//! its own — is what it was. The chunks are then concatenated along the tokens.
+//!
+//! SD2 pads with id 0 after the first end token of each chunk; SD1 pads with the end token.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor, D};
+use sumi_models::ClipTextModel;
+use sumi_prompt::{
+    chunk_segments, extra_networks, multicond, parse_prompt_attention, prompt_schedule, Chunk,
+    Chunking, ClipPad, EmbeddingIndex, PromptChunks, Segment, Timeline, Tokenizer,
+};
+use sumi_weights::embedding::Embedding;
+use sumi_weights::{Family, ModelFacts};
+
+use crate::error::{PipelineError, Result};
+
+/// A1111's "Emphasis mode" option (`opts.emphasis`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Emphasis {
+    /// Multiply by the weights, then restore the batch's original mean (A1111's default).
+    #[default]
+    Original,
+    /// Multiply by the weights only ("No norm").
+    NoNorm,
+    /// Parse brackets (and `BREAK`) but apply no weights.
+    Ignore,
+    /// No emphasis parsing at all: brackets and `BREAK` are plain text.
+    None,
+}
+
+impl Emphasis {
+    /// A1111's name for the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Emphasis::Original => "Original",
+            Emphasis::NoNorm => "No norm",
+            Emphasis::Ignore => "Ignore",
+            Emphasis::None => "None",
+        }
+    }
+}
+
+impl std::fmt::Display for Emphasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Emphasis {
+    type Err = PipelineError;
+
+    /// A1111's names (`Original`, `No norm`, `Ignore`, `None`), case-insensitive; `no-norm`
+    /// and `nonorm` are accepted for the command line.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "original" => Ok(Emphasis::Original),
+            "no norm" | "no-norm" | "nonorm" | "no_norm" => Ok(Emphasis::NoNorm),
+            "ignore" => Ok(Emphasis::Ignore),
+            "none" => Ok(Emphasis::None),
+            _ => Err(PipelineError::UnknownEmphasis(s.to_string())),
+        }
+    }
+}
+
+/// Conditioning options (A1111's defaults by [`ConditioningOptions::default`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditioningOptions {
+    /// Emphasis mode.
+    pub emphasis: Emphasis,
+    /// A1111's "Clip skip" (`CLIP_stop_at_last_layers`): 1 = last layer; SD2 ignores it.
+    pub clip_skip: usize,
+    /// Chunking options.
+    pub chunking: Chunking,
+}
+
+impl Default for ConditioningOptions {
+    fn default() -> Self {
+        ConditioningOptions {
+            emphasis: Emphasis::Original,
+            clip_skip: 1,
+            chunking: Chunking::default(),
+        }
+    }
+}
+
+/// The conditioning for the steps up to and including `end_step` (A1111's
+/// `ScheduledPromptConditioning`).
+#[derive(Debug, Clone)]
+pub struct ScheduledCond {
+    /// Last step of this entry (A1111's `end_at_step`).
+    pub end_step: u32,
+    /// `[tokens, width]`, tokens a multiple of 77.
+    pub cond: Tensor,
+}
+
+/// One `AND` part: its schedule and its weight in the CFG combination (A1111's
+/// `ComposableScheduledPromptConditioning`).
+#[derive(Debug, Clone)]
+pub struct WeightedCond {
+    /// The part's weight.
+    pub weight: f64,
+    /// Its schedule.
+    pub schedule: Vec<ScheduledCond>,
+}
+
+/// A prompt's conditioning: one [`WeightedCond`] per `AND` part (A1111's
+/// `MulticondLearnedConditioning` for one image).
+#[derive(Debug, Clone)]
+pub struct MultiCond {
+    /// The parts, in prompt order.
+    pub parts: Vec<WeightedCond>,
+}
+
+/// The entry of `schedule` in force at A1111's step counter `step` (`reconstruct_cond_batch`:
+/// the first entry with `step <= end_step`, the first entry when none is).
+pub fn cond_at(schedule: &[ScheduledCond], step: u32) -> Option<&Tensor> {
+    schedule
+        .iter()
+        .find(|e| step <= e.end_step)
+        .or(schedule.first())
+        .map(|e| &e.cond)
+}
+
+impl MultiCond {
+    /// A1111's `reconstruct_multicond_batch` for one image: the parts' weights and their conds
+    /// at `step` stacked `[parts, tokens, width]`, shorter ones extended by repeating their last
+    /// vector (`stack_conds`).
+    pub fn at_step(&self, step: u32) -> Result<(Vec<f64>, Tensor)> {
+        let conds: Vec<&Tensor> = self
+            .parts
+            .iter()
+            .filter_map(|p| cond_at(&p.schedule, step))
+            .collect();
+        if conds.is_empty() {
+            return Err(PipelineError::Conditioning(
+                "the prompt has no parts".into(),
+            ));
+        }
+        let weights = self.parts.iter().map(|p| p.weight).collect();
+        Ok((weights, stack_conds(&conds)?))
+    }
+}
+
+/// A1111's `stack_conds`: stacks `[tokens, width]` conds, extending the shorter ones by
+/// repeating their last vector.
+pub fn stack_conds(conds: &[&Tensor]) -> Result<Tensor> {
+    let most = conds
+        .iter()
+        .map(|c| c.dim(0))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let most = most.into_iter().max().unwrap_or(0);
+    let mut out = Vec::with_capacity(conds.len());
+    for c in conds {
+        let n = c.dim(0)?;
+        if n < most {
+            let last = c.narrow(0, n - 1, 1)?;
+            let rep = last.repeat((most - n, 1))?;
+            out.push(Tensor::cat(&[*c, &rep], 0)?);
+        } else {
+            out.push((*c).clone());
+        }
+    }
+    Ok(Tensor::stack(&out, 0)?)
+}
+
+/// The embedding index the chunker uses for `embeddings` (A1111's `ids_lookup`).
+pub fn embedding_index(tok: &Tokenizer, embeddings: &[Embedding]) -> EmbeddingIndex {
+    EmbeddingIndex::new(tok, embeddings.iter().map(|e| (e.name.as_str(), e.len())))
+}
+
+/// The pad token of a model.
+pub fn clip_pad(facts: &ModelFacts) -> ClipPad {
+    if facts.clip_pad_token == ClipPad::Zero.id() {
+        ClipPad::Zero
+    } else {
+        ClipPad::EndOfText
+    }
+}
+
+/// The prompt texts of a prompt, stage by stage as A1111 reads them for conditioning: extra
+/// networks removed and `AND` split (positive prompts only), then one schedule per part.
+pub fn prompt_parts(
+    prompt: &str,
+    timeline: &Timeline,
+    negative: bool,
+) -> Result<Vec<(f64, Vec<(u32, String)>)>> {
+    let parts = if negative {
+        vec![(1.0, prompt.to_string())]
+    } else {
+        let (text, _) = extra_networks::extract(prompt);
+        multicond::split_and(&text)
+            .into_iter()
+            .map(|p| (p.weight, p.text))
+            .collect()
+    };
+    parts
+        .into_iter()
+        .map(|(w, text)| {
+            let schedule = prompt_schedule(&text, timeline)?
+                .into_iter()
+                .map(|e| (e.end_step, e.text))
+                .collect();
+            Ok((w, schedule))
+        })
+        .collect()
+}
+
+/// CLIP with A1111's prompt handling around it: chunking, embeddings, CLIP skip, emphasis.
+pub struct TextEncoder<'a> {
+    clip: &'a ClipTextModel,
+    device: Device,
+    tok: &'static Tokenizer,
+    pad: ClipPad,
+    skip: usize,
+    opts: ConditioningOptions,
+    vectors: HashMap<String, Tensor>,
+    index: EmbeddingIndex,
+}
+
+impl<'a> TextEncoder<'a> {
+    /// Wraps `clip` (on `device`) of a model described by `facts`; `embeddings` must have the
+    /// encoder's width (an error names the file otherwise).
+    pub fn new(
+        clip: &'a ClipTextModel,
+        device: &Device,
+        facts: &ModelFacts,
+        embeddings: &[Embedding],
+        opts: ConditioningOptions,
+    ) -> Result<Self> {
+        let cfg = clip.config();
+        let skip = match facts.family {
+            // A1111 reads SD2's penultimate layer whatever the option says; the canonical
+            // SD2 encoder already ends there
+            Family::Sd2 => 1,
+            _ => opts.clip_skip,
+        };
+        if skip == 0 || skip > cfg.layers {
+            return Err(PipelineError::Conditioning(format!(
+                "CLIP skip {} is outside 1..={} for this text encoder",
+                opts.clip_skip, cfg.layers
+            )));
+        }
+        for e in embeddings {
+            e.check_width(cfg.hidden)?;
+        }
+        let tok = Tokenizer::shared();
+        Ok(TextEncoder {
+            clip,
+            device: device.clone(),
+            tok,
+            pad: clip_pad(facts),
+            skip,
+            index: embedding_index(tok, embeddings),
+            vectors: embeddings
+                .iter()
+                .map(|e| (e.name.clone(), e.vectors.clone()))
+                .collect(),
+            opts,
+        })
+    }
+
+    /// The CLIP skip in force (1 for SD2 whatever was asked).
+    pub fn clip_skip(&self) -> usize {
+        self.skip
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ConditioningOptions {
+        &self.opts
+    }
+
+    /// A1111's `tokenize_line`: the chunks of one prompt text (emphasis parsed unless the
+    /// mode is [`Emphasis::None`]).
+    pub fn chunks(&self, text: &str) -> Result<PromptChunks> {
+        let segments = match self.opts.emphasis {
+            Emphasis::None => vec![Segment::new(text, 1.0)],
+            _ => parse_prompt_attention(text)?,
+        };
+        Ok(chunk_segments(
+            &segments,
+            self.tok,
+            &self.index,
+            &self.opts.chunking,
+        ))
+    }
+
+    /// A1111's `forward(texts)`: the texts encoded together, `[texts, tokens, width]`.
+    pub fn encode_texts(&self, texts: &[&str]) -> Result<Tensor> {
+        let mut batch = Vec::with_capacity(texts.len());
+        let mut cache: HashMap<&str, PromptChunks> = HashMap::new();
+        for &t in texts {
+            let c = match cache.get(t) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.chunks(t)?;
+                    cache.insert(t, c.clone());
+                    c
+                }
+            };
+            batch.push(c);
+        }
+        self.encode_chunks(&batch)
+    }
+
+    /// Encodes chunked texts together (see [`Self::encode_texts`]).
+    pub fn encode_chunks(&self, batch: &[PromptChunks]) -> Result<Tensor> {
+        let count = batch.iter().map(|p| p.chunks.len()).max().unwrap_or(0);
+        if count == 0 {
+            return Err(PipelineError::Conditioning("nothing to encode".into()));
+        }
+        let len = self.opts.chunking.chunk_length;
+        let empty = Chunk::empty(len);
+        let mut zs = Vec::with_capacity(count);
+        for i in 0..count {
+            let chunks: Vec<&Chunk> = batch
+                .iter()
+                .map(|p| p.chunks.get(i).unwrap_or(&empty))
+                .collect();
+            zs.push(self.process_chunks(&chunks)?);
+        }
+        Ok(Tensor::cat(&zs, 1)?)
+    }
+
+    /// A1111's `process_tokens` for chunk `i` of every text: `[texts, 77, width]`.
+    fn process_chunks(&self, chunks: &[&Chunk]) -> Result<Tensor> {
+        let dev = self.device.clone();
+        let n = chunks[0].tokens.len();
+        if chunks.iter().any(|c| c.tokens.len() != n) {
+            return Err(PipelineError::Conditioning(
+                "chunks of one batch differ in length".into(),
+            ));
+        }
+        let ids: Vec<u32> = chunks.iter().flat_map(|c| c.ids(self.pad)).collect();
+        let ids = Tensor::from_vec(ids, (chunks.len(), n), &dev)?;
+        let embeds = self.clip.embed_tokens(&ids).map_err(text_encoder)?;
+        let embeds = if chunks.iter().any(|c| !c.fixes.is_empty()) {
+            let rows = chunks
+                .iter()
+                .enumerate()
+                .map(|(b, c)| self.splice(&embeds.get(b)?, c))
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::stack(&rows, 0)?
+        } else {
+            embeds
+        };
+        let z = self
+            .clip
+            .forward_embeds(&embeds, self.skip)
+            .map_err(text_encoder)?;
+        let mults: Vec<f32> = chunks
+            .iter()
+            .flat_map(|c| c.multipliers.iter().map(|&m| m as f32))
+            .collect();
+        let mults = Tensor::from_vec(mults, (chunks.len(), n, 1), &dev)?.to_dtype(z.dtype())?;
+        Ok(match self.opts.emphasis {
+            Emphasis::Original => {
+                let original = mean(&z)?;
+                let z = z.broadcast_mul(&mults)?;
+                let new = mean(&z)?;
+                let ratio = Tensor::new(&[original / new], &dev)?.to_dtype(z.dtype())?;
+                z.broadcast_mul(&ratio)?
+            }
+            Emphasis::NoNorm => z.broadcast_mul(&mults)?,
+            Emphasis::Ignore | Emphasis::None => z,
+        })
+    }
+
+    /// A1111's `EmbeddingsWithFixes`: the vectors of each embedding replace the token
+    /// embeddings from position `offset + 1` (after the start token), cut at the chunk's end.
+    fn splice(&self, row: &Tensor, chunk: &Chunk) -> Result<Tensor> {
+        let mut row = row.clone();
+        let n = row.dim(0)?;
+        for fix in &chunk.fixes {
+            let vecs = self.vectors.get(&fix.name).ok_or_else(|| {
+                PipelineError::Conditioning(format!("embedding `{}` is not loaded", fix.name))
+            })?;
+            let start = fix.offset + 1;
+            let take = n.saturating_sub(start).min(vecs.dim(0)?);
+            if take == 0 {
+                continue;
+            }
+            let vecs = vecs
+                .narrow(0, 0, take)?
+                .to_device(row.device())?
+                .to_dtype(row.dtype())?;
+            let mut parts = vec![row.narrow(0, 0, start)?, vecs];
+            if start + take < n {
+                parts.push(row.narrow(0, start + take, n - start - take)?);
+            }
+            row = Tensor::cat(&parts, 0)?;
+        }
+        Ok(row)
+    }
+
+    /// A1111's `get_learned_conditioning` for one prompt's schedule: the texts are encoded
+    /// together, one cond per entry.
+    pub fn schedule_conds(&self, schedule: &[(u32, String)]) -> Result<Vec<ScheduledCond>> {
+        let texts: Vec<&str> = schedule.iter().map(|(_, t)| t.as_str()).collect();
+        let z = self.encode_texts(&texts)?;
+        schedule
+            .iter()
+            .enumerate()
+            .map(|(i, (end_step, _))| {
+                Ok(ScheduledCond {
+                    end_step: *end_step,
+                    cond: z.get(i)?,
+                })
+            })
+            .collect()
+    }
+
+    /// A positive prompt's conditioning (A1111's `get_multicond_learned_conditioning` for one
+    /// prompt): extra networks removed, `AND` parts with weights, each with its schedule.
+    pub fn prompt(&self, prompt: &str, timeline: &Timeline) -> Result<MultiCond> {
+        let mut cache: HashMap<String, Vec<ScheduledCond>> = HashMap::new();
+        let mut parts = Vec::new();
+        for (weight, schedule) in prompt_parts(prompt, timeline, false)? {
+            let key = schedule
+                .iter()
+                .map(|(s, t)| format!("{s}\u{0}{t}"))
+                .collect::<Vec<_>>()
+                .join("\u{1}");
+            let conds = match cache.get(&key) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.schedule_conds(&schedule)?;
+                    cache.insert(key, c.clone());
+                    c
+                }
+            };
+            parts.push(WeightedCond {
+                weight,
+                schedule: conds,
+            });
+        }
+        Ok(MultiCond { parts })
+    }
+
+    /// A negative prompt's conditioning (A1111's `get_learned_conditioning`: no `AND` split,
+    /// no extra-network removal), one cond per schedule entry.
+    pub fn negative(&self, prompt: &str, timeline: &Timeline) -> Result<Vec<ScheduledCond>> {
+        let parts = prompt_parts(prompt, timeline, true)?;
+        match parts.into_iter().next() {
+            Some((_, schedule)) => self.schedule_conds(&schedule),
+            None => Err(PipelineError::Conditioning("empty schedule".into())),
+        }
+    }
+}
+
+fn text_encoder(source: sumi_models::ModelError) -> PipelineError {
+    PipelineError::TextEncoder(source)
+}
+
+/// Mean of every element, accumulated in f64, as the f32 value torch's `mean()` gives.
+fn mean(z: &Tensor) -> Result<f32> {
+    let m = z
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .mean(D::Minus1)?
+        .to_scalar::<f64>()?;
+    Ok(m as f32)
+}

@@ -1,0 +1,132 @@
+//! The U-Net as a sampler's [`Denoiser`]: k-diffusion's CompVis wrapper (ε or v, sigma → t)
+//! inside A1111's `CFGDenoiser` — conds of every image and `AND` part first, the unconds
+//! last; one U-Net call when cond and uncond have the same token count, separate calls
+//! otherwise (A1111's default, unpadded); `denoised = uncond + Σ wᵢ·cfg·(condᵢ − uncond)`.
+//! The prompt-schedule step counter advances once per call, as A1111's does.
+
+use candle_core::{DType, Tensor};
+use sumi_models::UNet;
+use sumi_sampling::denoiser::scalings;
+use sumi_sampling::{DiscreteSchedule, Prediction};
+
+use crate::conditioning::{cond_at, MultiCond, ScheduledCond};
+
+/// Classifier-free guidance over a batch of images sharing one prompt.
+pub struct CfgDenoiser<'a> {
+    /// The network.
+    pub unet: &'a UNet,
+    /// ε or v.
+    pub prediction: Prediction,
+    /// The model's discrete noise levels.
+    pub schedule: &'a DiscreteSchedule,
+    /// The prompt's conditioning.
+    pub cond: &'a MultiCond,
+    /// The negative prompt's conditioning.
+    pub uncond: &'a [ScheduledCond],
+    /// Guidance scale.
+    pub cfg_scale: f64,
+    /// Extra U-Net input channels per image (inpainting models), concatenated to x.
+    pub image_cond: Option<Tensor>,
+    /// A1111's step counter (denoiser calls so far).
+    pub step: u32,
+}
+
+fn err(e: impl std::fmt::Display) -> sumi_sampling::SamplingError {
+    sumi_sampling::SamplingError::InvalidParameter {
+        what: "denoiser",
+        detail: e.to_string(),
+    }
+}
+
+impl CfgDenoiser<'_> {
+    /// The CompVis wrapper on rows `x` with contexts `ctx` (one per row), image conditioning
+    /// `ic` (one per row) if any.
+    fn inner(&self, x: &Tensor, sigma: f64, ctx: &Tensor, ic: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let (c_skip, c_out, c_in) = scalings(self.prediction, sigma);
+        let t = self.schedule.sigma_to_t(sigma);
+        let rows = x.dim(0)?;
+        let ts = Tensor::full(t as f32, rows, x.device())?;
+        let x_in = x.affine(c_in, 0.0)?;
+        let x_in = match ic {
+            Some(ic) => Tensor::cat(&[&x_in, ic], 1)?,
+            None => x_in,
+        };
+        let out = self
+            .unet
+            .forward(&x_in, &ts, ctx)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        match self.prediction {
+            Prediction::Epsilon => x + out.affine(c_out, 0.0)?,
+            Prediction::V => out.affine(c_out, 0.0)? + x.affine(c_skip, 0.0)?,
+        }
+    }
+
+    fn run(&mut self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        let b = x.dim(0)?;
+        let (weights, conds) = self
+            .cond
+            .at_step(self.step)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let uncond = cond_at(self.uncond, self.step)
+            .ok_or_else(|| candle_core::Error::Msg("empty negative prompt schedule".into()))?;
+        let parts = weights.len();
+        // rows: image 0's parts, image 1's parts, …, then one uncond row per image
+        let mut xs = Vec::with_capacity(b * parts);
+        let mut cs = Vec::with_capacity(b * parts);
+        for i in 0..b {
+            let xi = x.get(i)?;
+            for p in 0..parts {
+                xs.push(xi.clone());
+                cs.push(conds.get(p)?);
+            }
+        }
+        let x_cond = Tensor::stack(&xs, 0)?;
+        let c_cond = Tensor::stack(&cs, 0)?;
+        let ic_rows = |reps: usize| -> candle_core::Result<Option<Tensor>> {
+            self.image_cond
+                .as_ref()
+                .map(|ic| {
+                    let rows: Vec<Tensor> = (0..b)
+                        .flat_map(|i| std::iter::repeat_n(i, reps))
+                        .map(|i| ic.get(i))
+                        .collect::<candle_core::Result<_>>()?;
+                    Tensor::stack(&rows, 0)
+                })
+                .transpose()
+        };
+        let u_ctx = uncond.unsqueeze(0)?.repeat((b, 1, 1))?;
+        let (den_cond, den_uncond) = if c_cond.dim(1)? == uncond.dim(0)? {
+            let all_x = Tensor::cat(&[&x_cond, x], 0)?;
+            let all_c = Tensor::cat(&[&c_cond, &u_ctx], 0)?;
+            let ic = match (ic_rows(parts)?, ic_rows(1)?) {
+                (Some(a), Some(u)) => Some(Tensor::cat(&[&a, &u], 0)?),
+                _ => None,
+            };
+            let out = self.inner(&all_x, sigma, &all_c, ic.as_ref())?;
+            (out.narrow(0, 0, b * parts)?, out.narrow(0, b * parts, b)?)
+        } else {
+            let c = self.inner(&x_cond, sigma, &c_cond, ic_rows(parts)?.as_ref())?;
+            let u = self.inner(x, sigma, &u_ctx, ic_rows(1)?.as_ref())?;
+            (c, u)
+        };
+        let mut out = Vec::with_capacity(b);
+        for i in 0..b {
+            let u = den_uncond.get(i)?;
+            let mut d = u.clone();
+            for (p, w) in weights.iter().enumerate() {
+                let c = den_cond.get(i * parts + p)?;
+                d = (d + ((c - &u)? * (w * self.cfg_scale))?)?;
+            }
+            out.push(d);
+        }
+        Tensor::stack(&out, 0)?.to_dtype(DType::F32)
+    }
+}
+
+impl sumi_sampling::Denoiser for CfgDenoiser<'_> {
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> sumi_sampling::Result<Tensor> {
+        let out = self.run(x, sigma).map_err(err)?;
+        self.step += 1;
+        Ok(out)
+    }
+}

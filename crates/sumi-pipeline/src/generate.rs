@@ -1,0 +1,242 @@
+//! The data path, top to bottom: validate → image in → conditioning → initial latents →
+//! sampler over the U-Net with classifier-free guidance → VAE decode → pixels.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+use sumi_models::{ClipTextModel, UNet, Vae};
+use sumi_prompt::Timeline;
+use sumi_sampling::brownian::BrownianTreeNoiseSampler;
+use sumi_sampling::img2img::{img2img_steps, slice_for_t_enc};
+use sumi_sampling::names::sampler_sigmas;
+use sumi_sampling::noise::{batch_seeds, fixed_seed};
+use sumi_sampling::schedules::ScheduleOptions;
+use sumi_sampling::{DiscreteSchedule, ImageRng, ImageRngOptions, NoiseSampler, SamplerParams, Step};
+use sumi_weights::embedding::{Embedding, EmbeddingDir};
+use sumi_weights::Prediction;
+
+use crate::checkpoint::Checkpoint;
+use crate::conditioning::{ConditioningOptions, TextEncoder};
+use crate::denoise::CfgDenoiser;
+use crate::error::{PipelineError, Result};
+use crate::image::{effective_size, prepare_init_image, to_tensor};
+use crate::request::Request;
+
+/// How to load a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Overrides the detected prediction type.
+    pub prediction: Option<Prediction>,
+    /// A folder of textual-inversion embeddings, used by file name in prompts.
+    pub embeddings: Option<PathBuf>,
+}
+
+/// Where a run is, for progress reporting.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Batch index (0-based) of `batch_count`.
+    pub batch: u32,
+    /// Batches in the request.
+    pub batch_count: u32,
+    /// Sampler step (0-based).
+    pub step: usize,
+    /// Sampler steps in this run.
+    pub steps: usize,
+}
+
+/// One output image and what made it.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The pixels.
+    pub image: RgbImage,
+    /// Its seed.
+    pub seed: u64,
+    /// Its variation seed.
+    pub subseed: u64,
+    /// The final latents `[4, h/8, w/8]` (U-Net scale).
+    pub latents: Tensor,
+}
+
+/// A loaded checkpoint with its networks, ready to generate.
+pub struct Pipeline {
+    /// The checkpoint and what is known about it.
+    pub checkpoint: Checkpoint,
+    unet: UNet,
+    vae: Vae,
+    clip: ClipTextModel,
+    embeddings: Vec<Embedding>,
+    schedule: DiscreteSchedule,
+    device: Device,
+}
+
+impl Pipeline {
+    /// Opens `path` and builds its networks (f32, CPU).
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let device = Device::Cpu;
+        let checkpoint = Checkpoint::open(path, opts.prediction)?;
+        let unet = checkpoint.unet(DType::F32, &device)?;
+        let vae = checkpoint.vae(DType::F32, &device)?;
+        let clip = checkpoint.clip(DType::F32, &device)?;
+        let embeddings = match &opts.embeddings {
+            Some(dir) => EmbeddingDir::load(dir, Some(clip.config().hidden))?.loaded,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            checkpoint,
+            unet,
+            vae,
+            clip,
+            embeddings,
+            schedule: DiscreteSchedule::sd(),
+            device,
+        })
+    }
+
+    /// Runs a request; `on_step` sees every sampler step and may stop the run
+    /// ([`PipelineError::Interrupted`]).
+    pub fn generate(
+        &self,
+        req: &Request,
+        on_step: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+    ) -> Result<Vec<Generated>> {
+        // 1. validate
+        req.validate()?;
+        if self.checkpoint.facts.inpaint {
+            return Err(PipelineError::Request {
+                field: "model",
+                detail: "inpainting checkpoints are not supported by the pipeline yet".into(),
+            });
+        }
+        let (width, height) = effective_size(req.width, req.height);
+        let latent_shape = (4, height as usize / 8, width as usize / 8);
+        let prediction = match self.checkpoint.prediction {
+            Prediction::Epsilon => sumi_sampling::Prediction::Epsilon,
+            Prediction::V => sumi_sampling::Prediction::V,
+        };
+
+        // 2. image in: the source's posterior mean, U-Net scale
+        let init_latents = match &req.img2img {
+            Some(i) => {
+                let im = prepare_init_image(&i.init_image, i.resize_mode, width, height)?;
+                let x = to_tensor(&im, &self.device)?;
+                Some(self.vae.encode(&x).map_err(|e| self.model_err(e))?)
+            }
+            None => None,
+        };
+
+        // 3. conditioning
+        let opts = ConditioningOptions { clip_skip: req.clip_skip, ..Default::default() };
+        let te = TextEncoder::new(&self.clip, &self.device, &self.checkpoint.facts, &self.embeddings, opts)?;
+        let timeline = Timeline::new(req.steps);
+        let cond = te.prompt(&req.prompt, &timeline)?;
+        let uncond = te.negative(&req.negative_prompt, &timeline)?;
+
+        // 4. the schedule, and the part of it img2img runs
+        let (sched_steps, t_enc) = match &req.img2img {
+            Some(i) => img2img_steps(req.steps as usize, i.denoising_strength, req.exact_steps),
+            None => (req.steps as usize, 0),
+        };
+        let sigmas = sampler_sigmas(
+            req.sampler,
+            req.scheduler,
+            sched_steps,
+            &self.schedule,
+            &ScheduleOptions::for_model(&self.schedule),
+            false,
+        )?;
+        let run_sigmas: &[f64] = match &req.img2img {
+            Some(_) => slice_for_t_enc(&sigmas, sched_steps, t_enc),
+            None => &sigmas,
+        };
+
+        let seed = fixed_seed(req.seed);
+        let subseed = fixed_seed(req.subseed);
+        let bs = req.batch_size as usize;
+        let mut out = Vec::new();
+        for n in 0..req.batch_count {
+            let offset = n as u64 * bs as u64;
+            let first = if req.subseed_strength == 0.0 { seed + offset } else { seed };
+            let (seeds, subseeds) = batch_seeds(first, subseed + offset, req.subseed_strength, bs);
+            // 5. initial latents: noise is the first draw of each image's generator
+            let rng_opts = ImageRngOptions {
+                subseeds: subseeds.clone(),
+                subseed_strength: req.subseed_strength,
+                ..Default::default()
+            };
+            let mut rng = ImageRng::new(req.rng, latent_shape, seeds.clone(), rng_opts, &self.device);
+            let noise = rng.next_noise()?;
+            let x = match &init_latents {
+                Some(init) => init.broadcast_add(&(noise.affine(run_sigmas[0], 0.0))?)?,
+                None => noise.affine(run_sigmas[0], 0.0)?,
+            };
+            // 6. sampling
+            let mut brownian;
+            let noise_sampler: &mut dyn NoiseSampler = if req.sampler.options().brownian_noise {
+                let (lo, hi) = BrownianTreeNoiseSampler::sigma_range(&sigmas);
+                let shape = [bs, latent_shape.0, latent_shape.1, latent_shape.2];
+                brownian = BrownianTreeNoiseSampler::new(lo, hi, &seeds, &shape, req.rng, &self.device)?;
+                &mut brownian
+            } else {
+                &mut rng
+            };
+            let mut den = CfgDenoiser {
+                unet: &self.unet,
+                prediction,
+                schedule: &self.schedule,
+                cond: &cond,
+                uncond: &uncond,
+                cfg_scale: req.cfg_scale,
+                image_cond: None,
+                step: 0,
+            };
+            let mut stopped = false;
+            let mut cb = |s: &Step<'_>| {
+                let flow = on_step(Progress { batch: n, batch_count: req.batch_count, step: s.i, steps: s.steps });
+                stopped |= flow.is_break();
+                flow
+            };
+            let latents = sumi_sampling::sample(
+                req.sampler,
+                &mut den,
+                x,
+                run_sigmas,
+                noise_sampler,
+                &SamplerParams::default(),
+                &mut cb,
+            )?;
+            if stopped {
+                return Err(PipelineError::Interrupted);
+            }
+            // 7. decode
+            let pixels = self.vae.decode(&latents).map_err(|e| self.model_err(e))?;
+            for (i, (&s, &ss)) in seeds.iter().zip(&subseeds).enumerate() {
+                out.push(Generated {
+                    image: to_image(&pixels.get(i)?)?,
+                    seed: s,
+                    subseed: ss,
+                    latents: latents.get(i)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn model_err(&self, source: sumi_models::ModelError) -> PipelineError {
+        PipelineError::Model { path: self.checkpoint.weights.path().to_path_buf(), source }
+    }
+}
+
+/// A1111's conversion of a decoded image: `(x + 1) / 2` clamped to [0, 1], × 255, truncated.
+pub fn to_image(x: &Tensor) -> Result<RgbImage> {
+    let (c, h, w) = x.dims3()?;
+    if c != 3 {
+        return Err(PipelineError::Conditioning(format!("decoded image has {c} channels")));
+    }
+    let x = ((x.to_dtype(DType::F32)? + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
+    let x = (x * 255.0)?.permute((1, 2, 0))?.flatten_all()?.to_vec1::<f32>()?;
+    let bytes: Vec<u8> = x.into_iter().map(|v| v as u8).collect();
+    RgbImage::from_raw(w as u32, h as u32, bytes)
+        .ok_or_else(|| PipelineError::Conditioning("decoded image has the wrong size".into()))
+}

@@ -1,0 +1,510 @@
+//! Textual-inversion embeddings as A1111 reads them (`modules/textual_inversion/
+//! textual_inversion.py`, `create_embedding_from_data`): one file per embedding, used in
+//! prompts by its file name without extension.
+//!
+//! Formats:
+//! * `.safetensors`: a single tensor under any key (kohya's `emb_params`, a diffusers token);
+//! * `.pt` / `.bin` (PyTorch zip archives, read through the restricted [`crate::pickle`] reader,
+//!   nothing executed): A1111's own `{"string_to_param": {"*": tensor}, …}` (the inner dict may
+//!   be a `torch.nn.ParameterDict`), or a diffusers concept `{"<token>": tensor}`.
+//!
+//! A tensor of shape `[vectors, width]` (a 1-D diffusers-concept tensor is one vector) must have
+//! the text encoder's width. As in A1111, a file holding several terms, SDXL's `clip_l`/`clip_g`
+//! pair, or anything else is refused; [`EmbeddingDir::load`] records such files (and those of
+//! another width, which A1111 lists as "skipped") instead of failing, so one stray file does not
+//! stop a generation.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::dtype::{decode, StorageDtype};
+use crate::error::WeightsError;
+use crate::pickle::{self, PickleError, TensorRef, Value};
+use crate::safetensors::SafetensorsFile;
+
+/// Largest `data.pkl` read from a `.pt` embedding (real ones are a few kilobytes).
+const MAX_PICKLE_BYTES: u64 = 16 << 20;
+
+/// Why an embedding file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddingError {
+    /// The file could not be read as a safetensors file or a PyTorch archive.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The extension is none of `.safetensors`, `.pt`, `.bin`.
+    #[error("{path}: not an embedding file (A1111 reads .safetensors, .pt and .bin)")]
+    Extension {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The content is no embedding format A1111 knows.
+    #[error("{path}: neither a textual-inversion embedding nor a diffusers concept ({detail})")]
+    Unrecognised {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// The file holds several terms (A1111: "embedding file has multiple terms in it").
+    #[error("{path}: the embedding file has {count} terms in it; A1111 reads files with one")]
+    MultipleTerms {
+        /// The file.
+        path: PathBuf,
+        /// How many.
+        count: usize,
+    },
+    /// An SDXL embedding (`clip_l` and `clip_g` vectors).
+    #[error("{path}: an SDXL embedding (clip_l + clip_g vectors); SD1/SD2 models cannot use it")]
+    Sdxl {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The tensor is not `[vectors, width]` (or a single `[width]` vector).
+    #[error("{path}: embedding tensor `{key}` has shape {shape:?}, expected [vectors, width]")]
+    Shape {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's key.
+        key: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// The vectors do not have the text encoder's width.
+    #[error("{path}: embedding vectors are {found} wide, the model's text encoder is {expected} wide (an embedding for another model family)")]
+    Width {
+        /// The file.
+        path: PathBuf,
+        /// The embedding's width.
+        found: usize,
+        /// The model's width.
+        expected: usize,
+    },
+    /// The embeddings folder could not be listed.
+    #[error("{path}: cannot read the embeddings folder: {source}")]
+    Dir {
+        /// The folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One textual-inversion embedding.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    /// The name prompts use: the file name without its extension.
+    pub name: String,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The vectors, `[vectors, width]`, f32 on the CPU.
+    pub vectors: Tensor,
+    /// Training step recorded in A1111's `.pt` files, if any.
+    pub step: Option<i64>,
+}
+
+impl Embedding {
+    /// Number of vectors (prompt positions it takes).
+    pub fn len(&self) -> usize {
+        self.vectors.dims()[0]
+    }
+
+    /// Whether it has no vectors.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Width of each vector.
+    pub fn width(&self) -> usize {
+        self.vectors.dims()[1]
+    }
+
+    /// Reads one embedding file; its name is the file stem.
+    pub fn load(path: &Path) -> Result<Self, EmbeddingError> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_uppercase())
+            .unwrap_or_default();
+        let (vectors, step) = match ext.as_str() {
+            "SAFETENSORS" => (read_safetensors(path)?, None),
+            "PT" | "BIN" => read_torch(path)?,
+            _ => {
+                return Err(EmbeddingError::Extension {
+                    path: path.to_path_buf(),
+                })
+            }
+        };
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Embedding {
+            name,
+            path: path.to_path_buf(),
+            vectors,
+            step,
+        })
+    }
+
+    /// Checks the vectors against the text encoder's width.
+    pub fn check_width(&self, expected: usize) -> Result<(), EmbeddingError> {
+        if self.width() == expected {
+            Ok(())
+        } else {
+            Err(EmbeddingError::Width {
+                path: self.path.clone(),
+                found: self.width(),
+                expected,
+            })
+        }
+    }
+}
+
+/// The embeddings of a folder (and its subfolders, as A1111's `os.walk`).
+#[derive(Debug, Default)]
+pub struct EmbeddingDir {
+    /// Usable embeddings, in file-path order; a later file of the same name replaces an
+    /// earlier one (A1111 keeps the last registered).
+    pub loaded: Vec<Embedding>,
+    /// Files that could not be used, with the reason (A1111 reports these and goes on).
+    pub skipped: Vec<EmbeddingError>,
+}
+
+impl EmbeddingDir {
+    /// Loads every `.safetensors`/`.pt`/`.bin` file under `dir`; other files and empty ones
+    /// are ignored (as A1111). With `width`, embeddings of another width are skipped.
+    pub fn load(dir: &Path, width: Option<usize>) -> Result<Self, EmbeddingError> {
+        let mut files = Vec::new();
+        walk(dir, &mut files, 0)?;
+        files.sort();
+        let mut out = EmbeddingDir::default();
+        for path in files {
+            let ext = path
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_uppercase())
+                .unwrap_or_default();
+            if !matches!(ext.as_str(), "SAFETENSORS" | "PT" | "BIN") {
+                continue;
+            }
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                continue;
+            }
+            let loaded = Embedding::load(&path).and_then(|e| match width {
+                Some(w) => e.check_width(w).map(|()| e),
+                None => Ok(e),
+            });
+            match loaded {
+                Ok(e) => {
+                    out.loaded.retain(|x| x.name != e.name);
+                    out.loaded.push(e);
+                }
+                Err(err) => out.skipped.push(err),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The embedding called `name`.
+    pub fn get(&self, name: &str) -> Option<&Embedding> {
+        self.loaded.iter().find(|e| e.name == name)
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), EmbeddingError> {
+    let err = |source| EmbeddingError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let path = entry.map_err(err)?.path();
+        // `is_dir` follows links, as A1111's `os.walk(followlinks=True)`; the depth bound
+        // stops link cycles
+        if path.is_dir() {
+            if depth < 16 {
+                walk(&path, out, depth + 1)?;
+            }
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn unrecognised(path: &Path, detail: impl Into<String>) -> EmbeddingError {
+    EmbeddingError::Unrecognised {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+/// `[vectors, width]` from a stored tensor (a 1-D tensor is one vector).
+fn as_matrix(path: &Path, key: &str, t: Tensor) -> Result<Tensor, EmbeddingError> {
+    let shape = t.dims().to_vec();
+    let tensor_err = |e: candle_core::Error| WeightsError::Tensor {
+        path: path.to_path_buf(),
+        name: key.to_string(),
+        source: Box::new(e),
+    };
+    match shape.as_slice() {
+        [w] if *w > 0 => Ok(t.unsqueeze(0).map_err(tensor_err)?),
+        [n, w] if *n > 0 && *w > 0 => Ok(t),
+        _ => Err(EmbeddingError::Shape {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            shape,
+        }),
+    }
+}
+
+fn read_safetensors(path: &Path) -> Result<Tensor, EmbeddingError> {
+    let f = SafetensorsFile::open(path)?;
+    let entries = f.entries();
+    if entries.iter().any(|e| e.name == "clip_l") && entries.iter().any(|e| e.name == "clip_g") {
+        return Err(EmbeddingError::Sdxl {
+            path: path.to_path_buf(),
+        });
+    }
+    let e = match entries {
+        [e] => e,
+        [] => return Err(unrecognised(path, "the file holds no tensor")),
+        _ => {
+            return Err(EmbeddingError::MultipleTerms {
+                path: path.to_path_buf(),
+                count: entries.len(),
+            })
+        }
+    };
+    let t = float_tensor(path, &e.name, f.bytes(e), e.dtype, &e.shape)?;
+    as_matrix(path, &e.name, t)
+}
+
+fn float_tensor(
+    path: &Path,
+    key: &str,
+    bytes: &[u8],
+    dtype: StorageDtype,
+    shape: &[usize],
+) -> Result<Tensor, EmbeddingError> {
+    if !dtype.is_float() {
+        return Err(WeightsError::BadDtype {
+            path: path.to_path_buf(),
+            name: key.to_string(),
+            dtype: dtype.name().to_string(),
+        }
+        .into());
+    }
+    decode(bytes, dtype, shape, DType::F32, &Device::Cpu).map_err(|e| {
+        WeightsError::Tensor {
+            path: path.to_path_buf(),
+            name: key.to_string(),
+            source: Box::new(e),
+        }
+        .into()
+    })
+}
+
+fn bad_ckpt(path: &Path, detail: impl Into<String>) -> EmbeddingError {
+    WeightsError::BadCheckpoint {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+    .into()
+}
+
+fn dict_get<'a>(d: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
+    d.iter()
+        .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
+        .map(|(_, v)| v)
+}
+
+/// Reads a `.pt`/`.bin` embedding: the vectors and A1111's recorded training step.
+fn read_torch(path: &Path) -> Result<(Tensor, Option<i64>), EmbeddingError> {
+    let file = std::fs::File::open(path).map_err(|e| WeightsError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
+        bad_ckpt(
+            path,
+            format!("not a PyTorch zip archive ({e}); legacy pre-1.6 pickles are not read"),
+        )
+    })?;
+    let names: Vec<String> = zip
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .collect();
+    let pkl_name = names
+        .iter()
+        .find(|n| {
+            n.split_once('/')
+                .is_some_and(|(_, inner)| inner == "data.pkl")
+        })
+        .ok_or_else(|| bad_ckpt(path, "no data.pkl in the archive"))?
+        .clone();
+    let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
+    let mut pkl = Vec::new();
+    {
+        let f = zip
+            .by_name(&pkl_name)
+            .map_err(|e| bad_ckpt(path, format!("{pkl_name}: {e}")))?;
+        f.take(MAX_PICKLE_BYTES)
+            .read_to_end(&mut pkl)
+            .map_err(|e| bad_ckpt(path, format!("{pkl_name}: {e}")))?;
+    }
+    let persistent = |pid: Value| -> Result<Value, PickleError> {
+        match pid {
+            Value::Tuple(t) => match t.as_slice() {
+                [Value::Str(tag), Value::Global(_, kind), Value::Str(key), ..]
+                    if tag == "storage" =>
+                {
+                    Ok(Value::Storage {
+                        kind: kind.clone(),
+                        key: key.clone(),
+                    })
+                }
+                _ => Err(PickleError::Malformed(format!(
+                    "unexpected persistent id {t:?}"
+                ))),
+            },
+            other => Err(PickleError::Malformed(format!(
+                "persistent id is not a tuple: {other:?}"
+            ))),
+        }
+    };
+    let root = pickle::read(&pkl, &persistent).map_err(|e| match e {
+        PickleError::Forbidden(module, name) => {
+            EmbeddingError::Weights(WeightsError::ForbiddenGlobal {
+                path: path.to_path_buf(),
+                module,
+                name,
+            })
+        }
+        PickleError::Malformed(d) => bad_ckpt(path, format!("data.pkl: {d}")),
+    })?;
+    let (key, tref, step) = find_vectors(path, &root)?;
+    let mut record = Vec::new();
+    let rec_name = format!("{prefix}data/{}", tref.key);
+    zip.by_name(&rec_name)
+        .map_err(|e| bad_ckpt(path, format!("storage record `{rec_name}`: {e}")))?
+        .read_to_end(&mut record)
+        .map_err(|e| bad_ckpt(path, format!("{rec_name}: {e}")))?;
+    let t = strided_tensor(path, &key, &tref, &record)?;
+    Ok((as_matrix(path, &key, t)?, step))
+}
+
+/// A1111's `create_embedding_from_data` on the unpickled root.
+fn find_vectors(
+    path: &Path,
+    root: &Value,
+) -> Result<(String, TensorRef, Option<i64>), EmbeddingError> {
+    let Value::Dict(d) = root else {
+        return Err(unrecognised(
+            path,
+            "the pickle's root is not a dict (a bare tensor is not an A1111 embedding)",
+        ));
+    };
+    let step = match dict_get(d, "step") {
+        Some(Value::Int(s)) => Some(*s),
+        _ => None,
+    };
+    let single = |items: &[(Value, Value)]| -> Result<(String, TensorRef), EmbeddingError> {
+        match items {
+            [(k, Value::Tensor(t))] => {
+                let key = match k {
+                    Value::Str(s) => s.clone(),
+                    other => format!("{other:?}"),
+                };
+                Ok((key, t.clone()))
+            }
+            [(_, other)] => Err(unrecognised(
+                path,
+                format!("the term is not a tensor: {other:?}"),
+            )),
+            [] => Err(unrecognised(path, "no term in it")),
+            _ => Err(EmbeddingError::MultipleTerms {
+                path: path.to_path_buf(),
+                count: items.len(),
+            }),
+        }
+    };
+    if let Some(params) = dict_get(d, "string_to_param") {
+        let Value::Dict(items) = params else {
+            return Err(unrecognised(path, "`string_to_param` is not a dict"));
+        };
+        let (key, t) = single(items)?;
+        return Ok((key, t, step));
+    }
+    if dict_get(d, "clip_l").is_some() && dict_get(d, "clip_g").is_some() {
+        return Err(EmbeddingError::Sdxl {
+            path: path.to_path_buf(),
+        });
+    }
+    // a diffusers concept: A1111 looks at the first value's type, then wants exactly one
+    match d.first() {
+        Some((_, Value::Tensor(_))) => {
+            let (key, t) = single(d)?;
+            Ok((key, t, step))
+        }
+        _ => Err(unrecognised(
+            path,
+            "no `string_to_param` entry and no single tensor",
+        )),
+    }
+}
+
+/// The tensor `t` laid out contiguously from its storage record, as f32.
+fn strided_tensor(
+    path: &Path,
+    key: &str,
+    t: &TensorRef,
+    record: &[u8],
+) -> Result<Tensor, EmbeddingError> {
+    let dtype = StorageDtype::from_torch_storage(&t.kind).ok_or_else(|| {
+        bad_ckpt(
+            path,
+            format!("tensor `{key}`: unknown storage type {}", t.kind),
+        )
+    })?;
+    let es = dtype.size();
+    let len = record.len() / es;
+    let numel: usize = t.shape.iter().product();
+    if numel == 0 {
+        return Err(EmbeddingError::Shape {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            shape: t.shape.clone(),
+        });
+    }
+    let last = t
+        .shape
+        .iter()
+        .zip(&t.stride)
+        .try_fold(t.offset, |a, (&d, &s)| {
+            a.checked_add((d - 1).checked_mul(s)?)
+        });
+    if last.is_none_or(|l| l >= len) {
+        return Err(bad_ckpt(
+            path,
+            format!(
+                "tensor `{key}` (shape {:?}) reaches past its storage",
+                t.shape
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(numel * es);
+    let mut idx = vec![0usize; t.shape.len()];
+    for _ in 0..numel {
+        let e = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+        bytes.extend_from_slice(&record[e * es..(e + 1) * es]);
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < t.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    float_tensor(path, key, &bytes, dtype, &t.shape)
+}
