@@ -1,6 +1,9 @@
 //! `sumi`: Stable Diffusion from the command line.
 
+mod generate;
 mod model_info;
+mod output;
+mod prompt;
 
 use clap::{Parser, Subcommand};
 
@@ -19,14 +22,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make pictures from a prompt.
+    Txt2img(generate::Txt2ImgArgs),
+    /// Turn a picture into a new one guided by a prompt.
+    Img2img(generate::Img2ImgArgs),
     /// Identify a checkpoint: architecture, prediction type, dtype, sizes, hashes.
     ModelInfo(model_info::Args),
+    /// Show how a prompt is read: schedule, weights, tokens per chunk, embeddings.
+    Prompt(prompt::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Txt2img(a) => generate::txt2img(a),
+        Command::Img2img(a) => generate::img2img(a),
         Command::ModelInfo(a) => model_info::run(a),
+        Command::Prompt(a) => prompt::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

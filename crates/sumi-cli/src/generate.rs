@@ -1,0 +1,274 @@
+//! `sumi txt2img` and `sumi img2img`: clap → `Request` → `Pipeline::generate` → PNG files.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use sumi_pipeline::image::{load_init_image, ResizeMode};
+use sumi_pipeline::{Img2Img, LoadOptions, Pipeline, Progress, Request};
+use sumi_sampling::names::parse_sampler_and_scheduler;
+use sumi_sampling::NoiseSource;
+
+/// Largest init image accepted, in pixels.
+const MAX_INIT_PIXELS: u64 = 64 * 1024 * 1024;
+
+/// Options shared by txt2img and img2img (A1111's UI defaults).
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// The checkpoint (.safetensors, .ckpt, or a diffusers folder).
+    #[arg(long)]
+    model: PathBuf,
+    /// The prompt, in A1111 syntax.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// The negative prompt.
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
+    /// Seed; -1 picks a random one (printed and recorded).
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    seed: i64,
+    /// Variation seed; -1 picks a random one.
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    subseed: i64,
+    /// Variation strength, 0–1.
+    #[arg(long, default_value_t = 0.0)]
+    subseed_strength: f32,
+    /// Sampling steps.
+    #[arg(long, default_value_t = 20)]
+    steps: u32,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.0)]
+    cfg_scale: f64,
+    /// Sampler, by A1111 name ("DPM++ 2M", "Euler a", "DPM++ SDE Karras", k_dpmpp_2m, …).
+    #[arg(long, default_value = "DPM++ 2M")]
+    sampler: String,
+    /// Schedule type (automatic, karras, exponential, …).
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Width in pixels (default 512, or the init image's width).
+    #[arg(long)]
+    width: Option<u32>,
+    /// Height in pixels (default 512, or the init image's height).
+    #[arg(long)]
+    height: Option<u32>,
+    /// Noise source: gpu, cpu or nv.
+    #[arg(long, default_value = "gpu")]
+    rng: String,
+    /// CLIP skip (1 = last layer).
+    #[arg(long, default_value_t = 1)]
+    clip_skip: usize,
+    /// Images per run.
+    #[arg(long, default_value_t = 1)]
+    batch_size: u32,
+    /// Runs.
+    #[arg(long, default_value_t = 1)]
+    batch_count: u32,
+    /// Textual-inversion embeddings folder.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
+    /// An external VAE file.
+    #[arg(long)]
+    vae: Option<PathBuf>,
+    /// Output PNG (default: a new numbered file in ./outputs/); batches add -0001, -0002, ….
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `sumi txt2img`.
+#[derive(clap::Args, Debug)]
+pub struct Txt2ImgArgs {
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `sumi img2img`.
+#[derive(clap::Args, Debug)]
+pub struct Img2ImgArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The source image.
+    #[arg(long)]
+    init_image: PathBuf,
+    /// How far the result may move from the source, 0–1.
+    #[arg(long, default_value_t = 0.75)]
+    denoising_strength: f64,
+    /// just-resize, crop-and-resize, resize-and-fill or latent-upscale.
+    #[arg(long, default_value = "just-resize")]
+    resize_mode: String,
+    /// A1111's "do exact steps": run exactly --steps steps whatever the strength.
+    #[arg(long)]
+    exact_steps: bool,
+}
+
+fn request(c: &Common, size: (u32, u32)) -> Result<Request> {
+    let (sampler, scheduler) = parse_sampler_and_scheduler(&c.sampler, c.scheduler.as_deref())
+        .context("--sampler/--scheduler")?;
+    let rng: NoiseSource = c.rng.parse().context("--rng")?;
+    Ok(Request {
+        prompt: c.prompt.clone(),
+        negative_prompt: c.negative_prompt.clone(),
+        seed: c.seed,
+        subseed: c.subseed,
+        subseed_strength: c.subseed_strength,
+        steps: c.steps,
+        cfg_scale: c.cfg_scale,
+        sampler,
+        scheduler,
+        width: c.width.unwrap_or(size.0),
+        height: c.height.unwrap_or(size.1),
+        rng,
+        clip_skip: c.clip_skip,
+        batch_size: c.batch_size,
+        batch_count: c.batch_count,
+        exact_steps: false,
+        img2img: None,
+    })
+}
+
+/// Runs `sumi txt2img`.
+pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
+    let req = request(&a.common, (512, 512))?;
+    run(&a.common, req)
+}
+
+/// Runs `sumi img2img`.
+pub fn img2img(a: Img2ImgArgs) -> Result<()> {
+    let resize_mode: ResizeMode = a.resize_mode.parse().context("--resize-mode")?;
+    let init = load_init_image(&a.init_image, MAX_INIT_PIXELS).context("--init-image")?;
+    let mut req = request(&a.common, init.dimensions())?;
+    req.exact_steps = a.exact_steps;
+    req.img2img = Some(Img2Img {
+        init_image: init,
+        resize_mode,
+        denoising_strength: a.denoising_strength,
+    });
+    run(&a.common, req)
+}
+
+fn run(c: &Common, req: Request) -> Result<()> {
+    req.validate()?;
+    if c.vae.is_some() {
+        bail!("--vae: external VAE files are not supported yet");
+    }
+    let outputs = plan_outputs(
+        c.output.as_deref(),
+        (req.batch_size * req.batch_count) as usize,
+    )?;
+    let opts = LoadOptions {
+        embeddings: c.embeddings.clone(),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let pipe = Pipeline::load(&c.model, &opts)
+        .with_context(|| format!("cannot load {}", c.model.display()))?;
+    if !c.quiet {
+        eprintln!(
+            "loaded {} ({}) in {:.1}s",
+            c.model.display(),
+            pipe.checkpoint.architecture(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    let mut bar = ProgressBar::new(c.quiet);
+    let images = pipe.generate(&req, &mut |p| {
+        bar.update(p);
+        ControlFlow::Continue(())
+    })?;
+    bar.finish();
+    for (g, path) in images.iter().zip(&outputs) {
+        crate::output::write_new_png(path, &g.image, None)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{} (seed {})", path.display(), g.seed);
+    }
+    Ok(())
+}
+
+/// The files a run will write, checked up front so nothing is overwritten: `--output` as
+/// given for one image, `stem-0001.png`… for several; by default the next free numbers in
+/// ./outputs/.
+fn plan_outputs(output: Option<&Path>, n: usize) -> Result<Vec<PathBuf>> {
+    let paths: Vec<PathBuf> = match output {
+        Some(p) if n == 1 => vec![p.to_path_buf()],
+        Some(p) => {
+            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+            let ext = p.extension().and_then(|s| s.to_str()).unwrap_or("png");
+            (1..=n)
+                .map(|i| p.with_file_name(format!("{stem}-{i:04}.{ext}")))
+                .collect()
+        }
+        None => {
+            let dir = PathBuf::from("outputs");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let next = std::fs::read_dir(&dir)?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|s| s.get(..5)?.parse::<u64>().ok())
+                })
+                .max()
+                .map_or(0, |m| m + 1);
+            (0..n as u64)
+                .map(|i| dir.join(format!("{:05}.png", next + i)))
+                .collect()
+        }
+    };
+    for p in &paths {
+        if p.exists() {
+            bail!("{} already exists; choose another --output", p.display());
+        }
+    }
+    Ok(paths)
+}
+
+/// A one-line progress display on stderr: batch, step, s/it, ETA.
+struct ProgressBar {
+    quiet: bool,
+    last: Option<Instant>,
+    start: Instant,
+}
+
+impl ProgressBar {
+    fn new(quiet: bool) -> Self {
+        Self {
+            quiet,
+            last: None,
+            start: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, p: Progress) {
+        if self.quiet {
+            return;
+        }
+        let now = Instant::now();
+        if p.step == 0 {
+            self.start = now;
+        }
+        let done = p.step + 1;
+        let per = now.duration_since(self.start).as_secs_f64() / done as f64;
+        let eta = per * (p.steps - done) as f64;
+        let mut e = std::io::stderr();
+        let _ = write!(
+            e,
+            "\rbatch {}/{}  step {done}/{}  {per:.2}s/it  ETA {eta:.0}s   ",
+            p.batch + 1,
+            p.batch_count,
+            p.steps
+        );
+        let _ = e.flush();
+        self.last = Some(now);
+    }
+
+    fn finish(&mut self) {
+        if !self.quiet && self.last.is_some() {
+            eprintln!();
+        }
+    }
+}
