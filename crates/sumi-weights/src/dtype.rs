@@ -148,14 +148,26 @@ pub(crate) fn decode(
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes(le(c)))
                     .collect(),
-                StorageDtype::F16 => bytes
-                    .chunks_exact(2)
-                    .map(|c| f16::from_le_bytes(le(c)).to_f32())
-                    .collect(),
-                StorageDtype::BF16 => bytes
-                    .chunks_exact(2)
-                    .map(|c| bf16::from_le_bytes(le(c)).to_f32())
-                    .collect(),
+                StorageDtype::F16 => {
+                    use half::slice::HalfFloatSliceExt;
+                    let h: Vec<f16> = bytes
+                        .chunks_exact(2)
+                        .map(|c| f16::from_le_bytes(le(c)))
+                        .collect();
+                    let mut v = vec![0f32; h.len()];
+                    h.convert_to_f32_slice(&mut v);
+                    v
+                }
+                StorageDtype::BF16 => {
+                    use half::slice::HalfFloatSliceExt;
+                    let h: Vec<bf16> = bytes
+                        .chunks_exact(2)
+                        .map(|c| bf16::from_le_bytes(le(c)))
+                        .collect();
+                    let mut v = vec![0f32; h.len()];
+                    h.convert_to_f32_slice(&mut v);
+                    v
+                }
                 StorageDtype::F64 => bytes
                     .chunks_exact(8)
                     .map(|c| f64::from_le_bytes(le(c)) as f32)

@@ -1,7 +1,7 @@
 //! Vectorisable elementwise math: `exp` by range reduction and a degree-6 polynomial
 //! (≈ 1 ulp on the softmax range), and a row softmax built on it. Each loop body is written
-//! branch-free so the compiler vectorises it; on x86-64 with AVX2+FMA a copy compiled for those
-//! features is chosen at run time.
+//! branch-free so the compiler vectorises it; on x86-64 a copy compiled for AVX-512 or AVX2+FMA is
+//! chosen at run time.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_145_75;
@@ -60,6 +60,15 @@ fn max_body(row: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_rows_avx512(data: &mut [f32], cols: usize, sums: &mut [f32]) {
+    for (row, s) in data.chunks_exact_mut(cols).zip(sums.iter_mut()) {
+        let m = max_body(row);
+        *s = exp_sub_sum_body(row, m);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_rows_avx2(data: &mut [f32], cols: usize, sums: &mut [f32]) {
     for (row, s) in data.chunks_exact_mut(cols).zip(sums.iter_mut()) {
@@ -78,6 +87,12 @@ fn softmax_rows_generic(data: &mut [f32], cols: usize, sums: &mut [f32]) {
 /// Replaces each row of `data` (`cols` wide) by `exp(x − max(row))` and writes the row's sum
 /// to `sums` (normalisation is left to the caller, who can fold it into a later product).
 pub fn softmax_rows_unnormalised(data: &mut [f32], cols: usize, sums: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the feature was just detected.
+        unsafe { softmax_rows_avx512(data, cols, sums) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the features were just detected.
