@@ -35,7 +35,7 @@ from sampling_schedule_fixtures import FakeLDM  # noqa: E402
 
 warnings.filterwarnings("ignore")
 torch.set_num_threads(2)
-ARCH_SEED = {"sd1": 100, "sd2-v": 400}  # make_tiny_models' seeds (weights depend on names only)
+ARCH_SEED = {"sd1": 100, "sd1-inpaint": 200, "sd2-v": 400}  # make_tiny_models' seeds (weights depend on names only)
 CASES = [
     dict(name="sd1_txt2img_euler_a_cpu", arch="sd1", mode="txt2img", sampler="Euler a", scheduler=None,
          rng="CPU", seed=1234, steps=6, cfg=7.0, batch=2),
@@ -47,6 +47,12 @@ CASES = [
          rng="NV", seed=99, steps=5, cfg=6.0, batch=1, strength=0.3),
     dict(name="sd2v_txt2img_dpmpp_2m_karras_cpu", arch="sd2-v", mode="txt2img", sampler="DPM++ 2M", scheduler="karras",
          rng="CPU", seed=5, steps=4, cfg=7.0, batch=1),
+    # inpainting checkpoint without a mask: mask of ones + latents of a blank image as c_concat
+    dict(name="sd1inpaint_txt2img_euler_cpu", arch="sd1-inpaint", mode="txt2img", sampler="Euler", scheduler=None,
+         rng="CPU", seed=11, steps=4, cfg=7.0, batch=2),
+    # "Just resize (latent upscale)": encode at the source size, bilinear-resize the latent
+    dict(name="sd1_img2img_latent_upscale_euler_a_cpu", arch="sd1", mode="img2img", sampler="Euler a", scheduler=None,
+         rng="CPU", seed=3, steps=4, cfg=7.0, batch=1, strength=0.5, width=160, height=192, resize_mode=3),
 ]
 PROMPT = "a photograph of an astronaut riding a horse"
 NEGATIVE = "blurry, low quality"
@@ -54,28 +60,35 @@ SIZE = 128
 
 
 class LDM:
-    """What k-diffusion's CompVis wrappers need: alphas_cumprod and apply_model."""
+    """What k-diffusion's CompVis wrappers need: alphas_cumprod and apply_model (with the
+    inpainting models' c_concat)."""
 
     def __init__(self, unet):
         self.unet = unet
         self.alphas_cumprod = FakeLDM().alphas_cumprod
 
-    def apply_model(self, x, t, cond):
+    def apply_model(self, x, t, cond, c_concat=None):
+        if c_concat is not None:
+            x = torch.cat([x, c_concat], dim=1)
         return self.unet(x, t, encoder_hidden_states=cond).sample
 
 
 class CFGDenoiser:
     """A1111's CFGDenoiser for one prompt without AND parts or schedules."""
 
-    def __init__(self, inner, cond, uncond, cfg):
+    def __init__(self, inner, cond, uncond, cfg, image_cond=None):
         self.inner, self.cond, self.uncond, self.cfg = inner, cond, uncond, cfg
+        self.image_cond = image_cond
 
     def __call__(self, x, sigma, **kw):
         b = x.shape[0]
         x_in = torch.cat([x, x])
         sigma_in = torch.cat([sigma, sigma])
         cond_in = torch.cat([self.cond.expand(b, -1, -1), self.uncond.expand(b, -1, -1)])
-        out = self.inner(x_in, sigma_in, cond=cond_in)
+        extra = {}
+        if self.image_cond is not None:
+            extra["c_concat"] = torch.cat([self.image_cond, self.image_cond])
+        out = self.inner(x_in, sigma_in, cond=cond_in, **extra)
         den_cond, den_uncond = out[:b], out[b:]
         return den_uncond + (den_cond - den_uncond) * self.cfg
 
@@ -105,7 +118,8 @@ def run(c, tok1, tok2, init_image):
         cond = encode(te, tok, PROMPT, sd2)
         uncond = encode(te, tok, NEGATIVE, sd2)
         seeds = [c["seed"] + i for i in range(c["batch"])]
-        shape = (4, SIZE // 8, SIZE // 8)
+        width, height = c.get("width", SIZE), c.get("height", SIZE)
+        shape = (4, height // 8, width // 8)
         rng = ImageRNG(c["rng"], shape, seeds)
         steps = c["steps"]
         sigmas = sigmas_for(inner, c, steps)
@@ -113,13 +127,20 @@ def run(c, tok1, tok2, init_image):
         if c["mode"] == "img2img":
             x0 = torch.from_numpy(np.asarray(init_image).astype(np.float32) / 255.0).permute(2, 0, 1)[None] * 2 - 1
             init = vae.encode(x0).latent_dist.mean * 0.18215
+            if c.get("resize_mode") == 3:
+                init = torch.nn.functional.interpolate(init, size=shape[1:], mode="bilinear")
             t_enc = int(min(c["strength"], 0.999) * steps)
             run_sigmas = sigmas[steps - t_enc - 1:]
             x = init + noise * run_sigmas[0]
         else:
             run_sigmas = sigmas
             x = noise * sigmas[0]
-        den = CFGDenoiser(inner, cond, uncond, c["cfg"])
+        image_cond = None
+        if c["arch"] == "sd1-inpaint":
+            blank = torch.zeros(1, 3, height, width)
+            lat = vae.encode(blank).latent_dist.mean * 0.18215
+            image_cond = torch.cat([torch.ones(1, 1, *shape[1:]), lat], dim=1).repeat(c["batch"], 1, 1, 1)
+        den = CFGDenoiser(inner, cond, uncond, c["cfg"], image_cond)
         if c["sampler"] == "DPM++ SDE":
             torchsde_bi._randn = lambda size, dtype, device, seed: randn_local(c["rng"], seed, size).to(dtype)
             ns = K.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds)

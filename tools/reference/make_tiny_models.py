@@ -40,8 +40,8 @@ HID = 64           # text encoder width (= U-Net context width)
 CLIP_LAYERS = 3    # transformers-layout layers; open_clip files carry one more
 ARCHS = {
     "sd1": dict(family="sd1", in_ch=4, vocab=49408),
-    "sd1-inpaint": dict(family="sd1", in_ch=9, vocab=1024),
-    "sd2": dict(family="sd2", in_ch=4, vocab=1024),
+    "sd1-inpaint": dict(family="sd1", in_ch=9, vocab=49408),
+    "sd2": dict(family="sd2", in_ch=4, vocab=49408),
     "sd2-v": dict(family="sd2", in_ch=4, vocab=49408),
 }
 

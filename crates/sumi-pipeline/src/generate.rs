@@ -13,7 +13,9 @@ use sumi_sampling::img2img::{img2img_steps, slice_for_t_enc};
 use sumi_sampling::names::sampler_sigmas;
 use sumi_sampling::noise::{batch_seeds, fixed_seed};
 use sumi_sampling::schedules::ScheduleOptions;
-use sumi_sampling::{DiscreteSchedule, ImageRng, ImageRngOptions, NoiseSampler, SamplerParams, Step};
+use sumi_sampling::{
+    DiscreteSchedule, ImageRng, ImageRngOptions, NoiseSampler, SamplerParams, Step,
+};
 use sumi_weights::embedding::{Embedding, EmbeddingDir};
 use sumi_weights::Prediction;
 
@@ -21,7 +23,7 @@ use crate::checkpoint::Checkpoint;
 use crate::conditioning::{ConditioningOptions, TextEncoder};
 use crate::denoise::CfgDenoiser;
 use crate::error::{PipelineError, Result};
-use crate::image::{effective_size, prepare_init_image, to_tensor};
+use crate::image::{effective_size, prepare_init_image, to_tensor, ResizeMode};
 use crate::request::Request;
 
 /// How to load a pipeline.
@@ -103,12 +105,6 @@ impl Pipeline {
     ) -> Result<Vec<Generated>> {
         // 1. validate
         req.validate()?;
-        if self.checkpoint.facts.inpaint {
-            return Err(PipelineError::Request {
-                field: "model",
-                detail: "inpainting checkpoints are not supported by the pipeline yet".into(),
-            });
-        }
         let (width, height) = effective_size(req.width, req.height);
         let latent_shape = (4, height as usize / 8, width as usize / 8);
         let prediction = match self.checkpoint.prediction {
@@ -121,14 +117,31 @@ impl Pipeline {
             Some(i) => {
                 let im = prepare_init_image(&i.init_image, i.resize_mode, width, height)?;
                 let x = to_tensor(&im, &self.device)?;
-                Some(self.vae.encode(&x).map_err(|e| self.model_err(e))?)
+                let lat = self.vae.encode(&x).map_err(|e| self.model_err(e))?;
+                Some(match i.resize_mode {
+                    // A1111 encodes the image at its own size and resizes the latent
+                    ResizeMode::LatentUpscale => {
+                        lat.upsample_bilinear2d(latent_shape.1, latent_shape.2, false)?
+                    }
+                    _ => lat,
+                })
             }
             None => None,
         };
+        let image_cond = self.inpainting_conditioning(latent_shape, req.batch_size as usize)?;
 
         // 3. conditioning
-        let opts = ConditioningOptions { clip_skip: req.clip_skip, ..Default::default() };
-        let te = TextEncoder::new(&self.clip, &self.device, &self.checkpoint.facts, &self.embeddings, opts)?;
+        let opts = ConditioningOptions {
+            clip_skip: req.clip_skip,
+            ..Default::default()
+        };
+        let te = TextEncoder::new(
+            &self.clip,
+            &self.device,
+            &self.checkpoint.facts,
+            &self.embeddings,
+            opts,
+        )?;
         let timeline = Timeline::new(req.steps);
         let cond = te.prompt(&req.prompt, &timeline)?;
         let uncond = te.negative(&req.negative_prompt, &timeline)?;
@@ -157,7 +170,11 @@ impl Pipeline {
         let mut out = Vec::new();
         for n in 0..req.batch_count {
             let offset = n as u64 * bs as u64;
-            let first = if req.subseed_strength == 0.0 { seed + offset } else { seed };
+            let first = if req.subseed_strength == 0.0 {
+                seed + offset
+            } else {
+                seed
+            };
             let (seeds, subseeds) = batch_seeds(first, subseed + offset, req.subseed_strength, bs);
             // 5. initial latents: noise is the first draw of each image's generator
             let rng_opts = ImageRngOptions {
@@ -165,7 +182,8 @@ impl Pipeline {
                 subseed_strength: req.subseed_strength,
                 ..Default::default()
             };
-            let mut rng = ImageRng::new(req.rng, latent_shape, seeds.clone(), rng_opts, &self.device);
+            let mut rng =
+                ImageRng::new(req.rng, latent_shape, seeds.clone(), rng_opts, &self.device);
             let noise = rng.next_noise()?;
             let x = match &init_latents {
                 Some(init) => init.broadcast_add(&(noise.affine(run_sigmas[0], 0.0))?)?,
@@ -176,7 +194,8 @@ impl Pipeline {
             let noise_sampler: &mut dyn NoiseSampler = if req.sampler.options().brownian_noise {
                 let (lo, hi) = BrownianTreeNoiseSampler::sigma_range(&sigmas);
                 let shape = [bs, latent_shape.0, latent_shape.1, latent_shape.2];
-                brownian = BrownianTreeNoiseSampler::new(lo, hi, &seeds, &shape, req.rng, &self.device)?;
+                brownian =
+                    BrownianTreeNoiseSampler::new(lo, hi, &seeds, &shape, req.rng, &self.device)?;
                 &mut brownian
             } else {
                 &mut rng
@@ -188,12 +207,17 @@ impl Pipeline {
                 cond: &cond,
                 uncond: &uncond,
                 cfg_scale: req.cfg_scale,
-                image_cond: None,
+                image_cond: image_cond.clone(),
                 step: 0,
             };
             let mut stopped = false;
             let mut cb = |s: &Step<'_>| {
-                let flow = on_step(Progress { batch: n, batch_count: req.batch_count, step: s.i, steps: s.steps });
+                let flow = on_step(Progress {
+                    batch: n,
+                    batch_count: req.batch_count,
+                    step: s.i,
+                    steps: s.steps,
+                });
                 stopped |= flow.is_break();
                 flow
             };
@@ -223,8 +247,32 @@ impl Pipeline {
         Ok(out)
     }
 
+    /// The extra U-Net input of inpainting checkpoints when there is no mask (A1111's
+    /// `txt2img_image_conditioning`, and `inpainting_image_conditioning` with the default mask
+    /// weight 1): a mask of ones, then the latents of an all-masked (zero) image — the
+    /// posterior mean, where A1111 samples it.
+    fn inpainting_conditioning(
+        &self,
+        (c, h, w): (usize, usize, usize),
+        batch: usize,
+    ) -> Result<Option<Tensor>> {
+        if !self.checkpoint.facts.inpaint {
+            return Ok(None);
+        }
+        let _ = c;
+        let blank = Tensor::zeros((1, 3, h * 8, w * 8), DType::F32, &self.device)?;
+        let lat = self.vae.encode(&blank).map_err(|e| self.model_err(e))?;
+        let mask = Tensor::ones((1, 1, h, w), DType::F32, &self.device)?;
+        Ok(Some(
+            Tensor::cat(&[&mask, &lat], 1)?.repeat((batch, 1, 1, 1))?,
+        ))
+    }
+
     fn model_err(&self, source: sumi_models::ModelError) -> PipelineError {
-        PipelineError::Model { path: self.checkpoint.weights.path().to_path_buf(), source }
+        PipelineError::Model {
+            path: self.checkpoint.weights.path().to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -232,10 +280,15 @@ impl Pipeline {
 pub fn to_image(x: &Tensor) -> Result<RgbImage> {
     let (c, h, w) = x.dims3()?;
     if c != 3 {
-        return Err(PipelineError::Conditioning(format!("decoded image has {c} channels")));
+        return Err(PipelineError::Conditioning(format!(
+            "decoded image has {c} channels"
+        )));
     }
     let x = ((x.to_dtype(DType::F32)? + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
-    let x = (x * 255.0)?.permute((1, 2, 0))?.flatten_all()?.to_vec1::<f32>()?;
+    let x = (x * 255.0)?
+        .permute((1, 2, 0))?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let bytes: Vec<u8> = x.into_iter().map(|v| v as u8).collect();
     RgbImage::from_raw(w as u32, h as u32, bytes)
         .ok_or_else(|| PipelineError::Conditioning("decoded image has the wrong size".into()))

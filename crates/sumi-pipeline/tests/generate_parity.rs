@@ -13,16 +13,26 @@ fn root() -> PathBuf {
 }
 
 fn model(arch: &str, dir: &std::path::Path) -> PathBuf {
-    sumi_weights::synth::materialize(&root().join("tiny").join(arch), dir, sumi_weights::StorageDtype::F16).unwrap();
+    sumi_weights::synth::materialize(
+        &root().join("tiny").join(arch),
+        dir,
+        sumi_weights::StorageDtype::F16,
+    )
+    .unwrap();
     dir.join(format!("tiny_{arch}.safetensors"))
 }
 
 #[test]
 fn matches_the_reference() {
     let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("generate/cases.json")).unwrap()).unwrap();
-    let reference = candle_core::safetensors::load(root().join("generate/reference.safetensors"), &Device::Cpu).unwrap();
-    let init = image::open(root().join("generate/init.png")).unwrap().to_rgb8();
+        serde_json::from_str(&std::fs::read_to_string(root().join("generate/cases.json")).unwrap())
+            .unwrap();
+    let reference =
+        candle_core::safetensors::load(root().join("generate/reference.safetensors"), &Device::Cpu)
+            .unwrap();
+    let init = image::open(root().join("generate/init.png"))
+        .unwrap()
+        .to_rgb8();
     let size = cases["size"].as_u64().unwrap() as u32;
     let dir = tempfile::tempdir().unwrap();
     let mut loaded: std::collections::HashMap<String, Pipeline> = Default::default();
@@ -34,7 +44,15 @@ fn matches_the_reference() {
             loaded.insert(arch.to_string(), p);
         }
         let pipe = &loaded[arch];
-        let (sampler, scheduler) = parse_sampler_and_scheduler(c["sampler"].as_str().unwrap(), c["scheduler"].as_str()).unwrap();
+        let (sampler, scheduler) =
+            parse_sampler_and_scheduler(c["sampler"].as_str().unwrap(), c["scheduler"].as_str())
+                .unwrap();
+        let (w, h) = (
+            c["width"].as_u64().map_or(size, |v| v as u32),
+            c["height"].as_u64().map_or(size, |v| v as u32),
+        );
+        let resize_mode =
+            ResizeMode::from_index(c["resize_mode"].as_u64().unwrap_or(0) as u8).unwrap();
         let req = Request {
             prompt: cases["prompt"].as_str().unwrap().into(),
             negative_prompt: cases["negative_prompt"].as_str().unwrap().into(),
@@ -44,29 +62,70 @@ fn matches_the_reference() {
             cfg_scale: c["cfg"].as_f64().unwrap(),
             sampler,
             scheduler,
-            width: size,
-            height: size,
+            width: w,
+            height: h,
             rng: c["rng"].as_str().unwrap().parse().unwrap(),
             batch_size: c["batch"].as_u64().unwrap() as u32,
             img2img: (c["mode"] == "img2img").then(|| Img2Img {
                 init_image: init.clone(),
-                resize_mode: ResizeMode::JustResize,
+                resize_mode,
                 denoising_strength: c["strength"].as_f64().unwrap(),
             }),
             ..Default::default()
         };
-        let out = pipe.generate(&req, &mut |_| std::ops::ControlFlow::Continue(())).unwrap();
-        let lat = Tensor::stack(&out.iter().map(|g| g.latents.clone()).collect::<Vec<_>>(), 0).unwrap();
+        let out = pipe
+            .generate(&req, &mut |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
+        let lat = Tensor::stack(
+            &out.iter().map(|g| g.latents.clone()).collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
         let want = &reference[&format!("{name}/latents")];
-        let d = (&lat - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-        let m = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-        let img_want = reference[&format!("{name}/image")].to_dtype(DType::F32).unwrap();
+        let d = (&lat - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let m = want
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let img_want = reference[&format!("{name}/image")]
+            .to_dtype(DType::F32)
+            .unwrap();
         let px: Vec<Tensor> = out
             .iter()
-            .map(|g| Tensor::from_vec(g.image.as_raw().clone(), (size as usize, size as usize, 3), &Device::Cpu).unwrap())
+            .map(|g| {
+                Tensor::from_vec(
+                    g.image.as_raw().clone(),
+                    (h as usize, w as usize, 3),
+                    &Device::Cpu,
+                )
+                .unwrap()
+            })
             .collect();
         let px = Tensor::stack(&px, 0).unwrap().to_dtype(DType::F32).unwrap();
-        let pd = (&px - &img_want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let pd = (&px - &img_want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         println!("{name}: latents max |diff| {d:.2e} (max |ref| {m:.2}), pixels max diff {pd}");
         assert!(d / m.max(1.0) < 1e-4, "{name}: latents {d} vs max {m}");
         assert!(pd <= 1.0, "{name}: pixels differ by {pd} levels");
