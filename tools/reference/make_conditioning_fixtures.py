@@ -115,6 +115,10 @@ def write_embeddings():
     torch.save({"string_to_param": {"*": Evil()}}, os.path.join(EMB_DIR, "evil.pt"))
     open(os.path.join(EMB_DIR, "empty.pt"), "wb").close()
     open(os.path.join(EMB_DIR, "notes.txt"), "w").write("not an embedding\n")
+    # a preview image (A1111 passes over it) and an image that might hold an embedding (A1111
+    # reads those; Sumi lists it as skipped)
+    for name in ("tinyemb.preview.png", "pictured.png"):
+        open(os.path.join(EMB_DIR, name), "wb").write(b"\x89PNG\r\n\x1a\nxx")
     return good
 
 

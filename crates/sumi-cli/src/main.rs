@@ -33,6 +33,10 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Keep freed memory instead of returning it to the kernel, which would zero it again on
+    // the next layer's allocation. 15 is mimalloc v2's `mi_option_purge_delay`; -1 = never.
+    // SAFETY: sets a process-wide allocator option before any worker threads exist.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Txt2img(a) => generate::txt2img(a),

@@ -16,6 +16,9 @@ use sumi_prompt::{
 };
 use sumi_weights::embedding::{Embedding, EmbeddingDir};
 
+/// `(end_step, shape)` per schedule entry.
+type Shapes = Vec<(u32, Vec<usize>)>;
+
 /// Arguments of `sumi prompt`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -83,7 +86,7 @@ pub fn run(a: Args) -> Result<()> {
                 chunking: chunking.clone(),
             };
             let enc = TextEncoder::new(clip, &Device::Cpu, &ck.facts, &dir.loaded, opts)?;
-            let parts: Vec<(f64, Vec<(u32, Vec<usize>)>)> = if a.negative {
+            let parts: Vec<(f64, Shapes)> = if a.negative {
                 let s = enc.negative(&a.prompt, &timeline)?;
                 vec![(
                     1.0,
@@ -110,19 +113,24 @@ pub fn run(a: Args) -> Result<()> {
     };
 
     if a.json {
+        let found_json = found
+            .iter()
+            .map(|e| {
+                Ok(json!({
+                    "name": e.name,
+                    "vectors": e.len(),
+                    "path": e.path.display().to_string(),
+                    "hash": e.short_hash()?,
+                }))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut v = reading.to_json();
         if let Some(obj) = v.as_object_mut() {
             obj.insert(
                 "token_counter".into(),
                 json!({"tokens": count, "max": target}),
             );
-            obj.insert(
-                "embeddings".into(),
-                json!(found
-                    .iter()
-                    .map(|e| json!({"name": e.name, "vectors": e.len(), "path": e.path.display().to_string()}))
-                    .collect::<Vec<_>>()),
-            );
+            obj.insert("embeddings".into(), json!(found_json));
             obj.insert(
                 "skipped_embeddings".into(),
                 json!(dir

@@ -190,6 +190,9 @@ fn with_a_model_the_prompt_is_encoded() {
     assert_eq!(c["parts"], want);
     // the model's width (64) rules out the 768-wide file
     assert_eq!(v["embeddings"][0]["name"], "tinyemb", "{}", v["embeddings"]);
+    // A1111's TI hash: the first 12 hex digits of the file's sha256
+    let hash = sumi_weights::sha256_file(&emb.join("tinyemb.safetensors")).unwrap();
+    assert_eq!(v["embeddings"][0]["hash"], hash.sha256[..12]);
     let skipped = v["skipped_embeddings"].to_string();
     assert!(skipped.contains("wide.safetensors"), "{skipped}");
     assert!(skipped.contains("768 wide"), "{skipped}");

@@ -34,6 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: forward unet-f32|vae-decode-f32 CHECKPOINT RUNS");
         std::process::exit(2);
     };
+    // Keep freed memory instead of returning it to the kernel, which would zero it again on
+    // the next layer's allocation. 15 is mimalloc v2's `mi_option_purge_delay`; -1 = never.
+    // SAFETY: sets a process-wide allocator option before any worker threads exist.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let runs: usize = runs.parse()?;
     let dev = Device::Cpu;
     let t0 = Instant::now();

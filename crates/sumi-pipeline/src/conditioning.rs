@@ -10,7 +10,12 @@
 //! final layer norm; SD2 always reads its penultimate layer and ignores the option, as A1111),
 //! then the emphasis applies. "Original" multiplies every token's vector by its weight and
 //! rescales so the mean of the whole batch — every schedule text's chunk `i`, not each text on
-//! its own — is what it was. The chunks are then concatenated along the tokens.
+//! its own — is what it was (both means accumulated in f64 where A1111 sums in the model's
+//! dtype: the difference is rounding, and only visible when the mean is near zero). The chunks
+//! are then concatenated along the tokens.
+//!
+//! Positive prompts lose their extra networks and are split on `AND` ([`TextEncoder::prompt`]);
+//! negative prompts are encoded whole ([`TextEncoder::negative`]), as A1111.
 //!
 //! SD2 pads with id 0 after the first end token of each chunk; SD1 pads with the end token.
 
@@ -21,7 +26,7 @@ use candle_core::{DType, Device, Tensor, D};
 use sumi_models::ClipTextModel;
 use sumi_prompt::{
     chunk_segments, extra_networks, multicond, parse_prompt_attention, prompt_schedule, Chunk,
-    Chunking, ClipPad, EmbeddingIndex, PromptChunks, Segment, Timeline, Tokenizer,
+    Chunking, ClipPad, EmbeddingIndex, PromptChunks, ScheduleEntry, Segment, Timeline, Tokenizer,
 };
 use sumi_weights::embedding::Embedding;
 use sumi_weights::{Family, ModelFacts};
@@ -127,6 +132,9 @@ pub struct MultiCond {
 
 /// The entry of `schedule` in force at A1111's step counter `step` (`reconstruct_cond_batch`:
 /// the first entry with `step <= end_step`, the first entry when none is).
+///
+/// `step` is A1111's `CFGDenoiser.step`: the number of denoiser calls made so far, 0 at the
+/// first. An entry ending at step 5 therefore serves the first six calls, as in A1111.
 pub fn cond_at(schedule: &[ScheduledCond], step: u32) -> Option<&Tensor> {
     schedule
         .iter()
@@ -137,8 +145,8 @@ pub fn cond_at(schedule: &[ScheduledCond], step: u32) -> Option<&Tensor> {
 
 impl MultiCond {
     /// A1111's `reconstruct_multicond_batch` for one image: the parts' weights and their conds
-    /// at `step` stacked `[parts, tokens, width]`, shorter ones extended by repeating their last
-    /// vector (`stack_conds`).
+    /// at `step` (see [`cond_at`]) stacked `[parts, tokens, width]`, shorter ones extended by
+    /// repeating their last vector (`stack_conds`).
     pub fn at_step(&self, step: u32) -> Result<(Vec<f64>, Tensor)> {
         let conds: Vec<&Tensor> = self
             .parts
@@ -191,13 +199,18 @@ pub fn clip_pad(facts: &ModelFacts) -> ClipPad {
     }
 }
 
+/// One part of a prompt as text: its weight and its schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartText {
+    /// The part's weight in the CFG combination (1 for negatives).
+    pub weight: f64,
+    /// Its schedule.
+    pub schedule: Vec<ScheduleEntry>,
+}
+
 /// The prompt texts of a prompt, stage by stage as A1111 reads them for conditioning: extra
 /// networks removed and `AND` split (positive prompts only), then one schedule per part.
-pub fn prompt_parts(
-    prompt: &str,
-    timeline: &Timeline,
-    negative: bool,
-) -> Result<Vec<(f64, Vec<(u32, String)>)>> {
+pub fn prompt_parts(prompt: &str, timeline: &Timeline, negative: bool) -> Result<Vec<PartText>> {
     let parts = if negative {
         vec![(1.0, prompt.to_string())]
     } else {
@@ -209,12 +222,11 @@ pub fn prompt_parts(
     };
     parts
         .into_iter()
-        .map(|(w, text)| {
-            let schedule = prompt_schedule(&text, timeline)?
-                .into_iter()
-                .map(|e| (e.end_step, e.text))
-                .collect();
-            Ok((w, schedule))
+        .map(|(weight, text)| {
+            Ok(PartText {
+                weight,
+                schedule: prompt_schedule(&text, timeline)?,
+            })
         })
         .collect()
 }
@@ -296,6 +308,27 @@ impl<'a> TextEncoder<'a> {
             &self.index,
             &self.opts.chunking,
         ))
+    }
+
+    /// The embeddings a prompt uses, by name in order of first use (for A1111's `TI hashes`
+    /// infotext field); `negative` reads it as a negative prompt.
+    pub fn embeddings_in(
+        &self,
+        prompt: &str,
+        timeline: &Timeline,
+        negative: bool,
+    ) -> Result<Vec<String>> {
+        let mut names: Vec<String> = Vec::new();
+        for part in prompt_parts(prompt, timeline, negative)? {
+            for e in &part.schedule {
+                for fix in self.chunks(&e.text)?.chunks.iter().flat_map(|c| &c.fixes) {
+                    if !names.contains(&fix.name) {
+                        names.push(fix.name.clone());
+                    }
+                }
+            }
+        }
+        Ok(names)
     }
 
     /// A1111's `forward(texts)`: the texts encoded together, `[texts, tokens, width]`.
@@ -408,15 +441,15 @@ impl<'a> TextEncoder<'a> {
 
     /// A1111's `get_learned_conditioning` for one prompt's schedule: the texts are encoded
     /// together, one cond per entry.
-    pub fn schedule_conds(&self, schedule: &[(u32, String)]) -> Result<Vec<ScheduledCond>> {
-        let texts: Vec<&str> = schedule.iter().map(|(_, t)| t.as_str()).collect();
+    pub fn schedule_conds(&self, schedule: &[ScheduleEntry]) -> Result<Vec<ScheduledCond>> {
+        let texts: Vec<&str> = schedule.iter().map(|e| e.text.as_str()).collect();
         let z = self.encode_texts(&texts)?;
         schedule
             .iter()
             .enumerate()
-            .map(|(i, (end_step, _))| {
+            .map(|(i, e)| {
                 Ok(ScheduledCond {
-                    end_step: *end_step,
+                    end_step: e.end_step,
                     cond: z.get(i)?,
                 })
             })
@@ -428,10 +461,10 @@ impl<'a> TextEncoder<'a> {
     pub fn prompt(&self, prompt: &str, timeline: &Timeline) -> Result<MultiCond> {
         let mut cache: HashMap<String, Vec<ScheduledCond>> = HashMap::new();
         let mut parts = Vec::new();
-        for (weight, schedule) in prompt_parts(prompt, timeline, false)? {
+        for PartText { weight, schedule } in prompt_parts(prompt, timeline, false)? {
             let key = schedule
                 .iter()
-                .map(|(s, t)| format!("{s}\u{0}{t}"))
+                .map(|e| format!("{}\u{0}{}", e.end_step, e.text))
                 .collect::<Vec<_>>()
                 .join("\u{1}");
             let conds = match cache.get(&key) {
@@ -455,7 +488,7 @@ impl<'a> TextEncoder<'a> {
     pub fn negative(&self, prompt: &str, timeline: &Timeline) -> Result<Vec<ScheduledCond>> {
         let parts = prompt_parts(prompt, timeline, true)?;
         match parts.into_iter().next() {
-            Some((_, schedule)) => self.schedule_conds(&schedule),
+            Some(part) => self.schedule_conds(&part.schedule),
             None => Err(PipelineError::Conditioning("empty schedule".into())),
         }
     }

@@ -41,7 +41,13 @@ fn err(e: impl std::fmt::Display) -> sumi_sampling::SamplingError {
 impl CfgDenoiser<'_> {
     /// The CompVis wrapper on rows `x` with contexts `ctx` (one per row), image conditioning
     /// `ic` (one per row) if any.
-    fn inner(&self, x: &Tensor, sigma: f64, ctx: &Tensor, ic: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    fn inner(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        ctx: &Tensor,
+        ic: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let (c_skip, c_out, c_in) = scalings(self.prediction, sigma);
         let t = self.schedule.sigma_to_t(sigma);
         let rows = x.dim(0)?;

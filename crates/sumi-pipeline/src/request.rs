@@ -93,7 +93,7 @@ impl Default for Request {
 
 fn bad(field: &'static str, detail: impl Into<String>) -> PipelineError {
     PipelineError::Request {
-        field: field.into(),
+        field,
         detail: detail.into(),
     }
 }
@@ -107,28 +107,57 @@ impl Request {
             }
         }
         if !(1..=MAX_STEPS).contains(&self.steps) {
-            return Err(bad("steps", format!("{} is outside 1..={MAX_STEPS}", self.steps)));
+            return Err(bad(
+                "steps",
+                format!("{} is outside 1..={MAX_STEPS}", self.steps),
+            ));
         }
         if !self.cfg_scale.is_finite() || !(0.0..=100.0).contains(&self.cfg_scale) {
-            return Err(bad("cfg-scale", format!("{} is outside 0..=100", self.cfg_scale)));
+            return Err(bad(
+                "cfg-scale",
+                format!("{} is outside 0..=100", self.cfg_scale),
+            ));
         }
         if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
-            return Err(bad("batch-size", format!("{} is outside 1..={MAX_BATCH_SIZE}", self.batch_size)));
+            return Err(bad(
+                "batch-size",
+                format!("{} is outside 1..={MAX_BATCH_SIZE}", self.batch_size),
+            ));
         }
         if !(1..=MAX_BATCH_COUNT).contains(&self.batch_count) {
-            return Err(bad("batch-count", format!("{} is outside 1..={MAX_BATCH_COUNT}", self.batch_count)));
+            return Err(bad(
+                "batch-count",
+                format!("{} is outside 1..={MAX_BATCH_COUNT}", self.batch_count),
+            ));
         }
         if !(1..=12).contains(&self.clip_skip) {
-            return Err(bad("clip-skip", format!("{} is outside 1..=12", self.clip_skip)));
+            return Err(bad(
+                "clip-skip",
+                format!("{} is outside 1..=12", self.clip_skip),
+            ));
         }
         if !self.subseed_strength.is_finite() || !(0.0..=1.0).contains(&self.subseed_strength) {
-            return Err(bad("subseed-strength", format!("{} is outside 0..=1", self.subseed_strength)));
+            return Err(bad(
+                "subseed-strength",
+                format!("{} is outside 0..=1", self.subseed_strength),
+            ));
         }
         if self.seed < -1 || self.subseed < -1 {
             return Err(bad("seed", "seeds are -1 (random) or non-negative"));
         }
-        if !self.sampler.is_implemented() || matches!(self.sampler, SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc) {
-            return Err(bad("sampler", format!("{} is not available in the pipeline yet", self.sampler.label())));
+        if !self.sampler.is_implemented()
+            || matches!(
+                self.sampler,
+                SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc
+            )
+        {
+            return Err(bad(
+                "sampler",
+                format!(
+                    "{} is not available in the pipeline yet",
+                    self.sampler.label()
+                ),
+            ));
         }
         if let Some(i) = &self.img2img {
             let s = i.denoising_strength;

@@ -151,6 +151,24 @@ fn schedules_and_and_parts_at_a_step() {
     assert_eq!(rel_err(&row.narrow(0, 0, 77).unwrap(), cat), 0.0);
     let last = cat.narrow(0, 76, 1).unwrap().repeat((77, 1)).unwrap();
     assert_eq!(rel_err(&row.narrow(0, 77, 77).unwrap(), &last), 0.0);
+
+    // "Original" restores the mean of the whole batch (every schedule text's chunk), so a
+    // scheduled text's cond is not the one it gets encoded alone (the parity fixtures pin the
+    // batched value)
+    let m = enc
+        .prompt("a [cat:dog:0.5] on a (hill:1.2)", &Timeline::new(10))
+        .unwrap();
+    let alone = enc.encode_texts(&["a cat on a (hill:1.2)"]).unwrap();
+    let batched = &m.parts[0].schedule[0].cond;
+    let e = rel_err(batched, &alone.get(0).unwrap());
+    println!("batched vs alone: {e:e}");
+    assert!(e > 1e-4, "{e:e}");
+    // without emphasis weights the batch does not matter
+    let m = enc
+        .prompt("a [cat:dog:0.5] on a hill", &Timeline::new(10))
+        .unwrap();
+    let alone = enc.encode_texts(&["a cat on a hill"]).unwrap();
+    assert!(rel_err(&m.parts[0].schedule[0].cond, &alone.get(0).unwrap()) < 1e-6);
 }
 
 #[test]
@@ -223,6 +241,14 @@ fn embeddings_are_found_in_prompts() {
             (14, "tinyconcept", 1)
         ]
     );
+    let names = enc
+        .embeddings_in(
+            "[tinypt:tinyemb:3] AND (tinyconcept) x tinypt",
+            &Timeline::new(6),
+            false,
+        )
+        .unwrap();
+    assert_eq!(names, ["tinypt", "tinyemb", "tinyconcept"]);
     // the vectors differ from the words' own embeddings: the conds differ
     let with = enc.encode_texts(&["tinyemb"]).unwrap();
     let enc0 = TextEncoder::new(&clip, &Device::Cpu, &ck.facts, &[], Default::default()).unwrap();

@@ -39,6 +39,15 @@ pub enum EmbeddingError {
         /// The file.
         path: PathBuf,
     },
+    /// An image (`.png`, `.webp`, `.jxl`, `.avif`) that may carry an embedding, which A1111
+    /// reads and Sumi does not yet.
+    #[error(
+        "{path}: embeddings stored in images are not read yet (use the .safetensors or .pt file)"
+    )]
+    Image {
+        /// The file.
+        path: PathBuf,
+    },
     /// The content is no embedding format A1111 knows.
     #[error("{path}: neither a textual-inversion embedding nor a diffusers concept ({detail})")]
     Unrecognised {
@@ -130,6 +139,11 @@ impl Embedding {
         let (vectors, step) = match ext.as_str() {
             "SAFETENSORS" => (read_safetensors(path)?, None),
             "PT" | "BIN" => read_torch(path)?,
+            "PNG" | "WEBP" | "JXL" | "AVIF" => {
+                return Err(EmbeddingError::Image {
+                    path: path.to_path_buf(),
+                })
+            }
             _ => {
                 return Err(EmbeddingError::Extension {
                     path: path.to_path_buf(),
@@ -146,6 +160,13 @@ impl Embedding {
             vectors,
             step,
         })
+    }
+
+    /// A1111's short hash of the file (`TI hashes` in infotext): the first 12 hex digits of
+    /// its sha256.
+    pub fn short_hash(&self) -> Result<String, EmbeddingError> {
+        let h = crate::hash::sha256_file(&self.path)?;
+        Ok(h.sha256[..12].to_string())
     }
 
     /// Checks the vectors against the text encoder's width.
@@ -173,8 +194,10 @@ pub struct EmbeddingDir {
 }
 
 impl EmbeddingDir {
-    /// Loads every `.safetensors`/`.pt`/`.bin` file under `dir`; other files and empty ones
-    /// are ignored (as A1111). With `width`, embeddings of another width are skipped.
+    /// Loads every `.safetensors`/`.pt`/`.bin` file under `dir`; other files, empty ones and
+    /// `*.preview.png` images are ignored (as A1111), other images are listed as skipped
+    /// (A1111 reads embeddings stored in images; Sumi does not yet). With `width`, embeddings
+    /// of another width are skipped.
     pub fn load(dir: &Path, width: Option<usize>) -> Result<Self, EmbeddingError> {
         let mut files = Vec::new();
         walk(dir, &mut files, 0)?;
@@ -185,7 +208,13 @@ impl EmbeddingDir {
                 .extension()
                 .map(|e| e.to_string_lossy().to_ascii_uppercase())
                 .unwrap_or_default();
-            if !matches!(ext.as_str(), "SAFETENSORS" | "PT" | "BIN") {
+            let stem = path.file_stem().map(Path::new);
+            let preview = stem
+                .and_then(Path::extension)
+                .is_some_and(|e| e.eq_ignore_ascii_case("preview"));
+            let image = matches!(ext.as_str(), "PNG" | "WEBP" | "JXL" | "AVIF");
+            // A1111 passes over `<name>.preview.png` images and files of other kinds
+            if !(matches!(ext.as_str(), "SAFETENSORS" | "PT" | "BIN") || image && !preview) {
                 continue;
             }
             if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {

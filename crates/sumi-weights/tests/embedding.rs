@@ -83,6 +83,10 @@ fn refusals_name_the_file_and_the_reason() {
         load_err("notes.txt"),
         EmbeddingError::Extension { .. }
     ));
+    assert!(matches!(
+        load_err("pictured.png"),
+        EmbeddingError::Image { .. }
+    ));
 }
 
 #[test]
@@ -104,12 +108,13 @@ fn a_folder_loads_what_it_can_and_lists_the_rest() {
         })
         .collect();
     skipped.sort();
-    // empty.pt and notes.txt are passed over silently, as A1111 does
+    // empty.pt, notes.txt and tinyemb.preview.png are passed over silently, as A1111 does
     assert_eq!(
         skipped,
         [
             "bare.pt",
             "evil.pt",
+            "pictured.png",
             "twoterms.safetensors",
             "wide.safetensors",
             "xlemb.safetensors"
