@@ -100,9 +100,7 @@ impl std::str::FromStr for ResizeMode {
         Self::ALL
             .into_iter()
             .find(|m| {
-                t == m.cli_name()
-                    || t.eq_ignore_ascii_case(m.label())
-                    || t == m.index().to_string()
+                t == m.cli_name() || t.eq_ignore_ascii_case(m.label()) || t == m.index().to_string()
             })
             .ok_or_else(|| PipelineError::UnknownResizeMode(s.to_string()))
     }
@@ -161,14 +159,23 @@ pub fn load_init_image(path: &Path, max_pixels: u64) -> Result<RgbImage> {
     Ok(flatten_on_white(&to_pillow_rgba(img)))
 }
 
-/// The image as Pillow's `convert("RGBA")` would hold it. 16-bit samples keep their high byte, as
-/// Pillow's `RGB;16B`/`RGBA;16B` unpackers do.
+/// The image as Pillow 9.5 would hold it after `convert("RGBA")`. 16-bit RGB, RGBA and grey+alpha
+/// keep their high byte (Pillow's `RGB;16B`, `RGBA;16B`, `LA;16B` unpackers); 16-bit grey opens
+/// as mode `I` and converts by clipping to 255 (so most of it turns white, as in A1111).
 fn to_pillow_rgba(img: DynamicImage) -> RgbaImage {
     match img {
         DynamicImage::ImageRgba8(i) => i,
+        DynamicImage::ImageLuma16(g) => {
+            let (w, h) = g.dimensions();
+            let mut out = RgbaImage::new(w, h);
+            for (o, p) in out.pixels_mut().zip(g.pixels()) {
+                let v = p[0].min(255) as u8;
+                *o = image::Rgba([v, v, v, 255]);
+            }
+            out
+        }
         DynamicImage::ImageRgb16(_)
         | DynamicImage::ImageRgba16(_)
-        | DynamicImage::ImageLuma16(_)
         | DynamicImage::ImageLumaA16(_) => {
             let src = img.into_rgba16();
             let (w, h) = src.dimensions();
@@ -227,6 +234,11 @@ fn paste(dst: &mut RgbImage, src: &RgbImage, x: i64, y: i64) {
 /// A1111's `images.resize_image(resize_mode, im, width, height)` with no upscaler configured
 /// (`opts.upscaler_for_img2img` "None", the default), for an RGB image.
 ///
+/// "Resize and fill" stretches the image's first and last rows (or columns) into the bands with
+/// `resized.resize((w, h), box=...)` and a zero-height (or zero-width) box: Pillow then blends the
+/// 2 (or 3) rows nearest the edge, and since A1111 passes no filter there, with Pillow's default,
+/// BICUBIC, not LANCZOS.
+///
 /// Mode 3 is not special here: A1111's function sends every mode other than 0 and 1 down the
 /// "resize and fill" branch (img2img never calls it with mode 3; see [`prepare_init_image`]).
 pub fn resize_image(mode: ResizeMode, im: &RgbImage, width: u32, height: u32) -> Result<RgbImage> {
@@ -242,7 +254,8 @@ pub fn resize_image(mode: ResizeMode, im: &RgbImage, width: u32, height: u32) ->
             (h / 2) as i64 - (src_h / 2) as i64,
         )
     };
-    let to_u32 = |v: u64| u32::try_from(v).map_err(|_| PipelineError::InvalidSize { width, height });
+    let to_u32 =
+        |v: u64| u32::try_from(v).map_err(|_| PipelineError::InvalidSize { width, height });
     match mode {
         ResizeMode::JustResize => resize_lanczos(im, width, height),
         ResizeMode::CropAndResize => {
@@ -268,9 +281,11 @@ pub fn resize_image(mode: ResizeMode, im: &RgbImage, width: u32, height: u32) ->
                 if fill_height > 0 {
                     let fh = fill_height as u32;
                     let wf = width as f32;
-                    let top = resize_lanczos_box(&resized, width, fh, [0.0, 0.0, wf, 0.0])?;
+                    let top =
+                        resize_box(&resized, width, fh, [0.0, 0.0, wf, 0.0], Filter::Bicubic)?;
                     paste(&mut res, &top, 0, 0);
-                    let bottom = resize_lanczos_box(&resized, width, fh, [0.0, rh, wf, rh])?;
+                    let bottom =
+                        resize_box(&resized, width, fh, [0.0, rh, wf, rh], Filter::Bicubic)?;
                     paste(&mut res, &bottom, 0, fill_height + src_h as i64);
                 }
             } else if ratio > src_ratio {
@@ -279,9 +294,11 @@ pub fn resize_image(mode: ResizeMode, im: &RgbImage, width: u32, height: u32) ->
                 if fill_width > 0 {
                     let fw = fill_width as u32;
                     let hf = height as f32;
-                    let left = resize_lanczos_box(&resized, fw, height, [0.0, 0.0, 0.0, hf])?;
+                    let left =
+                        resize_box(&resized, fw, height, [0.0, 0.0, 0.0, hf], Filter::Bicubic)?;
                     paste(&mut res, &left, 0, 0);
-                    let right = resize_lanczos_box(&resized, fw, height, [rw, 0.0, rw, hf])?;
+                    let right =
+                        resize_box(&resized, fw, height, [rw, 0.0, rw, hf], Filter::Bicubic)?;
                     paste(&mut res, &right, fill_width + src_w as i64, 0);
                 }
             }
@@ -338,6 +355,32 @@ pub fn to_tensor(im: &RgbImage, device: &candle_core::Device) -> Result<candle_c
     )?)
 }
 
+/// The resampling filters of Pillow's `ImagingResample` that A1111's image stage uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// `Image.Resampling.LANCZOS`: Lanczos-3, support 3. A1111's resize.
+    Lanczos,
+    /// `Image.Resampling.BICUBIC`: cubic convolution with a = −0.5, support 2. Pillow's default
+    /// when `resize` is called without a filter, as A1111's fill bands are.
+    Bicubic,
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Filter::Lanczos => 3.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    fn eval(self, x: f64) -> f64 {
+        match self {
+            Filter::Lanczos => lanczos(x),
+            Filter::Bicubic => bicubic(x),
+        }
+    }
+}
+
 /// Pillow's `Image.resize((width, height), Image.Resampling.LANCZOS)` for an RGB image.
 pub fn resize_lanczos(im: &RgbImage, width: u32, height: u32) -> Result<RgbImage> {
     check_size(width, height)?;
@@ -346,22 +389,35 @@ pub fn resize_lanczos(im: &RgbImage, width: u32, height: u32) -> Result<RgbImage
         return Ok(im.clone());
     }
     let b = [0.0, 0.0, im.width() as f32, im.height() as f32];
-    resize_lanczos_box(im, width, height, b)
+    resize_box(im, width, height, b, Filter::Lanczos)
 }
 
-/// Pillow's `Image.resize((width, height), LANCZOS, box=(x0, y0, x1, y1))` for an RGB image: the
-/// source region `box` (floats, possibly of zero width or height) scaled to `width × height`.
-///
-/// A port of Pillow's `_resize` (`src/_imaging.c`) and `ImagingResample` (`src/libImaging/
-/// Resample.c`): per output pixel, Lanczos-3 weights over the support (widened by the scale
-/// when shrinking), normalised, turned into 22-bit fixed point with Pillow's rounding, applied to
-/// 8-bit samples with a rounding bias and clipped; a horizontal pass into an 8-bit intermediate,
-/// then a vertical pass, each skipped when Pillow skips it.
+/// Pillow's `Image.resize((width, height), LANCZOS, box=(x0, y0, x1, y1))` for an RGB image.
 pub fn resize_lanczos_box(
     im: &RgbImage,
     width: u32,
     height: u32,
     bx: [f32; 4],
+) -> Result<RgbImage> {
+    resize_box(im, width, height, bx, Filter::Lanczos)
+}
+
+/// Pillow 9.5's `Image.resize((width, height), filter, box=(x0, y0, x1, y1))` for an RGB image:
+/// the source region `box` (floats, possibly of zero width or height) scaled to
+/// `width × height`.
+///
+/// A port of Pillow's `_resize` (`src/_imaging.c`) and `ImagingResample` (`src/libImaging/
+/// Resample.c`): per output pixel, filter weights over the support (widened by the scale when
+/// shrinking), normalised, turned into 22-bit fixed point with Pillow's rounding, applied to 8-bit
+/// samples with a rounding bias and clipped; a horizontal pass into an 8-bit intermediate, then a
+/// vertical pass, each skipped when Pillow skips it. (Pillow 13 sometimes runs the vertical pass
+/// first, which changes pixels; A1111 v1.10.1 pins Pillow 9.5.0.)
+pub fn resize_box(
+    im: &RgbImage,
+    width: u32,
+    height: u32,
+    bx: [f32; 4],
+    filter: Filter,
 ) -> Result<RgbImage> {
     check_size(width, height)?;
     let (iw, ih) = im.dimensions();
@@ -373,7 +429,11 @@ pub fn resize_lanczos_box(
         || bx[3] - bx[1] < 0.0
         || bx.iter().any(|v| !v.is_finite());
     if bad {
-        return Err(PipelineError::InvalidResizeBox { bx, width: iw, height: ih });
+        return Err(PipelineError::InvalidResizeBox {
+            bx,
+            width: iw,
+            height: ih,
+        });
     }
     // `_resize`: an integer box of exactly the output size is a crop.
     if bx[0].fract() == 0.0
@@ -381,16 +441,17 @@ pub fn resize_lanczos_box(
         && bx[2] - bx[0] == width as f32
         && bx[3] - bx[1] == height as f32
     {
-        return Ok(image::imageops::crop_imm(im, bx[0] as u32, bx[1] as u32, width, height)
-            .to_image());
+        return Ok(
+            image::imageops::crop_imm(im, bx[0] as u32, bx[1] as u32, width, height).to_image(),
+        );
     }
     let need_h = width != iw || bx[0] != 0.0 || bx[2] != width as f32;
     let need_v = height != ih || bx[1] != 0.0 || bx[3] != height as f32;
-    let vert = Coeffs::new(ih, bx[1], bx[3], height);
+    let vert = Coeffs::new(ih, bx[1], bx[3], height, filter);
     let mut cur: std::borrow::Cow<'_, RgbImage> = std::borrow::Cow::Borrowed(im);
     let mut vbounds = vert.bounds.clone();
     if need_h {
-        let horiz = Coeffs::new(iw, bx[0], bx[2], width);
+        let horiz = Coeffs::new(iw, bx[0], bx[2], width, filter);
         // Only the source rows the vertical pass reads.
         let first = vert.bounds[0].0;
         let last = vert.bounds[vert.bounds.len() - 1].0 + vert.bounds[vert.bounds.len() - 1].1;
@@ -426,6 +487,19 @@ fn lanczos(x: f64) -> f64 {
     }
 }
 
+/// Pillow's `bicubic_filter`: cubic convolution with a = −0.5 on [−2, 2].
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
 /// The fixed-point weights of one pass (`precompute_coeffs` + `normalize_coeffs_8bpc`).
 struct Coeffs {
     /// Per output sample: first input index and count.
@@ -436,11 +510,10 @@ struct Coeffs {
 }
 
 impl Coeffs {
-    fn new(in_size: u32, in0: f32, in1: f32, out_size: u32) -> Coeffs {
-        const SUPPORT: f64 = 3.0;
+    fn new(in_size: u32, in0: f32, in1: f32, out_size: u32, filter: Filter) -> Coeffs {
         let scale = f64::from(in1 - in0) / f64::from(out_size);
         let filterscale = if scale < 1.0 { 1.0 } else { scale };
-        let support = SUPPORT * filterscale;
+        let support = filter.support() * filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
         let inv_filterscale = 1.0 / filterscale;
         let mut bounds = Vec::with_capacity(out_size as usize);
@@ -454,7 +527,7 @@ impl Coeffs {
             let n = xmax.max(0) as usize;
             let mut ww = 0.0;
             for (x, wx) in w.iter_mut().enumerate().take(n) {
-                let v = lanczos(((x as i64 + xmin) as f64 - center + 0.5) * inv_filterscale);
+                let v = filter.eval(((x as i64 + xmin) as f64 - center + 0.5) * inv_filterscale);
                 *wx = v;
                 ww += v;
             }
@@ -462,7 +535,11 @@ impl Coeffs {
             for x in 0..n {
                 let v = if ww != 0.0 { w[x] / ww } else { w[x] };
                 let f = v * f64::from(1u32 << PRECISION_BITS);
-                kk[x] = if v < 0.0 { (-0.5 + f) as i32 } else { (0.5 + f) as i32 };
+                kk[x] = if v < 0.0 {
+                    (-0.5 + f) as i32
+                } else {
+                    (0.5 + f) as i32
+                };
             }
             bounds.push((xmin as usize, n));
         }
