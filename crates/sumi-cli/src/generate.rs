@@ -181,7 +181,8 @@ fn run(c: &Common, req: Request) -> Result<()> {
     })?;
     bar.finish();
     for (g, path) in images.iter().zip(&outputs) {
-        crate::output::write_new_png(path, &g.image, None)
+        let info = pipe.infotext(&req, g)?.to_string();
+        sumi_pipeline::png::write_png(path, &g.image, Some(&info))
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("{} (seed {})", path.display(), g.seed);
     }

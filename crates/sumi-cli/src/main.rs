@@ -2,7 +2,6 @@
 
 mod generate;
 mod model_info;
-mod output;
 mod prompt;
 
 use clap::{Parser, Subcommand};

@@ -14,7 +14,8 @@ use sumi_sampling::names::sampler_sigmas;
 use sumi_sampling::noise::{batch_seeds, fixed_seed};
 use sumi_sampling::schedules::ScheduleOptions;
 use sumi_sampling::{
-    DiscreteSchedule, ImageRng, ImageRngOptions, NoiseSampler, SamplerParams, Step,
+    DiscreteSchedule, ImageRng, ImageRngOptions, NoiseSampler, NoiseSource, SamplerParams,
+    Scheduler, Step,
 };
 use sumi_weights::embedding::{Embedding, EmbeddingDir};
 use sumi_weights::Prediction;
@@ -24,6 +25,7 @@ use crate::conditioning::{ConditioningOptions, TextEncoder};
 use crate::denoise::CfgDenoiser;
 use crate::error::{PipelineError, Result};
 use crate::image::{effective_size, prepare_init_image, to_tensor, ResizeMode};
+use crate::infotext::{Infotext, Number};
 use crate::request::Request;
 
 /// How to load a pipeline.
@@ -71,6 +73,7 @@ pub struct Pipeline {
     embeddings: Vec<Embedding>,
     schedule: DiscreteSchedule,
     device: Device,
+    hash: std::sync::OnceLock<Option<String>>,
 }
 
 impl Pipeline {
@@ -93,6 +96,7 @@ impl Pipeline {
             embeddings,
             schedule: DiscreteSchedule::sd(),
             device,
+            hash: std::sync::OnceLock::new(),
         })
     }
 
@@ -245,6 +249,62 @@ impl Pipeline {
             }
         }
         Ok(out)
+    }
+
+    /// A1111's infotext for one generated image of `req` (`Model hash` is the checkpoint file's
+    /// short sha256, computed once).
+    pub fn infotext(&self, req: &Request, g: &Generated) -> Result<Infotext> {
+        let path = self.checkpoint.weights.path();
+        let hash = match self.checkpoint.weights.format() {
+            sumi_weights::Format::Diffusers => None,
+            _ => Some(
+                self.hash
+                    .get_or_init(|| {
+                        sumi_weights::sha256_file(path)
+                            .map(|h| h.short().to_string())
+                            .ok()
+                    })
+                    .clone(),
+            )
+            .flatten(),
+        };
+        let schedule_type = match (req.scheduler, req.sampler.default_scheduler()) {
+            (Scheduler::Automatic, Some(d)) => d.label(),
+            (s, _) => s.label(),
+        };
+        let cfg = if req.cfg_scale.fract() == 0.0 && req.cfg_scale.abs() < 1e15 {
+            Number::Int(req.cfg_scale as i64)
+        } else {
+            Number::Float(req.cfg_scale)
+        };
+        Ok(Infotext {
+            prompt: req.prompt.clone(),
+            negative_prompt: req.negative_prompt.clone(),
+            steps: req.steps,
+            sampler: req.sampler.label().to_string(),
+            schedule_type: schedule_type.to_string(),
+            cfg_scale: cfg,
+            seed: g.seed as i64,
+            width: req.width,
+            height: req.height,
+            model_hash: hash,
+            model: path.file_stem().map(|s| s.to_string_lossy().into_owned()),
+            variation: (req.subseed_strength != 0.0)
+                .then(|| (g.subseed as i64, Number::Float(req.subseed_strength as f64))),
+            denoising_strength: req
+                .img2img
+                .as_ref()
+                .map(|i| Number::Float(i.denoising_strength)),
+            clip_skip: req.clip_skip as u32,
+            rng: match req.rng {
+                NoiseSource::Gpu => "GPU",
+                NoiseSource::Cpu => "CPU",
+                NoiseSource::Nv => "NV",
+            }
+            .to_string(),
+            version: Some(format!("sumi-{}", env!("CARGO_PKG_VERSION"))),
+            ..Default::default()
+        })
     }
 
     /// The extra U-Net input of inpainting checkpoints when there is no mask (A1111's
