@@ -27,13 +27,14 @@ BIN=$(ls -t target/release/deps/forward-* | grep -v '\.d$' | head -n 1)
 # busy jiffies of the whole machine, and CPU jiffies of this script's finished children
 machine_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 children_cpu() { awk '{print $16+$17}' /proc/$$/stat; }
-median() { "$PY" -c 'import json,sys,statistics; print(f"{statistics.median(json.loads(sys.argv[1])["runs_s"]):.3f}")' "$1"; }
+median() { "$PY" -c 'import json,sys,statistics; print("%.3f" % statistics.median(json.loads(sys.argv[1])["runs_s"]))' "$1"; }
 field() { "$PY" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 for name in "${names[@]}"; do
   busy0=$(machine_busy); kids0=$(children_cpu); t0=$(date +%s)
   s=$("$BIN" "$name" "$WORK/sd15/sd15_random.safetensors" "$RUNS")
   p=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/torch_forward.py "$name" "$WORK/sd15/diffusers" "$RUNS" 2>/dev/null | tail -n 1)
+  echo "  raw $name: sumi $s" >&2; echo "  raw $name: pytorch $p" >&2
   busy1=$(machine_busy); kids1=$(children_cpu); t1=$(date +%s)
   hz=$(getconf CLK_TCK)
   other=$(( ( (busy1 - busy0) - (kids1 - kids0) ) * 100 / hz / ( t1 - t0 > 0 ? t1 - t0 : 1 ) ))
