@@ -290,7 +290,7 @@ impl Pipeline {
             model_hash: hash,
             model: path.file_stem().map(|s| s.to_string_lossy().into_owned()),
             variation: (req.subseed_strength != 0.0)
-                .then(|| (g.subseed as i64, Number::Float(req.subseed_strength as f64))),
+                .then_some((g.subseed as i64, Number::Float(req.subseed_strength as f64))),
             denoising_strength: req
                 .img2img
                 .as_ref()
