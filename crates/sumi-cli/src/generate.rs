@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use sumi_pipeline::image::{load_init_image, ResizeMode};
+use sumi_pipeline::infotext::{parse_generation_parameters, Parameters};
 use sumi_pipeline::{Img2Img, LoadOptions, Pipeline, Progress, Request};
 use sumi_sampling::names::parse_sampler_and_scheduler;
 use sumi_sampling::NoiseSource;
@@ -14,51 +15,52 @@ use sumi_sampling::NoiseSource;
 /// Largest init image accepted, in pixels.
 const MAX_INIT_PIXELS: u64 = 64 * 1024 * 1024;
 
-/// Options shared by txt2img and img2img (A1111's UI defaults).
+/// Options shared by txt2img and img2img. Unset options come from `--infotext`/`--from-png`
+/// when given, else A1111's UI defaults (shown in brackets).
 #[derive(clap::Args, Debug)]
 pub struct Common {
     /// The checkpoint (.safetensors, .ckpt, or a diffusers folder).
     #[arg(long)]
     model: PathBuf,
-    /// The prompt, in A1111 syntax.
-    #[arg(long, default_value = "")]
-    prompt: String,
-    /// The negative prompt.
-    #[arg(long, default_value = "")]
-    negative_prompt: String,
-    /// Seed; -1 picks a random one (printed and recorded).
-    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
-    seed: i64,
-    /// Variation seed; -1 picks a random one.
-    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
-    subseed: i64,
-    /// Variation strength, 0–1.
-    #[arg(long, default_value_t = 0.0)]
-    subseed_strength: f32,
-    /// Sampling steps.
-    #[arg(long, default_value_t = 20)]
-    steps: u32,
-    /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = 7.0)]
-    cfg_scale: f64,
-    /// Sampler, by A1111 name ("DPM++ 2M", "Euler a", "DPM++ SDE Karras", k_dpmpp_2m, …).
-    #[arg(long, default_value = "DPM++ 2M")]
-    sampler: String,
-    /// Schedule type (automatic, karras, exponential, …).
+    /// The prompt, in A1111 syntax [""].
+    #[arg(long)]
+    prompt: Option<String>,
+    /// The negative prompt [""].
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Seed; -1 picks a random one, printed and recorded [-1].
+    #[arg(long, allow_hyphen_values = true)]
+    seed: Option<i64>,
+    /// Variation seed; -1 picks a random one [-1].
+    #[arg(long, allow_hyphen_values = true)]
+    subseed: Option<i64>,
+    /// Variation strength, 0–1 [0].
+    #[arg(long)]
+    subseed_strength: Option<f32>,
+    /// Sampling steps [20].
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Classifier-free guidance scale [7].
+    #[arg(long)]
+    cfg_scale: Option<f64>,
+    /// Sampler by A1111 name ("DPM++ 2M", "Euler a", "DPM++ SDE Karras", k_dpmpp_2m, …) ["DPM++ 2M"].
+    #[arg(long)]
+    sampler: Option<String>,
+    /// Schedule type (automatic, karras, exponential, …) [automatic].
     #[arg(long)]
     scheduler: Option<String>,
-    /// Width in pixels (default 512, or the init image's width).
+    /// Width in pixels [512, or the init image's width].
     #[arg(long)]
     width: Option<u32>,
-    /// Height in pixels (default 512, or the init image's height).
+    /// Height in pixels [512, or the init image's height].
     #[arg(long)]
     height: Option<u32>,
-    /// Noise source: gpu, cpu or nv.
-    #[arg(long, default_value = "gpu")]
-    rng: String,
-    /// CLIP skip (1 = last layer).
-    #[arg(long, default_value_t = 1)]
-    clip_skip: usize,
+    /// Noise source: gpu, cpu or nv [gpu].
+    #[arg(long)]
+    rng: Option<String>,
+    /// CLIP skip, 1 = last layer [1].
+    #[arg(long)]
+    clip_skip: Option<usize>,
     /// Images per run.
     #[arg(long, default_value_t = 1)]
     batch_size: u32,
@@ -71,6 +73,12 @@ pub struct Common {
     /// An external VAE file.
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// Fill unset options from an A1111 infotext.
+    #[arg(long, conflicts_with = "from_png")]
+    infotext: Option<String>,
+    /// Fill unset options from the infotext of a PNG (reproduce an image).
+    #[arg(long)]
+    from_png: Option<PathBuf>,
     /// Output PNG (default: a new numbered file in ./outputs/); batches add -0001, -0002, ….
     #[arg(long)]
     output: Option<PathBuf>,
@@ -94,9 +102,9 @@ pub struct Img2ImgArgs {
     /// The source image.
     #[arg(long)]
     init_image: PathBuf,
-    /// How far the result may move from the source, 0–1.
-    #[arg(long, default_value_t = 0.75)]
-    denoising_strength: f64,
+    /// How far the result may move from the source, 0–1 [0.75].
+    #[arg(long)]
+    denoising_strength: Option<f64>,
     /// just-resize, crop-and-resize, resize-and-fill or latent-upscale.
     #[arg(long, default_value = "just-resize")]
     resize_mode: String,
@@ -105,24 +113,76 @@ pub struct Img2ImgArgs {
     exact_steps: bool,
 }
 
-fn request(c: &Common, size: (u32, u32)) -> Result<Request> {
-    let (sampler, scheduler) = parse_sampler_and_scheduler(&c.sampler, c.scheduler.as_deref())
+/// The infotext given with `--infotext` or found in `--from-png`, parsed.
+fn infotext(c: &Common) -> Result<Option<Parameters>> {
+    let text = match (&c.infotext, &c.from_png) {
+        (Some(t), _) => t.clone(),
+        (None, Some(p)) => sumi_pipeline::png::read_parameters(p)
+            .with_context(|| format!("--from-png {}", p.display()))?
+            .with_context(|| format!("--from-png: {} has no A1111 parameters", p.display()))?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(parse_generation_parameters(&text)))
+}
+
+/// An option: given, else from the infotext (`key`), else the default.
+fn pick<T: std::str::FromStr>(
+    given: Option<T>,
+    info: Option<&Parameters>,
+    key: &str,
+    default: T,
+) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    if let Some(v) = given {
+        return Ok(v);
+    }
+    match info.and_then(|p| p.get(key)) {
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("infotext `{key}: {v}`: {e}")),
+        None => Ok(default),
+    }
+}
+
+fn request(c: &Common, info: Option<&Parameters>, size: (u32, u32)) -> Result<Request> {
+    let sampler_name = match (&c.sampler, info.and_then(|p| p.get("Sampler"))) {
+        (Some(s), _) => s.clone(),
+        (None, Some(s)) => s.to_string(),
+        (None, None) => "DPM++ 2M".into(),
+    };
+    let scheduler = c.scheduler.clone().or_else(|| {
+        info.and_then(|p| p.get("Schedule type"))
+            .map(str::to_string)
+    });
+    let (sampler, scheduler) = parse_sampler_and_scheduler(&sampler_name, scheduler.as_deref())
         .context("--sampler/--scheduler")?;
-    let rng: NoiseSource = c.rng.parse().context("--rng")?;
+    let rng: String = pick(c.rng.clone(), info, "RNG", "gpu".into())?;
+    let rng: NoiseSource = rng.parse().context("--rng")?;
     Ok(Request {
-        prompt: c.prompt.clone(),
-        negative_prompt: c.negative_prompt.clone(),
-        seed: c.seed,
-        subseed: c.subseed,
-        subseed_strength: c.subseed_strength,
-        steps: c.steps,
-        cfg_scale: c.cfg_scale,
+        prompt: c
+            .prompt
+            .clone()
+            .or_else(|| info.map(|p| p.prompt.clone()))
+            .unwrap_or_default(),
+        negative_prompt: c
+            .negative_prompt
+            .clone()
+            .or_else(|| info.map(|p| p.negative_prompt.clone()))
+            .unwrap_or_default(),
+        seed: pick(c.seed, info, "Seed", -1)?,
+        subseed: pick(c.subseed, info, "Variation seed", -1)?,
+        subseed_strength: pick(c.subseed_strength, info, "Variation seed strength", 0.0)?,
+        steps: pick(c.steps, info, "Steps", 20)?,
+        cfg_scale: pick(c.cfg_scale, info, "CFG scale", 7.0)?,
         sampler,
         scheduler,
-        width: c.width.unwrap_or(size.0),
-        height: c.height.unwrap_or(size.1),
+        width: pick(c.width, info, "Size-1", size.0)?,
+        height: pick(c.height, info, "Size-2", size.1)?,
         rng,
-        clip_skip: c.clip_skip,
+        clip_skip: pick(c.clip_skip, info, "Clip skip", 1)?,
         batch_size: c.batch_size,
         batch_count: c.batch_count,
         exact_steps: false,
@@ -132,7 +192,8 @@ fn request(c: &Common, size: (u32, u32)) -> Result<Request> {
 
 /// Runs `sumi txt2img`.
 pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
-    let req = request(&a.common, (512, 512))?;
+    let info = infotext(&a.common)?;
+    let req = request(&a.common, info.as_ref(), (512, 512))?;
     run(&a.common, req)
 }
 
@@ -140,12 +201,18 @@ pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
 pub fn img2img(a: Img2ImgArgs) -> Result<()> {
     let resize_mode: ResizeMode = a.resize_mode.parse().context("--resize-mode")?;
     let init = load_init_image(&a.init_image, MAX_INIT_PIXELS).context("--init-image")?;
-    let mut req = request(&a.common, init.dimensions())?;
+    let info = infotext(&a.common)?;
+    let mut req = request(&a.common, info.as_ref(), init.dimensions())?;
     req.exact_steps = a.exact_steps;
     req.img2img = Some(Img2Img {
         init_image: init,
         resize_mode,
-        denoising_strength: a.denoising_strength,
+        denoising_strength: pick(
+            a.denoising_strength,
+            info.as_ref(),
+            "Denoising strength",
+            0.75,
+        )?,
     });
     run(&a.common, req)
 }

@@ -2,6 +2,7 @@
 
 mod generate;
 mod model_info;
+mod png_info;
 mod prompt;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     Img2img(generate::Img2ImgArgs),
     /// Identify a checkpoint: architecture, prediction type, dtype, sizes, hashes.
     ModelInfo(model_info::Args),
+    /// Print the A1111 parameters stored in a PNG.
+    PngInfo(png_info::Args),
     /// Show how a prompt is read: schedule, weights, tokens per chunk, embeddings.
     Prompt(prompt::Args),
 }
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::Img2img(a) => generate::img2img(a),
         Command::ModelInfo(a) => model_info::run(a),
         Command::Prompt(a) => prompt::run(a),
+        Command::PngInfo(a) => png_info::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,252 @@
+//! `sumi txt2img` / `img2img` / `png-info` end to end on the tiny SD1 model: outputs carry
+//! A1111 infotext, `--from-png` reproduces an image bit for bit, bad input gets a message
+//! naming the field and exit code 1, and nothing is ever overwritten.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sumi(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sumi"));
+    c.current_dir(dir);
+    c
+}
+
+fn model(dir: &Path) -> PathBuf {
+    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny/sd1");
+    sumi_weights::synth::materialize(&f, dir, sumi_weights::StorageDtype::F16).unwrap();
+    dir.join("tiny_sd1.safetensors")
+}
+
+fn init_png() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/generate/init.png")
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fails(o: Output, needle: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout {} stderr {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+}
+
+const FAST: &[&str] = &["--steps", "3", "--width", "64", "--height", "64", "--quiet"];
+
+#[test]
+fn txt2img_writes_infotext_and_from_png_reproduces_it() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    let out = ok(sumi(d.path())
+        .args(["txt2img", "--model"])
+        .arg(&m)
+        .args([
+            "--prompt",
+            "a red (apple:1.2)",
+            "--negative-prompt",
+            "blurry",
+            "--seed",
+            "77",
+            "--sampler",
+            "Euler a",
+            "--rng",
+            "cpu",
+        ])
+        .args(FAST)
+        .args(["--batch-size", "2"])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("outputs/00000.png (seed 77)") && out.contains("outputs/00001.png (seed 78)"),
+        "{out}"
+    );
+    let info = ok(sumi(d.path())
+        .args(["png-info", "outputs/00001.png"])
+        .output()
+        .unwrap());
+    assert_eq!(
+        info.trim_end(),
+        "a red (apple:1.2)\nNegative prompt: blurry\nSteps: 3, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 78, Size: 64x64, Model hash: "
+            .to_string()
+            + &info.split("Model hash: ").nth(1).unwrap()[..10]
+            + ", Model: tiny_sd1, RNG: CPU, Version: sumi-0.1.0"
+    );
+    let json = ok(sumi(d.path())
+        .args(["png-info", "--json", "outputs/00001.png"])
+        .output()
+        .unwrap());
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["Seed"], "78");
+    assert_eq!(v["Prompt"], "a red (apple:1.2)");
+    // reproduce the second image of the batch from its PNG alone
+    ok(sumi(d.path())
+        .args(["txt2img", "--model"])
+        .arg(&m)
+        .args([
+            "--from-png",
+            "outputs/00001.png",
+            "--output",
+            "again.png",
+            "--quiet",
+        ])
+        .output()
+        .unwrap());
+    let a = image::open(d.path().join("outputs/00001.png"))
+        .unwrap()
+        .to_rgb8();
+    let b = image::open(d.path().join("again.png")).unwrap().to_rgb8();
+    assert_eq!(
+        a.as_raw(),
+        b.as_raw(),
+        "--from-png did not reproduce the image"
+    );
+}
+
+#[test]
+fn img2img_runs_and_records_strength() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    ok(sumi(d.path())
+        .args(["img2img", "--model"])
+        .arg(&m)
+        .arg("--init-image")
+        .arg(init_png())
+        .args([
+            "--prompt",
+            "x",
+            "--seed",
+            "5",
+            "--denoising-strength",
+            "0.6",
+            "--sampler",
+            "DPM++ SDE Karras",
+            "--resize-mode",
+            "crop-and-resize",
+            "--output",
+            "o.png",
+        ])
+        .args(FAST)
+        .output()
+        .unwrap());
+    let info = ok(sumi(d.path()).args(["png-info", "o.png"]).output().unwrap());
+    assert!(
+        info.contains("Sampler: DPM++ SDE, Schedule type: Karras")
+            && info.contains("Denoising strength: 0.6"),
+        "{info}"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_the_field_named() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    let run = |args: &[&str]| {
+        let mut c = sumi(d.path());
+        c.args(["txt2img", "--model"])
+            .arg(&m)
+            .args(["--quiet"])
+            .args(args);
+        c.output().unwrap()
+    };
+    fails(
+        run(&["--sampler", "Euler z"]),
+        "unknown sampler 'Euler z'; valid samplers: DPM++ 2M",
+    );
+    fails(run(&["--scheduler", "sideways"]), "--sampler/--scheduler");
+    fails(run(&["--width", "10"]), "width: 10 is outside 64..=4096");
+    fails(run(&["--steps", "0"]), "steps: 0 is outside 1..=500");
+    fails(
+        run(&["--steps", "100000"]),
+        "steps: 100000 is outside 1..=500",
+    );
+    fails(run(&["--cfg-scale", "NaN"]), "cfg-scale");
+    fails(
+        run(&["--batch-size", "1000"]),
+        "batch-size: 1000 is outside 1..=64",
+    );
+    fails(run(&["--rng", "dice"]), "--rng");
+    fails(run(&["--subseed-strength", "2"]), "subseed-strength");
+    fails(run(&["--prompt", "(abc:1.2.3)"]), "1.2.3");
+    fails(run(&["--from-png", "nope.png"]), "nope.png");
+    fails(
+        run(&["--infotext", "x\nSteps: many, Sampler: Euler, CFG scale: 7"]),
+        "infotext `Steps: many`",
+    );
+    // img2img specifics
+    let i2i = |args: &[&str]| {
+        let mut c = sumi(d.path());
+        c.args(["img2img", "--model"])
+            .arg(&m)
+            .args(["--quiet"])
+            .args(args);
+        c.output().unwrap()
+    };
+    fails(i2i(&["--init-image", "missing.png"]), "missing.png");
+    std::fs::write(d.path().join("not-an-image.png"), b"hello").unwrap();
+    fails(
+        i2i(&["--init-image", "not-an-image.png"]),
+        "not-an-image.png",
+    );
+    let init = init_png();
+    let init = init.to_str().unwrap();
+    fails(
+        i2i(&["--init-image", init, "--denoising-strength", "1.5"]),
+        "denoising-strength: 1.5 is outside 0..=1",
+    );
+    fails(
+        i2i(&["--init-image", init, "--resize-mode", "squash"]),
+        "--resize-mode",
+    );
+    // a broken model names the file
+    std::fs::write(
+        d.path().join("broken.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":",
+    )
+    .unwrap();
+    let o = sumi(d.path())
+        .args(["txt2img", "--model", "broken.safetensors", "--quiet"])
+        .output()
+        .unwrap();
+    fails(o, "broken.safetensors");
+}
+
+#[test]
+fn never_overwrites() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    std::fs::write(d.path().join("taken.png"), b"precious").unwrap();
+    let o = sumi(d.path())
+        .args(["txt2img", "--model"])
+        .arg(&m)
+        .args(["--output", "taken.png"])
+        .args(FAST)
+        .output()
+        .unwrap();
+    fails(o, "taken.png already exists");
+    assert_eq!(
+        std::fs::read(d.path().join("taken.png")).unwrap(),
+        b"precious"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        !leftovers
+            .iter()
+            .any(|n| n.to_string_lossy().contains("tmp")),
+        "{leftovers:?}"
+    );
+}
