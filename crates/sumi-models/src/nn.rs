@@ -2,7 +2,7 @@
 //! with the checkpoint's names, and the activations the architectures use.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use crate::error::Result;
 
@@ -80,9 +80,63 @@ pub fn linear(vb: VarBuilder, cin: usize, cout: usize, bias: bool) -> Result<Lin
 
 /// GroupNorm with affine parameters.
 pub fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm> {
-    let w = vb.get(channels, "weight")?;
-    let b = vb.get(channels, "bias")?;
-    Ok(GroupNorm::new(w, b, channels, groups, eps)?)
+    let weight = vb.get(channels, "weight")?;
+    let bias = vb.get(channels, "bias")?;
+    Ok(GroupNorm {
+        inner: candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?,
+        weight,
+        bias,
+        groups,
+        eps,
+    })
+}
+
+/// GroupNorm with affine parameters; [`GroupNorm::forward_silu`] fuses the SiLU that follows
+/// it in every residual block.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    inner: candle_nn::GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    fn fast(&self, x: &Tensor) -> bool {
+        x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+    }
+
+    /// `silu(group_norm(x))`.
+    pub fn forward_silu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.fast(x) {
+            return crate::kernels::group_norm::group_norm(
+                x,
+                &self.weight,
+                &self.bias,
+                self.groups,
+                self.eps,
+                true,
+            );
+        }
+        self.inner.forward(x)?.silu()
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.fast(x) {
+            return crate::kernels::group_norm::group_norm(
+                x,
+                &self.weight,
+                &self.bias,
+                self.groups,
+                self.eps,
+                false,
+            );
+        }
+        self.inner.forward(x)
+    }
 }
 
 /// LayerNorm with affine parameters.

@@ -3,10 +3,10 @@
 //! additive residuals (ControlNet-style) on the skip connections and the middle block.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::error::{ModelError, Result, Shapes};
-use crate::nn::{conv, group_norm, linear, Conv2d};
+use crate::nn::{conv, group_norm, linear, Conv2d, GroupNorm};
 use crate::unet_blocks::{ResnetBlock, SpatialTransformer, Upsample};
 
 /// U-Net hyper-parameters.
@@ -366,6 +366,6 @@ impl UNet {
                 h = u.forward(&h, size)?;
             }
         }
-        Ok(self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)?)
+        Ok(self.conv_out.forward(&self.norm_out.forward_silu(&h)?)?)
     }
 }

@@ -3,10 +3,10 @@
 //! down/up-samplers.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use crate::error::Result;
-use crate::nn::{conv, group_norm, layer_norm, linear, multi_head_attention, Conv2d};
+use crate::nn::{conv, group_norm, layer_norm, linear, multi_head_attention, Conv2d, GroupNorm};
 
 /// A residual block with a time-embedding projection (`time_emb_proj`), or without one (VAE).
 pub struct ResnetBlock {
@@ -43,12 +43,12 @@ impl ResnetBlock {
 
     /// `x` `[b, c, h, w]`; `emb` the (already SiLU-ed) time embedding `[b, temb]`.
     pub fn forward(&self, x: &Tensor, emb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let h = match (&self.time, emb) {
             (Some(t), Some(e)) => h.broadcast_add(&t.forward(e)?.unsqueeze(2)?.unsqueeze(3)?)?,
             _ => h,
         };
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.shortcut {
             Some(s) => s.forward(x)?,
             None => x.clone(),

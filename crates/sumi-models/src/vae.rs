@@ -2,10 +2,10 @@
 //! [`Vae::encode`] returns U-Net-scale latents and [`Vae::decode`] takes them.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::error::{ModelError, Result, Shapes};
-use crate::nn::{conv, conv_cfg, group_norm, linear, multi_head_attention, Conv2d};
+use crate::nn::{conv, conv_cfg, group_norm, linear, multi_head_attention, Conv2d, GroupNorm};
 use crate::unet_blocks::{ResnetBlock, Upsample};
 
 /// VAE hyper-parameters.
@@ -239,7 +239,7 @@ impl Vae {
             }
         }
         h = e.mid.forward(&h)?;
-        h = e.conv_out.forward(&e.norm_out.forward(&h)?.silu()?)?;
+        h = e.conv_out.forward(&e.norm_out.forward_silu(&h)?)?;
         let m = self.quant_conv.forward(&h)?;
         let lat = self.cfg.latent_channels;
         Ok((m.narrow(1, 0, lat)?, m.narrow(1, lat, lat)?))
@@ -263,7 +263,7 @@ impl Vae {
                 h = u.forward(&h, None)?;
             }
         }
-        Ok(d.conv_out.forward(&d.norm_out.forward(&h)?.silu()?)?)
+        Ok(d.conv_out.forward(&d.norm_out.forward_silu(&h)?)?)
     }
 
     /// Decodes U-Net-scale latents (divided by the scale factor first).

@@ -12,7 +12,8 @@ const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds t
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let k = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let k = t - ROUND;
     let r = x - k * LN2_HI - k * LN2_LO;
     let p = 1.0 / 720.0;
     let p = p * r + 1.0 / 120.0;
@@ -21,7 +22,10 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    // t's low mantissa bits hold k (|k| < 2^22): integer arithmetic on them vectorises, where
+    // a float-to-int `as` cast (saturating) would not
+    let ki = t.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(ki.wrapping_add(127) << 23);
     p * scale
 }
 

@@ -5,3 +5,4 @@
 pub mod attention;
 pub mod conv;
 pub mod fastmath;
+pub mod group_norm;
