@@ -116,9 +116,13 @@ impl TransformerBlock {
         let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
         let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(ctx))? + &x)?;
         let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
-        let half = h.dim(2)? / 2;
-        let (a, gate) = (h.narrow(2, 0, half)?, h.narrow(2, half, half)?);
-        Ok((self.ff_out.forward(&(a * gate.gelu_erf()?)?)? + x)?)
+        let g = if h.device().is_cpu() && h.dtype() == candle_core::DType::F32 {
+            crate::kernels::geglu::geglu(&h)?
+        } else {
+            let half = h.dim(2)? / 2;
+            (h.narrow(2, 0, half)? * h.narrow(2, half, half)?.gelu_erf()?)?
+        };
+        Ok((self.ff_out.forward(&g)? + x)?)
     }
 }
 

@@ -1,6 +1,6 @@
-//! GroupNorm (optionally followed by SiLU) in two passes over f32 NCHW data on the CPU: one
-//! for each group's statistics (accumulated in f64), one that normalises, applies the affine
-//! parameters and the activation. Groups run in parallel on rayon's pool.
+//! GroupNorm (optionally followed by SiLU) over f32 NCHW data on the CPU: each group's mean
+//! and variance (two passes, accumulated in f64), then one pass that normalises, applies the
+//! affine parameters and the activation. Groups run in parallel on rayon's pool.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -26,44 +26,58 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&
 }
 
 #[inline(always)]
-fn normalise_body(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) {
+fn normalise_body(src: &[f32], dst: &mut [f32], mean: f32, scale: f32, shift: f32, silu: bool) {
     if silu {
         for (d, &s) in dst.iter_mut().zip(src) {
-            let y = s * scale + shift;
+            let y = (s - mean) * scale + shift;
             *d = y / (1.0 + exp(-y));
         }
     } else {
         for (d, &s) in dst.iter_mut().zip(src) {
-            *d = s * scale + shift;
+            *d = (s - mean) * scale + shift;
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn normalise_avx512(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) {
-    normalise_body(src, dst, scale, shift, silu)
+unsafe fn normalise_avx512(
+    src: &[f32],
+    dst: &mut [f32],
+    mean: f32,
+    scale: f32,
+    shift: f32,
+    silu: bool,
+) {
+    normalise_body(src, dst, mean, scale, shift, silu)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn normalise_avx2(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) {
-    normalise_body(src, dst, scale, shift, silu)
+unsafe fn normalise_avx2(
+    src: &[f32],
+    dst: &mut [f32],
+    mean: f32,
+    scale: f32,
+    shift: f32,
+    silu: bool,
+) {
+    normalise_body(src, dst, mean, scale, shift, silu)
 }
 
-fn normalise(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) {
+fn normalise(src: &[f32], dst: &mut [f32], mean: f32, scale: f32, shift: f32, silu: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {
             // SAFETY: the feature was just detected.
-            return unsafe { normalise_avx512(src, dst, scale, shift, silu) };
+            return unsafe { normalise_avx512(src, dst, mean, scale, shift, silu) };
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: the features were just detected.
-            return unsafe { normalise_avx2(src, dst, scale, shift, silu) };
+            return unsafe { normalise_avx2(src, dst, mean, scale, shift, silu) };
         }
     }
-    normalise_body(src, dst, scale, shift, silu)
+    normalise_body(src, dst, mean, scale, shift, silu)
 }
 
 impl CustomOp3 for GroupNorm {
@@ -109,27 +123,32 @@ impl CustomOp3 for GroupNorm {
             .zip(x.par_chunks(group_len))
             .enumerate()
             .for_each(|(i, (dst, src))| {
-                let (mut sum, mut sq) = (0f64, 0f64);
-                for chunk in src.chunks(1024) {
-                    let (mut s, mut q) = (0f32, 0f32);
-                    for &v in chunk {
-                        s += v;
-                        q += v * v;
-                    }
-                    sum += s as f64;
-                    sq += q as f64;
-                }
-                let len = group_len as f64;
-                let mean = sum / len;
-                let var = (sq / len - mean * mean).max(0.0);
+                // f64 sums: exact for constant groups (e.g. a blank image), where the
+                // normalisation amplifies any rounding by 1/sqrt(eps)
+                let mean = src.iter().map(|&v| v as f64).sum::<f64>() / group_len as f64;
+                let mean32 = mean as f32;
+                let var = src
+                    .iter()
+                    .map(|&v| {
+                        let d = (v - mean32) as f64;
+                        d * d
+                    })
+                    .sum::<f64>()
+                    / group_len as f64;
                 let rstd = 1.0 / (var + self.eps).sqrt();
                 let gi = i % g;
                 for k in 0..cpg {
                     let ch = gi * cpg + k;
                     let scale = (rstd * w[ch] as f64) as f32;
-                    let shift = (b[ch] as f64 - mean * rstd * w[ch] as f64) as f32;
                     let r = k * spatial..(k + 1) * spatial;
-                    normalise(&src[r.clone()], &mut dst[r], scale, shift, self.silu);
+                    normalise(
+                        &src[r.clone()],
+                        &mut dst[r],
+                        mean32,
+                        scale,
+                        b[ch],
+                        self.silu,
+                    );
                 }
             });
         let _ = n;

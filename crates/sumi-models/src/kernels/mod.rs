@@ -5,4 +5,5 @@
 pub mod attention;
 pub mod conv;
 pub mod fastmath;
+pub mod geglu;
 pub mod group_norm;
