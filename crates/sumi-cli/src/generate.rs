@@ -237,7 +237,7 @@ fn run(c: &Common, req: Request) -> Result<()> {
         eprintln!(
             "loaded {} ({}) in {:.1}s",
             c.model.display(),
-            pipe.checkpoint.architecture(),
+            pipe.model.architecture,
             t0.elapsed().as_secs_f64()
         );
     }
@@ -248,6 +248,10 @@ fn run(c: &Common, req: Request) -> Result<()> {
     })?;
     bar.finish();
     for (g, path) in images.iter().zip(&outputs) {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
         let info = pipe.infotext(&req, g)?.to_string();
         sumi_pipeline::png::write_png(path, &g.image, Some(&info))
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -271,9 +275,9 @@ fn plan_outputs(output: Option<&Path>, n: usize) -> Result<Vec<PathBuf>> {
         }
         None => {
             let dir = PathBuf::from("outputs");
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let next = std::fs::read_dir(&dir)?
+            let next = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
                 .filter_map(|e| e.ok())
                 .filter_map(|e| {
                     e.file_name()

@@ -33,7 +33,7 @@ fn ok(o: Output) -> String {
 fn fails(o: Output, needle: &str) {
     assert_eq!(
         o.status.code(),
-        Some(1),
+        Some(2),
         "stdout {} stderr {}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
@@ -248,5 +248,27 @@ fn never_overwrites() {
             .iter()
             .any(|n| n.to_string_lossy().contains("tmp")),
         "{leftovers:?}"
+    );
+}
+
+#[test]
+fn bad_input_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    let o = sumi(d.path())
+        .args(["txt2img", "--model"])
+        .arg(&m)
+        .args(["--steps", "0"])
+        .output()
+        .unwrap();
+    fails(o, "steps: 0 is outside 1..=500");
+    let o = sumi(d.path())
+        .args(["txt2img", "--model", "missing.safetensors", "--quiet"])
+        .output()
+        .unwrap();
+    fails(o, "missing.safetensors");
+    assert!(
+        !d.path().join("outputs").exists(),
+        "a failed run created ./outputs"
     );
 }

@@ -68,7 +68,7 @@ fn bad_input_exits_non_zero_with_a_message() {
     let p = d.path().join("broken.safetensors");
     std::fs::write(&p, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
     let out = sumi().arg("model-info").arg(&p).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("broken.safetensors") && err.contains("invalid safetensors file"),
@@ -79,7 +79,7 @@ fn bad_input_exits_non_zero_with_a_message() {
         .arg(d.path().join("nope.safetensors"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.safetensors"));
     let out = sumi()
         .args(["model-info", "x", "--prediction", "sideways"])

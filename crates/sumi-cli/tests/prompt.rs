@@ -108,7 +108,7 @@ fn a1111_fixture_cases_through_the_binary() {
 #[test]
 fn refused_prompts_exit_non_zero_with_the_place() {
     let out = run(&[], "a (cat:1.2.3) on a hill");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("column 8: `1.2.3`"), "{err}");
     assert!(err.contains("ValueError"), "{err}");

@@ -10,6 +10,21 @@ use sumi_weights::{detect, ModelFacts, Prediction, PredictionSource, Weights};
 
 use crate::error::{PipelineError, Result};
 
+/// What remains known of a checkpoint once its networks are built and its file is closed.
+#[derive(Debug, Clone)]
+pub struct ModelIdentity {
+    /// The checkpoint's path (file or folder).
+    pub path: std::path::PathBuf,
+    /// Its container format.
+    pub format: sumi_weights::Format,
+    /// What detection found.
+    pub facts: ModelFacts,
+    /// The prediction type in force.
+    pub prediction: Prediction,
+    /// The architecture name (`sd1`, `sd2-v`, …).
+    pub architecture: &'static str,
+}
+
 /// An identified checkpoint.
 pub struct Checkpoint {
     /// The weights under canonical names.
@@ -48,6 +63,17 @@ impl Checkpoint {
             }
         }
         Ok(ck)
+    }
+
+    /// The identity to keep after the weights are gone.
+    pub fn identity(&self) -> ModelIdentity {
+        ModelIdentity {
+            path: self.weights.path().to_path_buf(),
+            format: self.weights.format(),
+            facts: self.facts.clone(),
+            prediction: self.prediction,
+            architecture: self.architecture(),
+        }
     }
 
     /// The architecture name (`sd1`, `sd1-inpaint`, `sd2`, `sd2-v`, `sd2-inpaint`).

@@ -20,7 +20,7 @@ use sumi_sampling::{
 use sumi_weights::embedding::{Embedding, EmbeddingDir};
 use sumi_weights::Prediction;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, ModelIdentity};
 use crate::conditioning::{ConditioningOptions, TextEncoder};
 use crate::denoise::CfgDenoiser;
 use crate::error::{PipelineError, Result};
@@ -65,8 +65,8 @@ pub struct Generated {
 
 /// A loaded checkpoint with its networks, ready to generate.
 pub struct Pipeline {
-    /// The checkpoint and what is known about it.
-    pub checkpoint: Checkpoint,
+    /// What is known about the checkpoint (its file is closed once the networks are built).
+    pub model: ModelIdentity,
     unet: UNet,
     vae: Vae,
     clip: ClipTextModel,
@@ -89,7 +89,7 @@ impl Pipeline {
             None => Vec::new(),
         };
         Ok(Self {
-            checkpoint,
+            model: checkpoint.identity(),
             unet,
             vae,
             clip,
@@ -111,7 +111,7 @@ impl Pipeline {
         req.validate()?;
         let (width, height) = effective_size(req.width, req.height);
         let latent_shape = (4, height as usize / 8, width as usize / 8);
-        let prediction = match self.checkpoint.prediction {
+        let prediction = match self.model.prediction {
             Prediction::Epsilon => sumi_sampling::Prediction::Epsilon,
             Prediction::V => sumi_sampling::Prediction::V,
         };
@@ -142,7 +142,7 @@ impl Pipeline {
         let te = TextEncoder::new(
             &self.clip,
             &self.device,
-            &self.checkpoint.facts,
+            &self.model.facts,
             &self.embeddings,
             opts,
         )?;
@@ -254,8 +254,8 @@ impl Pipeline {
     /// A1111's infotext for one generated image of `req` (`Model hash` is the checkpoint file's
     /// short sha256, computed once).
     pub fn infotext(&self, req: &Request, g: &Generated) -> Result<Infotext> {
-        let path = self.checkpoint.weights.path();
-        let hash = match self.checkpoint.weights.format() {
+        let path = self.model.path.as_path();
+        let hash = match self.model.format {
             sumi_weights::Format::Diffusers => None,
             _ => Some(
                 self.hash
@@ -316,7 +316,7 @@ impl Pipeline {
         (c, h, w): (usize, usize, usize),
         batch: usize,
     ) -> Result<Option<Tensor>> {
-        if !self.checkpoint.facts.inpaint {
+        if !self.model.facts.inpaint {
             return Ok(None);
         }
         let _ = c;
@@ -330,7 +330,7 @@ impl Pipeline {
 
     fn model_err(&self, source: sumi_models::ModelError) -> PipelineError {
         PipelineError::Model {
-            path: self.checkpoint.weights.path().to_path_buf(),
+            path: self.model.path.clone(),
             source,
         }
     }
