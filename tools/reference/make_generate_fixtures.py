@@ -54,6 +54,19 @@ CASES = [
     dict(name="sd1_img2img_latent_upscale_euler_a_cpu", arch="sd1", mode="img2img", sampler="Euler a", scheduler=None,
          rng="CPU", seed=3, steps=4, cfg=7.0, batch=1, strength=0.5, width=160, height=192, resize_mode=3),
 ]
+# the acceptance matrix, latents only (pixels are checked on the cases above): both models,
+# txt2img and img2img at strengths 0.3 / 0.75 / 1.0, four samplers, CPU and NV noise, batch 2
+MATRIX = [
+    dict(name=f"m_{arch}_{'img2img_' + str(s) if s else 'txt2img'}_{sampler.replace(' ', '').replace('+', 'p')}_{sched or 'auto'}_{rng}",
+         arch=arch, mode="img2img" if s else "txt2img", sampler=sampler, scheduler=sched, rng=rng,
+         seed=1000 + i, steps=5, cfg=7.0, batch=2, latents_only=True, **({"strength": s} if s else {}))
+    for i, (arch, s, (sampler, sched), rng) in enumerate(
+        (arch, s, ss, rng)
+        for arch in ("sd1", "sd2-v")
+        for s in (None, 0.3, 0.75, 1.0)
+        for ss in (("Euler", None), ("Euler a", None), ("DPM++ 2M", "karras"), ("DPM++ SDE", "karras"))
+        for rng in ("CPU", "NV"))
+]
 PROMPT = "a photograph of an astronaut riding a horse"
 NEGATIVE = "blurry, low quality"
 SIZE = 128
@@ -109,9 +122,14 @@ def sigmas_for(inner, c, steps):
     return inner.get_sigmas(steps)
 
 
+_MODELS = {}
+
+
 def run(c, tok1, tok2, init_image):
     sd2 = c["arch"] == "sd2-v"
-    unet, vae, te = build(c["arch"], ARCH_SEED[c["arch"]])
+    if c["arch"] not in _MODELS:
+        _MODELS[c["arch"]] = build(c["arch"], ARCH_SEED[c["arch"]])
+    unet, vae, te = _MODELS[c["arch"]]
     inner = (external.CompVisVDenoiser if sd2 else external.CompVisDenoiser)(LDM(unet))
     tok = tok2 if sd2 else tok1
     with torch.no_grad():
@@ -169,14 +187,15 @@ def main():
     init.save(os.path.join(out, "init.png"))
     init = Image.open(os.path.join(out, "init.png")).convert("RGB")
     tensors = {}
-    for c in CASES:
+    for c in CASES + MATRIX:
         lat, img = run(c, tok1, tok2, init)
         tensors[c["name"] + "/latents"] = lat
-        tensors[c["name"] + "/image"] = img
+        if not c.get("latents_only"):
+            tensors[c["name"] + "/image"] = img
         print(c["name"], float(lat.std()), img.float().mean().item())
     save_file(tensors, os.path.join(out, "reference.safetensors"))
     with open(os.path.join(out, "cases.json"), "w") as f:
-        json.dump({"prompt": PROMPT, "negative_prompt": NEGATIVE, "size": SIZE, "cases": CASES}, f, indent=1)
+        json.dump({"prompt": PROMPT, "negative_prompt": NEGATIVE, "size": SIZE, "cases": CASES + MATRIX}, f, indent=1)
 
 
 if __name__ == "__main__":
