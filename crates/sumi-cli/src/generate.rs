@@ -242,21 +242,31 @@ fn run(c: &Common, req: Request) -> Result<()> {
         );
     }
     let mut bar = ProgressBar::new(c.quiet);
-    let images = pipe.generate(&req, &mut |p| {
-        bar.update(p);
-        ControlFlow::Continue(())
-    })?;
-    bar.finish();
-    for (g, path) in images.iter().zip(&outputs) {
+    let mut written = 0usize;
+    let mut write = |g: sumi_pipeline::Generated| -> sumi_pipeline::Result<()> {
+        let path = &outputs[written];
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| sumi_pipeline::PipelineError::ImageRead {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
         }
-        let info = pipe.infotext(&req, g)?.to_string();
-        sumi_pipeline::png::write_png(path, &g.image, Some(&info))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let info = pipe.infotext(&req, &g)?.to_string();
+        sumi_pipeline::png::write_png(path, &g.image, Some(&info))?;
+        eprint!("{}", if c.quiet { "" } else { "\n" });
         println!("{} (seed {})", path.display(), g.seed);
-    }
+        written += 1;
+        Ok(())
+    };
+    pipe.generate_each(
+        &req,
+        &mut |p| {
+            bar.update(p);
+            ControlFlow::Continue(())
+        },
+        &mut write,
+    )?;
+    bar.finish();
     Ok(())
 }
 

@@ -272,3 +272,49 @@ fn bad_input_writes_nothing() {
         "a failed run created ./outputs"
     );
 }
+
+#[test]
+fn an_interrupted_run_keeps_finished_images_and_leaves_no_partial_file() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    let mut child = sumi(d.path())
+        .args(["txt2img", "--model"])
+        .arg(&m)
+        .args([
+            "--steps",
+            "200",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--batch-count",
+            "50",
+            "--seed",
+            "1",
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = d.path().join("outputs/00000.png");
+    let start = std::time::Instant::now();
+    while !first.exists() && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        first.exists(),
+        "the first image was not written within 120 s"
+    );
+    for e in std::fs::read_dir(d.path().join("outputs")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue; // a temp file of the write in progress when killed: never under a real name
+        }
+        let img = image::open(&p).unwrap_or_else(|e| panic!("{name} is not a complete PNG: {e}"));
+        assert_eq!(img.width(), 64, "{name}");
+    }
+}

@@ -107,6 +107,22 @@ impl Pipeline {
         req: &Request,
         on_step: &mut dyn FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<Generated>> {
+        let mut out = Vec::new();
+        self.generate_each(req, on_step, &mut |g| {
+            out.push(g);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Self::generate`], handing each image to `on_image` as soon as its batch is decoded
+    /// (so a long run keeps what it has made if it stops later).
+    pub fn generate_each(
+        &self,
+        req: &Request,
+        on_step: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+        on_image: &mut dyn FnMut(Generated) -> Result<()>,
+    ) -> Result<()> {
         // 1. validate
         req.validate()?;
         let (width, height) = effective_size(req.width, req.height);
@@ -171,7 +187,6 @@ impl Pipeline {
         let seed = fixed_seed(req.seed);
         let subseed = fixed_seed(req.subseed);
         let bs = req.batch_size as usize;
-        let mut out = Vec::new();
         for n in 0..req.batch_count {
             let offset = n as u64 * bs as u64;
             let first = if req.subseed_strength == 0.0 {
@@ -240,15 +255,15 @@ impl Pipeline {
             // 7. decode
             let pixels = self.vae.decode(&latents).map_err(|e| self.model_err(e))?;
             for (i, (&s, &ss)) in seeds.iter().zip(&subseeds).enumerate() {
-                out.push(Generated {
+                on_image(Generated {
                     image: to_image(&pixels.get(i)?)?,
                     seed: s,
                     subseed: ss,
                     latents: latents.get(i)?,
-                });
+                })?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A1111's infotext for one generated image of `req` (`Model hash` is the checkpoint file's
