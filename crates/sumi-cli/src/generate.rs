@@ -219,15 +219,13 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
 
 fn run(c: &Common, req: Request) -> Result<()> {
     req.validate()?;
-    if c.vae.is_some() {
-        bail!("--vae: external VAE files are not supported yet");
-    }
     let outputs = plan_outputs(
         c.output.as_deref(),
         (req.batch_size * req.batch_count) as usize,
     )?;
     let opts = LoadOptions {
         embeddings: c.embeddings.clone(),
+        vae: c.vae.clone(),
         ..Default::default()
     };
     let t0 = Instant::now();

@@ -318,3 +318,92 @@ fn an_interrupted_run_keeps_finished_images_and_leaves_no_partial_file() {
         assert_eq!(img.width(), 64, "{name}");
     }
 }
+
+/// An A1111 external VAE file (LDM keys without `first_stage_model.`): used instead of the
+/// checkpoint's, and recorded as `VAE hash` / `VAE`.
+#[test]
+fn external_vae_replaces_the_checkpoints() {
+    use std::collections::BTreeMap;
+    use sumi_weights::safetensors::{serialize, SafetensorsFile};
+    use sumi_weights::StorageDtype;
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    // the checkpoint's own VAE, with the decoder's output bias shifted, as a standalone file,
+    // and the same change made inside a copy of the checkpoint
+    let f = SafetensorsFile::open(&m).unwrap();
+    let mut vae = Vec::new();
+    let mut full = Vec::new();
+    for e in f.entries() {
+        let mut bytes = f.bytes(e).to_vec();
+        if e.name == "first_stage_model.decoder.conv_out.bias" {
+            for c in bytes.chunks_exact_mut(2) {
+                let v = half::f16::from_le_bytes([c[0], c[1]]).to_f32() + 0.25;
+                c.copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+        }
+        if let Some(k) = e.name.strip_prefix("first_stage_model.") {
+            vae.push((
+                k.to_string(),
+                StorageDtype::F16,
+                e.shape.clone(),
+                bytes.clone(),
+            ));
+        }
+        full.push((e.name.clone(), StorageDtype::F16, e.shape.clone(), bytes));
+    }
+    std::fs::write(
+        d.path().join("shifted.vae.safetensors"),
+        serialize(&vae, &BTreeMap::new()),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("patched.safetensors"),
+        serialize(&full, &BTreeMap::new()),
+    )
+    .unwrap();
+    let run = |model: &str, vae: Option<&str>, out: &str| {
+        let mut c = sumi(d.path());
+        c.args(["txt2img", "--model", model, "--seed", "3", "--output", out])
+            .args(FAST);
+        if let Some(v) = vae {
+            c.args(["--vae", v]);
+        }
+        ok(c.output().unwrap());
+        image::open(d.path().join(out)).unwrap().to_rgb8()
+    };
+    let plain = run("tiny_sd1.safetensors", None, "plain.png");
+    let with_vae = run(
+        "tiny_sd1.safetensors",
+        Some("shifted.vae.safetensors"),
+        "vae.png",
+    );
+    let patched = run("patched.safetensors", None, "patched.png");
+    assert_ne!(
+        plain.as_raw(),
+        with_vae.as_raw(),
+        "the external VAE was not used"
+    );
+    assert_eq!(with_vae.as_raw(), patched.as_raw());
+    let info = ok(sumi(d.path())
+        .args(["png-info", "vae.png"])
+        .output()
+        .unwrap());
+    assert!(
+        info.contains("VAE hash: ") && info.contains("VAE: shifted.vae"),
+        "{info}"
+    );
+    fails(
+        sumi(d.path())
+            .args([
+                "txt2img",
+                "--model",
+                "tiny_sd1.safetensors",
+                "--vae",
+                "tiny_sd1.safetensors.missing",
+                "--quiet",
+            ])
+            .output()
+            .unwrap(),
+        "tiny_sd1.safetensors.missing",
+    );
+}

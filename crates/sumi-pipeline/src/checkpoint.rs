@@ -131,6 +131,19 @@ impl Checkpoint {
             .map_err(|e| self.model_err(e))
     }
 
+    /// Builds a VAE from a standalone VAE file (A1111's external VAE).
+    pub fn external_vae(path: &Path, dtype: DType, dev: &Device) -> Result<Vae> {
+        let w = Weights::open_vae(path)?;
+        let shapes = |n: &str| w.shape(&format!("{VAE}{n}")).map(<[usize]>::to_vec);
+        let err = |source| PipelineError::Model {
+            path: path.to_path_buf(),
+            source,
+        };
+        let cfg = VaeConfig::infer(&shapes).map_err(err)?;
+        let vae = Vae::new(w.var_builder(dtype, dev).pp("vae"), cfg).map_err(err)?;
+        Ok(vae)
+    }
+
     /// Builds the VAE.
     pub fn vae(&self, dtype: DType, dev: &Device) -> Result<Vae> {
         let vb = self.weights.var_builder(dtype, dev);

@@ -35,6 +35,8 @@ pub struct LoadOptions {
     pub prediction: Option<Prediction>,
     /// A folder of textual-inversion embeddings, used by file name in prompts.
     pub embeddings: Option<PathBuf>,
+    /// An external VAE file replacing the checkpoint's own.
+    pub vae: Option<PathBuf>,
 }
 
 /// Where a run is, for progress reporting.
@@ -74,6 +76,8 @@ pub struct Pipeline {
     schedule: DiscreteSchedule,
     device: Device,
     hash: std::sync::OnceLock<Option<String>>,
+    vae_path: Option<PathBuf>,
+    vae_hash: std::sync::OnceLock<Option<String>>,
 }
 
 impl Pipeline {
@@ -82,7 +86,10 @@ impl Pipeline {
         let device = Device::Cpu;
         let checkpoint = Checkpoint::open(path, opts.prediction)?;
         let unet = checkpoint.unet(DType::F32, &device)?;
-        let vae = checkpoint.vae(DType::F32, &device)?;
+        let vae = match &opts.vae {
+            Some(p) => Checkpoint::external_vae(p, DType::F32, &device)?,
+            None => checkpoint.vae(DType::F32, &device)?,
+        };
         let clip = checkpoint.clip(DType::F32, &device)?;
         let embeddings = match &opts.embeddings {
             Some(dir) => EmbeddingDir::load(dir, Some(clip.config().hidden))?.loaded,
@@ -90,6 +97,7 @@ impl Pipeline {
         };
         Ok(Self {
             model: checkpoint.identity(),
+            vae_path: opts.vae.clone(),
             unet,
             vae,
             clip,
@@ -97,6 +105,7 @@ impl Pipeline {
             schedule: DiscreteSchedule::sd(),
             device,
             hash: std::sync::OnceLock::new(),
+            vae_hash: std::sync::OnceLock::new(),
         })
     }
 
@@ -310,6 +319,20 @@ impl Pipeline {
                 .img2img
                 .as_ref()
                 .map(|i| Number::Float(i.denoising_strength)),
+            vae_hash: self.vae_path.as_ref().and_then(|p| {
+                self.vae_hash
+                    .get_or_init(|| {
+                        sumi_weights::sha256_file(p)
+                            .map(|h| h.short().to_string())
+                            .ok()
+                    })
+                    .clone()
+            }),
+            vae: self
+                .vae_path
+                .as_ref()
+                .and_then(|p| p.file_stem())
+                .map(|s| s.to_string_lossy().into_owned()),
             clip_skip: req.clip_skip as u32,
             rng: match req.rng {
                 NoiseSource::Gpu => "GPU",

@@ -174,6 +174,44 @@ impl Weights {
         Ok(w)
     }
 
+    /// Opens a standalone VAE file (A1111's `models/VAE`): keys in the LDM layout with or
+    /// without `first_stage_model.`, or in the diffusers layout; every tensor ends up under
+    /// the canonical `vae.` names. Other keys (EMA copies, loss weights) are ignored.
+    pub fn open_vae(path: &Path) -> Result<Self> {
+        let file = File::open(path)?;
+        let format = match file {
+            File::St(_) => Format::Safetensors,
+            File::Ckpt(_) => Format::Checkpoint,
+        };
+        let entries = file.entries();
+        let mut w = Self {
+            path: path.to_path_buf(),
+            format,
+            files: vec![(path.to_path_buf(), file)],
+            tensors: BTreeMap::new(),
+            raw_keys: Vec::new(),
+            metadata: BTreeMap::new(),
+        };
+        w.add(0, entries, |k| {
+            let k = k.strip_prefix(layout::ldm::VAE_PREFIX).unwrap_or(k);
+            let vae_part = ["encoder.", "decoder.", "quant_conv.", "post_quant_conv."]
+                .iter()
+                .any(|p| k.starts_with(p));
+            if vae_part {
+                layout::ldm::map_key(&format!("{}{k}", layout::ldm::VAE_PREFIX), 0)
+            } else {
+                Vec::new()
+            }
+        })?;
+        if !w.contains("vae.decoder.conv_in.weight") {
+            return Err(WeightsError::MissingTensor {
+                path: path.to_path_buf(),
+                name: "decoder.conv_in.weight (not a VAE file?)".into(),
+            });
+        }
+        Ok(w)
+    }
+
     fn open_diffusers(dir: &Path) -> Result<Self> {
         let mut w = Self {
             path: dir.to_path_buf(),
