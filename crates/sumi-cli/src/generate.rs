@@ -73,6 +73,9 @@ pub struct Common {
     /// An external VAE file.
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// Decode with this TAESD decoder file instead of the VAE (fast, approximate).
+    #[arg(long)]
+    taesd_decoder: Option<PathBuf>,
     /// Fill unset options from an A1111 infotext.
     #[arg(long, conflicts_with = "from_png")]
     infotext: Option<String>,
@@ -226,6 +229,7 @@ fn run(c: &Common, req: Request) -> Result<()> {
     let opts = LoadOptions {
         embeddings: c.embeddings.clone(),
         vae: c.vae.clone(),
+        taesd_decoder: c.taesd_decoder.clone(),
         ..Default::default()
     };
     let t0 = Instant::now();

@@ -51,8 +51,17 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // one line, the option or file first, then each cause
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", msg.join(": "));
+            let mut msg = String::new();
+            for cause in e.chain().map(|c| c.to_string()) {
+                // errors that already quote their source are not repeated
+                if !msg.ends_with(&cause) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&cause);
+                }
+            }
+            eprintln!("error: {msg}");
             std::process::ExitCode::from(2)
         }
     }

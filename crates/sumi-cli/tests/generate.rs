@@ -407,3 +407,33 @@ fn external_vae_replaces_the_checkpoints() {
         "tiny_sd1.safetensors.missing",
     );
 }
+
+#[test]
+fn taesd_decoder_option() {
+    let taesd = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/taesd/taesd_decoder.safetensors");
+    if !taesd.is_file() {
+        eprintln!("skipped: {} is absent", taesd.display());
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    let run = |extra: &[&std::ffi::OsStr], out: &str| {
+        ok(sumi(d.path())
+            .args(["txt2img", "--model"])
+            .arg(&m)
+            .args(["--seed", "9", "--output", out])
+            .args(FAST)
+            .args(extra)
+            .output()
+            .unwrap());
+        image::open(d.path().join(out)).unwrap().to_rgb8()
+    };
+    let vae = run(&[], "vae.png");
+    let fast = run(
+        &["--taesd-decoder".as_ref(), taesd.as_os_str()],
+        "taesd.png",
+    );
+    assert_eq!(fast.dimensions(), (64, 64));
+    assert_ne!(vae.as_raw(), fast.as_raw());
+}

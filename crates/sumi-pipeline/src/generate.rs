@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
-use sumi_models::{ClipTextModel, UNet, Vae};
+use sumi_models::{ClipTextModel, TaesdDecoder, UNet, Vae};
 use sumi_prompt::Timeline;
 use sumi_sampling::brownian::BrownianTreeNoiseSampler;
 use sumi_sampling::img2img::{img2img_steps, slice_for_t_enc};
@@ -37,6 +37,8 @@ pub struct LoadOptions {
     pub embeddings: Option<PathBuf>,
     /// An external VAE file replacing the checkpoint's own.
     pub vae: Option<PathBuf>,
+    /// A TAESD decoder file: decode with it instead of the VAE (fast, approximate).
+    pub taesd_decoder: Option<PathBuf>,
 }
 
 /// Where a run is, for progress reporting.
@@ -77,6 +79,7 @@ pub struct Pipeline {
     device: Device,
     hash: std::sync::OnceLock<Option<String>>,
     vae_path: Option<PathBuf>,
+    taesd: Option<TaesdDecoder>,
     vae_hash: std::sync::OnceLock<Option<String>>,
 }
 
@@ -96,6 +99,19 @@ impl Pipeline {
             None => Vec::new(),
         };
         Ok(Self {
+            taesd: opts
+                .taesd_decoder
+                .as_ref()
+                .map(|p| -> Result<TaesdDecoder> {
+                    let w = sumi_weights::Weights::open_raw(p)?;
+                    TaesdDecoder::new(w.var_builder(DType::F32, &device), 4).map_err(|source| {
+                        PipelineError::Model {
+                            path: p.clone(),
+                            source,
+                        }
+                    })
+                })
+                .transpose()?,
             model: checkpoint.identity(),
             vae_path: opts.vae.clone(),
             unet,
@@ -262,7 +278,14 @@ impl Pipeline {
                 return Err(PipelineError::Interrupted);
             }
             // 7. decode
-            let pixels = self.vae.decode(&latents).map_err(|e| self.model_err(e))?;
+            let pixels = match &self.taesd {
+                // TAESD decodes to [0, 1]; bring it to the VAE's [-1, 1]
+                Some(t) => t
+                    .forward(&latents)
+                    .map_err(|e| self.model_err(e))?
+                    .affine(2.0, -1.0)?,
+                None => self.vae.decode(&latents).map_err(|e| self.model_err(e))?,
+            };
             for (i, (&s, &ss)) in seeds.iter().zip(&subseeds).enumerate() {
                 on_image(Generated {
                     image: to_image(&pixels.get(i)?)?,
