@@ -7,6 +7,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::{f32_slice, SendPtr};
+
 use super::fastmath::softmax_rows_unnormalised;
 
 /// Bytes of scores one task holds at a time.
@@ -14,23 +16,6 @@ const SCORE_BLOCK_BYTES: usize = 1 << 20;
 
 struct Attention {
     heads: usize,
-}
-
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint (rows × head columns) regions of the output.
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        return Err(candle_core::Error::Msg(format!(
-            "attention: {what} must be f32"
-        )));
-    };
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("attention: {what} must be contiguous")))?;
-    Ok(&v[a..b])
 }
 
 impl CustomOp3 for Attention {
@@ -48,9 +33,9 @@ impl CustomOp3 for Attention {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (q, k, v) = (
-            slice(s1, l1, "q")?,
-            slice(s2, l2, "k")?,
-            slice(s3, l3, "v")?,
+            f32_slice(s1, l1, "attention", "q")?,
+            f32_slice(s2, l2, "attention", "k")?,
+            f32_slice(s3, l3, "attention", "v")?,
         );
         let (b, n, c) = l1.shape().dims3()?;
         let (bk, m, ck) = l2.shape().dims3()?;

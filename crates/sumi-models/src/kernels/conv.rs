@@ -6,29 +6,14 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::{f32_slice, SendPtr};
+
 /// Bytes of im2col columns one task builds at a time.
 const COLUMN_BLOCK_BYTES: usize = 4 << 20;
 
 struct Conv {
     stride: usize,
     padding: usize,
-}
-
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint pixel ranges of the output.
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        return Err(candle_core::Error::Msg(format!(
-            "conv2d: {what} must be f32"
-        )));
-    };
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("conv2d: {what} must be contiguous")))?;
-    Ok(&v[a..b])
 }
 
 impl CustomOp3 for Conv {
@@ -46,9 +31,9 @@ impl CustomOp3 for Conv {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, w, bias) = (
-            slice(s1, l1, "input")?,
-            slice(s2, l2, "weight")?,
-            slice(s3, l3, "bias")?,
+            f32_slice(s1, l1, "conv2d", "input")?,
+            f32_slice(s2, l2, "conv2d", "weight")?,
+            f32_slice(s3, l3, "conv2d", "bias")?,
         );
         let (b, cin, h, wd) = l1.shape().dims4()?;
         let (cout, wcin, kh, kw) = l2.shape().dims4()?;

@@ -5,24 +5,14 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::f32_slice;
+
 use super::fastmath::exp;
 
 struct GroupNorm {
     groups: usize,
     eps: f64,
     silu: bool,
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        return Err(candle_core::Error::Msg(format!(
-            "group_norm: {what} must be f32"
-        )));
-    };
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("group_norm: {what} must be contiguous")))?;
-    Ok(&v[a..b])
 }
 
 #[inline(always)]
@@ -95,9 +85,9 @@ impl CustomOp3 for GroupNorm {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, w, b) = (
-            slice(s1, l1, "input")?,
-            slice(s2, l2, "weight")?,
-            slice(s3, l3, "bias")?,
+            f32_slice(s1, l1, "group_norm", "input")?,
+            f32_slice(s2, l2, "group_norm", "weight")?,
+            f32_slice(s3, l3, "group_norm", "bias")?,
         );
         let dims = l1.shape().dims();
         if dims.len() < 2 {
