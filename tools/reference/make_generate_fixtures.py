@@ -67,6 +67,12 @@ MATRIX = [
         for ss in (("Euler", None), ("Euler a", None), ("DPM++ 2M", "karras"), ("DPM++ SDE", "karras"))
         for rng in ("CPU", "NV"))
 ]
+# A1111's timestep samplers (sd_samplers_timesteps): DDIM (eta 0) and PLMS over CFG on ε
+CASES += [
+    dict(name=f"sd1_{mode}_{sampler.lower()}_cpu", arch="sd1", mode=mode, sampler=sampler, scheduler=None,
+         rng="CPU", seed=21, steps=6, cfg=7.0, batch=2, **({"strength": 0.6} if mode == "img2img" else {}))
+    for sampler in ("DDIM", "PLMS") for mode in ("txt2img", "img2img")
+]
 PROMPT = "a photograph of an astronaut riding a horse"
 NEGATIVE = "blurry, low quality"
 SIZE = 128
@@ -116,6 +122,33 @@ def encode(te, tok, text, sd2):
     return te(ids).last_hidden_state
 
 
+def timestep_sampler(c, unet, cond, uncond, noise, init):
+    """A1111's CompVisSampler: DDIM timesteps, x in the VP scale, CFG on ε at integer t."""
+    from sampling_sampler_fixtures import ddim_a1111, plms_a1111
+    ac = FakeLDM().alphas_cumprod
+    steps = c["steps"]
+    timesteps = torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
+    if init is not None:
+        t_enc = int(min(c["strength"], 0.999) * steps)
+        a = ac[timesteps[t_enc]]
+        x = init * torch.sqrt(a) + noise * torch.sqrt(1 - a)
+        timesteps = timesteps[:t_enc]
+    else:
+        x = noise
+    b = noise.shape[0]
+
+    def eps_model(x, t):
+        tt = torch.full((2 * b,), float(t))
+        ctx = torch.cat([cond.expand(b, -1, -1), uncond.expand(b, -1, -1)])
+        out = unet(torch.cat([x, x]), tt, encoder_hidden_states=ctx).sample
+        e_c, e_u = out[:b], out[b:]
+        return e_u + (e_c - e_u) * c["cfg"]
+
+    if c["sampler"] == "DDIM":
+        return ddim_a1111(eps_model, x, timesteps, ac, 0.0, lambda _: None)
+    return plms_a1111(eps_model, x, timesteps, ac, lambda _: None)
+
+
 def sigmas_for(inner, c, steps):
     if c["scheduler"] == "karras":
         return K.get_sigmas_karras(steps, inner.sigmas[0].item(), inner.sigmas[-1].item())
@@ -159,6 +192,12 @@ def run(c, tok1, tok2, init_image):
             lat = vae.encode(blank).latent_dist.mean * 0.18215
             image_cond = torch.cat([torch.ones(1, 1, *shape[1:]), lat], dim=1).repeat(c["batch"], 1, 1, 1)
         den = CFGDenoiser(inner, cond, uncond, c["cfg"], image_cond)
+        if c["sampler"] in ("DDIM", "PLMS"):
+            out = timestep_sampler(c, unet, cond, uncond, noise, init if c["mode"] == "img2img" else None)
+            img = vae.decode(out / 0.18215).sample
+            img = torch.clamp((img + 1.0) / 2.0, min=0.0, max=1.0)
+            img = (255.0 * img.permute(0, 2, 3, 1).numpy()).astype(np.uint8)
+            return out.contiguous(), torch.from_numpy(img).contiguous()
         if c["sampler"] == "DPM++ SDE":
             torchsde_bi._randn = lambda size, dtype, device, seed: randn_local(c["rng"], seed, size).to(dtype)
             ns = K.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds)

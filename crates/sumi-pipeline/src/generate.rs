@@ -12,10 +12,13 @@ use sumi_sampling::brownian::BrownianTreeNoiseSampler;
 use sumi_sampling::img2img::{img2img_steps, slice_for_t_enc};
 use sumi_sampling::names::sampler_sigmas;
 use sumi_sampling::noise::{batch_seeds, fixed_seed};
+use sumi_sampling::samplers::{
+    ddim_img2img, ddim_timesteps, sample_ddim, sample_plms, sample_unipc, unipc_img2img_t_start,
+};
 use sumi_sampling::schedules::ScheduleOptions;
 use sumi_sampling::{
-    DiscreteSchedule, ImageRng, ImageRngOptions, NoiseSampler, NoiseSource, SamplerParams,
-    Scheduler, Step,
+    DiscreteSchedule, ImageRng, ImageRngOptions, NoiseSampler, NoiseSource, SamplerKind,
+    SamplerParams, Scheduler, Step,
 };
 use sumi_weights::embedding::{Embedding, EmbeddingDir};
 use sumi_weights::Prediction;
@@ -196,17 +199,37 @@ impl Pipeline {
             Some(i) => img2img_steps(req.steps as usize, i.denoising_strength, req.exact_steps),
             None => (req.steps as usize, 0),
         };
-        let sigmas = sampler_sigmas(
+        let timestep_sampler = matches!(
             req.sampler,
-            req.scheduler,
-            sched_steps,
-            &self.schedule,
-            &ScheduleOptions::for_model(&self.schedule),
-            false,
-        )?;
-        let run_sigmas: &[f64] = match &req.img2img {
-            Some(_) => slice_for_t_enc(&sigmas, sched_steps, t_enc),
-            None => &sigmas,
+            SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc
+        );
+        let sigmas = if timestep_sampler {
+            Vec::new()
+        } else {
+            sampler_sigmas(
+                req.sampler,
+                req.scheduler,
+                sched_steps,
+                &self.schedule,
+                &ScheduleOptions::for_model(&self.schedule),
+                false,
+            )?
+        };
+        let run_sigmas: &[f64] = match (&req.img2img, timestep_sampler) {
+            (_, true) => &[],
+            (Some(_), false) => slice_for_t_enc(&sigmas, sched_steps, t_enc),
+            (None, false) => &sigmas,
+        };
+        // A1111's timestep samplers: DDIM timesteps, img2img noised to timesteps[t_enc] in the
+        // variance-preserving scale
+        let timesteps = if timestep_sampler {
+            ddim_timesteps(sched_steps, 1000)?
+        } else {
+            Vec::new()
+        };
+        let ts_img2img = match (&req.img2img, timestep_sampler) {
+            (Some(_), true) => Some(ddim_img2img(&timesteps, t_enc, &self.schedule)?),
+            _ => None,
         };
 
         let seed = fixed_seed(req.seed);
@@ -229,9 +252,13 @@ impl Pipeline {
             let mut rng =
                 ImageRng::new(req.rng, latent_shape, seeds.clone(), rng_opts, &self.device);
             let noise = rng.next_noise()?;
-            let x = match &init_latents {
-                Some(init) => init.broadcast_add(&(noise.affine(run_sigmas[0], 0.0))?)?,
-                None => noise.affine(run_sigmas[0], 0.0)?,
+            let x = match (&init_latents, &ts_img2img) {
+                (Some(init), Some((_, a, b))) => init
+                    .affine(*a, 0.0)?
+                    .broadcast_add(&noise.affine(*b, 0.0)?)?,
+                (None, _) if timestep_sampler => noise,
+                (Some(init), None) => init.broadcast_add(&(noise.affine(run_sigmas[0], 0.0))?)?,
+                (None, _) => noise.affine(run_sigmas[0], 0.0)?,
             };
             // 6. sampling
             let mut brownian;
@@ -265,15 +292,50 @@ impl Pipeline {
                 stopped |= flow.is_break();
                 flow
             };
-            let latents = sumi_sampling::sample(
-                req.sampler,
-                &mut den,
-                x,
-                run_sigmas,
-                noise_sampler,
-                &SamplerParams::default(),
-                &mut cb,
-            )?;
+            let latents = match req.sampler {
+                SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc => {
+                    let run_ts: &[usize] = ts_img2img.as_ref().map_or(&timesteps, |(ts, _, _)| ts);
+                    match req.sampler {
+                        // A1111's default eta for DDIM is 0
+                        SamplerKind::Ddim => sample_ddim(
+                            &mut den,
+                            x,
+                            &self.schedule,
+                            run_ts,
+                            noise_sampler,
+                            0.0,
+                            &mut cb,
+                        )?,
+                        SamplerKind::Plms => {
+                            sample_plms(&mut den, x, &self.schedule, run_ts, &mut cb)?
+                        }
+                        _ => {
+                            let t_start = match ts_img2img {
+                                Some(_) => Some(unipc_img2img_t_start(&timesteps, t_enc)?),
+                                None => None,
+                            };
+                            sample_unipc(
+                                &mut den,
+                                x,
+                                &self.schedule,
+                                run_ts.len(),
+                                t_start,
+                                3,
+                                &mut cb,
+                            )?
+                        }
+                    }
+                }
+                _ => sumi_sampling::sample(
+                    req.sampler,
+                    &mut den,
+                    x,
+                    run_sigmas,
+                    noise_sampler,
+                    &SamplerParams::default(),
+                    &mut cb,
+                )?,
+            };
             if stopped {
                 return Err(PipelineError::Interrupted);
             }

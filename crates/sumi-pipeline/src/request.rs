@@ -145,12 +145,7 @@ impl Request {
         if self.seed < -1 || self.subseed < -1 {
             return Err(bad("seed", "seeds are -1 (random) or non-negative"));
         }
-        if !self.sampler.is_implemented()
-            || matches!(
-                self.sampler,
-                SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc
-            )
-        {
+        if !self.sampler.is_implemented() {
             return Err(bad(
                 "sampler",
                 format!(

@@ -235,12 +235,7 @@ impl SamplerKind {
     pub fn is_implemented(self) -> bool {
         !matches!(
             self,
-            Self::DpmFast
-                | Self::DpmAdaptive
-                | Self::Restart
-                | Self::DdimCfgPp
-                | Self::Plms
-                | Self::UniPc
+            Self::DpmFast | Self::DpmAdaptive | Self::Restart | Self::DdimCfgPp
         )
     }
 
