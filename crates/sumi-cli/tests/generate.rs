@@ -437,3 +437,63 @@ fn taesd_decoder_option() {
     assert_eq!(fast.dimensions(), (64, 64));
     assert_ne!(vae.as_raw(), fast.as_raw());
 }
+
+#[test]
+fn oversized_init_image_is_refused_before_decoding() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    // a PNG whose header claims 20000 x 20000 pixels (400 M, over the 64 Mi limit)
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&20000u32.to_be_bytes());
+    ihdr.extend_from_slice(&20000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    // a small (truncated) image data chunk and the end chunk: decoders read the header first
+    for (kind, data) in [
+        (&b"IDAT"[..], &b"\x78\x9c\x03\x00\x00\x00\x00\x01"[..]),
+        (&b"IEND"[..], &b""[..]),
+    ] {
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(&chunk);
+        png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    std::fs::write(d.path().join("huge.png"), &png).unwrap();
+    let o = sumi(d.path())
+        .args(["img2img", "--model"])
+        .arg(&m)
+        .args(["--init-image", "huge.png", "--quiet"])
+        .output()
+        .unwrap();
+    fails(o, "huge.png");
+    let o = sumi(d.path())
+        .args(["img2img", "--model"])
+        .arg(&m)
+        .args(["--init-image", "huge.png", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("20000x20000"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
