@@ -41,28 +41,51 @@ impl Checkpoint {
     /// Opens and identifies `path`; `prediction` overrides every other source. SD2 checkpoints
     /// with nothing saying ε or v get A1111's U-Net test (one small forward in f32).
     pub fn open(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
-        let weights = Weights::open(path)?;
-        let facts = detect(&weights, prediction)?;
-        let mut ck = Self {
-            weights,
-            prediction: Prediction::Epsilon,
-            prediction_source: PredictionSource::Rule,
-            facts,
-        };
-        match ck.facts.prediction.clone() {
-            Some((p, s)) => (ck.prediction, ck.prediction_source) = (p, s),
-            None => {
-                let unet = ck.unet(DType::F32, &Device::Cpu)?;
-                let score = unet.a1111_v_score().map_err(|e| ck.model_err(e))?;
-                ck.prediction = if score < -1.0 {
-                    Prediction::V
-                } else {
-                    Prediction::Epsilon
-                };
-                ck.prediction_source = PredictionSource::UnetTest;
-            }
+        let mut ck = Self::open_unresolved(path, prediction)?;
+        if ck.needs_unet_test() {
+            let unet = ck.unet(DType::F32, &Device::Cpu)?;
+            ck.resolve_with(&unet)?;
         }
         Ok(ck)
+    }
+
+    /// Opens and identifies `path` without running A1111's U-Net test; see
+    /// [`Self::needs_unet_test`] and [`Self::resolve_with`] (for callers that build the U-Net
+    /// anyway and should not build it twice).
+    pub fn open_unresolved(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
+        let weights = Weights::open(path)?;
+        let facts = detect(&weights, prediction)?;
+        let (prediction, prediction_source) = facts
+            .prediction
+            .clone()
+            .unwrap_or((Prediction::Epsilon, PredictionSource::Rule));
+        Ok(Self {
+            weights,
+            prediction,
+            prediction_source,
+            facts,
+        })
+    }
+
+    /// Whether only A1111's U-Net test can tell ε from v (SD2 with nothing saying which).
+    pub fn needs_unet_test(&self) -> bool {
+        self.facts.prediction.is_none()
+    }
+
+    /// Settles the prediction type with A1111's test on this checkpoint's U-Net (a no-op when
+    /// something else already said it).
+    pub fn resolve_with(&mut self, unet: &UNet) -> Result<()> {
+        if !self.needs_unet_test() {
+            return Ok(());
+        }
+        let score = unet.a1111_v_score().map_err(|e| self.model_err(e))?;
+        self.prediction = if score < -1.0 {
+            Prediction::V
+        } else {
+            Prediction::Epsilon
+        };
+        self.prediction_source = PredictionSource::UnetTest;
+        Ok(())
     }
 
     /// The identity to keep after the weights are gone.

@@ -90,8 +90,9 @@ impl Pipeline {
     /// Opens `path` and builds its networks (f32, CPU).
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         let device = Device::Cpu;
-        let checkpoint = Checkpoint::open(path, opts.prediction)?;
+        let mut checkpoint = Checkpoint::open_unresolved(path, opts.prediction)?;
         let unet = checkpoint.unet(DType::F32, &device)?;
+        checkpoint.resolve_with(&unet)?;
         let vae = match &opts.vae {
             Some(p) => Checkpoint::external_vae(p, DType::F32, &device)?,
             None => checkpoint.vae(DType::F32, &device)?,

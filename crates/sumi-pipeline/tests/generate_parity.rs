@@ -133,3 +133,19 @@ fn matches_the_reference() {
         assert!(pd <= 1.0, "{name}: pixels differ by {pd} levels");
     }
 }
+
+/// An SD2 checkpoint with nothing saying ε or v: the pipeline settles it with A1111's U-Net
+/// test on the U-Net it builds anyway.
+#[test]
+fn sd2_prediction_from_the_unet_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = Pipeline::load(&model("sd2", dir.path()), &LoadOptions::default()).unwrap();
+    assert_eq!(pipe.model.architecture, "sd2");
+    assert_eq!(pipe.model.prediction, sumi_weights::Prediction::Epsilon);
+    let forced = LoadOptions {
+        prediction: Some(sumi_weights::Prediction::V),
+        ..Default::default()
+    };
+    let pipe = Pipeline::load(&model("sd2", dir.path()), &forced).unwrap();
+    assert_eq!(pipe.model.architecture, "sd2-v");
+}
