@@ -141,9 +141,9 @@ impl Checkpoint {
         VaeConfig::infer(&self.shapes(VAE)).map_err(|e| self.model_err(e))
     }
 
-    /// Builds the U-Net.
+    /// Builds the U-Net (its weights decoded in parallel).
     pub fn unet(&self, dtype: DType, dev: &Device) -> Result<UNet> {
-        let vb = self.weights.var_builder(dtype, dev);
+        let vb = self.weights.var_builder_preloaded(UNET, dtype, dev)?;
         UNet::new(vb.pp("unet"), self.unet_config()?).map_err(|e| self.model_err(e))
     }
 

@@ -1,6 +1,6 @@
 //! [`Weights`]: a checkpoint of any layout opened by content, seen through canonical names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -388,35 +388,39 @@ impl Weights {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let found = self
-            .shape(name)
-            .ok_or_else(|| WeightsError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })?;
-        if found != shape {
-            let trim = |s: &[usize]| {
-                let mut v = s.to_vec();
-                while v.len() > 1 && v.last() == Some(&1) {
-                    v.pop();
-                }
-                v
-            };
-            if trim(found) != trim(shape) {
-                return Err(WeightsError::ShapeMismatch {
-                    path: self.path.clone(),
-                    name: name.to_string(),
-                    found: found.to_vec(),
-                    expected: shape.to_vec(),
-                });
-            }
-        }
+        self.check_shape(name, shape)?;
         let t = self.load(name, dtype, device)?;
         t.reshape(shape).map_err(|e| WeightsError::Tensor {
             path: self.path.clone(),
             name: name.to_string(),
             source: Box::new(e),
         })
+    }
+
+    /// Checks that tensor `name` can serve as `shape` (equal up to trailing unit dimensions).
+    fn check_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let found = self
+            .shape(name)
+            .ok_or_else(|| WeightsError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
+        let trim = |s: &[usize]| {
+            let mut v = s.to_vec();
+            while v.len() > 1 && v.last() == Some(&1) {
+                v.pop();
+            }
+            v
+        };
+        if found != shape && trim(found) != trim(shape) {
+            return Err(WeightsError::ShapeMismatch {
+                path: self.path.clone(),
+                name: name.to_string(),
+                found: found.to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        Ok(())
     }
 
     /// The storage dtypes of the canonical tensors with their parameter counts.
@@ -430,11 +434,43 @@ impl Weights {
 
     /// A candle `VarBuilder` over the canonical names, producing `dtype` tensors on `device`.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> candle_nn::VarBuilder<'_> {
-        candle_nn::VarBuilder::from_backend(Box::new(Backend(self)), dtype, device.clone())
+        let backend = Backend {
+            weights: self,
+            cache: HashMap::new(),
+        };
+        candle_nn::VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
+    }
+
+    /// [`Self::var_builder`] with every tensor under `prefix` decoded up front, in parallel
+    /// (decoding f16 weights to f32 is most of a network's load time).
+    pub fn var_builder_preloaded(
+        &self,
+        prefix: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<candle_nn::VarBuilder<'_>> {
+        use rayon::prelude::*;
+        let names: Vec<&str> = self.names().filter(|n| n.starts_with(prefix)).collect();
+        let cache = names
+            .par_iter()
+            .map(|n| Ok((n.to_string(), self.load(n, dtype, device)?)))
+            .collect::<Result<HashMap<String, Tensor>>>()?;
+        let backend = Backend {
+            weights: self,
+            cache,
+        };
+        Ok(candle_nn::VarBuilder::from_backend(
+            Box::new(backend),
+            dtype,
+            device.clone(),
+        ))
     }
 }
 
-struct Backend<'a>(&'a Weights);
+struct Backend<'a> {
+    weights: &'a Weights,
+    cache: HashMap<String, Tensor>,
+}
 
 impl candle_nn::var_builder::SimpleBackend for Backend<'_> {
     fn get(
@@ -445,18 +481,28 @@ impl candle_nn::var_builder::SimpleBackend for Backend<'_> {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        self.0
-            .load_shaped(name, s.dims(), dtype, dev)
-            .map_err(candle_core::Error::wrap)
+        match self.cache.get(name) {
+            Some(t) if t.dtype() == dtype && t.elem_count() == s.elem_count() => {
+                // shape checks as `load_shaped` (only trailing unit dimensions may differ)
+                self.weights
+                    .check_shape(name, s.dims())
+                    .map_err(candle_core::Error::wrap)?;
+                t.reshape(s)
+            }
+            _ => self
+                .weights
+                .load_shaped(name, s.dims(), dtype, dev)
+                .map_err(candle_core::Error::wrap),
+        }
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0
+        self.weights
             .load(name, dtype, dev)
             .map_err(candle_core::Error::wrap)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains(name)
+        self.weights.contains(name)
     }
 }
