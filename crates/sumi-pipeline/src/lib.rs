@@ -1,5 +1,9 @@
-//! `sumi-pipeline`: the one library API joining checkpoints, networks and (later) sampling.
-//! For now: [`Checkpoint`], a checkpoint opened, identified and ready to build its networks.
+//! `sumi-pipeline`: the one library API joining checkpoints, networks, prompts and sampling.
+//!
+//! [`Pipeline::load`] opens a checkpoint ([`Checkpoint`]) and builds its networks;
+//! [`Pipeline::generate`] runs a [`Request`] along the data path: `request` (validation) →
+//! `image` (init image, resize modes) → `conditioning` → initial latents → `denoise` (U-Net with
+//! classifier-free guidance as a sampler's denoiser) → decode → `png` with `infotext`.
 
 pub mod checkpoint;
 pub mod conditioning;
