@@ -1,4 +1,4 @@
-//! The U-Net as a sampler's [`Denoiser`]: k-diffusion's CompVis wrapper (ε or v, sigma → t)
+//! The U-Net as a sampler's [`Denoiser`](sumi_sampling::Denoiser): k-diffusion's CompVis wrapper (ε or v, sigma → t)
 //! inside A1111's `CFGDenoiser` — conds of every image and `AND` part first, the unconds
 //! last; one U-Net call when cond and uncond have the same token count, separate calls
 //! otherwise (A1111's default, unpadded); `denoised = uncond + Σ wᵢ·cfg·(condᵢ − uncond)`.
