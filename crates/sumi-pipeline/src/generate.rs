@@ -367,16 +367,7 @@ impl Pipeline {
         let path = self.model.path.as_path();
         let hash = match self.model.format {
             sumi_weights::Format::Diffusers => None,
-            _ => Some(
-                self.hash
-                    .get_or_init(|| {
-                        sumi_weights::sha256_file(path)
-                            .map(|h| h.short().to_string())
-                            .ok()
-                    })
-                    .clone(),
-            )
-            .flatten(),
+            _ => cached_short_hash(&self.hash, path),
         };
         let schedule_type = match (req.scheduler, req.sampler.default_scheduler()) {
             (Scheduler::Automatic, Some(d)) => d.label(),
@@ -405,15 +396,10 @@ impl Pipeline {
                 .img2img
                 .as_ref()
                 .map(|i| Number::Float(i.denoising_strength)),
-            vae_hash: self.vae_path.as_ref().and_then(|p| {
-                self.vae_hash
-                    .get_or_init(|| {
-                        sumi_weights::sha256_file(p)
-                            .map(|h| h.short().to_string())
-                            .ok()
-                    })
-                    .clone()
-            }),
+            vae_hash: self
+                .vae_path
+                .as_ref()
+                .and_then(|p| cached_short_hash(&self.vae_hash, p)),
             vae: self
                 .vae_path
                 .as_ref()
@@ -437,13 +423,12 @@ impl Pipeline {
     /// posterior mean, where A1111 samples it.
     fn inpainting_conditioning(
         &self,
-        (c, h, w): (usize, usize, usize),
+        (_, h, w): (usize, usize, usize),
         batch: usize,
     ) -> Result<Option<Tensor>> {
         if !self.model.facts.inpaint {
             return Ok(None);
         }
-        let _ = c;
         let blank = Tensor::zeros((1, 3, h * 8, w * 8), DType::F32, &self.device)?;
         let lat = self.vae.encode(&blank).map_err(|e| self.model_err(e))?;
         let mask = Tensor::ones((1, 1, h, w), DType::F32, &self.device)?;
@@ -458,6 +443,16 @@ impl Pipeline {
             source,
         }
     }
+}
+
+/// A file's A1111 short hash, computed on first use (none when the file cannot be read).
+fn cached_short_hash(cell: &std::sync::OnceLock<Option<String>>, path: &Path) -> Option<String> {
+    cell.get_or_init(|| {
+        sumi_weights::sha256_file(path)
+            .map(|h| h.short().to_string())
+            .ok()
+    })
+    .clone()
 }
 
 /// A1111's conversion of a decoded image: `(x + 1) / 2` clamped to [0, 1], × 255, truncated.

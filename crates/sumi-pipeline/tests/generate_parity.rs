@@ -22,6 +22,12 @@ fn model(arch: &str, dir: &std::path::Path) -> PathBuf {
     dir.join(format!("tiny_{arch}.safetensors"))
 }
 
+/// max |x| over all elements.
+fn max_abs(x: &Tensor) -> f32 {
+    let m = x.abs().and_then(|a| a.flatten_all()).and_then(|a| a.max(0));
+    m.and_then(|m| m.to_scalar::<f32>()).unwrap()
+}
+
 #[test]
 fn matches_the_reference() {
     let cases: serde_json::Value =
@@ -82,25 +88,8 @@ fn matches_the_reference() {
         )
         .unwrap();
         let want = &reference[&format!("{name}/latents")];
-        let d = (&lat - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let m = want
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_abs(&(&lat - want).unwrap());
+        let m = max_abs(want);
         assert!(d / m.max(1.0) < 1e-4, "{name}: latents {d} vs max {m}");
         let Some(img_want) = reference.get(&format!("{name}/image")) else {
             println!("{name}: latents max |diff| {d:.2e} (max |ref| {m:.2})");
@@ -119,16 +108,7 @@ fn matches_the_reference() {
             })
             .collect();
         let px = Tensor::stack(&px, 0).unwrap().to_dtype(DType::F32).unwrap();
-        let pd = (&px - &img_want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let pd = max_abs(&(&px - &img_want).unwrap());
         println!("{name}: latents max |diff| {d:.2e} (max |ref| {m:.2}), pixels max diff {pd}");
         assert!(pd <= 1.0, "{name}: pixels differ by {pd} levels");
     }

@@ -65,7 +65,7 @@ impl File {
     }
 
     /// (name, dtype, shape) of every tensor.
-    fn entries(&self) -> Vec<(String, StorageDtype, Vec<usize>)> {
+    fn entries(&self) -> Entries {
         match self {
             Self::St(f) => f
                 .entries()
@@ -87,6 +87,9 @@ impl File {
         }
     }
 }
+
+/// A file's tensors: (name, dtype, shape), in file order.
+type Entries = Vec<(String, StorageDtype, Vec<usize>)>;
 
 /// Where a canonical tensor comes from.
 #[derive(Debug, Clone)]
@@ -126,29 +129,12 @@ impl Weights {
         if meta.is_dir() {
             return Self::open_diffusers(path);
         }
-        let file = File::open(path)?;
-        let format = match file {
-            File::St(_) => Format::Safetensors,
-            File::Ckpt(_) => Format::Checkpoint,
-        };
-        let metadata = match &file {
-            File::St(f) => f.metadata().clone(),
-            File::Ckpt(_) => BTreeMap::new(),
-        };
-        let entries = file.entries();
+        let (mut w, entries) = Self::single_file(path)?;
         let open_clip_layers = layout::open_clip::count_layers(
             entries
                 .iter()
                 .filter_map(|(k, _, _)| k.strip_prefix(layout::ldm::OPEN_CLIP_PREFIX)),
         );
-        let mut w = Self {
-            path: path.to_path_buf(),
-            format,
-            files: vec![(path.to_path_buf(), file)],
-            tensors: BTreeMap::new(),
-            raw_keys: Vec::new(),
-            metadata,
-        };
         w.add(0, entries, |k| layout::ldm::map_key(k, open_clip_layers))?;
         Ok(w)
     }
@@ -156,20 +142,7 @@ impl Weights {
     /// Opens one weight file with its keys as they are (no layout mapping, no detection):
     /// for networks stored under their own names, such as TAESD.
     pub fn open_raw(path: &Path) -> Result<Self> {
-        let file = File::open(path)?;
-        let format = match file {
-            File::St(_) => Format::Safetensors,
-            File::Ckpt(_) => Format::Checkpoint,
-        };
-        let entries = file.entries();
-        let mut w = Self {
-            path: path.to_path_buf(),
-            format,
-            files: vec![(path.to_path_buf(), file)],
-            tensors: BTreeMap::new(),
-            raw_keys: Vec::new(),
-            metadata: BTreeMap::new(),
-        };
+        let (mut w, entries) = Self::single_file(path)?;
         w.add(0, entries, |k| vec![Mapped::whole(k.to_string())])?;
         Ok(w)
     }
@@ -178,20 +151,7 @@ impl Weights {
     /// without `first_stage_model.`, or in the diffusers layout; every tensor ends up under
     /// the canonical `vae.` names. Other keys (EMA copies, loss weights) are ignored.
     pub fn open_vae(path: &Path) -> Result<Self> {
-        let file = File::open(path)?;
-        let format = match file {
-            File::St(_) => Format::Safetensors,
-            File::Ckpt(_) => Format::Checkpoint,
-        };
-        let entries = file.entries();
-        let mut w = Self {
-            path: path.to_path_buf(),
-            format,
-            files: vec![(path.to_path_buf(), file)],
-            tensors: BTreeMap::new(),
-            raw_keys: Vec::new(),
-            metadata: BTreeMap::new(),
-        };
+        let (mut w, entries) = Self::single_file(path)?;
         w.add(0, entries, |k| {
             let k = k.strip_prefix(layout::ldm::VAE_PREFIX).unwrap_or(k);
             let vae_part = ["encoder.", "decoder.", "quant_conv.", "post_quant_conv."]
@@ -210,6 +170,25 @@ impl Weights {
             });
         }
         Ok(w)
+    }
+
+    /// One weight file opened, its tensors not mapped yet: the weights and the file's entries.
+    fn single_file(path: &Path) -> Result<(Self, Entries)> {
+        let file = File::open(path)?;
+        let (format, metadata) = match &file {
+            File::St(f) => (Format::Safetensors, f.metadata().clone()),
+            File::Ckpt(_) => (Format::Checkpoint, BTreeMap::new()),
+        };
+        let entries = file.entries();
+        let w = Self {
+            path: path.to_path_buf(),
+            format,
+            files: vec![(path.to_path_buf(), file)],
+            tensors: BTreeMap::new(),
+            raw_keys: Vec::new(),
+            metadata,
+        };
+        Ok((w, entries))
     }
 
     fn open_diffusers(dir: &Path) -> Result<Self> {
@@ -250,7 +229,7 @@ impl Weights {
     fn add(
         &mut self,
         file: usize,
-        entries: Vec<(String, StorageDtype, Vec<usize>)>,
+        entries: Entries,
         map: impl Fn(&str) -> Vec<Mapped>,
     ) -> Result<()> {
         let path = self.files[file].0.clone();

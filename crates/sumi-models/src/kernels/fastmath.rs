@@ -63,47 +63,18 @@ fn max_body(row: &[f32]) -> f32 {
     r
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn softmax_rows_avx512(data: &mut [f32], cols: usize, sums: &mut [f32]) {
+#[inline(always)]
+fn softmax_rows_body(data: &mut [f32], cols: usize, sums: &mut [f32]) {
     for (row, s) in data.chunks_exact_mut(cols).zip(sums.iter_mut()) {
         let m = max_body(row);
         *s = exp_sub_sum_body(row, m);
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_rows_avx2(data: &mut [f32], cols: usize, sums: &mut [f32]) {
-    for (row, s) in data.chunks_exact_mut(cols).zip(sums.iter_mut()) {
-        let m = max_body(row);
-        *s = exp_sub_sum_body(row, m);
-    }
-}
-
-fn softmax_rows_generic(data: &mut [f32], cols: usize, sums: &mut [f32]) {
-    for (row, s) in data.chunks_exact_mut(cols).zip(sums.iter_mut()) {
-        let m = max_body(row);
-        *s = exp_sub_sum_body(row, m);
-    }
-}
-
-/// Replaces each row of `data` (`cols` wide) by `exp(x − max(row))` and writes the row's sum
-/// to `sums` (normalisation is left to the caller, who can fold it into a later product).
-pub fn softmax_rows_unnormalised(data: &mut [f32], cols: usize, sums: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was just detected.
-        unsafe { softmax_rows_avx512(data, cols, sums) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the features were just detected.
-        unsafe { softmax_rows_avx2(data, cols, sums) };
-        return;
-    }
-    softmax_rows_generic(data, cols, sums)
+simd_dispatch! {
+    /// Replaces each row of `data` (`cols` wide) by `exp(x − max(row))` and writes the row's sum
+    /// to `sums` (normalisation is left to the caller, who can fold it into a later product).
+    pub fn softmax_rows_unnormalised(data: &mut [f32], cols: usize, sums: &mut [f32]) => softmax_rows_body
 }
 
 #[cfg(test)]

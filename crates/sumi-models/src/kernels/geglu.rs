@@ -28,31 +28,8 @@ fn geglu_body(a: &[f32], gate: &[f32], out: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn geglu_avx512(a: &[f32], gate: &[f32], out: &mut [f32]) {
-    geglu_body(a, gate, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn geglu_avx2(a: &[f32], gate: &[f32], out: &mut [f32]) {
-    geglu_body(a, gate, out)
-}
-
-fn geglu_row(a: &[f32], gate: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was just detected.
-            return unsafe { geglu_avx512(a, gate, out) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the features were just detected.
-            return unsafe { geglu_avx2(a, gate, out) };
-        }
-    }
-    geglu_body(a, gate, out)
+simd_dispatch! {
+    fn geglu_row(a: &[f32], gate: &[f32], out: &mut [f32]) => geglu_body
 }
 
 struct Geglu;

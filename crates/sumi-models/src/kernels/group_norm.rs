@@ -29,45 +29,8 @@ fn normalise_body(src: &[f32], dst: &mut [f32], mean: f32, scale: f32, shift: f3
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn normalise_avx512(
-    src: &[f32],
-    dst: &mut [f32],
-    mean: f32,
-    scale: f32,
-    shift: f32,
-    silu: bool,
-) {
-    normalise_body(src, dst, mean, scale, shift, silu)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn normalise_avx2(
-    src: &[f32],
-    dst: &mut [f32],
-    mean: f32,
-    scale: f32,
-    shift: f32,
-    silu: bool,
-) {
-    normalise_body(src, dst, mean, scale, shift, silu)
-}
-
-fn normalise(src: &[f32], dst: &mut [f32], mean: f32, scale: f32, shift: f32, silu: bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was just detected.
-            return unsafe { normalise_avx512(src, dst, mean, scale, shift, silu) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the features were just detected.
-            return unsafe { normalise_avx2(src, dst, mean, scale, shift, silu) };
-        }
-    }
-    normalise_body(src, dst, mean, scale, shift, silu)
+simd_dispatch! {
+    fn normalise(src: &[f32], dst: &mut [f32], mean: f32, scale: f32, shift: f32, silu: bool) => normalise_body
 }
 
 impl CustomOp3 for GroupNorm {
@@ -96,10 +59,10 @@ impl CustomOp3 for GroupNorm {
                 l1.shape()
             )));
         }
-        let (n, c) = (dims[0], dims[1]);
+        let c = dims[1];
         let spatial: usize = dims[2..].iter().product();
         let g = self.groups;
-        if g == 0 || c % g != 0 || w.len() != c || b.len() != c {
+        if g == 0 || !c.is_multiple_of(g) || w.len() != c || b.len() != c {
             return Err(candle_core::Error::Msg(format!(
                 "group_norm: {c} channels, {g} groups, weight {} bias {}",
                 w.len(),
@@ -141,7 +104,6 @@ impl CustomOp3 for GroupNorm {
                     );
                 }
             });
-        let _ = n;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
