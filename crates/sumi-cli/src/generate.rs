@@ -190,6 +190,7 @@ fn request(c: &Common, info: Option<&Parameters>, size: (u32, u32)) -> Result<Re
         batch_count: c.batch_count,
         exact_steps: false,
         img2img: None,
+        ..Default::default()
     })
 }
 
@@ -216,6 +217,7 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
             "Denoising strength",
             0.75,
         )?,
+        inpaint: None,
     });
     run(&a.common, req)
 }
@@ -327,7 +329,7 @@ impl ProgressBar {
         }
     }
 
-    fn update(&mut self, p: Progress) {
+    fn update(&mut self, p: &Progress<'_>) {
         if self.quiet {
             return;
         }

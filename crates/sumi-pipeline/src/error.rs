@@ -14,9 +14,6 @@ pub enum PipelineError {
     /// Sampling failed (schedule, noise, sampler).
     #[error(transparent)]
     Sampling(#[from] sumi_sampling::SamplingError),
-    /// The run was interrupted by the caller.
-    #[error("interrupted")]
-    Interrupted,
     /// Reading or identifying the weights failed.
     #[error(transparent)]
     Weights(#[from] sumi_weights::WeightsError),

@@ -44,9 +44,20 @@ pub struct LoadOptions {
     pub taesd_decoder: Option<PathBuf>,
 }
 
+/// What a progress callback may ask of a running job (A1111's Interrupt and Skip buttons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop now: the current batch is decoded from its latest prediction and handed over,
+    /// later batches are not run.
+    Interrupt,
+    /// Stop this batch: it is decoded from its latest prediction and handed over, and the
+    /// next batch starts.
+    Skip,
+}
+
 /// Where a run is, for progress reporting.
 #[derive(Debug, Clone, Copy)]
-pub struct Progress {
+pub struct Progress<'a> {
     /// Batch index (0-based) of `batch_count`.
     pub batch: u32,
     /// Batches in the request.
@@ -55,6 +66,8 @@ pub struct Progress {
     pub step: usize,
     /// Sampler steps in this run.
     pub steps: usize,
+    /// The step's prediction of the clean latents `[batch, 4, h/8, w/8]` (for previews).
+    pub denoised: &'a Tensor,
 }
 
 /// One output image and what made it.
@@ -129,12 +142,12 @@ impl Pipeline {
         })
     }
 
-    /// Runs a request; `on_step` sees every sampler step and may stop the run
-    /// ([`PipelineError::Interrupted`]).
+    /// Runs a request; `on_step` sees every sampler step and may stop the run early
+    /// ([`Stop`]); the images made until then are returned.
     pub fn generate(
         &self,
         req: &Request,
-        on_step: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+        on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
     ) -> Result<Vec<Generated>> {
         let mut out = Vec::new();
         self.generate_each(req, on_step, &mut |g| {
@@ -149,7 +162,7 @@ impl Pipeline {
     pub fn generate_each(
         &self,
         req: &Request,
-        on_step: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+        on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
         on_image: &mut dyn FnMut(Generated) -> Result<()>,
     ) -> Result<()> {
         // 1. validate
@@ -282,16 +295,19 @@ impl Pipeline {
                 image_cond: image_cond.clone(),
                 step: 0,
             };
-            let mut stopped = false;
-            let mut cb = |s: &Step<'_>| {
-                let flow = on_step(Progress {
-                    batch: n,
-                    batch_count: req.batch_count,
-                    step: s.i,
-                    steps: s.steps,
-                });
-                stopped |= flow.is_break();
-                flow
+            let mut stopped = None;
+            let mut cb = |s: &Step<'_>| match on_step(&Progress {
+                batch: n,
+                batch_count: req.batch_count,
+                step: s.i,
+                steps: s.steps,
+                denoised: s.denoised,
+            }) {
+                ControlFlow::Continue(()) => ControlFlow::Continue(()),
+                ControlFlow::Break(why) => {
+                    stopped = Some(why);
+                    ControlFlow::Break(())
+                }
             };
             let latents = match req.sampler {
                 SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc => {
@@ -337,9 +353,6 @@ impl Pipeline {
                     &mut cb,
                 )?,
             };
-            if stopped {
-                return Err(PipelineError::Interrupted);
-            }
             // 7. decode
             let pixels = match &self.taesd {
                 // TAESD decodes to [0, 1]; bring it to the VAE's [-1, 1]
@@ -356,6 +369,9 @@ impl Pipeline {
                     subseed: ss,
                     latents: latents.get(i)?,
                 })?;
+            }
+            if stopped == Some(Stop::Interrupt) {
+                break;
             }
         }
         Ok(())

@@ -17,5 +17,5 @@ pub mod request;
 
 pub use checkpoint::Checkpoint;
 pub use error::{PipelineError, Result};
-pub use generate::{Generated, LoadOptions, Pipeline, Progress};
-pub use request::{Img2Img, Request};
+pub use generate::{Generated, LoadOptions, Pipeline, Progress, Stop};
+pub use request::{Img2Img, Inpaint, MaskedContent, Request};

@@ -24,6 +24,83 @@ pub struct Img2Img {
     pub resize_mode: ResizeMode,
     /// How far the result may move from the source (0–1).
     pub denoising_strength: f64,
+    /// A mask: change only part of the picture (A1111's inpaint).
+    pub inpaint: Option<Inpaint>,
+}
+
+/// What fills the masked area before sampling (A1111's `inpainting_fill`, 0–3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaskedContent {
+    /// The source blurred into the masked area (0).
+    Fill,
+    /// The source as it is (1, A1111's UI default).
+    #[default]
+    Original,
+    /// Fresh noise in the masked latents (2).
+    LatentNoise,
+    /// Zeros in the masked latents (3).
+    LatentNothing,
+}
+
+impl MaskedContent {
+    /// A1111's infotext and UI label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Fill => "fill",
+            Self::Original => "original",
+            Self::LatentNoise => "latent noise",
+            Self::LatentNothing => "latent nothing",
+        }
+    }
+
+    /// A1111's API number (`inpainting_fill`).
+    pub fn from_index(i: i64) -> Option<Self> {
+        Some(match i {
+            0 => Self::Fill,
+            1 => Self::Original,
+            2 => Self::LatentNoise,
+            3 => Self::LatentNothing,
+            _ => return None,
+        })
+    }
+}
+
+/// The inpaint part of an img2img request (A1111's mask settings).
+#[derive(Debug, Clone)]
+pub struct Inpaint {
+    /// The mask as given: white (or opaque, for an RGBA image whose alpha is not all 255)
+    /// marks what changes. Turned into a binary mask as A1111's `create_binary_mask`.
+    pub mask: image::DynamicImage,
+    /// Gaussian blur sigma across (pixels; 0 = none).
+    pub blur_x: u32,
+    /// Gaussian blur sigma down (pixels; 0 = none).
+    pub blur_y: u32,
+    /// Change what is *not* masked.
+    pub invert: bool,
+    /// What the masked area starts from.
+    pub fill: MaskedContent,
+    /// Work on the masked area's box only, at full resolution, and paste it back.
+    pub full_res: bool,
+    /// Pixels added around the masked area's box when `full_res`.
+    pub full_res_padding: u32,
+    /// Threshold the mask at 128 (A1111's `mask_round`, on by default).
+    pub round: bool,
+}
+
+impl Default for Inpaint {
+    /// A1111's UI defaults: blur 4, original, whole picture, padding 32 (an empty 1×1 mask).
+    fn default() -> Self {
+        Self {
+            mask: image::DynamicImage::new_luma8(1, 1),
+            blur_x: 4,
+            blur_y: 4,
+            invert: false,
+            fill: MaskedContent::Original,
+            full_res: false,
+            full_res_padding: 32,
+            round: true,
+        }
+    }
 }
 
 /// One generation request (A1111's processing parameters).
@@ -63,6 +140,9 @@ pub struct Request {
     pub exact_steps: bool,
     /// img2img settings; `None` for txt2img.
     pub img2img: Option<Img2Img>,
+    /// How strongly inpainting checkpoints see the masked source (A1111's
+    /// `inpainting_mask_weight`, 0–1; 1 = the full mask).
+    pub inpainting_mask_weight: f64,
 }
 
 impl Default for Request {
@@ -87,6 +167,7 @@ impl Default for Request {
             batch_count: 1,
             exact_steps: false,
             img2img: None,
+            inpainting_mask_weight: 1.0,
         }
     }
 }

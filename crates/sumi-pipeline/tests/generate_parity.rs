@@ -76,6 +76,7 @@ fn matches_the_reference() {
                 init_image: init.clone(),
                 resize_mode,
                 denoising_strength: c["strength"].as_f64().unwrap(),
+                inpaint: None,
             }),
             ..Default::default()
         };
