@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use sumi_pipeline::image::{load_init_image, ResizeMode};
+use sumi_pipeline::image::{load_image, load_init_image, ResizeMode};
 use sumi_pipeline::infotext::{parse_generation_parameters, Parameters};
-use sumi_pipeline::{Img2Img, LoadOptions, Pipeline, Progress, Request};
+use sumi_pipeline::{Img2Img, Inpaint, LoadOptions, MaskedContent, Pipeline, Progress, Request};
 use sumi_sampling::names::parse_sampler_and_scheduler;
 use sumi_sampling::NoiseSource;
 
@@ -114,6 +114,73 @@ pub struct Img2ImgArgs {
     /// A1111's "do exact steps": run exactly --steps steps whatever the strength.
     #[arg(long)]
     exact_steps: bool,
+    #[command(flatten)]
+    inpaint: InpaintArgs,
+}
+
+/// Inpainting: change only the masked part of the picture.
+#[derive(clap::Args, Debug)]
+pub struct InpaintArgs {
+    /// A mask image: white (or, in an RGBA image, opaque) marks what changes.
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    /// Mask blur in pixels, across and down [4].
+    #[arg(long, conflicts_with_all = ["mask_blur_x", "mask_blur_y"])]
+    mask_blur: Option<u32>,
+    /// Mask blur across [4].
+    #[arg(long)]
+    mask_blur_x: Option<u32>,
+    /// Mask blur down [4].
+    #[arg(long)]
+    mask_blur_y: Option<u32>,
+    /// Change what is not masked instead.
+    #[arg(long)]
+    mask_invert: bool,
+    /// What the masked area starts from: fill, original, latent-noise or latent-nothing [original].
+    #[arg(long, default_value = "original")]
+    inpainting_fill: String,
+    /// Work on the masked area only, at full resolution, and paste it back ("Only masked").
+    #[arg(long)]
+    inpaint_full_res: bool,
+    /// Pixels around the masked area for --inpaint-full-res [32].
+    #[arg(long, default_value_t = 32)]
+    inpaint_full_res_padding: u32,
+    /// Inpainting checkpoints: how much of the source they see, 0–1 [1].
+    #[arg(long, default_value_t = 1.0)]
+    inpainting_mask_weight: f64,
+    /// Use the mask's grey levels as they are instead of A1111's rounding.
+    #[arg(long)]
+    mask_no_round: bool,
+}
+
+impl InpaintArgs {
+    /// The pipeline's inpaint settings (`None` without `--mask`).
+    fn to_inpaint(&self) -> Result<Option<Inpaint>> {
+        let Some(path) = &self.mask else {
+            return Ok(None);
+        };
+        let fill = match self.inpainting_fill.as_str() {
+            "fill" => MaskedContent::Fill,
+            "original" => MaskedContent::Original,
+            "latent-noise" | "latent noise" => MaskedContent::LatentNoise,
+            "latent-nothing" | "latent nothing" => MaskedContent::LatentNothing,
+            other => bail!(
+                "--inpainting-fill: unknown value `{other}` (expected fill, original, latent-noise or latent-nothing)"
+            ),
+        };
+        let mask = load_image(path, MAX_INIT_PIXELS).context("--mask")?;
+        let blur = self.mask_blur.unwrap_or(4);
+        Ok(Some(Inpaint {
+            mask,
+            blur_x: self.mask_blur_x.unwrap_or(blur),
+            blur_y: self.mask_blur_y.unwrap_or(blur),
+            invert: self.mask_invert,
+            fill,
+            full_res: self.inpaint_full_res,
+            full_res_padding: self.inpaint_full_res_padding,
+            round: !self.mask_no_round,
+        }))
+    }
 }
 
 /// The infotext given with `--infotext` or found in `--from-png`, parsed.
@@ -217,8 +284,9 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
             "Denoising strength",
             0.75,
         )?,
-        inpaint: None,
+        inpaint: a.inpaint.to_inpaint()?,
     });
+    req.inpainting_mask_weight = a.inpaint.inpainting_mask_weight;
     run(&a.common, req)
 }
 

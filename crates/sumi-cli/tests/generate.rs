@@ -497,3 +497,67 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !c
 }
+
+#[test]
+fn img2img_with_a_mask_records_a1111s_keys_and_keeps_the_source_size() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/inpaint");
+    ok(sumi(d.path())
+        .args(["img2img", "--model"])
+        .arg(&m)
+        .arg("--init-image")
+        .arg(fx.join("init.png"))
+        .arg("--mask")
+        .arg(fx.join("mask_ellipse.png"))
+        .args([
+            "--inpainting-fill",
+            "fill",
+            "--inpaint-full-res",
+            "--mask-invert",
+            "--seed",
+            "5",
+            "--output",
+            "o.png",
+        ])
+        .args(FAST)
+        .output()
+        .unwrap());
+    let png = d.path().join("o.png");
+    // "only masked" pastes the result back into the source: the source's size
+    assert_eq!(image::image_dimensions(&png).unwrap(), (144, 128));
+    let info = ok(sumi(d.path()).arg("png-info").arg(&png).output().unwrap());
+    assert!(
+        info.contains(
+            "Denoising strength: 0.75, Mask mode: Inpaint not masked, Mask blur: 4, \
+             Inpaint area: Only masked, Masked area padding: 32, Masked content: fill"
+        ),
+        "{info}"
+    );
+
+    // a mask that is not an image, an unknown fill, a mask with a timestep sampler
+    let bad = d.path().join("bad.png");
+    std::fs::write(&bad, b"not a png").unwrap();
+    let base = |extra: &[&str], mask: &Path| {
+        let mut c = sumi(d.path());
+        c.args(["img2img", "--model"])
+            .arg(&m)
+            .arg("--init-image")
+            .arg(fx.join("init.png"))
+            .arg("--mask")
+            .arg(mask)
+            .args(FAST)
+            .args(extra);
+        c.output().unwrap()
+    };
+    fails(base(&[], &bad), "--mask");
+    fails(base(&[], &bad), "bad.png");
+    fails(
+        base(&["--inpainting-fill", "blur"], &fx.join("mask_soft.png")),
+        "--inpainting-fill",
+    );
+    fails(
+        base(&["--sampler", "DDIM"], &fx.join("mask_soft.png")),
+        "sampler: DDIM is not available with a mask",
+    );
+}

@@ -27,8 +27,21 @@ pub struct CfgDenoiser<'a> {
     pub cfg_scale: f64,
     /// Extra U-Net input channels per image (inpainting models), concatenated to x.
     pub image_cond: Option<Tensor>,
+    /// Inpainting: the source latents put back outside the mask after every step.
+    pub blend: Option<LatentBlend>,
     /// A1111's step counter (denoiser calls so far).
     pub step: u32,
+}
+
+/// A1111's latent mask blend (`CFGDenoiser`, `mask_before_denoising` off, its default for
+/// k-diffusion samplers): `denoised · nmask + init_latent · mask`.
+pub struct LatentBlend {
+    /// The source latents (`init_latent`), `[1 or batch, 4, h, w]`.
+    pub init: Tensor,
+    /// `mask`: 1 where the source stays.
+    pub keep: Tensor,
+    /// `nmask`: 1 where the picture changes.
+    pub change: Tensor,
 }
 
 fn err(e: impl std::fmt::Display) -> sumi_sampling::SamplingError {
@@ -131,7 +144,13 @@ impl CfgDenoiser<'_> {
 
 impl sumi_sampling::Denoiser for CfgDenoiser<'_> {
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> sumi_sampling::Result<Tensor> {
-        let out = self.run(x, sigma).map_err(err)?;
+        let mut out = self.run(x, sigma).map_err(err)?;
+        if let Some(b) = &self.blend {
+            let blended = out
+                .broadcast_mul(&b.change)
+                .and_then(|d| d.broadcast_add(&b.init.broadcast_mul(&b.keep)?));
+            out = blended.map_err(err)?;
+        }
         self.step += 1;
         Ok(out)
     }

@@ -27,9 +27,10 @@ use crate::checkpoint::{Checkpoint, ModelIdentity};
 use crate::conditioning::{ConditioningOptions, TextEncoder};
 use crate::denoise::CfgDenoiser;
 use crate::error::{PipelineError, Result};
-use crate::image::{effective_size, prepare_init_image, to_tensor, ResizeMode};
+use crate::image::{effective_size, to_tensor, ResizeMode};
 use crate::infotext::{Infotext, Number};
-use crate::request::Request;
+use crate::inpaint::{self, MaskParts};
+use crate::request::{MaskedContent, Request};
 
 /// How to load a pipeline.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +82,9 @@ pub struct Generated {
     pub subseed: u64,
     /// The final latents `[4, h/8, w/8]` (U-Net scale).
     pub latents: Tensor,
+    /// Infotext keys the processing added (inpainting's `Mask blur`, `Masked content`, …), in
+    /// A1111's order.
+    pub extra_params: Vec<(String, String)>,
 }
 
 /// A loaded checkpoint with its networks, ready to generate.
@@ -174,12 +178,18 @@ impl Pipeline {
             Prediction::V => sumi_sampling::Prediction::V,
         };
 
-        // 2. image in: the source's posterior mean, U-Net scale
-        let init_latents = match &req.img2img {
-            Some(i) => {
-                let im = prepare_init_image(&i.init_image, i.resize_mode, width, height)?;
-                let x = to_tensor(&im, &self.device)?;
-                let lat = self.vae.encode(&x).map_err(|e| self.model_err(e))?;
+        // 2. image in (with its mask): the source's posterior mean, U-Net scale
+        let source = match &req.img2img {
+            Some(i) => Some(inpaint::prepare(i, width, height)?),
+            None => None,
+        };
+        let source_pixels = match &source {
+            Some(s) => Some(to_tensor(&s.image, &self.device)?),
+            None => None,
+        };
+        let mut init_latents = match (&req.img2img, &source_pixels) {
+            (Some(i), Some(x)) => {
+                let lat = self.vae.encode(x).map_err(|e| self.model_err(e))?;
                 Some(match i.resize_mode {
                     // A1111 encodes the image at its own size and resizes the latent
                     ResizeMode::LatentUpscale => {
@@ -188,9 +198,21 @@ impl Pipeline {
                     _ => lat,
                 })
             }
+            _ => None,
+        };
+        let mask = source.as_ref().and_then(|s| s.mask.as_ref());
+        let extra_params = source.as_ref().map_or_else(Vec::new, |s| s.params.clone());
+        let blend = match mask {
+            Some(m) => Some(self.latent_blend(m, latent_shape)?),
             None => None,
         };
-        let image_cond = self.inpainting_conditioning(latent_shape, req.batch_size as usize)?;
+        let image_cond = self.inpainting_conditioning(
+            latent_shape,
+            req.batch_size as usize,
+            source_pixels.as_ref(),
+            mask,
+            req.inpainting_mask_weight,
+        )?;
 
         // 3. conditioning
         let opts = ConditioningOptions {
@@ -249,6 +271,31 @@ impl Pipeline {
         let seed = fixed_seed(req.seed);
         let subseed = fixed_seed(req.subseed);
         let bs = req.batch_size as usize;
+        // masked content: A1111 puts noise (from the first batch's seeds) or zeros in the masked
+        // latents once, before any batch runs
+        if let (Some(m), Some(init), Some((keep, change))) = (mask, &init_latents, &blend) {
+            init_latents = match m.fill {
+                MaskedContent::LatentNoise => {
+                    // A1111's all_seeds[0:batch_size]
+                    let step = u64::from(req.subseed_strength == 0.0);
+                    let seeds: Vec<u64> = (0..bs as u64).map(|k| seed + k * step).collect();
+                    let mut g = ImageRng::new(
+                        req.rng,
+                        latent_shape,
+                        seeds,
+                        ImageRngOptions::default(),
+                        &self.device,
+                    );
+                    let noise = g.next_noise()?;
+                    Some(
+                        init.broadcast_mul(keep)?
+                            .broadcast_add(&noise.broadcast_mul(change)?)?,
+                    )
+                }
+                MaskedContent::LatentNothing => Some(init.broadcast_mul(keep)?),
+                _ => Some(init.clone()),
+            };
+        }
         for n in 0..req.batch_count {
             let offset = n as u64 * bs as u64;
             let first = if req.subseed_strength == 0.0 {
@@ -293,6 +340,14 @@ impl Pipeline {
                 uncond: &uncond,
                 cfg_scale: req.cfg_scale,
                 image_cond: image_cond.clone(),
+                blend: match (&blend, &init_latents) {
+                    (Some((keep, change)), Some(init)) => Some(crate::denoise::LatentBlend {
+                        init: init.clone(),
+                        keep: keep.clone(),
+                        change: change.clone(),
+                    }),
+                    _ => None,
+                },
                 step: 0,
             };
             let mut stopped = None;
@@ -353,6 +408,13 @@ impl Pipeline {
                     &mut cb,
                 )?,
             };
+            // A1111 blends the result with the source latents once more
+            let latents = match (&blend, &init_latents) {
+                (Some((keep, change)), Some(init)) => latents
+                    .broadcast_mul(change)?
+                    .broadcast_add(&init.broadcast_mul(keep)?)?,
+                _ => latents,
+            };
             // 7. decode
             let pixels = match &self.taesd {
                 // TAESD decodes to [0, 1]; bring it to the VAE's [-1, 1]
@@ -363,11 +425,17 @@ impl Pipeline {
                 None => self.vae.decode(&latents).map_err(|e| self.model_err(e))?,
             };
             for (i, (&s, &ss)) in seeds.iter().zip(&subseeds).enumerate() {
+                let mut image = to_image(&pixels.get(i)?)?;
+                // 8. the original pixels outside the mask, over the result
+                if let Some(m) = mask {
+                    image = crate::composite::apply_overlay(&image, m.paste_to, &m.overlay)?;
+                }
                 on_image(Generated {
-                    image: to_image(&pixels.get(i)?)?,
+                    image,
                     seed: s,
                     subseed: ss,
                     latents: latents.get(i)?,
+                    extra_params: extra_params.clone(),
                 })?;
             }
             if stopped == Some(Stop::Interrupt) {
@@ -429,28 +497,108 @@ impl Pipeline {
             }
             .to_string(),
             version: Some(format!("sumi-{}", env!("CARGO_PKG_VERSION"))),
+            other: self
+                .model
+                .facts
+                .inpaint
+                .then(|| {
+                    (
+                        "Conditional mask weight".to_string(),
+                        Number::Float(req.inpainting_mask_weight).to_string(),
+                    )
+                })
+                .into_iter()
+                .chain(g.extra_params.iter().cloned())
+                .collect(),
             ..Default::default()
         })
     }
 
-    /// The extra U-Net input of inpainting checkpoints when there is no mask (A1111's
-    /// `txt2img_image_conditioning`, and `inpainting_image_conditioning` with the default mask
-    /// weight 1): a mask of ones, then the latents of an all-masked (zero) image — the
-    /// posterior mean, where A1111 samples it.
+    /// The extra U-Net input of inpainting checkpoints: a mask channel, then the latents of the
+    /// masked source (the posterior mean, where A1111 samples it).
+    ///
+    /// txt2img (A1111's `txt2img_image_conditioning`): a mask of ones and a blank (zero) image.
+    /// img2img (`inpainting_image_conditioning`): the mask (rounded when A1111 rounds; ones
+    /// without a mask), the source as `torch.lerp(source, source · (1 − mask), weight)`, and the
+    /// mask sampled to the latent size by nearest neighbour.
     fn inpainting_conditioning(
         &self,
         (_, h, w): (usize, usize, usize),
         batch: usize,
+        source: Option<&Tensor>,
+        mask: Option<&MaskParts>,
+        weight: f64,
     ) -> Result<Option<Tensor>> {
         if !self.model.facts.inpaint {
             return Ok(None);
         }
-        let blank = Tensor::zeros((1, 3, h * 8, w * 8), DType::F32, &self.device)?;
-        let lat = self.vae.encode(&blank).map_err(|e| self.model_err(e))?;
-        let mask = Tensor::ones((1, 1, h, w), DType::F32, &self.device)?;
+        let (mask_px, lat) = match source {
+            None => {
+                let blank = Tensor::zeros((1, 3, h * 8, w * 8), DType::F32, &self.device)?;
+                let lat = self.vae.encode(&blank).map_err(|e| self.model_err(e))?;
+                (None, lat)
+            }
+            Some(src) => {
+                let (_, _, ph, pw) = src.dims4()?;
+                let m = match mask {
+                    Some(m) => {
+                        let v: Vec<f32> = m
+                            .image_mask
+                            .pixels()
+                            .map(|p| {
+                                let f = f32::from(p[0]) / 255.0;
+                                if m.round {
+                                    f.round_ties_even()
+                                } else {
+                                    f
+                                }
+                            })
+                            .collect();
+                        Tensor::from_vec(v, (1, 1, ph, pw), &self.device)?
+                    }
+                    None => Tensor::ones((1, 1, ph, pw), DType::F32, &self.device)?,
+                };
+                // torch.lerp(start, end, w): start + w·(end − start) below 0.5, else
+                // end − (end − start)·(1 − w)
+                let end = src.broadcast_mul(&m.affine(-1.0, 1.0)?)?;
+                let diff = (&end - src)?;
+                let img = if weight < 0.5 {
+                    (src + diff.affine(weight, 0.0)?)?
+                } else {
+                    (&end - diff.affine(1.0 - weight, 0.0)?)?
+                };
+                let lat = self.vae.encode(&img).map_err(|e| self.model_err(e))?;
+                (Some(m), lat)
+            }
+        };
+        let mask_lat = match mask_px {
+            // nearest: latent pixel (i, j) reads mask pixel (8i, 8j)
+            Some(m) => {
+                let (_, _, ph, pw) = m.dims4()?;
+                let rows: Vec<u32> = (0..h).map(|i| ((i * ph) / h) as u32).collect();
+                let cols: Vec<u32> = (0..w).map(|j| ((j * pw) / w) as u32).collect();
+                let rows = Tensor::new(rows.as_slice(), &self.device)?;
+                let cols = Tensor::new(cols.as_slice(), &self.device)?;
+                m.index_select(&rows, 2)?.index_select(&cols, 3)?
+            }
+            None => Tensor::ones((1, 1, h, w), DType::F32, &self.device)?,
+        };
         Ok(Some(
-            Tensor::cat(&[&mask, &lat], 1)?.repeat((batch, 1, 1, 1))?,
+            Tensor::cat(&[&mask_lat, &lat], 1)?.repeat((batch, 1, 1, 1))?,
         ))
+    }
+
+    /// `(mask, nmask)` of A1111's latent blend, `[1, 4, h/8, w/8]`: `nmask` is 1 where the
+    /// picture changes, `mask = 1 − nmask`.
+    fn latent_blend(
+        &self,
+        m: &MaskParts,
+        (c, h, w): (usize, usize, usize),
+    ) -> Result<(Tensor, Tensor)> {
+        let change = Tensor::from_vec(m.latent_mask.clone(), (1, 1, h, w), &self.device)?
+            .repeat((1, c, 1, 1))?;
+        let keep = change.affine(-1.0, 1.0)?;
+        Ok((keep, change))
     }
 
     fn model_err(&self, source: sumi_models::ModelError) -> PipelineError {

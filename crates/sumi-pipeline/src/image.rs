@@ -125,6 +125,14 @@ pub fn effective_size(width: u32, height: u32) -> (u32, u32) {
 /// PNG and lossless WebP decode to the same pixels as Pillow; a JPEG is decoded by a different
 /// IDCT than Pillow's libjpeg-turbo and may differ by a level or so.
 pub fn load_init_image(path: &Path, max_pixels: u64) -> Result<RgbImage> {
+    Ok(flatten_on_white(&to_pillow_rgba(load_image(
+        path, max_pixels,
+    )?)))
+}
+
+/// Opens an image file (PNG, JPEG or WebP) as decoded, turned upright by its EXIF orientation;
+/// `max_pixels` bounds `width × height`, checked before the pixels are decoded.
+pub fn load_image(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
     let read_err = |source| PipelineError::ImageRead {
         path: path.to_path_buf(),
         source,
@@ -156,7 +164,7 @@ pub fn load_init_image(path: &Path, max_pixels: u64) -> Result<RgbImage> {
     let orientation = decoder.orientation().map_err(decode_err)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
-    Ok(flatten_on_white(&to_pillow_rgba(img)))
+    Ok(img)
 }
 
 /// The image as Pillow 9.5 would hold it after `convert("RGBA")`. 16-bit RGB, RGBA and grey+alpha

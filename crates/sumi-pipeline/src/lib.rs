@@ -6,12 +6,15 @@
 //! classifier-free guidance as a sampler's denoiser) → decode → `png` with `infotext`.
 
 pub mod checkpoint;
+pub mod composite;
 pub mod conditioning;
 pub mod denoise;
 pub mod error;
 pub mod generate;
 pub mod image;
 pub mod infotext;
+pub mod inpaint;
+pub mod mask;
 pub mod png;
 pub mod request;
 

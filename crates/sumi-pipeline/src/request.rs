@@ -87,6 +87,49 @@ pub struct Inpaint {
     pub round: bool,
 }
 
+/// Largest mask blur sigma accepted, in pixels.
+pub const MAX_MASK_BLUR: u32 = 256;
+
+impl Inpaint {
+    /// Checks the mask settings against the rest of the request.
+    fn validate(&self, req: &Request, i: &Img2Img) -> Result<()> {
+        let (mw, mh) = (self.mask.width(), self.mask.height());
+        if mw == 0 || mh == 0 {
+            return Err(bad("mask", "the mask image is empty (0 pixels)"));
+        }
+        for (field, v) in [("mask-blur-x", self.blur_x), ("mask-blur-y", self.blur_y)] {
+            if v > MAX_MASK_BLUR {
+                return Err(bad(field, format!("{v} is outside 0..={MAX_MASK_BLUR}")));
+            }
+        }
+        if self.full_res_padding > MAX_SIDE {
+            return Err(bad(
+                "inpaint-full-res-padding",
+                format!("{} is outside 0..={MAX_SIDE}", self.full_res_padding),
+            ));
+        }
+        if i.resize_mode == ResizeMode::LatentUpscale {
+            return Err(bad(
+                "resize-mode",
+                "latent-upscale cannot be combined with a mask (A1111 fails on it too)",
+            ));
+        }
+        if matches!(
+            req.sampler,
+            SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc
+        ) {
+            return Err(bad(
+                "sampler",
+                format!(
+                    "{} is not available with a mask yet; use a k-diffusion sampler (Euler, DPM++ 2M, …)",
+                    req.sampler.label()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Inpaint {
     /// A1111's UI defaults: blur 4, original, whole picture, padding 32 (an empty 1×1 mask).
     fn default() -> Self {
@@ -240,6 +283,16 @@ impl Request {
             if !s.is_finite() || !(0.0..=1.0).contains(&s) {
                 return Err(bad("denoising-strength", format!("{s} is outside 0..=1")));
             }
+            if let Some(m) = &i.inpaint {
+                m.validate(self, i)?;
+            }
+        }
+        let w = self.inpainting_mask_weight;
+        if !w.is_finite() || !(0.0..=1.0).contains(&w) {
+            return Err(bad(
+                "inpainting-mask-weight",
+                format!("{w} is outside 0..=1"),
+            ));
         }
         Ok(())
     }
