@@ -248,6 +248,39 @@ class CFGDenoiserMasked:
         return denoised
 
 
+def timestep_run(c, unet, cond, uncond, noise, init_latent, image_cond, mask, nmask):
+    """A1111's timestep samplers (sd_samplers_timesteps.py) on img2img: DDIM timesteps, the
+    source noised to timesteps[t_enc] in the VP scale, CFG on ε at integer t, and the
+    CFGDenoiserTimesteps blend (`mask_before_denoising`): the model sees
+    init_latent · mask + nmask · x, the sampler keeps its own x."""
+    from sampling_sampler_fixtures import ddim_a1111, plms_a1111
+    from sampling_schedule_fixtures import FakeLDM
+    ac = FakeLDM().alphas_cumprod
+    steps = c["steps"]
+    timesteps = torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
+    t_enc = int(min(c["strength"], 0.999) * steps)
+    a = ac[timesteps[t_enc]]
+    x = init_latent * torch.sqrt(a) + noise * torch.sqrt(1 - a)
+    timesteps = timesteps[:t_enc]
+    b = noise.shape[0]
+
+    def eps_model(x, t):
+        if mask is not None:
+            x = init_latent * mask + nmask * x
+        tt = torch.full((2 * b,), float(t))
+        ctx = torch.cat([cond.expand(b, -1, -1), uncond.expand(b, -1, -1)])
+        x_in = torch.cat([x, x])
+        if image_cond is not None:
+            x_in = torch.cat([x_in, torch.cat([image_cond, image_cond])], dim=1)
+        out = unet(x_in, tt, encoder_hidden_states=ctx).sample
+        e_c, e_u = out[:b], out[b:]
+        return e_u + (e_c - e_u) * c["cfg"]
+
+    if c["sampler"] == "DDIM":
+        return ddim_a1111(eps_model, x, timesteps, ac, 0.0, lambda _: None)
+    return plms_a1111(eps_model, x, timesteps, ac, lambda _: None)
+
+
 def vae_encode(vae, x):
     return vae.encode(x).latent_dist.mean * 0.18215
 
@@ -306,7 +339,9 @@ def run(c, tok, init_img, masks):
         run_sigmas = sigmas[steps - t_enc - 1:]
         x = init_latent + noise * run_sigmas[0]
         den = CFGDenoiserMasked(inner, cond, uncond, c["cfg"], image_cond, init_latent, mask, nmask)
-        if c["sampler"] == "Euler":
+        if c["sampler"] in ("DDIM", "PLMS"):
+            out = timestep_run(c, unet, cond, uncond, noise, init_latent, image_cond, mask, nmask)
+        elif c["sampler"] == "Euler":
             out = K.sample_euler(den, x, run_sigmas, disable=True)
         elif c["sampler"] == "DPM++ 2M":
             out = K.sample_dpmpp_2m(den, x, run_sigmas, disable=True)
@@ -385,6 +420,14 @@ def cases():
     out.append(dict(out[34], name="sd1inpaint_weight_0.3", mask_weight=0.3, seed=904))
     out.append(dict(out[34], name="sd1inpaint_weight_0.5", mask_weight=0.5, seed=905))
     out.append(dict(out[4], name="sd1_only_masked_pad_0", padding=0, seed=906))
+    # A1111's timestep samplers blend the input instead of the prediction
+    for arch in ("sd1", "sd1-inpaint"):
+        for sampler in ("DDIM", "PLMS"):
+            for full_res in (False, True):
+                out.append(dict(out[0], name=f"{arch}_{sampler.lower()}_{'only_masked' if full_res else 'whole'}",
+                                arch=arch, sampler=sampler, scheduler=None, full_res=full_res,
+                                fill=len(out) % 4, mask=("ellipse", "alpha")[len(out) % 2],
+                                seed=1000 + len(out), rng="CPU"))
     return out
 
 

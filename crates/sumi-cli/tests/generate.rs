@@ -535,7 +535,7 @@ fn img2img_with_a_mask_records_a1111s_keys_and_keeps_the_source_size() {
         "{info}"
     );
 
-    // a mask that is not an image, an unknown fill, a mask with a timestep sampler
+    // a mask that is not an image, an unknown fill, a mask with latent upscale
     let bad = d.path().join("bad.png");
     std::fs::write(&bad, b"not a png").unwrap();
     let base = |extra: &[&str], mask: &Path| {
@@ -557,7 +557,10 @@ fn img2img_with_a_mask_records_a1111s_keys_and_keeps_the_source_size() {
         "--inpainting-fill",
     );
     fails(
-        base(&["--sampler", "DDIM"], &fx.join("mask_soft.png")),
-        "sampler: DDIM is not available with a mask",
+        base(
+            &["--resize-mode", "latent-upscale"],
+            &fx.join("mask_soft.png"),
+        ),
+        "resize-mode: latent-upscale cannot be combined with a mask",
     );
 }

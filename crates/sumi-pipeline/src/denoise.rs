@@ -33,8 +33,17 @@ pub struct CfgDenoiser<'a> {
     pub step: u32,
 }
 
-/// A1111's latent mask blend (`CFGDenoiser`, `mask_before_denoising` off, its default for
-/// k-diffusion samplers): `denoised · nmask + init_latent · mask`.
+/// A1111's latent mask blend in its `CFGDenoiser`.
+///
+/// k-diffusion samplers (`mask_before_denoising` off): the guided prediction becomes
+/// `denoised · nmask + init_latent · mask`.
+///
+/// Timestep samplers (DDIM, PLMS, UniPC: `mask_before_denoising` on): the *input* is blended
+/// with the clean source in the variance-preserving scale, `x = init_latent · mask + nmask · x`,
+/// while the sampler keeps its own `x` to turn the prediction into ε. In the sigma scale the
+/// denoiser sees (`x_ve = x_vp · √(1 + σ²)`) that is `x' = init · mask · √(1 + σ²) + nmask ·
+/// x`, and the prediction handed back is `D(x') + (x − x')`, so that `(x − D)/σ` is the ε A1111
+/// computes from the blended input.
 pub struct LatentBlend {
     /// The source latents (`init_latent`), `[1 or batch, 4, h, w]`.
     pub init: Tensor,
@@ -42,6 +51,24 @@ pub struct LatentBlend {
     pub keep: Tensor,
     /// `nmask`: 1 where the picture changes.
     pub change: Tensor,
+    /// Blend the input (timestep samplers) instead of the prediction.
+    pub before: bool,
+}
+
+impl LatentBlend {
+    /// `x' = init · mask · √(1 + σ²) + nmask · x`.
+    fn blend_input(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        let scale = (1.0 + sigma * sigma).sqrt();
+        x.broadcast_mul(&self.change)?
+            .broadcast_add(&self.init.broadcast_mul(&self.keep)?.affine(scale, 0.0)?)
+    }
+
+    /// `denoised · nmask + init · mask`.
+    fn blend_output(&self, denoised: &Tensor) -> candle_core::Result<Tensor> {
+        denoised
+            .broadcast_mul(&self.change)?
+            .broadcast_add(&self.init.broadcast_mul(&self.keep)?)
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> sumi_sampling::SamplingError {
@@ -144,13 +171,16 @@ impl CfgDenoiser<'_> {
 
 impl sumi_sampling::Denoiser for CfgDenoiser<'_> {
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> sumi_sampling::Result<Tensor> {
-        let mut out = self.run(x, sigma).map_err(err)?;
-        if let Some(b) = &self.blend {
-            let blended = out
-                .broadcast_mul(&b.change)
-                .and_then(|d| d.broadcast_add(&b.init.broadcast_mul(&b.keep)?));
-            out = blended.map_err(err)?;
-        }
+        let before = match &self.blend {
+            Some(b) if b.before => Some(b.blend_input(x, sigma).map_err(err)?),
+            _ => None,
+        };
+        let d = self.run(before.as_ref().unwrap_or(x), sigma).map_err(err)?;
+        let out = match (&self.blend, &before) {
+            (None, _) => d,
+            (Some(b), None) => b.blend_output(&d).map_err(err)?,
+            (Some(_), Some(xb)) => (d + (x - xb).map_err(err)?).map_err(err)?,
+        };
         self.step += 1;
         Ok(out)
     }

@@ -345,6 +345,7 @@ impl Pipeline {
                         init: init.clone(),
                         keep: keep.clone(),
                         change: change.clone(),
+                        before: timestep_sampler,
                     }),
                     _ => None,
                 },

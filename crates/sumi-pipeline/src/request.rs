@@ -92,7 +92,7 @@ pub const MAX_MASK_BLUR: u32 = 256;
 
 impl Inpaint {
     /// Checks the mask settings against the rest of the request.
-    fn validate(&self, req: &Request, i: &Img2Img) -> Result<()> {
+    fn validate(&self, i: &Img2Img) -> Result<()> {
         let (mw, mh) = (self.mask.width(), self.mask.height());
         if mw == 0 || mh == 0 {
             return Err(bad("mask", "the mask image is empty (0 pixels)"));
@@ -112,18 +112,6 @@ impl Inpaint {
             return Err(bad(
                 "resize-mode",
                 "latent-upscale cannot be combined with a mask (A1111 fails on it too)",
-            ));
-        }
-        if matches!(
-            req.sampler,
-            SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc
-        ) {
-            return Err(bad(
-                "sampler",
-                format!(
-                    "{} is not available with a mask yet; use a k-diffusion sampler (Euler, DPM++ 2M, …)",
-                    req.sampler.label()
-                ),
             ));
         }
         Ok(())
@@ -284,7 +272,7 @@ impl Request {
                 return Err(bad("denoising-strength", format!("{s} is outside 0..=1")));
             }
             if let Some(m) = &i.inpaint {
-                m.validate(self, i)?;
+                m.validate(i)?;
             }
         }
         let w = self.inpainting_mask_weight;
