@@ -4,6 +4,7 @@ mod generate;
 mod model_info;
 mod png_info;
 mod prompt;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,8 @@ enum Command {
     PngInfo(png_info::Args),
     /// Show how a prompt is read: schedule, weights, tokens per chunk, embeddings.
     Prompt(prompt::Args),
+    /// Serve the A1111-compatible HTTP API and a web page.
+    Serve(serve::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +49,7 @@ fn main() -> std::process::ExitCode {
         Command::ModelInfo(a) => model_info::run(a),
         Command::Prompt(a) => prompt::run(a),
         Command::PngInfo(a) => png_info::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,131 @@
+//! `sumi serve`: the A1111-compatible HTTP API and web page (`sumi-server`), until SIGTERM or
+//! Ctrl-C, which drain the running job and exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use sumi_pipeline::LoadOptions;
+
+/// `sumi serve`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The checkpoint loaded at start (.safetensors, .ckpt, or a diffusers folder).
+    #[arg(long)]
+    model: PathBuf,
+    /// A folder of checkpoints to list (`/sdapi/v1/sd-models`) and switch between.
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+    /// The address to listen on (only this one).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The port.
+    #[arg(long, default_value_t = 7860)]
+    port: u16,
+    /// Jobs that may wait behind the running one; more get 429.
+    #[arg(long, default_value_t = 16)]
+    queue: usize,
+    /// HTTP basic credentials required by the API and page, as USER:PASS.
+    #[arg(long, value_name = "USER:PASS")]
+    api_auth: Option<String>,
+    /// Textual-inversion embeddings folder.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
+    /// An external VAE file.
+    #[arg(long)]
+    vae: Option<PathBuf>,
+    /// A TAESD decoder file for live previews (default: A1111's cheap approximation).
+    #[arg(long)]
+    preview_decoder: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = sumi_server::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+}
+
+// clap prints the arguments on a parse error only; never derive Debug here (password).
+
+/// Runs the server.
+pub fn run(a: Args) -> Result<()> {
+    let auth = match &a.api_auth {
+        None => None,
+        Some(s) => match s.split_once(':') {
+            Some((u, p)) if !u.is_empty() => Some((u.to_string(), p.to_string())),
+            _ => bail!("--api-auth: expected USER:PASS"),
+        },
+    };
+    if let Some(d) = &a.models_dir {
+        if !d.is_dir() {
+            bail!("--models-dir {}: not a folder", d.display());
+        }
+    }
+    if a.queue == 0 {
+        bail!("--queue: must be at least 1");
+    }
+    let config = sumi_server::Config {
+        model: a.model.clone(),
+        models_dir: a.models_dir.clone(),
+        load: LoadOptions {
+            embeddings: a.embeddings.clone(),
+            vae: a.vae.clone(),
+            ..Default::default()
+        },
+        queue: a.queue,
+        auth,
+        preview_decoder: a.preview_decoder.clone(),
+        body_limit: a.body_limit,
+        host: a.host.clone(),
+        port: a.port,
+        on_ready: Some(std::sync::Arc::new(|addr| {
+            eprintln!("serving on http://{addr}");
+        })),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let addr: SocketAddr = tokio::net::lookup_host((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("--host {}", a.host))?
+            .next()
+            .with_context(|| format!("--host {}: no address", a.host))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        eprintln!("loading {} …", a.model.display());
+        // the handler is installed now, so a SIGTERM while the model loads is not lost
+        let signal = shutdown_signal()?;
+        let shutdown = async move {
+            signal.await;
+            eprintln!("shutting down: finishing the running job");
+        };
+        sumi_server::serve(config, listener, shutdown)
+            .await
+            .context("sumi serve")?;
+        eprintln!("stopped");
+        Ok(())
+    })
+}
+
+/// A future that completes on SIGTERM or Ctrl-C (SIGINT); the handlers are installed before it
+/// is first polled.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async move {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}

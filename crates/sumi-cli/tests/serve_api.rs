@@ -1,0 +1,300 @@
+//! `sumi serve` against the A1111 API: response shapes, seeds, infotext, API defaults, pixels
+//! identical to the CLI (also under concurrency), img2img with and without a mask.
+
+mod serve_common;
+
+use serde_json::json;
+use serve_common::*;
+
+#[test]
+fn txt2img_matches_the_cli_with_a1111_shapes() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let s = Server::start(&m, &[]);
+    let prompt = "((emphasis)), (emphasis1:1.1), [to:1], [from::2], [from:to:0.3], [alt|alt1]";
+    let body = json!({
+        "prompt": prompt, "negative_prompt": "blurry", "seed": 7, "steps": 3,
+        "width": 64, "height": 64, "sampler_name": "Euler a", "batch_size": 2, "n_iter": 2,
+        "cfg_scale": 6.5, "restore_faces": null, "styles": null, "alwayson_scripts": {},
+        "some_field_from_the_future": 1
+    });
+    let (st, v) = post(&s, "/sdapi/v1/txt2img", &body);
+    assert_eq!(st, 200, "{v}");
+    let imgs = v["images"].as_array().unwrap();
+    assert_eq!(imgs.len(), 4);
+    let info = info(&v);
+    assert_eq!(info["all_seeds"], json!([7, 8, 9, 10]));
+    assert_eq!(info["seed"], 7);
+    assert_eq!(info["sampler_name"], "Euler a");
+    assert_eq!(info["steps"], 3);
+    assert_eq!(info["prompt"], prompt);
+    // parameters: the request as sent, the rest API defaults
+    assert_eq!(v["parameters"]["seed"], 7);
+    assert_eq!(v["parameters"]["sampler_index"], "Euler");
+    assert_eq!(v["parameters"]["enable_hr"], false);
+    assert!(v["parameters"].get("some_field_from_the_future").is_none());
+    for (i, b64) in imgs.iter().enumerate() {
+        let (img, text) = decode_image(b64);
+        assert_eq!(img.dimensions(), (64, 64));
+        assert_eq!(text.as_deref(), info["infotexts"][i].as_str());
+        let t = text.unwrap();
+        assert!(t.starts_with(prompt), "{t}");
+        assert!(t.contains(&format!("Seed: {}", 7 + i)), "{t}");
+        assert!(
+            t.contains("Steps: 3, Sampler: Euler a") && t.contains("CFG scale: 6.5"),
+            "{t}"
+        );
+    }
+    // the CLI gives the same pixels for the same seed (the 4th image: batch 2, item 2)
+    cli_batch(
+        d.path(),
+        &[
+            "txt2img",
+            "--model",
+            m.to_str().unwrap(),
+            "--prompt",
+            prompt,
+            "--negative-prompt",
+            "blurry",
+            "--seed",
+            "9",
+            "--steps",
+            "3",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--sampler",
+            "Euler a",
+            "--cfg-scale",
+            "6.5",
+            "--batch-size",
+            "2",
+        ],
+        "cli.png",
+    );
+    let cli_second = image::open(d.path().join("cli-0002.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(decode_image(&imgs[3]).0.as_raw(), cli_second.as_raw());
+}
+
+#[test]
+fn api_defaults_and_legacy_sampler_names() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let s = Server::start(&m, &[]);
+    // no sampler given: A1111's API default is "Euler" (sampler_index)
+    let (st, v) = post(
+        &s,
+        "/sdapi/v1/txt2img",
+        &json!({"seed": 1, "steps": 2, "width": 64, "height": 64}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let i = info(&v);
+    assert_eq!(i["sampler_name"], "Euler");
+    assert_eq!(i["cfg_scale"], 7.0);
+    assert_eq!(v["parameters"]["steps"], 2);
+    assert_eq!(v["parameters"]["cfg_scale"], 7.0);
+    assert_eq!(v["parameters"]["n_iter"], 1);
+    // seed -1 is echoed as -1, a real seed is reported
+    let (_, v) = post(
+        &s,
+        "/sdapi/v1/txt2img",
+        &json!({"seed": -1, "steps": 1, "width": 64, "height": 64}),
+    );
+    assert_eq!(v["parameters"]["seed"], -1);
+    assert!(info(&v)["seed"].as_u64().unwrap() < 4_294_967_294);
+    // legacy combined name = sampler + scheduler
+    let a = post(&s, "/sdapi/v1/txt2img", &json!({"seed": 3, "steps": 2, "width": 64, "height": 64, "sampler_name": "DPM++ SDE Karras"})).1;
+    let b = post(&s, "/sdapi/v1/txt2img", &json!({"seed": 3, "steps": 2, "width": 64, "height": 64, "sampler_name": "DPM++ SDE", "scheduler": "karras"})).1;
+    assert_eq!(
+        decode_image(&a["images"][0]).0.as_raw(),
+        decode_image(&b["images"][0]).0.as_raw()
+    );
+    assert!(info(&a)["infotexts"][0]
+        .as_str()
+        .unwrap()
+        .contains("Sampler: DPM++ SDE, Schedule type: Karras"));
+    // samplers listed can be used
+    let (_, samplers) = get(&s, "/sdapi/v1/samplers");
+    for smp in samplers.as_array().unwrap() {
+        let name = smp["name"].as_str().unwrap();
+        let (st, v) = post(
+            &s,
+            "/sdapi/v1/txt2img",
+            &json!({"seed": 3, "steps": 4, "width": 64, "height": 64, "sampler_name": name}),
+        );
+        assert_eq!(st, 200, "{name}: {v}");
+    }
+}
+
+#[test]
+fn img2img_matches_the_cli_and_takes_masks_and_data_urls() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let s = Server::start(&m, &[]);
+    let init = b64_file(&init_png());
+    let body = json!({
+        "init_images": [format!("data:image/png;base64,{init}")], "prompt": "a cat",
+        "seed": 5, "steps": 4, "width": 64, "height": 64, "denoising_strength": 0.6,
+        "sampler_name": "DPM++ 2M", "resize_mode": 1, "mask": null
+    });
+    let (st, v) = post(&s, "/sdapi/v1/img2img", &body);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["parameters"]["init_images"], serde_json::Value::Null);
+    let (api, text) = decode_image(&v["images"][0]);
+    assert!(text.unwrap().contains("Denoising strength: 0.6"));
+    let cli_img = cli(
+        d.path(),
+        &[
+            "img2img",
+            "--model",
+            m.to_str().unwrap(),
+            "--init-image",
+            init_png().to_str().unwrap(),
+            "--prompt",
+            "a cat",
+            "--seed",
+            "5",
+            "--steps",
+            "4",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--denoising-strength",
+            "0.6",
+            "--sampler",
+            "DPM++ 2M",
+            "--resize-mode",
+            "crop-and-resize",
+        ],
+        "i2i.png",
+    );
+    assert_eq!(api.as_raw(), cli_img.as_raw(), "API and CLI img2img differ");
+    // with a mask (white = change), sizes and counts hold
+    let (iw, ih) = image::image_dimensions(init_png()).unwrap();
+    let mask = image::RgbImage::from_fn(iw, ih, |x, _| {
+        if x < iw / 2 {
+            image::Rgb([255; 3])
+        } else {
+            image::Rgb([0; 3])
+        }
+    });
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(mask)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    use base64::Engine;
+    let mask_b64 = base64::engine::general_purpose::STANDARD.encode(&png);
+    let body = json!({
+        "init_images": [init], "mask": mask_b64, "prompt": "a dog", "seed": 6, "steps": 3,
+        "width": 64, "height": 64, "batch_size": 2, "mask_blur": 2, "inpainting_fill": 1
+    });
+    let (st, v) = post(&s, "/sdapi/v1/img2img", &body);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["images"].as_array().unwrap().len(), 2);
+    assert_eq!(info(&v)["all_seeds"], json!([6, 7]));
+    // inpainting the masked area only (A1111's API default) pastes it back into the source
+    for b in v["images"].as_array().unwrap() {
+        assert_eq!(decode_image(b).0.dimensions(), (iw, ih));
+    }
+    // the whole picture: the requested size
+    let mut whole = body.clone();
+    whole["inpaint_full_res"] = json!(false);
+    let (st, v) = post(&s, "/sdapi/v1/img2img", &whole);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(decode_image(&v["images"][0]).0.dimensions(), (64, 64));
+    // a mask of another size than the source is refused when only the masked area is inpainted
+    let mut odd = body.clone();
+    odd["mask"] = json!(b64_file(&d.path().join("i2i.png")));
+    let (st, v) = post(&s, "/sdapi/v1/img2img", &odd);
+    assert_eq!(st, 422, "{v}");
+}
+
+#[test]
+fn four_concurrent_requests_give_the_sequential_pixels() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let s = Server::start(&m, &["--queue", "8"]);
+    let body = |seed: u64| json!({"prompt": "a tree", "seed": seed, "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler a"});
+    let sequential: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            decode_image(&post(&s, "/sdapi/v1/txt2img", &body(100 + i)).1["images"][0])
+                .0
+                .into_raw()
+        })
+        .collect();
+    let s = std::sync::Arc::new(s);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let (st, v) = post(&s, "/sdapi/v1/txt2img", &body(100 + i));
+                assert_eq!(st, 200, "{v}");
+                decode_image(&v["images"][0]).0.into_raw()
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), sequential[i], "request {i}");
+    }
+    let cli_img = cli(
+        d.path(),
+        &[
+            "txt2img",
+            "--model",
+            m.to_str().unwrap(),
+            "--prompt",
+            "a tree",
+            "--seed",
+            "102",
+            "--steps",
+            "3",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--sampler",
+            "Euler a",
+        ],
+        "c.png",
+    );
+    assert_eq!(cli_img.into_raw(), sequential[2]);
+}
+
+#[test]
+fn an_infotext_fills_the_fields_not_given() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let s = Server::start(&m, &[]);
+    let (st, v) = post(
+        &s,
+        "/sdapi/v1/txt2img",
+        &json!({"prompt": "a [red|blue] boat", "negative_prompt": "fog", "seed": 31, "steps": 3,
+                "width": 64, "height": 96, "sampler_name": "DPM++ 2M", "scheduler": "exponential",
+                "cfg_scale": 5, "override_settings": {"CLIP_stop_at_last_layers": 2, "randn_source": "CPU"}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let text = info(&v)["infotexts"][0].as_str().unwrap().to_string();
+    let (st, again) = post(&s, "/sdapi/v1/txt2img", &json!({ "infotext": text }));
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(info(&again)["infotexts"][0], text.as_str());
+    assert_eq!(
+        decode_image(&again["images"][0]).0.as_raw(),
+        decode_image(&v["images"][0]).0.as_raw()
+    );
+    assert_eq!(again["parameters"]["seed"], "31");
+    // fields given win over the infotext
+    let (_, other) = post(
+        &s,
+        "/sdapi/v1/txt2img",
+        &json!({ "infotext": text, "seed": 32 }),
+    );
+    assert_eq!(info(&other)["seed"], 32);
+    assert!(info(&other)["infotexts"][0]
+        .as_str()
+        .unwrap()
+        .contains("Size: 64x96"));
+}

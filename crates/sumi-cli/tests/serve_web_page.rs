@@ -1,0 +1,232 @@
+//! The web page of `sumi serve`, driven in headless Chromium: starts the server on the tiny SD1
+//! model and runs `tools/webtest/page_test.mjs` (playwright-core + Debian's chromium), which
+//! uploads astronaut.png, sets strength 0.6, a sampler, 4 steps and 64x64, generates, watches
+//! the progress bar, checks the result and its infotext, reuses the settings through png-info
+//! and keeps a screenshot in `target/test-artifacts/web_page.png`.
+//!
+//! Skips (passes, with the reason printed) where the browser side is not installed:
+//! `/usr/bin/chromium`, `node`, `tools/webtest/node_modules/playwright-core`
+//! (`tools/ci/install_webtest.sh` installs them) or `../shared/data/astronaut.png`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn repo_root() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    p.canonicalize().unwrap_or(p)
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                root.join(d)
+            }
+        }
+        None => root.join("target"),
+    }
+}
+
+fn skip(reason: &str) {
+    println!("SKIP serve_web_page: {reason}");
+    eprintln!("SKIP serve_web_page: {reason}");
+}
+
+/// `node` from PATH, if it runs.
+fn find_node() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let node = std::env::split_paths(&path)
+        .map(|d| d.join("node"))
+        .find(|p| p.is_file())?;
+    let ok = Command::new(&node)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some(node)
+}
+
+/// astronaut.png from the shared data folder next to the repository.
+fn find_astronaut(root: &Path) -> Option<PathBuf> {
+    let data = root.join("../shared/data");
+    [
+        data.join("astronaut.png"),
+        data.join("images/astronaut.png"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("local address").port()
+}
+
+/// The status code of a plain GET, or None while nothing answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        match s.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Kills the server when dropped, also when an assertion fails.
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn web_page_generates_img2img_in_headless_chromium() {
+    let root = repo_root();
+    if !Path::new(CHROMIUM).is_file() {
+        return skip(&format!(
+            "{CHROMIUM} is missing (tools/ci/install_webtest.sh installs it)"
+        ));
+    }
+    let Some(node) = find_node() else {
+        return skip("node is not on PATH");
+    };
+    let script = root.join("tools/webtest/page_test.mjs");
+    if !root
+        .join("tools/webtest/node_modules/playwright-core")
+        .is_dir()
+    {
+        return skip("tools/webtest/node_modules/playwright-core is missing (run tools/ci/install_webtest.sh)");
+    }
+    let Some(image) = find_astronaut(&root) else {
+        return skip("../shared/data/astronaut.png is missing");
+    };
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixtures = root.join("fixtures/tiny/sd1");
+    sumi_weights::synth::materialize(&fixtures, dir.path(), sumi_weights::StorageDtype::F16)
+        .expect("materialize the tiny SD1 model");
+    let model = dir.path().join("tiny_sd1.safetensors");
+
+    let port = free_port();
+    let log = dir.path().join("server.log");
+    let log_file = std::fs::File::create(&log).expect("server log");
+    let err_file = log_file.try_clone().expect("server log");
+    let child = Command::new(env!("CARGO_BIN_EXE_sumi"))
+        .current_dir(dir.path())
+        .arg("serve")
+        .arg("--model")
+        .arg(&model)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(log_file)
+        .stderr(err_file)
+        .spawn()
+        .expect("start `sumi serve`");
+    let mut server = Server { child, log };
+
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!(
+                "`sumi serve` exited early ({status}):\n{}",
+                server.log_text()
+            );
+        }
+        let ready = [
+            http_status(port, "/health"),
+            http_status(port, "/sdapi/v1/samplers"),
+        ]
+        .contains(&Some(200));
+        if ready {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "`sumi serve` did not answer /health within 120 s:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "sumi serve ready on port {port} after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let artifacts = target_dir(&root).join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("create target/test-artifacts");
+    let shot = artifacts.join("web_page.png");
+    let _ = std::fs::remove_file(&shot);
+    let t = Instant::now();
+    let out = Command::new(&node)
+        .current_dir(&root)
+        .arg(&script)
+        .arg("--url")
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg("--image")
+        .arg(&image)
+        .arg("--out")
+        .arg(&shot)
+        .args(["--sampler", "Euler a", "--steps", "4", "--width", "64"])
+        .args(["--timeout", "240"])
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    println!("page test ran {:.1} s", t.elapsed().as_secs_f64());
+
+    // the server must still be up after the page test
+    let alive = server
+        .child
+        .try_wait()
+        .map(|s| s.is_none())
+        .unwrap_or(false);
+    let server_log = server.log_text();
+    drop(server);
+    assert!(
+        out.status.success(),
+        "page_test.mjs failed ({}):\n{stdout}\n{stderr}\n--- server log ---\n{server_log}",
+        out.status
+    );
+    assert!(
+        alive,
+        "`sumi serve` died during the page test:\n{server_log}"
+    );
+    assert!(shot.is_file(), "no screenshot at {}", shot.display());
+    println!("screenshot: {}", shot.display());
+}

@@ -1,0 +1,60 @@
+//! `--api-auth USER:PASS`: HTTP basic authentication on every route but `/health` and `/ready`.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Byte-wise comparison that does not stop at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// Whether an `Authorization` header carries these credentials.
+pub fn authorized(header_value: Option<&HeaderValue>, user: &str, pass: &str) -> bool {
+    let Some(v) = header_value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(b64) = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))
+    else {
+        return false;
+    };
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+        return false;
+    };
+    let expected = format!("{user}:{pass}");
+    same(&raw, expected.as_bytes())
+}
+
+/// The middleware.
+pub async fn require(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some((user, pass)) = &s.config.auth {
+        let open = matches!(req.uri().path(), "/health" | "/ready");
+        if !open && !authorized(req.headers().get(header::AUTHORIZATION), user, pass) {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "Incorrect username or password",
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sumi\""),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
+}

@@ -1,0 +1,207 @@
+//! `sumi-server`: the A1111-compatible HTTP API (`/sdapi/v1/*`), thin over `sumi-pipeline`.
+//!
+//! One worker thread owns the [`Pipeline`] behind a bounded [`queue::Queue`]; handlers parse
+//! A1111's request models ([`models`]), check them ([`convert`]), queue a job and await its
+//! answer. Progress, interrupt and skip go through shared state read at every sampler step.
+//! [`serve`] runs it all on a listener until a shutdown future fires, then drains the running
+//! job, answers the queued ones 503 and returns.
+
+pub mod auth;
+pub mod body;
+pub mod checkpoints;
+pub mod convert;
+pub mod error;
+pub mod images;
+pub mod info;
+pub mod infotext_fill;
+pub mod lax;
+pub mod listing;
+pub mod metrics;
+pub mod models;
+pub mod options;
+pub mod preview;
+pub mod progress;
+pub mod queue;
+pub mod routes;
+pub mod worker;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Map, Value};
+use sumi_pipeline::{LoadOptions, Pipeline};
+
+pub use error::{ApiError, ServerError};
+
+/// The default request body limit: 50 MB.
+pub const DEFAULT_BODY_LIMIT: usize = 50 * 1024 * 1024;
+
+/// How to run the server.
+#[derive(Clone)]
+pub struct Config {
+    /// The checkpoint loaded at start.
+    pub model: PathBuf,
+    /// A folder of checkpoints to list and switch between.
+    pub models_dir: Option<PathBuf>,
+    /// How to load checkpoints (embeddings, VAE, precision).
+    pub load: LoadOptions,
+    /// Jobs that may wait behind the running one.
+    pub queue: usize,
+    /// HTTP basic credentials `(user, password)` required on every route but `/health`, `/ready`.
+    pub auth: Option<(String, String)>,
+    /// A TAESD decoder for live previews (else A1111's cheap approximation).
+    pub preview_decoder: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// The host and port, as shown by `cmd-flags`.
+    pub host: String,
+    /// The port, as shown by `cmd-flags`.
+    pub port: u16,
+    /// Called with the listening address once the model is loaded and requests are served.
+    pub on_ready: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
+}
+
+impl Config {
+    /// A configuration with the defaults (queue 16, 50 MB bodies, no auth) for `model`.
+    pub fn new(model: PathBuf) -> Self {
+        Self {
+            model,
+            models_dir: None,
+            load: LoadOptions::default(),
+            queue: 16,
+            auth: None,
+            preview_decoder: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            host: "127.0.0.1".into(),
+            port: 7860,
+            on_ready: None,
+        }
+    }
+}
+
+/// What the handlers and the worker share.
+pub struct AppState {
+    /// The configuration.
+    pub config: Config,
+    /// The job queue.
+    pub queue: queue::Queue,
+    /// The running job's progress.
+    pub progress: Mutex<progress::ProgressState>,
+    /// Interrupt/skip requests ([`worker::RUN`], [`worker::SKIP`], [`worker::INTERRUPT`]).
+    pub control: AtomicU8,
+    /// The settings (`/sdapi/v1/options`).
+    pub options: Mutex<Map<String, Value>>,
+    /// The checkpoint listing.
+    pub checkpoints: checkpoints::Checkpoints,
+    /// The checkpoint loaded now.
+    pub current: Mutex<PathBuf>,
+    /// Counters.
+    pub metrics: metrics::Metrics,
+    /// Shutting down: new jobs are refused.
+    pub draining: AtomicBool,
+    /// The worker is busy.
+    pub running: AtomicBool,
+    /// Job sequence numbers.
+    pub next_id: AtomicU64,
+    /// Live previews.
+    pub previewer: preview::Previewer,
+}
+
+impl AppState {
+    /// The progress state, locked.
+    pub fn progress_lock(&self) -> MutexGuard<'_, progress::ProgressState> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The settings, locked.
+    pub fn options_lock(&self) -> MutexGuard<'_, Map<String, Value>> {
+        self.options.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current checkpoint's path.
+    pub fn current_model(&self) -> PathBuf {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Loads the model, then serves on `listener` until `shutdown` completes; then refuses new
+/// jobs (503), answers queued ones 503, lets the running job finish and send its answer, and
+/// returns.
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let previewer = {
+        let p = config.preview_decoder.clone();
+        tokio::task::spawn_blocking(move || preview::Previewer::load(p.as_deref()))
+            .await
+            .map_err(|e| ServerError::Worker(e.to_string()))?
+            .map_err(|reason| ServerError::Load {
+                path: config.preview_decoder.clone().unwrap_or_default(),
+                reason,
+            })?
+    };
+    let pipe = {
+        let (path, load) = (config.model.clone(), config.load.clone());
+        tokio::task::spawn_blocking(move || Pipeline::load(&path, &load))
+            .await
+            .map_err(|e| ServerError::Worker(e.to_string()))?
+            .map_err(|e| ServerError::Load {
+                path: config.model.clone(),
+                reason: e.to_string(),
+            })?
+    };
+    let state = Arc::new(AppState {
+        queue: queue::Queue::new(config.queue),
+        progress: Mutex::new(progress::ProgressState::default()),
+        control: AtomicU8::new(worker::RUN),
+        options: Mutex::new(options::defaults(previewer.is_taesd())),
+        checkpoints: checkpoints::Checkpoints::new(config.models_dir.clone()),
+        current: Mutex::new(config.model.clone()),
+        metrics: metrics::Metrics::default(),
+        draining: AtomicBool::new(false),
+        running: AtomicBool::new(false),
+        next_id: AtomicU64::new(1),
+        previewer,
+        config,
+    });
+    let worker = worker::spawn(state.clone(), pipe)?;
+    if let (Some(f), Ok(addr)) = (&state.config.on_ready, listener.local_addr()) {
+        f(addr);
+    }
+    let app = routes::router(state.clone());
+    let drain_state = state.clone();
+    let signal = async move {
+        shutdown.await;
+        drain_state
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for job in drain_state.queue.close() {
+            drain_state.metrics.job(metrics::JobOutcome::Cancelled, 0.0);
+            let _ = job
+                .reply
+                .send(queue::Outcome::Cancelled("the server is shutting down"));
+        }
+        // the worker ends after its running job; its answer is then on its way
+        while drain_state
+            .running
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await?;
+    tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .map_err(|e| ServerError::Worker(e.to_string()))?
+        .map_err(|_| ServerError::Worker("the worker thread panicked".into()))?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The GET endpoints that list what the server has: samplers, schedulers, checkpoints, VAEs,
+//! embeddings, upscalers and the lists Sumi keeps empty (LoRAs, scripts, styles), memory and
+//! the command-line flags (credentials never shown).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Map, Value};
+use sumi_sampling::names::ALL_SAMPLERS;
+use sumi_sampling::schedules::ALL_SCHEDULERS;
+use sumi_sampling::Scheduler;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// `GET /sdapi/v1/samplers`: the samplers Sumi runs, with A1111's aliases and options.
+pub async fn samplers() -> Json<Value> {
+    let list: Vec<Value> = ALL_SAMPLERS
+        .iter()
+        .filter(|s| s.is_implemented())
+        .map(|s| {
+            let o = s.options();
+            let mut opts = Map::new();
+            if let Some(sch) = o.scheduler {
+                opts.insert("scheduler".into(), json!(sch.name()));
+            }
+            if o.discard_next_to_last_sigma {
+                opts.insert("discard_next_to_last_sigma".into(), json!(true));
+            }
+            if o.second_order {
+                opts.insert("second_order".into(), json!(true));
+            }
+            if o.brownian_noise {
+                opts.insert("brownian_noise".into(), json!(true));
+            }
+            if o.solver_heun {
+                opts.insert("solver_type".into(), json!("heun"));
+            }
+            if o.uses_ensd {
+                opts.insert("uses_ensd".into(), json!(true));
+            }
+            json!({ "name": s.label(), "aliases": s.aliases(), "options": opts })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// `GET /sdapi/v1/schedulers`.
+pub async fn schedulers() -> Json<Value> {
+    let list: Vec<Value> = ALL_SCHEDULERS
+        .iter()
+        .map(|s| {
+            let aliases = s.aliases();
+            json!({
+                "name": s.name(),
+                "label": s.label(),
+                "aliases": if aliases.is_empty() { Value::Null } else { json!(aliases) },
+                "default_rho": s.default_rho(),
+                "need_inner_model": matches!(
+                    s,
+                    Scheduler::Uniform | Scheduler::SgmUniform | Scheduler::Simple | Scheduler::Normal | Scheduler::Ddim
+                ),
+            })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// `GET /sdapi/v1/sd-models` (hashes computed on first listing, then cached).
+pub async fn sd_models(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let list = tokio::task::spawn_blocking(move || {
+        let current = s.current_model();
+        s.checkpoints
+            .list(&[&s.config.model, &current])
+            .iter()
+            .map(|e| e.to_json())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(Value::Array(list)))
+}
+
+/// `GET /sdapi/v1/sd-vae`.
+pub async fn sd_vae(State(s): State<Arc<AppState>>) -> Json<Value> {
+    let list: Vec<Value> = s
+        .config
+        .load
+        .vae
+        .iter()
+        .map(|p| {
+            json!({
+                "model_name": p.file_name().map(|f| f.to_string_lossy().into_owned()),
+                "filename": p.to_string_lossy(),
+            })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// `GET /sdapi/v1/embeddings`.
+pub async fn embeddings(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let Some(dir) = s.config.load.embeddings.clone() else {
+        return Ok(Json(json!({ "loaded": {}, "skipped": {} })));
+    };
+    let v = tokio::task::spawn_blocking(move || {
+        let d = sumi_weights::embedding::EmbeddingDir::load(&dir, None).unwrap_or_default();
+        let loaded: Map<String, Value> = d
+            .loaded
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    json!({
+                        "step": e.step,
+                        "sd_checkpoint": Value::Null,
+                        "sd_checkpoint_name": Value::Null,
+                        "shape": e.width(),
+                        "vectors": e.len(),
+                    }),
+                )
+            })
+            .collect();
+        json!({ "loaded": loaded, "skipped": {} })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(v))
+}
+
+/// `GET /sdapi/v1/loras`, `scripts`-less lists: empty.
+pub async fn empty_list() -> Json<Value> {
+    Json(json!([]))
+}
+
+/// `GET /sdapi/v1/scripts`.
+pub async fn scripts() -> Json<Value> {
+    Json(json!({ "txt2img": [], "img2img": [] }))
+}
+
+/// `GET /sdapi/v1/upscalers`: the resamplers img2img uses (no upscaler models).
+pub async fn upscalers() -> Json<Value> {
+    let item = |name: &str| json!({ "name": name, "model_name": Value::Null, "model_path": Value::Null, "model_url": Value::Null, "scale": 4 });
+    Json(json!([item("None"), item("Lanczos"), item("Nearest")]))
+}
+
+/// `GET /sdapi/v1/latent-upscale-modes`.
+pub async fn latent_upscale_modes() -> Json<Value> {
+    let names = [
+        "Latent",
+        "Latent (antialiased)",
+        "Latent (bicubic)",
+        "Latent (bicubic antialiased)",
+        "Latent (nearest)",
+        "Latent (nearest-exact)",
+    ];
+    Json(Value::Array(
+        names.iter().map(|n| json!({ "name": n })).collect(),
+    ))
+}
+
+fn meminfo() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+/// `GET /sdapi/v1/memory`.
+pub async fn memory() -> Json<Value> {
+    let ram = match meminfo() {
+        Some((total, free)) => {
+            json!({ "free": free, "used": total - free.min(total), "total": total })
+        }
+        None => json!({ "error": "memory statistics are unavailable" }),
+    };
+    Json(json!({ "ram": ram, "cuda": { "error": "Sumi runs on the CPU" } }))
+}
+
+/// `GET /sdapi/v1/cmd-flags`: the flags the server was started with, credentials hidden.
+pub async fn cmd_flags(State(s): State<Arc<AppState>>) -> Json<Value> {
+    let c = &s.config;
+    let path =
+        |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+    Json(json!({
+        "ckpt": c.model.to_string_lossy(),
+        "ckpt_dir": path(&c.models_dir),
+        "embeddings_dir": path(&c.load.embeddings),
+        "vae_path": path(&c.load.vae),
+        "preview_decoder": path(&c.preview_decoder),
+        "listen": c.host != "127.0.0.1" && c.host != "localhost",
+        "host": c.host,
+        "port": c.port,
+        "queue": c.queue,
+        "api": true,
+        "nowebui": false,
+        "api_auth": Value::Null,
+        "api_auth_enabled": c.auth.is_some(),
+        "body_limit": c.body_limit,
+    }))
+}
