@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Sumi vs PyTorch on the same work, in the same run, on this machine.
 #
-#   tools/bench/run.sh [NAME...]     NAME: unet-f32 vae-decode-f32 (default: all)
+#   tools/bench/run.sh [NAME...]
+#     NAME: unet-f32 vae-decode-f32 unet-bf16 vae-decode-bf16 img2img-512 (default: all)
+#
+# unet-bf16 compares Sumi's bf16 path with PyTorch f32 (ratio=) and with PyTorch's model cast
+# to bf16 (ratio-bf16=); vae-decode-bf16 compares Sumi bf16 with PyTorch f32. img2img-512 is
+# end to end: `sumi img2img` (default precision, auto) against diffusers'
+# StableDiffusionImg2ImgPipeline, 512x512, 20 steps, strength 0.75, DPM++ 2M Karras, CFG 7,
+# each a whole process (load included) timed with /usr/bin/time, with its peak RSS.
 #
 # Sets up what it needs: the reference environment (tools/reference/setup_env.sh, ~2.5 GB
 # download, once) and a full-size random-weight SD1.5 checkpoint (tools/reference/
@@ -17,12 +24,13 @@ WORK=tools/bench/work
 VENV=tools/reference/.venv
 PY=$VENV/bin/python
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(unet-f32 vae-decode-f32)
+[ ${#names[@]} -eq 0 ] && names=(unet-f32 vae-decode-f32 unet-bf16 vae-decode-bf16 img2img-512)
 
 [ -x "$PY" ] || bash tools/reference/setup_env.sh "$VENV" >&2
 [ -f "$WORK/sd15/sd15_random.safetensors" ] || "$PY" tools/reference/make_full_sd15.py "$WORK/sd15" >&2
 cargo build --release -p sumi-pipeline --benches >&2
 BIN=$(ls -t target/release/deps/forward-* | grep -v '\.d$' | head -n 1)
+CKPT=$WORK/sd15/sd15_random.safetensors
 
 # busy jiffies of the whole machine, and CPU jiffies of this script's finished children
 machine_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
@@ -30,18 +38,72 @@ children_cpu() { awk '{print $16+$17}' /proc/$$/stat; }
 median() { "$PY" -c 'import json,sys,statistics; print("%.3f" % statistics.median(json.loads(sys.argv[1])["runs_s"]))' "$1"; }
 field() { "$PY" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
+# RUNS whole-process runs of a command: {"runs_s": [wall...], "peak_rss_kib": max}
+timed_runs() {
+  local walls=() rss=0 w m
+  for _ in $(seq "$RUNS"); do
+    [ -n "${CLEAN:-}" ] && rm -f "$CLEAN"
+    /usr/bin/time -f '%e %M' -o "$WORK/time.txt" "$@" >/dev/null 2>"$WORK/stderr.txt" \
+      || { cat "$WORK/stderr.txt" >&2; return 1; }
+    read -r w m < <(tail -n 1 "$WORK/time.txt")
+    walls+=("$w"); [ "$m" -gt "$rss" ] && rss=$m
+  done
+  echo "{\"runs_s\": [$(IFS=,; echo "${walls[*]}")], \"load_s\": 0, \"peak_rss_kib\": $rss}"
+}
+
+img2img_setup() {
+  [ -f "$WORK/tokenizer/vocab.json" ] || "$PY" tools/reference/make_clip_tokenizer.py \
+    crates/sumi-prompt/data/bpe_simple_vocab_16e6.txt.gz "$WORK/tokenizer" --pad sd1 >&2
+  [ -f "$WORK/init512.png" ] || "$PY" -c 'import sys, numpy as np; from PIL import Image
+y, x = np.mgrid[0:512, 0:512]; r = np.random.default_rng(0).integers(0, 40, (512, 512, 3))
+a = np.stack([x // 2, y // 2, (x + y) // 4], -1) + r
+Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(sys.argv[1])' "$WORK/init512.png"
+  cargo build --release -p sumi-cli >&2
+}
+
 for name in "${names[@]}"; do
   busy0=$(machine_busy); kids0=$(children_cpu); t0=$(date +%s)
-  s=$("$BIN" "$name" "$WORK/sd15/sd15_random.safetensors" "$RUNS")
-  p=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/torch_forward.py "$name" "$WORK/sd15/diffusers" "$RUNS" 2>/dev/null | tail -n 1)
+  extra=""
+  case "$name" in
+    img2img-512)
+      img2img_setup
+      s=$(CLEAN="$WORK/img2img_sumi.png" timed_runs target/release/sumi img2img --model "$CKPT" \
+            --init-image "$WORK/init512.png" --prompt "an anime portrait" --negative-prompt blurry \
+            --steps 20 --denoising-strength 0.75 --sampler "DPM++ 2M" --scheduler karras \
+            --cfg-scale 7 --seed 1 --width 512 --height 512 --quiet --output "$WORK/img2img_sumi.png")
+      p=$(timed_runs "$PY" -W ignore tools/bench/torch_img2img.py "$WORK/sd15/diffusers" \
+            "$WORK/init512.png" "$WORK/tokenizer")
+      ;;
+    unet-bf16)
+      s=$("$BIN" "$name" "$CKPT" "$RUNS")
+      p=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/torch_forward.py unet-f32 "$WORK/sd15/diffusers" "$RUNS" 2>/dev/null | tail -n 1)
+      pb=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/torch_forward.py unet-bf16 "$WORK/sd15/diffusers" "$RUNS" 2>/dev/null | tail -n 1)
+      echo "  raw $name: pytorch-bf16 $pb" >&2
+      mb=$(median "$pb")
+      extra=" pytorch-bf16=$mb ratio-bf16=$("$PY" -c "print(f'{$(median "$s")/$mb:.2f}')")"
+      ;;
+    *-bf16)
+      s=$("$BIN" "$name" "$CKPT" "$RUNS")
+      p=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/torch_forward.py "${name%-bf16}-f32" "$WORK/sd15/diffusers" "$RUNS" 2>/dev/null | tail -n 1)
+      ;;
+    *)
+      s=$("$BIN" "$name" "$CKPT" "$RUNS")
+      p=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/torch_forward.py "$name" "$WORK/sd15/diffusers" "$RUNS" 2>/dev/null | tail -n 1)
+      ;;
+  esac
   echo "  raw $name: sumi $s" >&2; echo "  raw $name: pytorch $p" >&2
   busy1=$(machine_busy); kids1=$(children_cpu); t1=$(date +%s)
   hz=$(getconf CLK_TCK)
   other=$(( ( (busy1 - busy0) - (kids1 - kids0) ) * 100 / hz / ( t1 - t0 > 0 ? t1 - t0 : 1 ) ))
   ms=$(median "$s"); mp=$(median "$p")
   ratio=$("$PY" -c "print(f'{$ms/$mp:.2f}')")
-  echo "BENCH $name sumi=$ms pytorch=$mp ratio=$ratio"
+  echo "BENCH $name sumi=$ms pytorch=$mp ratio=$ratio$extra"
   echo "  detail $name: sumi runs $(field "$s" runs_s) load $(field "$s" load_s)s peak RSS $(( $(field "$s" peak_rss_kib) / 1024 )) MiB;" \
        "pytorch runs $(field "$p" runs_s) load $(field "$p" load_s)s peak RSS $(( $(field "$p" peak_rss_kib) / 1024 )) MiB;" \
        "other processes used ${other}% of one core on average"
+  if [ "$name" = img2img-512 ]; then
+    size=$(stat -c %s "$CKPT"); rss=$(( $(field "$s" peak_rss_kib) * 1024 ))
+    echo "  detail $name: sumi peak RSS $(( rss >> 20 )) MiB vs checkpoint + 1.5 GiB = $(( (size >> 20) + 1536 )) MiB" \
+         "($([ "$rss" -le $(( size + (3 << 29) )) ] && echo within || echo OVER))"
+  fi
 done

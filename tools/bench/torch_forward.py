@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch side of tools/bench/run.sh: the same work as Sumi's `forward` bench, on the same
-weights (the diffusers folder written by make_full_sd15.py), f32, 2 threads.
+weights (the diffusers folder written by make_full_sd15.py), f32 (or the model cast to bf16
+for unet-bf16/vae-decode-bf16), 2 threads.
 
-Usage: torch_forward.py unet-f32|vae-decode-f32 DIFFUSERS_DIR RUNS   -> one JSON line
+Usage: torch_forward.py unet-f32|unet-bf16|vae-decode-f32|vae-decode-bf16 DIFFUSERS_DIR RUNS
+  -> one JSON line
 """
 import json
 import os
@@ -20,13 +22,15 @@ def main():
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    if what == "unet-f32":
-        m = UNet2DConditionModel.from_pretrained(os.path.join(d, "unet"), torch_dtype=torch.float32).eval()
+    dt = torch.bfloat16 if what.endswith("-bf16") else torch.float32
+    if what in ("unet-f32", "unet-bf16"):
+        m = UNet2DConditionModel.from_pretrained(os.path.join(d, "unet"), torch_dtype=dt).eval()
         x, t, c = torch.randn(2, 4, 64, 64), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768)
+        x, c = x.to(dt), c.to(dt)
         step = lambda: m(x, t, encoder_hidden_states=c).sample
-    elif what == "vae-decode-f32":
-        m = AutoencoderKL.from_pretrained(os.path.join(d, "vae"), torch_dtype=torch.float32).eval()
-        z = torch.randn(1, 4, 64, 64)
+    elif what in ("vae-decode-f32", "vae-decode-bf16"):
+        m = AutoencoderKL.from_pretrained(os.path.join(d, "vae"), torch_dtype=dt).eval()
+        z = torch.randn(1, 4, 64, 64).to(dt)
         step = lambda: m.decode(z / 0.18215).sample
     else:
         sys.exit(f"unknown benchmark {what}")

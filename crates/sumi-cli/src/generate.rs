@@ -76,6 +76,10 @@ pub struct Common {
     /// Decode with this TAESD decoder file instead of the VAE (fast, approximate).
     #[arg(long)]
     taesd_decoder: Option<PathBuf>,
+    /// Compute precision of the U-Net, VAE and text encoder: f32, bf16 (weights in bf16, bf16
+    /// dot products with f32 sums), or auto (bf16 where the CPU has AVX-512 BF16, else f32).
+    #[arg(long, default_value = "auto", value_name = "f32|bf16|auto")]
+    precision: sumi_pipeline::Precision,
     /// Fill unset options from an A1111 infotext.
     #[arg(long, conflicts_with = "from_png")]
     infotext: Option<String>,
@@ -300,6 +304,7 @@ fn run(c: &Common, req: Request) -> Result<()> {
         embeddings: c.embeddings.clone(),
         vae: c.vae.clone(),
         taesd_decoder: c.taesd_decoder.clone(),
+        precision: c.precision,
         ..Default::default()
     };
     let t0 = Instant::now();

@@ -37,6 +37,11 @@ pub struct Args {
     /// A TAESD decoder file for live previews (default: A1111's cheap approximation).
     #[arg(long)]
     preview_decoder: Option<PathBuf>,
+    /// Compute precision of the U-Net and VAE: f32, bf16 (weights in bf16, bf16 dot products
+    /// with f32 sums), or auto (bf16 where the CPU has AVX-512 BF16, else f32); as the CLI's,
+    /// so API and CLI pixels match.
+    #[arg(long, default_value = "auto", value_name = "f32|bf16|auto")]
+    precision: sumi_pipeline::Precision,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = sumi_server::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
@@ -67,6 +72,7 @@ pub fn run(a: Args) -> Result<()> {
         load: LoadOptions {
             embeddings: a.embeddings.clone(),
             vae: a.vae.clone(),
+            precision: a.precision,
             ..Default::default()
         },
         queue: a.queue,

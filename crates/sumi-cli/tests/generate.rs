@@ -564,3 +564,23 @@ fn img2img_with_a_mask_records_a1111s_keys_and_keeps_the_source_size() {
         "resize-mode: latent-upscale cannot be combined with a mask",
     );
 }
+
+#[test]
+fn unipc_with_fewer_steps_than_its_order_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    let run = |steps: &str| {
+        sumi(d.path())
+            .args(["txt2img", "--model"])
+            .arg(&m)
+            .args(["--sampler", "UniPC", "--width", "64", "--height", "64"])
+            .args(["--steps", steps, "--quiet", "--output", "u.png"])
+            .output()
+            .unwrap()
+    };
+    fails(
+        run("2"),
+        "steps: UniPC is order 3 and needs at least 3 sampling steps",
+    );
+    ok(run("3"));
+}

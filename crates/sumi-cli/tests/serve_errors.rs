@@ -257,6 +257,7 @@ fn serve_help_exits_0_and_bad_flags_are_refused() {
         "--embeddings",
         "--vae",
         "--preview-decoder",
+        "--precision",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }

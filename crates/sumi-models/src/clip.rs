@@ -4,10 +4,10 @@
 //! embeddings can be passed in directly (textual inversion).
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 
 use crate::error::{ModelError, Result, Shapes};
-use crate::nn::{attention, layer_norm, linear, merge_heads, split_heads};
+use crate::nn::{attention, layer_norm, linear, merge_heads, split_heads, Linear};
 
 /// Text encoder hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,8 +118,10 @@ impl ClipTextModel {
     pub fn new(vb: VarBuilder, cfg: ClipConfig) -> Result<Self> {
         let d = cfg.hidden;
         let e = vb.pp("embeddings");
-        let tokens = Embedding::new(e.get((cfg.vocab, d), "token_embedding.weight")?, d);
-        let positions = e.get((cfg.max_positions, d), "position_embedding.weight")?;
+        // on the bf16 path (a bf16 `VarBuilder`) the embeddings stay f32 like the activations
+        let tokens = crate::nn::param(&e, (cfg.vocab, d), "token_embedding.weight")?;
+        let tokens = Embedding::new(tokens, d);
+        let positions = crate::nn::param(&e, (cfg.max_positions, d), "position_embedding.weight")?;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let l = vb.pp(format!("encoder.layers.{i}"));

@@ -6,6 +6,7 @@ pub mod clip;
 pub mod error;
 pub mod kernels;
 pub mod nn;
+pub mod precision;
 pub mod taesd;
 pub mod unet;
 pub mod unet_blocks;
@@ -13,6 +14,7 @@ pub mod vae;
 
 pub use clip::{ClipConfig, ClipTextModel};
 pub use error::{ModelError, Result};
+pub use precision::Precision;
 pub use taesd::{TaesdDecoder, TaesdEncoder};
 pub use unet::{UNet, UNetConfig};
 pub use vae::{Vae, VaeConfig};

@@ -1,17 +1,22 @@
 //! Building blocks shared by the networks: loaders for convolutions, linear layers and norms
 //! with the checkpoint's names, and the activations the architectures use.
 
-use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::error::Result;
+use crate::kernels::conv_bf16::PackedConv;
+use crate::kernels::linear_bf16::PackedLinear;
 
 /// A `k`×`k` convolution with bias, `same` padding for odd `k`.
 pub fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Conv2d> {
     conv_cfg(vb, cin, cout, k, stride, k / 2, true)
 }
 
-/// A convolution with explicit padding and optional bias.
+/// A convolution with explicit padding and optional bias. A bf16 `VarBuilder` gives the bf16
+/// compute path: the kernel packed as bf16 (see [`crate::kernels::conv_bf16`]), the bias f32.
 pub fn conv_cfg(
     vb: VarBuilder,
     cin: usize,
@@ -21,67 +26,195 @@ pub fn conv_cfg(
     padding: usize,
     bias: bool,
 ) -> Result<Conv2d> {
-    let weight = vb.get((cout, cin, k, k), "weight")?;
     let bias = if bias {
-        vb.get(cout, "bias")?
+        param(&vb, cout, "bias")?
     } else {
-        Tensor::zeros(cout, weight.dtype(), weight.device())?
+        Tensor::zeros(cout, param_dtype(&vb), vb.device())?
+    };
+    let device = vb.device().clone();
+    let kernel = if is_bf16(&vb) {
+        // decoded to f32 (exact for f16/bf16 files), packed, and the f32 copy dropped
+        let weight = param(&vb, (cout, cin, k, k), "weight")?;
+        let packed = with_f32(&weight, |w| PackedConv::new(w, cout, cin, k))?;
+        Kernel::Bf16 {
+            packed: Arc::new(packed),
+            bias: Arc::new(bias.to_vec1::<f32>()?),
+        }
+    } else {
+        let weight = vb.get((cout, cin, k, k), "weight")?;
+        Kernel::F32 { weight, bias }
     };
     Ok(Conv2d {
-        weight,
-        bias,
+        kernel,
+        device,
         stride,
         padding,
     })
 }
 
+/// Runs `f` on the f32 elements of `t` (CPU), without copying a contiguous tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let slice = match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => &v[a..b],
+        _ => {
+            return Err(candle_core::Error::Msg(format!(
+                "bf16 packing needs a contiguous f32 CPU tensor, got {:?} on {:?}",
+                t.dtype(),
+                t.device()
+            ))
+            .into())
+        }
+    };
+    Ok(f(slice))
+}
+
+/// Whether `vb` builds the bf16 compute path (weights held as packed bf16, activations f32).
+fn is_bf16(vb: &VarBuilder) -> bool {
+    vb.dtype() == DType::BF16
+}
+
+/// The dtype of biases, norm parameters (and, before packing, bf16-path weights): f32 on the
+/// bf16 path, else the `VarBuilder`'s.
+fn param_dtype(vb: &VarBuilder) -> DType {
+    if is_bf16(vb) {
+        DType::F32
+    } else {
+        vb.dtype()
+    }
+}
+
+/// A tensor in [`param_dtype`] (read unrounded from the checkpoint).
+pub fn param(vb: &VarBuilder, shape: impl Into<candle_core::Shape>, name: &str) -> Result<Tensor> {
+    Ok(vb.get_with_hints_dtype(shape, name, candle_nn::Init::Const(0.0), param_dtype(vb))?)
+}
+
+#[derive(Debug, Clone)]
+enum Kernel {
+    F32 {
+        weight: Tensor,
+        bias: Tensor,
+    },
+    Bf16 {
+        packed: Arc<PackedConv>,
+        bias: Arc<Vec<f32>>,
+    },
+}
+
 /// A 2-D convolution with bias (zeros where the checkpoint has none).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    weight: Tensor,
-    bias: Tensor,
+    kernel: Kernel,
+    device: Device,
     stride: usize,
     padding: usize,
 }
 
 impl Conv2d {
-    /// The kernel `[c_out, c_in, k, k]`.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The device the kernel lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype of the activations it takes: f32 for the bf16 path, else the kernel's.
+    pub fn activation_dtype(&self) -> DType {
+        match &self.kernel {
+            Kernel::F32 { weight, .. } => weight.dtype(),
+            Kernel::Bf16 { .. } => DType::F32,
+        }
+    }
+}
+
+impl Conv2d {
+    /// `forward` of `x` upsampled 2× by nearest neighbour; the bf16 path never forms the
+    /// upsampled tensor.
+    pub fn forward_upsampled2x(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Kernel::Bf16 { packed, bias } = &self.kernel {
+            return crate::kernels::conv_bf16::conv2d_bf16_upsampled(
+                x,
+                packed,
+                bias,
+                self.stride,
+                self.padding,
+                2,
+            );
+        }
+        let (_, _, h, w) = x.dims4()?;
+        self.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-            return crate::kernels::conv::conv2d(
-                x,
-                &self.weight,
-                &self.bias,
-                self.stride,
-                self.padding,
-            );
+        let (weight, bias) = match &self.kernel {
+            Kernel::Bf16 { packed, bias } => {
+                return crate::kernels::conv_bf16::conv2d_bf16(
+                    x,
+                    packed,
+                    bias,
+                    self.stride,
+                    self.padding,
+                );
+            }
+            Kernel::F32 { weight, bias } => (weight, bias),
+        };
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return crate::kernels::conv::conv2d(x, weight, bias, self.stride, self.padding);
         }
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+        let y = x.conv2d(weight, self.padding, self.stride, 1, 1)?;
+        y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
     }
 }
 
 /// A linear layer (`weight` is `[out, in]`; 1×1 kernels are accepted by the weight store).
+/// A bf16 `VarBuilder` gives the bf16 compute path (see [`crate::kernels::linear_bf16`]).
 pub fn linear(vb: VarBuilder, cin: usize, cout: usize, bias: bool) -> Result<Linear> {
-    let w = vb.get((cout, cin), "weight")?;
     let b = if bias {
-        Some(vb.get(cout, "bias")?)
+        Some(param(&vb, cout, "bias")?)
     } else {
         None
     };
-    Ok(Linear::new(w, b))
+    if is_bf16(&vb) {
+        let w = param(&vb, (cout, cin), "weight")?;
+        let b = b.map(|b| b.to_vec1::<f32>()).transpose()?;
+        let packed = with_f32(&w, |w| PackedLinear::new(w, b, cin, cout))?;
+        return Ok(Linear(LinearKind::Bf16(Arc::new(packed))));
+    }
+    let w = vb.get((cout, cin), "weight")?;
+    Ok(Linear(LinearKind::F32(candle_nn::Linear::new(w, b))))
+}
+
+/// A linear layer: candle's over f32 (or f16/bf16) tensors, or packed bf16 weights.
+#[derive(Debug, Clone)]
+pub struct Linear(LinearKind);
+
+#[derive(Debug, Clone)]
+enum LinearKind {
+    F32(candle_nn::Linear),
+    Bf16(Arc<PackedLinear>),
+}
+
+impl Linear {
+    /// Whether the weights are packed bf16 (the bf16 compute path).
+    pub fn is_bf16(&self) -> bool {
+        matches!(self.0, LinearKind::Bf16(_))
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.0 {
+            LinearKind::F32(l) => l.forward(x),
+            LinearKind::Bf16(p) => crate::kernels::linear_bf16::linear_bf16(x, p),
+        }
+    }
 }
 
 /// GroupNorm with affine parameters.
 pub fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm> {
-    let weight = vb.get(channels, "weight")?;
-    let bias = vb.get(channels, "bias")?;
+    let weight = param(&vb, channels, "weight")?;
+    let bias = param(&vb, channels, "bias")?;
     Ok(GroupNorm {
         inner: candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?,
         weight,
@@ -141,8 +274,8 @@ impl Module for GroupNorm {
 
 /// LayerNorm with affine parameters.
 pub fn layer_norm(vb: VarBuilder, dim: usize, eps: f64) -> Result<LayerNorm> {
-    let w = vb.get(dim, "weight")?;
-    let b = vb.get(dim, "bias")?;
+    let w = param(&vb, dim, "weight")?;
+    let b = param(&vb, dim, "bias")?;
     Ok(LayerNorm::new(w, b, eps))
 }
 
@@ -178,6 +311,23 @@ pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) ->
         None,
     )?;
     merge_heads(&a)
+}
+
+/// [`multi_head_attention`], with bf16 dot products (f32 softmax and sums) when `bf16` and
+/// the inputs are f32 on the CPU.
+pub fn multi_head_attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bf16: bool,
+) -> Result<Tensor> {
+    if bf16 && q.device().is_cpu() && q.dtype() == DType::F32 {
+        return Ok(crate::kernels::attention_bf16::attention_bf16(
+            q, k, v, heads,
+        )?);
+    }
+    multi_head_attention(q, k, v, heads)
 }
 
 /// Splits `[b, n, heads·d]` into `[b, heads, n, d]`.

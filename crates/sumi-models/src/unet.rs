@@ -3,10 +3,10 @@
 //! additive residuals (ControlNet-style) on the skip connections and the middle block.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::error::{ModelError, Result, Shapes};
-use crate::nn::{conv, group_norm, linear, Conv2d, GroupNorm};
+use crate::nn::{conv, group_norm, linear, Conv2d, GroupNorm, Linear};
 use crate::unet_blocks::{ResnetBlock, SpatialTransformer, Upsample};
 
 /// U-Net hyper-parameters.
@@ -266,8 +266,8 @@ impl UNet {
     /// x = 0.5 everywhere (1×C×8×8) and a 2-token context of 0.5; below −1 means v. Returns the
     /// score; the caller compares it with −1.
     pub fn a1111_v_score(&self) -> Result<f32> {
-        let dev = self.conv_in.weight().device();
-        let dt = self.conv_in.weight().dtype();
+        let dev = self.conv_in.device();
+        let dt = self.conv_in.activation_dtype();
         let x = (Tensor::ones((1, self.cfg.in_channels, 8, 8), dt, dev)? * 0.5)?;
         let ctx = (Tensor::ones((1, 2, self.cfg.context_dim), dt, dev)? * 0.5)?;
         let t = Tensor::new(&[999f32], dev)?;

@@ -3,10 +3,12 @@
 //! down/up-samplers.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::error::Result;
-use crate::nn::{conv, group_norm, layer_norm, linear, multi_head_attention, Conv2d, GroupNorm};
+use crate::nn::{
+    conv, group_norm, layer_norm, linear, multi_head_attention_with, Conv2d, GroupNorm, Linear,
+};
 
 /// A residual block with a time-embedding projection (`time_emb_proj`), or without one (VAE).
 pub struct ResnetBlock {
@@ -82,9 +84,13 @@ impl CrossAttention {
     pub fn forward(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<Tensor> {
         let c = ctx.unwrap_or(x);
         let (q, k, v) = (self.q.forward(x)?, self.k.forward(c)?, self.v.forward(c)?);
-        Ok(self
-            .out
-            .forward(&multi_head_attention(&q, &k, &v, self.heads)?)?)
+        Ok(self.out.forward(&multi_head_attention_with(
+            &q,
+            &k,
+            &v,
+            self.heads,
+            self.q.is_bf16(),
+        )?)?)
     }
 }
 
@@ -189,6 +195,9 @@ impl Upsample {
     pub fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (th, tw) = size.unwrap_or((2 * h, 2 * w));
+        if (th, tw) == (2 * h, 2 * w) {
+            return Ok(self.conv.forward_upsampled2x(x)?);
+        }
         Ok(self.conv.forward(&x.upsample_nearest2d(th, tw)?)?)
     }
 }

@@ -2,9 +2,11 @@
 //! PyTorch on the same work in the same run and prints the ratios).
 //!
 //! `cargo bench -p sumi-pipeline --bench forward -- WHAT CHECKPOINT RUNS`, WHAT one of
-//! `unet-f32` (batch 2, 4×64×64 latent, 2×77×768 context), `vae-decode-f32` (one 512×512
-//! image). Prints one JSON line: load seconds, each timed run's seconds (after one warm-up),
-//! peak RSS.
+//! `unet-f32`/`unet-bf16` (batch 2, 4×64×64 latent, 2×77×768 context), `vae-decode-f32`/
+//! `vae-decode-bf16` (one 512×512 image). Prints one JSON line: load seconds, each timed run's
+//! seconds (after one warm-up) with the CPU seconds each used (a loaded machine stretches the
+//! wall time more than the CPU time), peak RSS. `unet-fidelity`/`vae-fidelity` (RUNS ignored)
+//! print the bf16 output's max difference from f32 relative to f32's largest magnitude.
 
 use std::time::Instant;
 
@@ -15,6 +17,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{DType, Device, Tensor};
 use sumi_pipeline::Checkpoint;
+
+/// CPU seconds this process has used (user + system), from /proc/self/stat (0 if unreadable).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // fields after the parenthesised command name; utime and stime are the 14th and 15th
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -28,10 +40,26 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// One U-Net forward's inputs: batch 2, 4×64×64 latent, t = 500, 2×77×768 context.
+fn unet_inputs(dev: &Device) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    Ok((
+        Tensor::randn(0f32, 1.0, (2, 4, 64, 64), dev)?,
+        Tensor::new(&[500f32, 500.0], dev)?,
+        Tensor::randn(0f32, 1.0, (2, 77, 768), dev)?,
+    ))
+}
+
+/// max |a - b| / max |b|
+fn rel(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
+    let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    let m = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    Ok(d / m)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     let [_, what, path, runs] = args.as_slice() else {
-        eprintln!("usage: forward unet-f32|vae-decode-f32 CHECKPOINT RUNS");
+        eprintln!("usage: forward unet-f32|unet-bf16|vae-decode-f32|vae-decode-bf16|unet-fidelity|vae-fidelity CHECKPOINT RUNS");
         std::process::exit(2);
     };
     // Keep freed memory instead of returning it to the kernel, which would zero it again on
@@ -42,37 +70,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::Cpu;
     let t0 = Instant::now();
     let ck = Checkpoint::open(std::path::Path::new(path), None)?;
+    let precision = |w: &str| {
+        if w.ends_with("-bf16") {
+            DType::BF16
+        } else {
+            DType::F32
+        }
+    };
     let mut step: Box<dyn FnMut() -> Result<(), Box<dyn std::error::Error>>> = match what.as_str() {
-        "unet-f32" => {
-            let unet = ck.unet(DType::F32, &dev)?;
-            let x = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), &dev)?;
-            let t = Tensor::new(&[500f32, 500.0], &dev)?;
-            let ctx = Tensor::randn(0f32, 1.0, (2, 77, 768), &dev)?;
+        "unet-f32" | "unet-bf16" => {
+            let unet = ck.unet(precision(what), &dev)?;
+            let (x, t, ctx) = unet_inputs(&dev)?;
             Box::new(move || {
                 unet.forward(&x, &t, &ctx)?;
                 Ok(())
             })
         }
-        "vae-decode-f32" => {
-            let vae = ck.vae(DType::F32, &dev)?;
+        "vae-decode-f32" | "vae-decode-bf16" => {
+            let vae = ck.vae(precision(what), &dev)?;
             let z = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &dev)?;
             Box::new(move || {
                 vae.decode(&z)?;
                 Ok(())
             })
         }
+        "unet-fidelity" => {
+            // bf16 against f32 on the same inputs: max |bf16 - f32| / max |f32|
+            let (x, t, ctx) = unet_inputs(&dev)?;
+            let a = ck.unet(DType::F32, &dev)?.forward(&x, &t, &ctx)?;
+            let b = ck.unet(DType::BF16, &dev)?.forward(&x, &t, &ctx)?;
+            println!("{{\"unet_bf16_rel\": {:.4e}}}", rel(&b, &a)?);
+            return Ok(());
+        }
+        "vae-fidelity" => {
+            let z = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &dev)?;
+            let a = ck.vae(DType::F32, &dev)?.decode(&z)?;
+            let b = ck.vae(DType::BF16, &dev)?.decode(&z)?;
+            println!("{{\"vae_decode_bf16_rel\": {:.4e}}}", rel(&b, &a)?);
+            return Ok(());
+        }
         other => return Err(format!("unknown benchmark {other}").into()),
     };
     let load = t0.elapsed().as_secs_f64();
     step()?;
     let mut times = Vec::new();
+    let mut cpu = Vec::new();
     for _ in 0..runs {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_seconds());
         step()?;
         times.push(t.elapsed().as_secs_f64());
+        cpu.push(((cpu_seconds() - c) * 100.0).round() / 100.0);
     }
     println!(
-        "{{\"load_s\": {load:.3}, \"runs_s\": {times:?}, \"peak_rss_kib\": {}}}",
+        "{{\"load_s\": {load:.3}, \"runs_s\": {times:?}, \"cpu_s\": {cpu:?}, \"peak_rss_kib\": {}}}",
         peak_rss_kib()
     );
     Ok(())

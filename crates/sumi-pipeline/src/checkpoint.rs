@@ -141,9 +141,15 @@ impl Checkpoint {
         VaeConfig::infer(&self.shapes(VAE)).map_err(|e| self.model_err(e))
     }
 
-    /// Builds the U-Net (its weights decoded in parallel).
+    /// Builds the U-Net: f32 weights decoded in parallel up front; a bf16 `dtype` builds the
+    /// bf16 compute path, which packs each weight as it is decoded (so that no more than one
+    /// layer's f32 copy exists at a time).
     pub fn unet(&self, dtype: DType, dev: &Device) -> Result<UNet> {
-        let vb = self.weights.var_builder_preloaded(UNET, dtype, dev)?;
+        let vb = if dtype == DType::BF16 {
+            self.weights.var_builder(dtype, dev)
+        } else {
+            self.weights.var_builder_preloaded(UNET, dtype, dev)?
+        };
         UNet::new(vb.pp("unet"), self.unet_config()?).map_err(|e| self.model_err(e))
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
-use sumi_models::{ClipTextModel, TaesdDecoder, UNet, Vae};
+use sumi_models::{ClipTextModel, Precision, TaesdDecoder, UNet, Vae};
 use sumi_prompt::Timeline;
 use sumi_sampling::brownian::BrownianTreeNoiseSampler;
 use sumi_sampling::img2img::{img2img_steps, slice_for_t_enc};
@@ -43,6 +43,9 @@ pub struct LoadOptions {
     pub vae: Option<PathBuf>,
     /// A TAESD decoder file: decode with it instead of the VAE (fast, approximate).
     pub taesd_decoder: Option<PathBuf>,
+    /// Compute precision of the U-Net, VAE and text encoder (default f32;
+    /// [`Precision::auto`] picks bf16 where the CPU has bf16 dot products).
+    pub precision: Precision,
 }
 
 /// What a progress callback may ask of a running job (A1111's Interrupt and Skip buttons).
@@ -108,13 +111,14 @@ impl Pipeline {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         let device = Device::Cpu;
         let mut checkpoint = Checkpoint::open_unresolved(path, opts.prediction)?;
-        let unet = checkpoint.unet(DType::F32, &device)?;
+        let wdt = opts.precision.weight_dtype();
+        let unet = checkpoint.unet(wdt, &device)?;
         checkpoint.resolve_with(&unet)?;
         let vae = match &opts.vae {
-            Some(p) => Checkpoint::external_vae(p, DType::F32, &device)?,
-            None => checkpoint.vae(DType::F32, &device)?,
+            Some(p) => Checkpoint::external_vae(p, wdt, &device)?,
+            None => checkpoint.vae(wdt, &device)?,
         };
-        let clip = checkpoint.clip(DType::F32, &device)?;
+        let clip = checkpoint.clip(wdt, &device)?;
         let embeddings = match &opts.embeddings {
             Some(dir) => EmbeddingDir::load(dir, Some(clip.config().hidden))?.loaded,
             None => Vec::new(),
@@ -267,6 +271,20 @@ impl Pipeline {
             (Some(_), true) => Some(ddim_img2img(&timesteps, t_enc, &self.schedule)?),
             _ => None,
         };
+        // A1111's UniPC runs order 3 (`uni_pc_order`) and asserts at least that many steps
+        if req.sampler == SamplerKind::UniPc {
+            let n = ts_img2img
+                .as_ref()
+                .map_or(timesteps.len(), |(ts, _, _)| ts.len());
+            if n < 3 {
+                return Err(PipelineError::Request {
+                    field: "steps",
+                    detail: format!(
+                        "UniPC is order 3 and needs at least 3 sampling steps; this request runs {n}"
+                    ),
+                });
+            }
+        }
 
         let seed = fixed_seed(req.seed);
         let subseed = fixed_seed(req.subseed);

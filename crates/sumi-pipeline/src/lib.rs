@@ -22,3 +22,4 @@ pub use checkpoint::Checkpoint;
 pub use error::{PipelineError, Result};
 pub use generate::{Generated, LoadOptions, Pipeline, Progress, Stop};
 pub use request::{Img2Img, Inpaint, MaskedContent, Request};
+pub use sumi_models::Precision;

@@ -196,6 +196,7 @@ pub async fn cmd_flags(State(s): State<Arc<AppState>>) -> Json<Value> {
         "embeddings_dir": path(&c.load.embeddings),
         "vae_path": path(&c.load.vae),
         "preview_decoder": path(&c.preview_decoder),
+        "precision": c.load.precision.name(),
         "listen": c.host != "127.0.0.1" && c.host != "localhost",
         "host": c.host,
         "port": c.port,

@@ -118,6 +118,23 @@ impl SafetensorsFile {
     pub fn bytes(&self, e: &TensorEntry) -> &[u8] {
         &self.mmap[self.data_start + e.start..self.data_start + e.end]
     }
+
+    /// Drops the mapped pages of one entry from this process's memory (they count in its
+    /// resident set once read); a later read maps them again from the file. Best effort.
+    pub fn release(&self, e: &TensorEntry) {
+        #[cfg(unix)]
+        // SAFETY: the map is a read-only file mapping that is never written: dropping its
+        // pages only makes the next access read the same bytes from the file again.
+        unsafe {
+            let _ = self.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                self.data_start + e.start,
+                e.end - e.start,
+            );
+        }
+        #[cfg(not(unix))]
+        let _ = e;
+    }
 }
 
 fn bad(path: &Path, detail: impl Into<String>) -> WeightsError {

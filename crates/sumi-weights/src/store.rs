@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -84,6 +85,13 @@ impl File {
         match self {
             Self::St(f) => std::borrow::Cow::Borrowed(f.bytes(&f.entries()[idx])),
             Self::Ckpt(f) => f.bytes(&f.tensors()[idx]),
+        }
+    }
+
+    /// Drops tensor `idx`'s mapped pages from the resident set (safetensors only).
+    fn release(&self, idx: usize) {
+        if let Self::St(f) = self {
+            f.release(&f.entries()[idx]);
         }
     }
 }
@@ -348,13 +356,16 @@ impl Weights {
                 &bytes[i * len..(i + 1) * len]
             }
         };
-        dtype::decode(bytes, src.dtype, &src.shape, dtype, device).map_err(|e| {
+        let t = dtype::decode(bytes, src.dtype, &src.shape, dtype, device).map_err(|e| {
             WeightsError::Tensor {
                 path: path.clone(),
                 name: name.to_string(),
                 source: Box::new(e),
             }
-        })
+        });
+        // the decoded tensor is a copy (or a failure): the file's pages need not stay resident
+        file.release(src.index);
+        t
     }
 
     /// Loads a canonical tensor that must have `shape`; a stored shape that differs only by
@@ -415,13 +426,15 @@ impl Weights {
     pub fn var_builder(&self, dtype: DType, device: &Device) -> candle_nn::VarBuilder<'_> {
         let backend = Backend {
             weights: self,
-            cache: HashMap::new(),
+            cache: Mutex::new(HashMap::new()),
         };
         candle_nn::VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
     }
 
     /// [`Self::var_builder`] with every tensor under `prefix` decoded up front, in parallel
-    /// (decoding f16 weights to f32 is most of a network's load time).
+    /// (decoding f16 weights to f32 is most of a network's load time). Each preloaded tensor
+    /// is handed out once (the builder keeps no reference, so a network that converts a
+    /// weight frees the decoded copy); asking again decodes it again.
     pub fn var_builder_preloaded(
         &self,
         prefix: &str,
@@ -436,7 +449,7 @@ impl Weights {
             .collect::<Result<HashMap<String, Tensor>>>()?;
         let backend = Backend {
             weights: self,
-            cache,
+            cache: Mutex::new(cache),
         };
         Ok(candle_nn::VarBuilder::from_backend(
             Box::new(backend),
@@ -448,7 +461,7 @@ impl Weights {
 
 struct Backend<'a> {
     weights: &'a Weights,
-    cache: HashMap<String, Tensor>,
+    cache: Mutex<HashMap<String, Tensor>>,
 }
 
 impl candle_nn::var_builder::SimpleBackend for Backend<'_> {
@@ -460,8 +473,17 @@ impl candle_nn::var_builder::SimpleBackend for Backend<'_> {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        match self.cache.get(name) {
-            Some(t) if t.dtype() == dtype && t.elem_count() == s.elem_count() => {
+        let cached = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(name) {
+                Some(t) if t.dtype() == dtype && t.elem_count() == s.elem_count() => {
+                    cache.remove(name)
+                }
+                _ => None,
+            }
+        };
+        match cached {
+            Some(t) => {
                 // shape checks as `load_shaped` (only trailing unit dimensions may differ)
                 self.weights
                     .check_shape(name, s.dims())

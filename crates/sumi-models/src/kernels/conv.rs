@@ -188,16 +188,7 @@ mod tests {
             .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
             .unwrap();
         assert_eq!(got.dims(), want.dims());
-        let err = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = crate::kernels::max_abs_diff(&got, &want);
         assert!(
             err < 1e-4,
             "b{b} {cin}->{cout} {h}x{w} k{k} s{s} p{p}: {err}"

@@ -117,16 +117,7 @@ mod tests {
         let got = geglu(&h).unwrap();
         let want =
             (h.narrow(2, 0, 8).unwrap() * h.narrow(2, 8, 8).unwrap().gelu_erf().unwrap()).unwrap();
-        let err = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = crate::kernels::max_abs_diff(&got, &want);
         assert!(err < 1e-5, "{err}");
     }
 }

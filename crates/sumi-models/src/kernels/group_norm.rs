@@ -142,16 +142,7 @@ mod tests {
             } else {
                 want.clone()
             };
-            let err = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let err = crate::kernels::max_abs_diff(&got, &want);
             assert!(err < 2e-5, "silu {silu}: {err}");
         }
     }

@@ -34,10 +34,14 @@ macro_rules! simd_dispatch {
 }
 
 pub mod attention;
+pub mod attention_bf16;
 pub mod conv;
+pub mod conv_bf16;
 pub mod fastmath;
 pub mod geglu;
+pub mod gemm_bf16;
 pub mod group_norm;
+pub mod linear_bf16;
 
 use candle_core::{CpuStorage, Layout};
 
@@ -61,4 +65,13 @@ pub(crate) fn f32_slice<'a>(
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("{op}: {what} must be contiguous")))?;
     Ok(&v[a..b])
+}
+
+/// max |a − b| over all elements (the kernels' tests compare against candle's ops with it).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    let d = (a - b).and_then(|d| d.abs()).and_then(|d| d.flatten_all());
+    d.and_then(|d| d.max(0))
+        .and_then(|m| m.to_scalar::<f32>())
+        .unwrap_or(f32::INFINITY)
 }

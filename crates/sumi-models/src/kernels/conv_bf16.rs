@@ -1,0 +1,293 @@
+//! 2-D convolution with bf16 weights for f32 NCHW tensors on the CPU: the kernel packed once
+//! as the GEMM's A operand, image columns converted to bf16 and packed straight from the
+//! input (no f32 im2col buffer), f32 accumulation into an output prefilled with the bias.
+//! Tasks are (batch, block of output rows, block of output channels) on rayon's pool.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm_bf16::{self, packed_a_len, packed_b_len, MR};
+use super::{f32_slice, SendPtr};
+
+/// Bytes of packed image columns one task builds at a time.
+const COLUMN_BLOCK_BYTES: usize = 2 << 20;
+
+/// A convolution kernel `[c_out, c_in, k, k]` packed as bf16 for [`gemm_bf16`].
+#[derive(Debug, Clone)]
+pub struct PackedConv {
+    a: Vec<u32>,
+    cout: usize,
+    cin: usize,
+    k: usize,
+}
+
+impl PackedConv {
+    /// Packs `weight` (f32 values of `[cout, cin, k, k]`, row-major).
+    pub fn new(weight: &[f32], cout: usize, cin: usize, k: usize) -> Self {
+        let kk = cin * k * k;
+        let mut a = vec![0; packed_a_len(cout, kk)];
+        // in parallel, 8 panels at a time (this runs at load, once per layer)
+        let rows = 8 * MR;
+        a.par_chunks_mut(kk.div_ceil(2) * rows)
+            .enumerate()
+            .for_each(|(i, out)| {
+                let m = rows.min(cout - i * rows);
+                gemm_bf16::pack_a(&weight[i * rows * kk..(i * rows + m) * kk], m, kk, kk, out);
+            });
+        Self { a, cout, cin, k }
+    }
+
+    /// Output channels.
+    pub fn cout(&self) -> usize {
+        self.cout
+    }
+}
+
+struct ConvBf16<'a> {
+    w: &'a PackedConv,
+    bias: &'a [f32],
+    stride: usize,
+    padding: usize,
+    up: usize,
+}
+
+/// Writes im2col row `kidx` (channel, ky, kx) for output rows `r0 .. r0 + nr` of the input
+/// upsampled `up`× (nearest neighbour; `up` = 1 is the input itself).
+#[inline(always)]
+fn column_row(
+    x: &[f32],
+    (cin, h, w, up): (usize, usize, usize, usize),
+    (k, s, p): (usize, usize, usize),
+    (r0, ow): (usize, usize),
+    kidx: usize,
+    out: &mut [f32],
+) {
+    let (ci, ky, kx) = (kidx / (k * k), kidx / k % k, kidx % k);
+    debug_assert!(ci < cin);
+    let plane = &x[ci * h * w..(ci + 1) * h * w];
+    let (vh, vw) = (h * up, w * up);
+    for (j, o) in out.chunks_exact_mut(ow).enumerate() {
+        let iy = ((r0 + j) * s + ky) as isize - p as isize;
+        if iy < 0 || iy >= vh as isize {
+            o.fill(0.0);
+            continue;
+        }
+        let src = &plane[iy as usize / up * w..(iy as usize / up + 1) * w];
+        if s == 1 && up == 1 {
+            // ix = ox + kx - p: a shifted copy with zeros at the borders
+            let lo = p.saturating_sub(kx).min(ow);
+            let hi = (w + p).saturating_sub(kx).min(ow).max(lo);
+            o[..lo].fill(0.0);
+            o[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
+            o[hi..].fill(0.0);
+        } else {
+            for (ox, v) in o.iter_mut().enumerate() {
+                let ix = (ox * s + kx) as isize - p as isize;
+                *v = if ix >= 0 && (ix as usize) < vw {
+                    src[ix as usize / up]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn pack_columns_body(
+    x: &[f32],
+    dims: (usize, usize, usize, usize),
+    conv: (usize, usize, usize),
+    rows: (usize, usize, usize),
+    out: &mut [u32],
+    scratch: &mut Vec<f32>,
+) {
+    let (r0, nr, ow) = rows;
+    let kk = dims.0 * conv.0 * conv.0;
+    gemm_bf16::pack_b_rows_with(kk, nr * ow, out, scratch, |i, row| {
+        column_row(x, dims, conv, (r0, ow), i, row)
+    });
+}
+
+simd_dispatch! {
+    fn pack_columns(
+        x: &[f32],
+        dims: (usize, usize, usize, usize),
+        conv: (usize, usize, usize),
+        rows: (usize, usize, usize),
+        out: &mut [u32],
+        scratch: &mut Vec<f32>,
+    ) => pack_columns_body
+}
+
+impl CustomOp1 for ConvBf16<'_> {
+    fn name(&self) -> &'static str {
+        "sumi-conv2d-bf16"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "conv2d-bf16", "input")?;
+        let (b, cin, h, wd) = l.shape().dims4()?;
+        let w = self.w;
+        if w.cin != cin || self.bias.len() != w.cout {
+            return Err(candle_core::Error::Msg(format!(
+                "conv2d-bf16: input {:?} for a {}→{} kernel with {} biases",
+                l.shape(),
+                w.cin,
+                w.cout,
+                self.bias.len()
+            )));
+        }
+        let (s, p, k, cout, up) = (self.stride, self.padding, w.k, w.cout, self.up);
+        let oh = (h * up + 2 * p)
+            .checked_sub(k)
+            .map(|v| v / s + 1)
+            .unwrap_or(0);
+        let ow = (wd * up + 2 * p)
+            .checked_sub(k)
+            .map(|v| v / s + 1)
+            .unwrap_or(0);
+        let kk = cin * k * k;
+        let hw = oh * ow;
+        let rows = (COLUMN_BLOCK_BYTES / 2 / (kk * ow).max(1)).clamp(1, oh.max(1));
+        let blocks = oh.div_ceil(rows);
+        // split the output channels too when there are fewer tasks than 2 per thread
+        let panels = cout.div_ceil(MR);
+        let want = 2 * rayon::current_num_threads();
+        let msplit = want
+            .div_ceil((b * blocks).max(1))
+            .clamp(1, panels.div_ceil(8).max(1));
+        let mchunk = (panels.div_ceil(msplit) * MR).max(MR);
+        let msplit = cout.div_ceil(mchunk);
+        let kp = kk.div_ceil(2);
+        let mut out = vec![0f32; b * cout * hw];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let out_ref = &out_ptr;
+        (0..b * blocks * msplit).into_par_iter().for_each_init(
+            || (Vec::<u32>::new(), Vec::<f32>::new()),
+            |(packed, scratch), task| {
+                let (bi, blk, mc) = (
+                    task / (blocks * msplit),
+                    task / msplit % blocks,
+                    task % msplit,
+                );
+                let r0 = blk * rows;
+                let nr = rows.min(oh - r0);
+                let npx = nr * ow;
+                let (m0, mlen) = (mc * mchunk, mchunk.min(cout - mc * mchunk));
+                let xb = &x[bi * cin * h * wd..(bi + 1) * cin * h * wd];
+                packed.resize(packed_b_len(kk, npx), 0);
+                pack_columns(
+                    xb,
+                    (cin, h, wd, up),
+                    (k, s, p),
+                    (r0, nr, ow),
+                    packed,
+                    scratch,
+                );
+                // SAFETY: this task owns output pixels r0·ow .. (r0+nr)·ow of channels
+                // m0 .. m0+mlen of batch bi; all pointers below stay inside `out`.
+                let dst = unsafe { out_ref.0.add(bi * cout * hw + m0 * hw + r0 * ow) };
+                for (c, &bv) in self.bias[m0..m0 + mlen].iter().enumerate() {
+                    unsafe { std::slice::from_raw_parts_mut(dst.add(c * hw), npx) }.fill(bv);
+                }
+                let a = &w.a[m0 / MR * kp * MR..];
+                // SAFETY: rows m0.. of the block, ldc hw, owned by this task (above).
+                unsafe { gemm_bf16::gemm(mlen, npx, kk, a, packed, dst, hw) };
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))))
+    }
+}
+
+/// Convolves `x` `[b, cin, h, w]` (f32, CPU) with a packed bf16 kernel and f32 `bias`.
+pub fn conv2d_bf16(
+    x: &Tensor,
+    w: &PackedConv,
+    bias: &[f32],
+    stride: usize,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    conv2d_bf16_upsampled(x, w, bias, stride, padding, 1)
+}
+
+/// [`conv2d_bf16`] of `x` upsampled `up`× by nearest neighbour, without forming the
+/// upsampled tensor.
+pub fn conv2d_bf16_upsampled(
+    x: &Tensor,
+    w: &PackedConv,
+    bias: &[f32],
+    stride: usize,
+    padding: usize,
+    up: usize,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&ConvBf16 {
+        w,
+        bias,
+        stride,
+        padding,
+        up: up.max(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn check(
+        (b, cin, cout): (usize, usize, usize),
+        (h, w): (usize, usize),
+        (k, s, p): (usize, usize, usize),
+    ) {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 0.3, (cout, cin, k, k), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+        let packed = PackedConv::new(&wt.flatten_all().unwrap().to_vec1().unwrap(), cout, cin, k);
+        let got = conv2d_bf16(&x, &packed, &bias.to_vec1::<f32>().unwrap(), s, p).unwrap();
+        // reference: the f32 convolution of bf16-rounded operands
+        let r = |t: &Tensor| {
+            t.to_dtype(candle_core::DType::BF16)
+                .unwrap()
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+        };
+        let want = r(&x)
+            .conv2d(&r(&wt), p, s, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+            .unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let err = crate::kernels::max_abs_diff(&got, &want);
+        assert!(
+            err < 1e-3,
+            "b{b} {cin}->{cout} {h}x{w} k{k} s{s} p{p}: {err}"
+        );
+    }
+
+    #[test]
+    fn upsampled_matches_upsample_then_conv() {
+        let dev = Device::Cpu;
+        let (cin, cout) = (6, 5);
+        let x = Tensor::randn(0f32, 1.0, (2, cin, 5, 7), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 0.3, (cout, cin, 3, 3), &dev).unwrap();
+        let packed = PackedConv::new(&wt.flatten_all().unwrap().to_vec1().unwrap(), cout, cin, 3);
+        let bias = vec![0.5; cout];
+        let a = conv2d_bf16_upsampled(&x, &packed, &bias, 1, 1, 2).unwrap();
+        let b = conv2d_bf16(&x.upsample_nearest2d(10, 14).unwrap(), &packed, &bias, 1, 1).unwrap();
+        assert_eq!(a.dims(), &[2, cout, 10, 14]);
+        assert_eq!(crate::kernels::max_abs_diff(&a, &b), 0.0);
+    }
+
+    #[test]
+    fn matches_f32_conv_of_rounded_operands() {
+        check((2, 5, 7), (9, 11), (3, 1, 1));
+        check((1, 4, 3), (8, 8), (3, 2, 1));
+        check((2, 6, 6), (9, 7), (3, 2, 0));
+        check((1, 8, 4), (5, 6), (1, 1, 0));
+        check((2, 3, 2), (10, 10), (3, 1, 0));
+        check((1, 128, 40), (64, 64), (3, 1, 1)); // several row blocks
+        check((1, 64, 200), (4, 4), (3, 1, 1)); // channel blocks
+    }
+}

@@ -1,0 +1,499 @@
+//! A bf16 GEMM with f32 accumulation, `C += A · B`, for packed operands.
+//!
+//! Both operands hold bf16 values in pairs along K (one `u32` per pair, the even k in the low
+//! half), the layout AVX-512 BF16's `vdpbf16ps` multiplies: each instruction adds, in 16 f32
+//! lanes, `a.lo·b.lo + a.hi·b.hi`.
+//! - A is packed in panels of [`MR`] rows: `a[(panel·kp + q)·MR + r] = (A[r][2q], A[r][2q+1])`;
+//!   the micro-kernel broadcasts one pair per row.
+//! - B is packed in panels of [`NR`] columns: `b[(panel·kp + q)·NR + j] = (B[2q][j], B[2q+1][j])`;
+//!   the micro-kernel loads two 16-lane vectors per pair of k.
+//!
+//! Rows of C are contiguous along N, so the kernel serves both convolutions (A = weights,
+//! B = image columns) and linear layers (A = activations, B = weights). Missing rows, columns
+//! and the odd last k are zero in the packed operands. The f32 → bf16 conversion rounds to
+//! nearest even. Without `avx512bf16` a portable kernel computes the same sums in f32.
+
+/// Rows of A per panel (broadcast operand).
+pub const MR: usize = 12;
+/// Columns of B per panel (two 16-lane vectors).
+pub const NR: usize = 32;
+/// Pairs of k per cache block: one B block (`KC·NR` pairs, 16 KiB) stays in L1.
+const KC: usize = 128;
+
+/// The bf16 bits of `x`, rounded to nearest even (NaN stays NaN).
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return (b >> 16) | 0x40;
+    }
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16
+}
+
+/// [`bf16_bits`] for values known to be finite (no NaN check).
+#[inline(always)]
+pub fn bf16_bits_finite(x: f32) -> u32 {
+    let b = x.to_bits();
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16
+}
+
+/// The f32 value of bf16 bits.
+#[inline(always)]
+pub fn bf16_to_f32(bits: u32) -> f32 {
+    f32::from_bits(bits << 16)
+}
+
+/// Whether the CPU has AVX-512 BF16 dot products.
+pub fn has_bf16_dot() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `u32`s of a packed A with `m` rows and `k` columns.
+pub fn packed_a_len(m: usize, k: usize) -> usize {
+    m.div_ceil(MR) * k.div_ceil(2) * MR
+}
+
+/// `u32`s of a packed B with `k` rows and `n` columns.
+pub fn packed_b_len(k: usize, n: usize) -> usize {
+    n.div_ceil(NR) * k.div_ceil(2) * NR
+}
+
+#[inline(always)]
+fn pack_a_body(src: &[f32], m: usize, k: usize, lda: usize, out: &mut [u32]) {
+    let kp = k.div_ceil(2);
+    for (p, panel) in out.chunks_exact_mut(kp * MR).enumerate() {
+        for r in 0..MR {
+            let row = p * MR + r;
+            if row >= m {
+                for q in 0..kp {
+                    panel[q * MR + r] = 0;
+                }
+                continue;
+            }
+            let s = &src[row * lda..row * lda + k];
+            for q in 0..k / 2 {
+                panel[q * MR + r] = bf16_bits(s[2 * q]) | (bf16_bits(s[2 * q + 1]) << 16);
+            }
+            if k % 2 == 1 {
+                panel[(kp - 1) * MR + r] = bf16_bits(s[k - 1]);
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// Packs rows `A[i][j] = src[i·lda + j]` (`m`×`k`) into `out` ([`packed_a_len`] long).
+    pub fn pack_a(src: &[f32], m: usize, k: usize, lda: usize, out: &mut [u32]) => pack_a_body
+}
+
+#[inline(always)]
+fn interleave(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) {
+    match hi {
+        Some(hi) => {
+            for ((o, &a), &b) in out.iter_mut().zip(lo).zip(hi) {
+                *o = bf16_bits(a) | (bf16_bits(b) << 16);
+            }
+        }
+        None => {
+            for (o, &a) in out.iter_mut().zip(lo) {
+                *o = bf16_bits(a);
+            }
+        }
+    }
+}
+
+/// Packs B from a function that writes row `k` (all `n` columns) into a buffer: the source
+/// of image columns and of k-major matrices. `out` is [`packed_b_len`] long.
+#[inline(always)]
+pub fn pack_b_rows_with(
+    k: usize,
+    n: usize,
+    out: &mut [u32],
+    rows: &mut Vec<f32>,
+    mut row: impl FnMut(usize, &mut [f32]),
+) {
+    let kp = k.div_ceil(2);
+    let panels = n.div_ceil(NR);
+    rows.resize(2 * panels * NR, 0.0);
+    let (r0, r1) = rows.split_at_mut(panels * NR);
+    for q in 0..kp {
+        row(2 * q, &mut r0[..n]);
+        let has_hi = 2 * q + 1 < k;
+        if has_hi {
+            row(2 * q + 1, &mut r1[..n]);
+        }
+        for p in 0..panels {
+            let dst = &mut out[(p * kp + q) * NR..][..NR];
+            let c0 = p * NR;
+            let w = NR.min(n - c0);
+            interleave(
+                &r0[c0..c0 + w],
+                has_hi.then(|| &r1[c0..c0 + w]),
+                &mut dst[..w],
+            );
+            dst[w..].fill(0);
+        }
+    }
+}
+
+#[inline(always)]
+fn pack_b_body(src: &[f32], k: usize, n: usize, ldb: usize, out: &mut [u32], rows: &mut Vec<f32>) {
+    pack_b_rows_with(k, n, out, rows, |i, r| {
+        r.copy_from_slice(&src[i * ldb..i * ldb + n])
+    });
+}
+
+simd_dispatch! {
+    /// Packs a k-major B, `B[i][j] = src[i·ldb + j]` (`k`×`n`), into `out`
+    /// ([`packed_b_len`] long); `rows` is scratch.
+    pub fn pack_b(src: &[f32], k: usize, n: usize, ldb: usize, out: &mut [u32], rows: &mut Vec<f32>) => pack_b_body
+}
+
+/// Packs an n-major B, `B[i][j] = src[j·ldb + i]` (a linear layer's `[out, in]` weight is B
+/// with `k = in`, `n = out`), into `out` ([`packed_b_len`] long).
+pub fn pack_b_transposed(src: &[f32], k: usize, n: usize, ldb: usize, out: &mut [u32]) {
+    let kp = k.div_ceil(2);
+    for (p, panel) in out.chunks_exact_mut(kp * NR).enumerate() {
+        for j in 0..NR {
+            let col = p * NR + j;
+            if col >= n {
+                for q in 0..kp {
+                    panel[q * NR + j] = 0;
+                }
+                continue;
+            }
+            let s = &src[col * ldb..col * ldb + k];
+            for q in 0..kp {
+                let lo = bf16_bits(s[2 * q]);
+                let hi = s.get(2 * q + 1).map_or(0, |&v| bf16_bits(v));
+                panel[q * NR + j] = lo | (hi << 16);
+            }
+        }
+    }
+}
+
+/// `C += A·B` for packed `a` (`m`×`k`) and `b` (`k`×`n`); `C[i][j]` at `c[i·ldc + j]`.
+///
+/// # Safety
+/// `c` must be valid for reads and writes of `C[i][j]` for all `i < m`, `j < n`, and no
+/// other thread may access those elements during the call.
+pub unsafe fn gemm(m: usize, n: usize, k: usize, a: &[u32], b: &[u32], c: *mut f32, ldc: usize) {
+    let kp = k.div_ceil(2);
+    assert!(a.len() >= packed_a_len(m, k) && b.len() >= packed_b_len(k, n));
+    #[cfg(target_arch = "x86_64")]
+    if has_bf16_dot() {
+        // SAFETY: the features were just detected; the caller vouches for `c`.
+        unsafe { gemm_avx512(m, n, kp, a, b, c, ldc) };
+        return;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { gemm_portable(m, n, kp, a, b, c, ldc) };
+}
+
+/// The block loops around a micro-kernel `kern(kc, a, b, c, ldc, rows, cols)`.
+#[inline(always)]
+unsafe fn blocked(
+    (m, n, kp): (usize, usize, usize),
+    a: &[u32],
+    b: &[u32],
+    c: *mut f32,
+    ldc: usize,
+    kern: impl Fn(usize, *const u32, *const u32, *mut f32, usize, usize, usize),
+) {
+    let mut k0 = 0;
+    while k0 < kp {
+        let kc = KC.min(kp - k0);
+        for np in 0..n.div_ceil(NR) {
+            let bp = b[(np * kp + k0) * NR..].as_ptr();
+            let cols = NR.min(n - np * NR);
+            for mp in 0..m.div_ceil(MR) {
+                let ap = a[(mp * kp + k0) * MR..].as_ptr();
+                let rows = MR.min(m - mp * MR);
+                // SAFETY: the tile lies inside C (caller) and the panels inside `a`, `b`.
+                let ct = unsafe { c.add(mp * MR * ldc + np * NR) };
+                kern(kc, ap, bp, ct, ldc, rows, cols);
+            }
+        }
+        k0 += kc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn gemm_avx512(
+    m: usize,
+    n: usize,
+    kp: usize,
+    a: &[u32],
+    b: &[u32],
+    c: *mut f32,
+    ldc: usize,
+) {
+    // SAFETY: forwarded; the kernel runs under the same features.
+    unsafe {
+        blocked(
+            (m, n, kp),
+            a,
+            b,
+            c,
+            ldc,
+            |kc, ap, bp, ct, ldc, rows, cols| kernel_avx512(kc, ap, bp, ct, ldc, rows, cols),
+        )
+    }
+}
+
+/// The `MR`×`NR` tile: 24 accumulators, two B vectors and one broadcast per pair of k.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+unsafe fn kernel_avx512(
+    kc: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for q in 0..kc {
+        // SAFETY: panel `a` has `kc·MR`, panel `b` `kc·NR` pairs from here.
+        unsafe {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR).cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16).cast()));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*a.add(q * MR + r) as i32));
+                acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+            }
+        }
+    }
+    let m0: __mmask16 = if cols >= 16 {
+        0xffff
+    } else {
+        (1u32 << cols) as u16 - 1
+    };
+    let m1: __mmask16 = if cols >= 32 {
+        0xffff
+    } else if cols <= 16 {
+        0
+    } else {
+        (1u32 << (cols - 16)) as u16 - 1
+    };
+    for (r, acc) in acc.iter().enumerate().take(rows) {
+        // SAFETY: row r < rows and the masked columns < cols lie inside C.
+        unsafe {
+            let p = c.add(r * ldc);
+            let v0 = _mm512_maskz_loadu_ps(m0, p);
+            _mm512_mask_storeu_ps(p, m0, _mm512_add_ps(v0, acc[0]));
+            let v1 = _mm512_maskz_loadu_ps(m1, p.add(16));
+            _mm512_mask_storeu_ps(p.add(16), m1, _mm512_add_ps(v1, acc[1]));
+        }
+    }
+}
+
+/// The same tile in portable code (bf16 pairs widened to f32).
+#[inline(always)]
+fn kernel_portable_body(kc: usize, a: &[u32], b: &[u32], acc: &mut [[f32; NR]; MR]) {
+    for q in 0..kc {
+        let bq = &b[q * NR..(q + 1) * NR];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let p = a[q * MR + r];
+            let (alo, ahi) = (bf16_to_f32(p & 0xffff), bf16_to_f32(p >> 16));
+            for (o, &bp) in acc.iter_mut().zip(bq) {
+                *o += alo * bf16_to_f32(bp & 0xffff) + ahi * bf16_to_f32(bp >> 16);
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    fn kernel_portable(kc: usize, a: &[u32], b: &[u32], acc: &mut [[f32; NR]; MR]) => kernel_portable_body
+}
+
+unsafe fn gemm_portable(
+    m: usize,
+    n: usize,
+    kp: usize,
+    a: &[u32],
+    b: &[u32],
+    c: *mut f32,
+    ldc: usize,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        blocked(
+            (m, n, kp),
+            a,
+            b,
+            c,
+            ldc,
+            |kc, ap, bp, ct, ldc, rows, cols| {
+                let a = std::slice::from_raw_parts(ap, kc * MR);
+                let b = std::slice::from_raw_parts(bp, kc * NR);
+                let mut acc = [[0f32; NR]; MR];
+                kernel_portable(kc, a, b, &mut acc);
+                for (r, acc) in acc.iter().enumerate().take(rows) {
+                    let row = std::slice::from_raw_parts_mut(ct.add(r * ldc), cols);
+                    for (o, &v) in row.iter_mut().zip(acc) {
+                        *o += v;
+                    }
+                }
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn round(x: f32) -> f64 {
+        bf16_to_f32(bf16_bits(x)) as f64
+    }
+
+    /// Reference: bf16-rounded inputs, f64 sums; both the dispatched and the portable kernel.
+    fn check(m: usize, n: usize, k: usize, transposed_b: bool) {
+        let a = rand(m * k, 1 + m as u64);
+        let bsrc = rand(k * n, 7 + n as u64);
+        let c0 = rand(m * n, 3);
+        let mut pa = vec![0; packed_a_len(m, k)];
+        pack_a(&a, m, k, k, &mut pa);
+        let mut pb = vec![0; packed_b_len(k, n)];
+        // B[i][j]: k-major source, or its transpose as a linear weight [n, k]
+        let bij = |i: usize, j: usize| {
+            if transposed_b {
+                bsrc[j * k + i]
+            } else {
+                bsrc[i * n + j]
+            }
+        };
+        if transposed_b {
+            pack_b_transposed(&bsrc, k, n, k, &mut pb);
+        } else {
+            pack_b(&bsrc, k, n, n, &mut pb, &mut Vec::new());
+        }
+        let mut c = c0.clone();
+        let mut cp = c0.clone();
+        // SAFETY: c and cp are m×n with ldc n.
+        unsafe {
+            gemm(m, n, k, &pa, &pb, c.as_mut_ptr(), n);
+            gemm_portable(m, n, k.div_ceil(2), &pa, &pb, cp.as_mut_ptr(), n);
+        }
+        let mut worst = 0f64;
+        for i in 0..m {
+            for j in 0..n {
+                let want = c0[i * n + j] as f64
+                    + (0..k)
+                        .map(|l| round(a[i * k + l]) * round(bij(l, j)))
+                        .sum::<f64>();
+                let scale = (0..k)
+                    .map(|l| (round(a[i * k + l]) * round(bij(l, j))).abs())
+                    .sum::<f64>()
+                    + 1.0;
+                worst = worst.max((c[i * n + j] as f64 - want).abs() / scale);
+                worst = worst.max((cp[i * n + j] as f64 - want).abs() / scale);
+            }
+        }
+        assert!(
+            worst < 1e-5,
+            "{m}x{n}x{k} transposed {transposed_b}: {worst}"
+        );
+    }
+
+    #[test]
+    fn odd_shapes_match_reference() {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (13, 33, 3),
+            (12, 32, 2),
+            (25, 47, 257),
+            (7, 70, 300),
+            (40, 5, 129),
+        ] {
+            check(m, n, k, false);
+            check(m, n, k, true);
+        }
+    }
+
+    #[test]
+    fn portable_kernel_matches() {
+        let (m, n, k) = (14, 35, 261);
+        let a = rand(m * k, 5);
+        let b = rand(k * n, 6);
+        let mut pa = vec![0; packed_a_len(m, k)];
+        pack_a(&a, m, k, k, &mut pa);
+        let mut pb = vec![0; packed_b_len(k, n)];
+        pack_b(&b, k, n, n, &mut pb, &mut Vec::new());
+        let mut c1 = vec![0f32; m * n];
+        let mut c2 = vec![0f32; m * n];
+        // SAFETY: both are m×n with ldc n.
+        unsafe {
+            gemm(m, n, k, &pa, &pb, c1.as_mut_ptr(), n);
+            gemm_portable(m, n, k.div_ceil(2), &pa, &pb, c2.as_mut_ptr(), n);
+        }
+        for (x, y) in c1.iter().zip(&c2) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+
+    /// Throughput on one thread and on two at once (each its own GEMM):
+    /// `cargo test --release -p sumi-models gemm_bf16_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn gemm_bf16_speed() {
+        let (m, n, k) = (640, 1024, 2880);
+        let mut pa = vec![0; packed_a_len(m, k)];
+        pack_a(&rand(m * k, 1), m, k, k, &mut pa);
+        let mut pb = vec![0; packed_b_len(k, n)];
+        pack_b(&rand(k * n, 2), k, n, n, &mut pb, &mut Vec::new());
+        for threads in [1, 2] {
+            for _ in 0..3 {
+                let t = std::time::Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        s.spawn(|| {
+                            let mut c = vec![0f32; m * n];
+                            // SAFETY: c is m×n.
+                            unsafe { gemm(m, n, k, &pa, &pb, c.as_mut_ptr(), n) };
+                        });
+                    }
+                });
+                let s = t.elapsed().as_secs_f64();
+                let gf = 2.0 * (threads * m * n * k) as f64 / s / 1e9;
+                println!("{threads} thread(s): {gf:.1} GFLOP/s");
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_is_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        // halfway between 1.0 and the next bf16: ties to even (1.0)
+        assert_eq!(bf16_bits(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(bf16_bits(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert_eq!(bf16_bits(f32::from_bits(0x3f80_8001)), 0x3f81);
+        assert!(bf16_to_f32(bf16_bits(f32::NAN)).is_nan());
+    }
+}
