@@ -45,7 +45,7 @@ from k_diffusion import external, sampling as K  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import CLIPTokenizer  # noqa: E402
 
-from make_generate_fixtures import ARCH_SEED, LDM, encode  # noqa: E402
+from make_generate_fixtures import ARCH_SEED, LDM, CFGDenoiser, encode  # noqa: E402
 from make_pipeline_fixtures import resize_image  # noqa: E402
 from make_tiny_models import build  # noqa: E402
 from sampling_a1111_fixtures import ImageRNG  # noqa: E402
@@ -225,24 +225,15 @@ def img2img_init(c, init_img, mask_img):
     return image, image_mask, latmask, overlay, paste_to, extra
 
 
-class CFGDenoiserMasked:
+class CFGDenoiserMasked(CFGDenoiser):
     """A1111's CFGDenoiser for one prompt, with the latent blend after the guidance."""
 
     def __init__(self, inner, cond, uncond, cfg, image_cond, init_latent, mask, nmask):
-        self.inner, self.cond, self.uncond, self.cfg = inner, cond, uncond, cfg
-        self.image_cond, self.init_latent, self.mask, self.nmask = image_cond, init_latent, mask, nmask
+        super().__init__(inner, cond, uncond, cfg, image_cond)
+        self.init_latent, self.mask, self.nmask = init_latent, mask, nmask
 
     def __call__(self, x, sigma, **kw):
-        b = x.shape[0]
-        x_in = torch.cat([x, x])
-        sigma_in = torch.cat([sigma, sigma])
-        cond_in = torch.cat([self.cond.expand(b, -1, -1), self.uncond.expand(b, -1, -1)])
-        extra = {}
-        if self.image_cond is not None:
-            extra["c_concat"] = torch.cat([self.image_cond, self.image_cond])
-        out = self.inner(x_in, sigma_in, cond=cond_in, **extra)
-        den_cond, den_uncond = out[:b], out[b:]
-        denoised = den_uncond + (den_cond - den_uncond) * self.cfg
+        denoised = super().__call__(x, sigma, **kw)
         if self.mask is not None:
             denoised = denoised * self.nmask + self.init_latent * self.mask
         return denoised

@@ -95,10 +95,9 @@ pub fn prepare(i: &Img2Img, width: u32, height: u32) -> Result<Source> {
         let part = image::imageops::crop_imm(&image, x1, y1, x2 - x1, y2 - y1).to_image();
         image = resize_image(ResizeMode::ResizeAndFill, &part, width, height)?;
     }
+    // A1111 fills the pixels for every masked content but "original"
     if inp.fill != MaskedContent::Original {
         image = fill(&image, &image_mask);
-    }
-    if inp.fill != MaskedContent::Original {
         params.push(("Masked content".into(), inp.fill.label().into()));
     }
     let latent_mask = latent_mask(&image_mask, width / 8, height / 8, inp.round)?;

@@ -1,32 +1,13 @@
 //! End to end against the A1111-following reference (tools/reference/make_generate_fixtures.py)
 //! on the tiny SD1 and SD2-v models: final latents within 1e-4, pixels within one level.
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, Tensor};
 use sumi_pipeline::image::ResizeMode;
 use sumi_pipeline::{Img2Img, LoadOptions, Pipeline, Request};
 use sumi_sampling::names::parse_sampler_and_scheduler;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn model(arch: &str, dir: &std::path::Path) -> PathBuf {
-    sumi_weights::synth::materialize(
-        &root().join("tiny").join(arch),
-        dir,
-        sumi_weights::StorageDtype::F16,
-    )
-    .unwrap();
-    dir.join(format!("tiny_{arch}.safetensors"))
-}
-
-/// max |x| over all elements.
-fn max_abs(x: &Tensor) -> f32 {
-    let m = x.abs().and_then(|a| a.flatten_all()).and_then(|a| a.max(0));
-    m.and_then(|m| m.to_scalar::<f32>()).unwrap()
-}
+mod common;
+use common::{max_abs, root, tiny_model as model};
 
 #[test]
 fn matches_the_reference() {

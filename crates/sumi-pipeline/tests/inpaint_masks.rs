@@ -2,24 +2,17 @@
 //! as no mask), blank with "only masked" (plain img2img), another size (resized like the
 //! image; refused for "only masked"), empty (refused), and files that are not images.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use image::{DynamicImage, GrayImage, RgbImage};
 use sumi_pipeline::image::{load_image, resize_image, ResizeMode};
 use sumi_pipeline::{Img2Img, Inpaint, LoadOptions, Pipeline, PipelineError, Request};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+mod common;
+use common::{root, tiny_model};
 
 fn pipeline(dir: &Path) -> Pipeline {
-    sumi_weights::synth::materialize(
-        &root().join("tiny/sd1"),
-        dir,
-        sumi_weights::StorageDtype::F16,
-    )
-    .unwrap();
-    Pipeline::load(&dir.join("tiny_sd1.safetensors"), &LoadOptions::default()).unwrap()
+    Pipeline::load(&tiny_model("sd1", dir), &LoadOptions::default()).unwrap()
 }
 
 fn source() -> RgbImage {

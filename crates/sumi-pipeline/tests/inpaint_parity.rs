@@ -18,9 +18,8 @@ use sumi_pipeline::mask::{gaussian_blur, Axis};
 use sumi_pipeline::{Img2Img, Inpaint, LoadOptions, MaskedContent, Pipeline, Request};
 use sumi_sampling::names::parse_sampler_and_scheduler;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+mod common;
+use common::{max_abs, root, tiny_model as model};
 
 fn fx(p: &str) -> PathBuf {
     root().join("inpaint").join(p)
@@ -40,16 +39,6 @@ fn grey(p: &Path) -> GrayImage {
 
 fn rgb(p: &Path) -> RgbImage {
     image::open(p).unwrap().to_rgb8()
-}
-
-fn model(arch: &str, dir: &Path) -> PathBuf {
-    sumi_weights::synth::materialize(
-        &root().join("tiny").join(arch),
-        dir,
-        sumi_weights::StorageDtype::F16,
-    )
-    .unwrap();
-    dir.join(format!("tiny_{arch}.safetensors"))
 }
 
 #[test]
@@ -134,11 +123,6 @@ fn request(c: &serde_json::Value, init: &RgbImage) -> Request {
         }),
         ..Default::default()
     }
-}
-
-fn max_abs(x: &Tensor) -> f32 {
-    let m = x.abs().and_then(|a| a.flatten_all()).and_then(|a| a.max(0));
-    m.and_then(|m| m.to_scalar::<f32>()).unwrap()
 }
 
 #[test]
