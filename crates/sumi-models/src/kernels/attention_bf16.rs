@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::fastmath::exp;
 use super::gemm_bf16::{
-    self, bf16_bits, bf16_bits_finite, bf16_to_f32, packed_a_len, packed_b_len, MR, NR,
+    self, bf16_bits, bf16_bits_finite, bf16_to_f32, packed_a_len, packed_b_len, Init, MR, NR,
 };
 use super::{f32_slice, SendPtr};
 
@@ -196,18 +196,18 @@ impl CustomOp3 for AttentionBf16 {
                 // Qᵀ block as B: B[dd][r] = q[row r0 + r][head dd]
                 t.q.resize(packed_b_len(d, nr), 0);
                 gemm_bf16::pack_b_transposed(&q[(bi * n + r0) * c + hi * d..], d, nr, c, &mut t.q);
-                t.scores.clear();
                 t.scores.resize(m * nr, 0.0);
                 let kh = &ka[bh * ka_len..(bh + 1) * ka_len];
                 // SAFETY: scores is m×nr with ldc nr, owned by this task.
-                unsafe { gemm_bf16::gemm(m, nr, d, kh, &t.q, t.scores.as_mut_ptr(), nr) };
+                unsafe {
+                    gemm_bf16::gemm(m, nr, d, kh, &t.q, t.scores.as_mut_ptr(), nr, Init::Zero)
+                };
                 t.p.resize(packed_b_len(m, nr), 0);
                 softmax_columns(&t.scores, m, nr, &mut t.p, &mut t.maxs, &mut t.sums);
-                t.o.clear();
                 t.o.resize(d * nr, 0.0);
                 let vh = &va[bh * va_len..(bh + 1) * va_len];
                 // SAFETY: o is d×nr with ldc nr, owned by this task.
-                unsafe { gemm_bf16::gemm(d, nr, m, vh, &t.p, t.o.as_mut_ptr(), nr) };
+                unsafe { gemm_bf16::gemm(d, nr, m, vh, &t.p, t.o.as_mut_ptr(), nr, Init::Zero) };
                 for (r, s) in t.sums.iter().enumerate().take(nr) {
                     let inv = 1.0 / s;
                     // SAFETY: this task owns rows r0..r0+nr, columns hi·d..(hi+1)·d of batch bi.

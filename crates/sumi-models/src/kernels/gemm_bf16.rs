@@ -179,54 +179,135 @@ pub fn pack_b_transposed(src: &[f32], k: usize, n: usize, ldb: usize, out: &mut 
     }
 }
 
-/// `C += A·B` for packed `a` (`m`×`k`) and `b` (`k`×`n`); `C[i][j]` at `c[i·ldc + j]`.
+/// What a GEMM adds its product to.
+#[derive(Debug, Clone, Copy)]
+pub enum Init<'a> {
+    /// `C += A·B`.
+    Accumulate,
+    /// `C = A·B`.
+    Zero,
+    /// `C[i][j] = bias[i] + (A·B)[i][j]` (`m` entries: a convolution's per-channel bias).
+    RowBias(&'a [f32]),
+    /// `C[i][j] = bias[j] + (A·B)[i][j]` (`n` entries: a linear layer's bias).
+    ColBias(&'a [f32]),
+}
+
+/// [`Init`] for one tile: bias pointers at the tile's first row or column.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TileInit {
+    Accumulate,
+    Zero,
+    RowBias(*const f32),
+    ColBias(*const f32),
+}
+
+/// `C = init + A·B` for packed `a` (`m`×`k`) and `b` (`k`×`n`); `C[i][j]` at `c[i·ldc + j]`.
 ///
 /// # Safety
 /// `c` must be valid for reads and writes of `C[i][j]` for all `i < m`, `j < n`, and no
 /// other thread may access those elements during the call.
-pub unsafe fn gemm(m: usize, n: usize, k: usize, a: &[u32], b: &[u32], c: *mut f32, ldc: usize) {
+///
+/// # Panics
+/// If a packed operand is shorter than its shape needs, or a bias than `m` (rows) or `n`
+/// (columns).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[u32],
+    b: &[u32],
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
     let kp = k.div_ceil(2);
     assert!(a.len() >= packed_a_len(m, k) && b.len() >= packed_b_len(k, n));
+    match init {
+        Init::RowBias(bias) => assert!(bias.len() >= m),
+        Init::ColBias(bias) => assert!(bias.len() >= n),
+        Init::Accumulate | Init::Zero => {}
+    }
     #[cfg(target_arch = "x86_64")]
     if has_bf16_dot() {
         // SAFETY: the features were just detected; the caller vouches for `c`.
-        unsafe { gemm_avx512(m, n, kp, a, b, c, ldc) };
+        unsafe { gemm_avx512(m, n, kp, a, b, c, ldc, init) };
         return;
     }
     // SAFETY: forwarded from the caller.
-    unsafe { gemm_portable(m, n, kp, a, b, c, ldc) };
+    unsafe { gemm_portable(m, n, kp, a, b, c, ldc, init) };
 }
 
-/// The block loops around a micro-kernel `kern(kc, a, b, c, ldc, rows, cols)`.
+/// The block loops around a tile kernel `kern(kc, a, b, c, ldc, rows, cols, init)`. K is
+/// cut into equal blocks of at most [`KC`] pairs; the first applies `init`, the rest
+/// accumulate.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn blocked(
     (m, n, kp): (usize, usize, usize),
     a: &[u32],
     b: &[u32],
     c: *mut f32,
     ldc: usize,
-    kern: impl Fn(usize, *const u32, *const u32, *mut f32, usize, usize, usize),
+    init: Init,
+    kern: impl Fn(usize, *const u32, *const u32, *mut f32, usize, usize, usize, TileInit),
 ) {
-    let mut k0 = 0;
-    while k0 < kp {
-        let kc = KC.min(kp - k0);
+    let blocks = kp.div_ceil(KC).max(1);
+    let step = kp.div_ceil(blocks);
+    for blk in 0..blocks {
+        let k0 = blk * step;
+        let kc = step.min(kp - k0.min(kp));
         for np in 0..n.div_ceil(NR) {
             let bp = b[(np * kp + k0) * NR..].as_ptr();
             let cols = NR.min(n - np * NR);
             for mp in 0..m.div_ceil(MR) {
                 let ap = a[(mp * kp + k0) * MR..].as_ptr();
                 let rows = MR.min(m - mp * MR);
+                let tinit = match (blk, init) {
+                    (0, Init::Zero) => TileInit::Zero,
+                    (0, Init::RowBias(bias)) => TileInit::RowBias(bias[mp * MR..].as_ptr()),
+                    (0, Init::ColBias(bias)) => TileInit::ColBias(bias[np * NR..].as_ptr()),
+                    _ => TileInit::Accumulate,
+                };
                 // SAFETY: the tile lies inside C (caller) and the panels inside `a`, `b`.
                 let ct = unsafe { c.add(mp * MR * ldc + np * NR) };
-                kern(kc, ap, bp, ct, ldc, rows, cols);
+                kern(kc, ap, bp, ct, ldc, rows, cols, tinit);
             }
         }
-        k0 += kc;
+    }
+}
+
+/// Adds a computed tile `buf` (`MR`×`NR`, stride `NR`) to its `init` and writes the
+/// `rows`×`cols` corner of it to C.
+///
+/// # Safety
+/// `c` valid for `rows`×`cols` with stride `ldc`; bias pointers for `rows`/`cols` entries.
+pub(super) unsafe fn finish_partial(
+    buf: &[f32; MR * NR],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    init: TileInit,
+) {
+    for (r, src) in buf.chunks_exact(NR).enumerate().take(rows) {
+        // SAFETY: row r < rows of C (caller).
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
+        for (j, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
+            // SAFETY: bias pointers cover rows and cols (caller).
+            *d = v + match init {
+                TileInit::Accumulate => *d,
+                TileInit::Zero => 0.0,
+                TileInit::RowBias(p) => unsafe { *p.add(r) },
+                TileInit::ColBias(p) => unsafe { *p.add(j) },
+            };
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn gemm_avx512(
     m: usize,
     n: usize,
@@ -235,8 +316,9 @@ unsafe fn gemm_avx512(
     b: &[u32],
     c: *mut f32,
     ldc: usize,
+    init: Init,
 ) {
-    // SAFETY: forwarded; the kernel runs under the same features.
+    // SAFETY: forwarded; the tile kernel runs under the same features.
     unsafe {
         blocked(
             (m, n, kp),
@@ -244,60 +326,11 @@ unsafe fn gemm_avx512(
             b,
             c,
             ldc,
-            |kc, ap, bp, ct, ldc, rows, cols| kernel_avx512(kc, ap, bp, ct, ldc, rows, cols),
+            init,
+            |kc, ap, bp, ct, ldc, rows, cols, ti| {
+                super::gemm_bf16_avx512::tile(kc, ap, bp, ct, ldc, rows, cols, ti)
+            },
         )
-    }
-}
-
-/// The `MR`×`NR` tile: 24 accumulators, two B vectors and one broadcast per pair of k.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-#[inline]
-unsafe fn kernel_avx512(
-    kc: usize,
-    a: *const u32,
-    b: *const u32,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    for q in 0..kc {
-        // SAFETY: panel `a` has `kc·MR`, panel `b` `kc·NR` pairs from here.
-        unsafe {
-            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR).cast()));
-            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16).cast()));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let av: __m512bh =
-                    std::mem::transmute(_mm512_set1_epi32(*a.add(q * MR + r) as i32));
-                acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
-                acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
-            }
-        }
-    }
-    let m0: __mmask16 = if cols >= 16 {
-        0xffff
-    } else {
-        (1u32 << cols) as u16 - 1
-    };
-    let m1: __mmask16 = if cols >= 32 {
-        0xffff
-    } else if cols <= 16 {
-        0
-    } else {
-        (1u32 << (cols - 16)) as u16 - 1
-    };
-    for (r, acc) in acc.iter().enumerate().take(rows) {
-        // SAFETY: row r < rows and the masked columns < cols lie inside C.
-        unsafe {
-            let p = c.add(r * ldc);
-            let v0 = _mm512_maskz_loadu_ps(m0, p);
-            _mm512_mask_storeu_ps(p, m0, _mm512_add_ps(v0, acc[0]));
-            let v1 = _mm512_maskz_loadu_ps(m1, p.add(16));
-            _mm512_mask_storeu_ps(p.add(16), m1, _mm512_add_ps(v1, acc[1]));
-        }
     }
 }
 
@@ -320,6 +353,7 @@ simd_dispatch! {
     fn kernel_portable(kc: usize, a: &[u32], b: &[u32], acc: &mut [[f32; NR]; MR]) => kernel_portable_body
 }
 
+#[allow(clippy::too_many_arguments)]
 unsafe fn gemm_portable(
     m: usize,
     n: usize,
@@ -328,6 +362,7 @@ unsafe fn gemm_portable(
     b: &[u32],
     c: *mut f32,
     ldc: usize,
+    init: Init,
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
@@ -337,17 +372,20 @@ unsafe fn gemm_portable(
             b,
             c,
             ldc,
-            |kc, ap, bp, ct, ldc, rows, cols| {
+            init,
+            |kc, ap, bp, ct, ldc, rows, cols, ti| {
                 let a = std::slice::from_raw_parts(ap, kc * MR);
                 let b = std::slice::from_raw_parts(bp, kc * NR);
                 let mut acc = [[0f32; NR]; MR];
                 kernel_portable(kc, a, b, &mut acc);
-                for (r, acc) in acc.iter().enumerate().take(rows) {
-                    let row = std::slice::from_raw_parts_mut(ct.add(r * ldc), cols);
-                    for (o, &v) in row.iter_mut().zip(acc) {
-                        *o += v;
-                    }
-                }
+                finish_partial(
+                    acc.as_flattened().try_into().expect("MR·NR"),
+                    ct,
+                    ldc,
+                    rows,
+                    cols,
+                    ti,
+                );
             },
         )
     }
@@ -373,8 +411,15 @@ mod tests {
         bf16_to_f32(bf16_bits(x)) as f64
     }
 
-    /// Reference: bf16-rounded inputs, f64 sums; both the dispatched and the portable kernel.
+    /// Reference: bf16-rounded inputs, f64 sums; both the dispatched and the portable kernel,
+    /// from each [`Init`] (C's old values, zero, a row bias, a column bias).
     fn check(m: usize, n: usize, k: usize, transposed_b: bool) {
+        for mode in 0..4 {
+            check_from(m, n, k, transposed_b, mode);
+        }
+    }
+
+    fn check_from(m: usize, n: usize, k: usize, transposed_b: bool, mode: usize) {
         let a = rand(m * k, 1 + m as u64);
         let bsrc = rand(k * n, 7 + n as u64);
         let c0 = rand(m * n, 3);
@@ -394,17 +439,24 @@ mod tests {
         } else {
             pack_b(&bsrc, k, n, n, &mut pb, &mut Vec::new());
         }
+        let (rb, cb) = (rand(m, 11), rand(n, 12));
+        let (init, start): (Init, Box<dyn Fn(usize, usize) -> f32>) = match mode {
+            0 => (Init::Accumulate, Box::new(|i, j| c0[i * n + j])),
+            1 => (Init::Zero, Box::new(|_, _| 0.0)),
+            2 => (Init::RowBias(&rb), Box::new(|i, _| rb[i])),
+            _ => (Init::ColBias(&cb), Box::new(|_, j| cb[j])),
+        };
         let mut c = c0.clone();
         let mut cp = c0.clone();
         // SAFETY: c and cp are m×n with ldc n.
         unsafe {
-            gemm(m, n, k, &pa, &pb, c.as_mut_ptr(), n);
-            gemm_portable(m, n, k.div_ceil(2), &pa, &pb, cp.as_mut_ptr(), n);
+            gemm(m, n, k, &pa, &pb, c.as_mut_ptr(), n, init);
+            gemm_portable(m, n, k.div_ceil(2), &pa, &pb, cp.as_mut_ptr(), n, init);
         }
         let mut worst = 0f64;
         for i in 0..m {
             for j in 0..n {
-                let want = c0[i * n + j] as f64
+                let want = start(i, j) as f64
                     + (0..k)
                         .map(|l| round(a[i * k + l]) * round(bij(l, j)))
                         .sum::<f64>();
@@ -418,7 +470,7 @@ mod tests {
         }
         assert!(
             worst < 1e-5,
-            "{m}x{n}x{k} transposed {transposed_b}: {worst}"
+            "{m}x{n}x{k} transposed {transposed_b} init {mode}: {worst}"
         );
     }
 
@@ -431,6 +483,8 @@ mod tests {
             (25, 47, 257),
             (7, 70, 300),
             (40, 5, 129),
+            (24, 64, 600), // full tiles only, several k blocks
+            (36, 96, 40),
         ] {
             check(m, n, k, false);
             check(m, n, k, true);
@@ -450,8 +504,17 @@ mod tests {
         let mut c2 = vec![0f32; m * n];
         // SAFETY: both are m×n with ldc n.
         unsafe {
-            gemm(m, n, k, &pa, &pb, c1.as_mut_ptr(), n);
-            gemm_portable(m, n, k.div_ceil(2), &pa, &pb, c2.as_mut_ptr(), n);
+            gemm(m, n, k, &pa, &pb, c1.as_mut_ptr(), n, Init::Accumulate);
+            gemm_portable(
+                m,
+                n,
+                k.div_ceil(2),
+                &pa,
+                &pb,
+                c2.as_mut_ptr(),
+                n,
+                Init::Accumulate,
+            );
         }
         for (x, y) in c1.iter().zip(&c2) {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");
@@ -463,7 +526,13 @@ mod tests {
     #[test]
     #[ignore]
     fn gemm_bf16_speed() {
-        let (m, n, k) = (640, 1024, 2880);
+        let shape: Vec<usize> = std::env::var("GEMM_SHAPE")
+            .unwrap_or_else(|_| "640,1024,2880".into())
+            .split(',')
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let (m, n, k) = (shape[0], shape[1], shape[2]);
+        let reps = shape.get(3).copied().unwrap_or(1);
         let mut pa = vec![0; packed_a_len(m, k)];
         pack_a(&rand(m * k, 1), m, k, k, &mut pa);
         let mut pb = vec![0; packed_b_len(k, n)];
@@ -475,13 +544,15 @@ mod tests {
                     for _ in 0..threads {
                         s.spawn(|| {
                             let mut c = vec![0f32; m * n];
-                            // SAFETY: c is m×n.
-                            unsafe { gemm(m, n, k, &pa, &pb, c.as_mut_ptr(), n) };
+                            for _ in 0..reps {
+                                // SAFETY: c is m×n.
+                                unsafe { gemm(m, n, k, &pa, &pb, c.as_mut_ptr(), n, Init::Zero) };
+                            }
                         });
                     }
                 });
                 let s = t.elapsed().as_secs_f64();
-                let gf = 2.0 * (threads * m * n * k) as f64 / s / 1e9;
+                let gf = 2.0 * (reps * threads * m * n * k) as f64 / s / 1e9;
                 println!("{threads} thread(s): {gf:.1} GFLOP/s");
             }
         }

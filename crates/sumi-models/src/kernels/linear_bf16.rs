@@ -1,12 +1,12 @@
 //! Linear layers with bf16 weights for f32 activations on the CPU: the `[out, in]` weight
 //! packed once as the GEMM's B operand, activation rows converted to bf16 and packed per
-//! task, f32 accumulation into an output prefilled with the bias. Tasks are (block of rows,
+//! task, f32 accumulation started from the bias. Tasks are (block of rows,
 //! block of output features) on rayon's pool.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm_bf16::{self, packed_a_len, packed_b_len, MR, NR};
+use super::gemm_bf16::{self, packed_a_len, packed_b_len, Init, MR, NR};
 use super::{f32_slice, SendPtr};
 
 /// Rows of activations per task.
@@ -91,15 +91,15 @@ impl CustomOp1 for LinearBf16<'_> {
                 gemm_bf16::pack_a(&x[r0 * k..(r0 + rows) * k], rows, k, k, packed);
                 // SAFETY: this task owns rows r0..r0+rows, columns n0..n0+cols of `out`.
                 let dst = unsafe { out_ref.0.add(r0 * n + n0) };
-                if let Some(bias) = &w.bias {
-                    for r in 0..rows {
-                        unsafe { std::slice::from_raw_parts_mut(dst.add(r * n), cols) }
-                            .copy_from_slice(&bias[n0..n0 + cols]);
-                    }
-                }
                 let b = &w.b[n0 / NR * kp * NR..];
                 // SAFETY: as above, ldc n.
-                unsafe { gemm_bf16::gemm(rows, cols, k, packed, b, dst, n) };
+                unsafe {
+                    let init = match &w.bias {
+                        Some(bias) => Init::ColBias(&bias[n0..n0 + cols]),
+                        None => Init::Zero,
+                    };
+                    gemm_bf16::gemm(rows, cols, k, packed, b, dst, n, init)
+                };
             });
         let mut shape = dims.to_vec();
         if let Some(last) = shape.last_mut() {

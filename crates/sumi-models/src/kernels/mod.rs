@@ -40,6 +40,8 @@ pub mod conv_bf16;
 pub mod fastmath;
 pub mod geglu;
 pub mod gemm_bf16;
+#[cfg(target_arch = "x86_64")]
+mod gemm_bf16_avx512;
 pub mod group_norm;
 pub mod linear_bf16;
 
