@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm_bf16::{self, packed_a_len, packed_b_len, Init, MR, NR};
-use super::{f32_slice, SendPtr};
+use super::{f32_slice, Unfilled};
 
 /// Bytes of packed image columns one task builds at a time.
 const COLUMN_BLOCK_BYTES: usize = 2 << 20;
@@ -170,19 +170,19 @@ fn pack_columns_stride1(
     let kk = cin * k * k;
     let kp = kk.div_ceil(2);
     let npx = nr * ow;
-    let read = |kidx: usize, j: usize| -> &[u16] {
+    // where row `kidx` = (channel, ky, kx) of the columns starts for output row 0
+    let start = |kidx: usize| {
         let (ci, ky, kx) = (kidx / (k * k), kidx / k % k, kidx % k);
-        let at = (ci * lh + j + ky) * pw + kx;
-        &planes[at..at + ow]
+        (ci * lh + ky) * pw + kx
     };
     let zeros = vec![0u16; ow];
     for q in 0..kp {
+        let (lo0, hi0) = (start(2 * q), (2 * q + 1 < kk).then(|| start(2 * q + 1)));
         for j in 0..nr {
-            let lo = read(2 * q, j);
-            let hi = if 2 * q + 1 < kk {
-                read(2 * q + 1, j)
-            } else {
-                &zeros[..]
+            let lo = &planes[lo0 + j * pw..][..ow];
+            let hi = match hi0 {
+                Some(at) => &planes[at + j * pw..][..ow],
+                None => &zeros[..],
             };
             let mut ox = 0;
             while ox < ow {
@@ -261,8 +261,8 @@ impl CustomOp1 for ConvBf16<'_> {
         let mchunk = (panels.div_ceil(msplit) * MR).max(MR);
         let msplit = cout.div_ceil(mchunk);
         let kp = kk.div_ceil(2);
-        let mut out = vec![0f32; b * cout * hw];
-        let out_ptr = SendPtr(out.as_mut_ptr());
+        let mut out = Unfilled::new(b * cout * hw);
+        let out_ptr = out.ptr();
         let out_ref = &out_ptr;
         (0..b * blocks * msplit).into_par_iter().for_each_init(
             || {
@@ -313,6 +313,8 @@ impl CustomOp1 for ConvBf16<'_> {
                 }
             },
         );
+        // SAFETY: the tasks cover every (batch, row block, channel block) and copy all of their C.
+        let out = unsafe { out.filled() };
         Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))))
     }
 }

@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm_bf16::{self, packed_a_len, packed_b_len, Init, MR, NR};
-use super::{f32_slice, SendPtr};
+use super::{f32_slice, Unfilled};
 
 /// Rows of activations per task.
 const ROWS: usize = 8 * MR;
@@ -78,8 +78,8 @@ impl CustomOp1 for LinearBf16<'_> {
         let nchunk = (npanels.div_ceil(nsplit) * NR).max(NR);
         let nsplit = n.div_ceil(nchunk).max(1);
         let kp = k.div_ceil(2);
-        let mut out = vec![0f32; m * n];
-        let out_ptr = SendPtr(out.as_mut_ptr());
+        let mut out = Unfilled::new(m * n);
+        let out_ptr = out.ptr();
         let out_ref = &out_ptr;
         (0..mblocks * nsplit)
             .into_par_iter()
@@ -105,6 +105,8 @@ impl CustomOp1 for LinearBf16<'_> {
         if let Some(last) = shape.last_mut() {
             *last = n;
         }
+        // SAFETY: the tasks cover every (row block, column chunk), and the GEMM writes all of its C from zero or the bias.
+        let out = unsafe { out.filled() };
         Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
 }

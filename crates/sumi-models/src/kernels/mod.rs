@@ -53,6 +53,37 @@ pub(crate) struct SendPtr(pub(crate) *mut f32);
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
+/// An output buffer that parallel tasks fill through a [`SendPtr`], allocated without
+/// zeroing (the kernels that use it write every element, so a zeroing pass would be wasted).
+pub(crate) struct Unfilled {
+    v: Vec<f32>,
+    len: usize,
+}
+
+impl Unfilled {
+    pub(crate) fn new(len: usize) -> Self {
+        Self {
+            v: Vec::with_capacity(len),
+            len,
+        }
+    }
+
+    /// The pointer tasks write through (the buffer's spare capacity).
+    pub(crate) fn ptr(&mut self) -> SendPtr {
+        SendPtr(self.v.as_mut_ptr())
+    }
+
+    /// The filled buffer.
+    ///
+    /// # Safety
+    /// Every one of the `len` elements has been written.
+    pub(crate) unsafe fn filled(mut self) -> Vec<f32> {
+        // SAFETY: capacity ≥ len, and the caller vouches that all are initialised.
+        unsafe { self.v.set_len(self.len) };
+        self.v
+    }
+}
+
 /// The contiguous f32 data of a custom op's input, or an error naming the op and input.
 pub(crate) fn f32_slice<'a>(
     s: &'a CpuStorage,
