@@ -99,28 +99,36 @@ pub fn pack_a(src: &[f32], m: usize, k: usize, lda: usize, out: &mut [u32]) {
         assert!(out.len() >= packed_a_len(m, k));
         assert!(m == 0 || src.len() >= (m - 1) * lda + k);
         // SAFETY: the features were just detected.
-        unsafe { pack_a_avx512(src, m, k, lda, out) };
+        unsafe { pack_rows_avx512::<MR>(src, m, k, lda, out) };
         return;
     }
     pack_a_portable(src, m, k, lda, out)
 }
 
-/// [`pack_a`] with AVX-512 BF16 conversions: a panel's rows are rounded 16 values at a time
-/// (`vcvtneps2bf16`, whose pairs of adjacent values are already the packed pairs) into a
-/// row-major buffer, then moved to the panel's pair-major order; ~10× the portable loop.
+/// Packs `m` rows `src[i·lda ..][..k]` into panels of `W` rows, pairs along the rows (A with
+/// `W` = [`MR`], an n-major B with `W` = [`NR`]), with AVX-512 BF16 conversions: a panel's
+/// rows are rounded 16 values at a time (`vcvtneps2bf16`, whose adjacent values are already
+/// the packed pairs) into a row-major buffer, then moved to the panel's pair-major order;
+/// ~10× the portable loop.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn pack_a_avx512(src: &[f32], m: usize, k: usize, lda: usize, out: &mut [u32]) {
+unsafe fn pack_rows_avx512<const W: usize>(
+    src: &[f32],
+    m: usize,
+    k: usize,
+    lda: usize,
+    out: &mut [u32],
+) {
     use std::arch::x86_64::*;
     /// Pairs per buffered chunk of a panel.
     const QC: usize = 64;
     let kp = k.div_ceil(2);
-    let mut buf = [[0u32; QC]; MR];
-    for (p, panel) in out.chunks_exact_mut(kp * MR).enumerate() {
+    let mut buf = [[0u32; QC]; W];
+    for (p, panel) in out.chunks_exact_mut(kp * W).enumerate() {
         for q0 in (0..kp).step_by(QC) {
             let qc = QC.min(kp - q0);
             for (r, row_buf) in buf.iter_mut().enumerate() {
-                let row = p * MR + r;
+                let row = p * W + r;
                 if row >= m {
                     row_buf[..qc].fill(0);
                     continue;
@@ -145,7 +153,7 @@ unsafe fn pack_a_avx512(src: &[f32], m: usize, k: usize, lda: usize, out: &mut [
                 }
             }
             for q in 0..qc {
-                let dst = &mut panel[(q0 + q) * MR..(q0 + q + 1) * MR];
+                let dst = &mut panel[(q0 + q) * W..(q0 + q + 1) * W];
                 for (d, row_buf) in dst.iter_mut().zip(&buf) {
                     *d = row_buf[q];
                 }
@@ -220,6 +228,18 @@ simd_dispatch! {
 /// Packs an n-major B, `B[i][j] = src[j·ldb + i]` (a linear layer's `[out, in]` weight is B
 /// with `k = in`, `n = out`), into `out` ([`packed_b_len`] long).
 pub fn pack_b_transposed(src: &[f32], k: usize, n: usize, ldb: usize, out: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_bf16_dot() {
+        assert!(out.len() >= packed_b_len(k, n));
+        assert!(n == 0 || src.len() >= (n - 1) * ldb + k);
+        // SAFETY: the features were just detected.
+        unsafe { pack_rows_avx512::<NR>(src, n, k, ldb, out) };
+        return;
+    }
+    pack_b_transposed_portable(src, k, n, ldb, out)
+}
+
+fn pack_b_transposed_portable(src: &[f32], k: usize, n: usize, ldb: usize, out: &mut [u32]) {
     let kp = k.div_ceil(2);
     for (p, panel) in out.chunks_exact_mut(kp * NR).enumerate() {
         for j in 0..NR {
@@ -554,13 +574,25 @@ mod tests {
 
     #[test]
     fn packing_paths_agree() {
-        for &(m, k, lda) in &[(13, 37, 40), (12, 256, 256), (5, 1, 3), (30, 161, 170)] {
+        for &(m, k, lda) in &[
+            (13, 37, 40),
+            (12, 256, 256),
+            (5, 1, 3),
+            (30, 161, 170),
+            (70, 40, 320),
+        ] {
             let src = rand(m * lda, 9 + k as u64);
             let mut fast = vec![7; packed_a_len(m, k)];
             let mut slow = vec![9; packed_a_len(m, k)];
             pack_a(&src, m, k, lda, &mut fast);
             pack_a_portable(&src, m, k, lda, &mut slow);
             assert_eq!(fast, slow, "{m}x{k} lda {lda}");
+            // the same rows as an n-major B
+            let mut fast = vec![7; packed_b_len(k, m)];
+            let mut slow = vec![9; packed_b_len(k, m)];
+            pack_b_transposed(&src, k, m, lda, &mut fast);
+            pack_b_transposed_portable(&src, k, m, lda, &mut slow);
+            assert_eq!(fast, slow, "B {k}x{m} ldb {lda}");
         }
     }
 
