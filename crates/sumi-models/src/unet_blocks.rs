@@ -6,6 +6,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::error::Result;
+use crate::kernels::tokens;
 use crate::nn::{
     conv, group_norm, layer_norm, linear, multi_head_attention_with, Conv2d, GroupNorm, Linear,
 };
@@ -160,21 +161,13 @@ impl SpatialTransformer {
 
     /// `x` `[b, c, h, w]`, `ctx` `[b, m, ctx]`.
     pub fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        // candle's batched matmul misreads a transposed 3-D left operand: make it contiguous
-        let y = self
-            .norm
-            .forward(x)?
-            .flatten_from(2)?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let y = tokens::to_tokens(&self.norm.forward(x)?)?;
         let mut y = self.proj_in.forward(&y)?;
         for blk in &self.blocks {
             y = blk.forward(&y, ctx)?;
         }
         let y = self.proj_out.forward(&y)?;
-        let y = y.transpose(1, 2)?.reshape((b, c, h, w))?;
-        Ok((y + x)?)
+        Ok(tokens::add_from_tokens(&y, x)?)
     }
 }
 

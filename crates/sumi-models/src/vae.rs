@@ -5,6 +5,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{ModelError, Result, Shapes};
+use crate::kernels::tokens;
 use crate::nn::{
     conv, conv_cfg, group_norm, linear, multi_head_attention, Conv2d, GroupNorm, Linear,
 };
@@ -79,13 +80,7 @@ impl AttnBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let y = self
-            .norm
-            .forward(x)?
-            .flatten_from(2)?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let y = tokens::to_tokens(&self.norm.forward(x)?)?;
         let (q, k, v) = (
             self.q.forward(&y)?,
             self.k.forward(&y)?,
@@ -94,12 +89,7 @@ impl AttnBlock {
         // f32 even on the bf16 path: one head of 512 channels, cheap next to the convolutions,
         // and bf16 scores move the tiny fixture VAE's output measurably
         let a = multi_head_attention(&q, &k, &v, 1)?;
-        let y = self
-            .out
-            .forward(&a)?
-            .transpose(1, 2)?
-            .reshape((b, c, h, w))?;
-        Ok((y + x)?)
+        Ok(tokens::add_from_tokens(&self.out.forward(&a)?, x)?)
     }
 }
 

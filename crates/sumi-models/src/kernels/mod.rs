@@ -44,6 +44,7 @@ pub mod gemm_bf16;
 mod gemm_bf16_avx512;
 pub mod group_norm;
 pub mod linear_bf16;
+pub mod tokens;
 
 use candle_core::{CpuStorage, Layout};
 
