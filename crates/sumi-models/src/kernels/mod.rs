@@ -1,6 +1,7 @@
 //! CPU kernels for the hot paths, as candle custom ops over f32 storage: attention that never
-//! materialises the full score matrix, tiled im2col convolution, and the vectorised math
-//! they need.
+//! materialises the full score matrix, tiled im2col convolution, the bf16 path's packed GEMM
+//! and its convolution, linear and attention users, the layout changes around attention, and
+//! the vectorised math they need.
 
 /// Defines `$name`, which runs `$body` (an `#[inline(always)]` function written so the
 /// compiler vectorises it) compiled for AVX-512, else for AVX2+FMA, else for the baseline,
