@@ -11,6 +11,54 @@ use super::{f32_slice, SendPtr};
 
 use super::fastmath::softmax_rows_unnormalised;
 
+/// An attention op's inputs: `q` `[b, n, c]`, `k` and `v` `[b, m, c]` as f32 slices.
+pub(crate) struct Qkv<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub b: usize,
+    pub n: usize,
+    pub m: usize,
+    pub c: usize,
+}
+
+impl<'a> Qkv<'a> {
+    /// Reads and checks the three inputs of `op` for `heads` heads (c a multiple of them).
+    pub(crate) fn read(
+        op: &str,
+        heads: usize,
+        (s1, l1): (&'a CpuStorage, &Layout),
+        (s2, l2): (&'a CpuStorage, &Layout),
+        (s3, l3): (&'a CpuStorage, &Layout),
+    ) -> candle_core::Result<Self> {
+        let (q, k, v) = (
+            f32_slice(s1, l1, op, "q")?,
+            f32_slice(s2, l2, op, "k")?,
+            f32_slice(s3, l3, op, "v")?,
+        );
+        let (b, n, c) = l1.shape().dims3()?;
+        let (bk, m, ck) = l2.shape().dims3()?;
+        if l3.shape().dims3()? != (bk, m, ck) || bk != b || ck != c || heads == 0 || c % heads != 0
+        {
+            return Err(candle_core::Error::Msg(format!(
+                "{op}: shapes q {:?} k {:?} v {:?} with {heads} heads",
+                l1.shape(),
+                l2.shape(),
+                l3.shape(),
+            )));
+        }
+        Ok(Self {
+            q,
+            k,
+            v,
+            b,
+            n,
+            m,
+            c,
+        })
+    }
+}
+
 /// Bytes of scores one task holds at a time.
 const SCORE_BLOCK_BYTES: usize = 1 << 20;
 
@@ -32,22 +80,15 @@ impl CustomOp3 for Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (
-            f32_slice(s1, l1, "attention", "q")?,
-            f32_slice(s2, l2, "attention", "k")?,
-            f32_slice(s3, l3, "attention", "v")?,
-        );
-        let (b, n, c) = l1.shape().dims3()?;
-        let (bk, m, ck) = l2.shape().dims3()?;
-        if l3.shape().dims3()? != (bk, m, ck) || bk != b || ck != c || c % self.heads != 0 {
-            return Err(candle_core::Error::Msg(format!(
-                "attention: shapes q {:?} k {:?} v {:?} with {} heads",
-                l1.shape(),
-                l2.shape(),
-                l3.shape(),
-                self.heads
-            )));
-        }
+        let Qkv {
+            q,
+            k,
+            v,
+            b,
+            n,
+            m,
+            c,
+        } = Qkv::read("attention", self.heads, (s1, l1), (s2, l2), (s3, l3))?;
         let h = self.heads;
         let d = c / h;
         let scale = 1.0 / (d as f32).sqrt();
@@ -136,4 +177,30 @@ impl CustomOp3 for Attention {
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     q.contiguous()?
         .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &Attention { heads })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn bad_shapes_and_zero_heads_are_errors() {
+        let dev = Device::Cpu;
+        let t = |n: usize, c: usize| Tensor::zeros((1, n, c), candle_core::DType::F32, &dev);
+        let (q, k) = (t(4, 8).unwrap(), t(5, 8).unwrap());
+        for heads in [0, 3] {
+            let e = attention(&q, &k, &k, heads).unwrap_err().to_string();
+            assert!(e.contains("attention: shapes"), "{e}");
+            let e = super::super::attention_bf16::attention_bf16(&q, &k, &k, heads)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("attention-bf16: shapes"), "{e}");
+        }
+        let e = attention(&q, &k, &t(6, 8).unwrap(), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("with 2 heads"), "{e}");
+        assert_eq!(attention(&q, &k, &k, 2).unwrap().dims(), &[1, 4, 8]);
+    }
 }

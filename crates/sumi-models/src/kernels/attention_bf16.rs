@@ -12,11 +12,12 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::attention::Qkv;
 use super::fastmath::exp;
 use super::gemm_bf16::{
     self, bf16_bits, bf16_bits_finite, bf16_to_f32, packed_a_len, packed_b_len, Init, MR, NR,
 };
-use super::{f32_slice, Unfilled};
+use super::Unfilled;
 
 /// Bytes of (transposed) scores one task holds at a time.
 const SCORE_BLOCK_BYTES: usize = 1 << 20;
@@ -254,27 +255,15 @@ impl CustomOp3 for AttentionBf16 {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (
-            f32_slice(s1, l1, "attention-bf16", "q")?,
-            f32_slice(s2, l2, "attention-bf16", "k")?,
-            f32_slice(s3, l3, "attention-bf16", "v")?,
-        );
-        let (b, n, c) = l1.shape().dims3()?;
-        let (bk, m, ck) = l2.shape().dims3()?;
-        if l3.shape().dims3()? != (bk, m, ck)
-            || bk != b
-            || ck != c
-            || self.heads == 0
-            || c % self.heads != 0
-        {
-            return Err(candle_core::Error::Msg(format!(
-                "attention-bf16: shapes q {:?} k {:?} v {:?} with {} heads",
-                l1.shape(),
-                l2.shape(),
-                l3.shape(),
-                self.heads
-            )));
-        }
+        let Qkv {
+            q,
+            k,
+            v,
+            b,
+            n,
+            m,
+            c,
+        } = Qkv::read("attention-bf16", self.heads, (s1, l1), (s2, l2), (s3, l3))?;
         let h = self.heads;
         let d = c / h;
         let scale = 1.0 / (d as f32).sqrt();

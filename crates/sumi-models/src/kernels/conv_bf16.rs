@@ -247,11 +247,10 @@ impl CustomOp1 for ConvBf16<'_> {
         // output rows per task: within the column budget, blocks of equal size, and a whole
         // number of B panels where the row width allows (16 or 8 wide rows: 2 or 4 rows)
         let grain = NR / gcd(ow.max(1), NR);
-        let most = (COLUMN_BLOCK_BYTES / 2 / (kk * ow).max(1)) / grain * grain;
-        let blocks = oh.div_ceil(most.max(grain)).max(1);
-        let rows = oh.div_ceil(blocks).div_ceil(grain) * grain;
-        let blocks = oh.div_ceil(rows.min(oh).max(1));
-        let rows = rows.min(oh).max(1);
+        let most = (COLUMN_BLOCK_BYTES / 2 / (kk * ow).max(1) / grain * grain).max(grain);
+        let even = oh.div_ceil(oh.div_ceil(most).max(1));
+        let rows = even.next_multiple_of(grain).clamp(1, oh.max(1));
+        let blocks = oh.div_ceil(rows);
         // split the output channels too when there are fewer tasks than 2 per thread
         let panels = cout.div_ceil(MR);
         let want = 2 * rayon::current_num_threads();

@@ -11,8 +11,8 @@ use super::{f32_slice, Unfilled};
 /// Channels × pixels of one transposed tile.
 const TILE: usize = 32;
 
-/// `dst[p·c + ch] = src[ch·hw + p]` (+ `add[ch·hw + p]` from the other side) for the
-/// channels `c0 .. c0 + TILE` of one image: `to_tokens` when `add` is `None`.
+/// `dst[p·c + ch] = src[ch·hw + p]` for the channels `c0 .. c0 + TILE` of one image, a
+/// tile of pixels at a time.
 fn transpose_tiles(src: &[f32], c: usize, hw: usize, c0: usize, dst: *mut f32) {
     let c1 = (c0 + TILE).min(c);
     for p0 in (0..hw).step_by(TILE) {
