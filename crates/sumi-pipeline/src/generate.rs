@@ -94,16 +94,16 @@ pub struct Generated {
 pub struct Pipeline {
     /// What is known about the checkpoint (its file is closed once the networks are built).
     pub model: ModelIdentity,
-    unet: UNet,
-    vae: Vae,
-    clip: ClipTextModel,
-    embeddings: Vec<Embedding>,
-    schedule: DiscreteSchedule,
-    device: Device,
-    hash: std::sync::OnceLock<Option<String>>,
-    vae_path: Option<PathBuf>,
-    taesd: Option<TaesdDecoder>,
-    vae_hash: std::sync::OnceLock<Option<String>>,
+    pub(crate) unet: UNet,
+    pub(crate) vae: Vae,
+    pub(crate) clip: ClipTextModel,
+    pub(crate) embeddings: Vec<Embedding>,
+    pub(crate) schedule: DiscreteSchedule,
+    pub(crate) device: Device,
+    pub(crate) hash: std::sync::OnceLock<Option<String>>,
+    pub(crate) vae_path: Option<PathBuf>,
+    pub(crate) taesd: Option<TaesdDecoder>,
+    pub(crate) vae_hash: std::sync::OnceLock<Option<String>>,
 }
 
 impl Pipeline {
