@@ -1,9 +1,16 @@
-//! PyTorch checkpoints (`.ckpt`, `.pt`, `.bin`): a zip archive with `data.pkl` and one record
-//! per storage, read through the restricted [`crate::pickle`] reader.
+//! PyTorch zip archives (`.ckpt`, `.pt`, `.bin`): one reader for checkpoints and embeddings.
+//!
+//! [`TorchArchive`] is the only path from such a file to tensors: the zip is read from a memory
+//! map, its `data.pkl` (at most [`MAX_PICKLE_BYTES`]) goes through the restricted
+//! [`crate::pickle`] reader (nothing executed), persistent ids become storage references, and
+//! every tensor view is checked against its storage with checked arithmetic before its bytes
+//! are gathered. [`CkptFile`] is the state-dict view of an archive; textual-inversion
+//! embeddings (`crate::embedding`) read their vectors from the same archive.
 //!
 //! Stored (uncompressed) records, which is what `torch.save` writes, are used straight from the
 //! memory map; compressed ones are inflated once.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,13 +19,18 @@ use crate::dtype::StorageDtype;
 use crate::error::{Result, WeightsError};
 use crate::pickle::{self, PickleError, TensorRef, Value};
 
+/// Largest `data.pkl` read from an archive. The pickle holds only names and tensor views
+/// (a few hundred bytes per tensor: about 1 MB for an SD checkpoint with EMA and optimizer
+/// state, a few kilobytes for an embedding); the bytes live in the storage records.
+pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
+
 /// Where a storage's bytes live.
 enum Record {
     Mapped(std::ops::Range<usize>),
     Owned(Vec<u8>),
 }
 
-/// One tensor of the checkpoint, laid out contiguously on demand.
+/// One tensor of an archive, checked against its storage and laid out contiguously on demand.
 #[derive(Debug, Clone)]
 pub struct CkptTensor {
     /// Its key in the state dict.
@@ -32,19 +44,18 @@ pub struct CkptTensor {
     record: String,
 }
 
-/// A PyTorch zip checkpoint's state dict.
-pub struct CkptFile {
+/// A PyTorch zip archive whose pickle has been read: its storage records, by key.
+pub struct TorchArchive {
     path: PathBuf,
     mmap: memmap2::Mmap,
     records: HashMap<String, Record>,
-    tensors: Vec<CkptTensor>,
 }
 
-impl std::fmt::Debug for CkptFile {
+impl std::fmt::Debug for TorchArchive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CkptFile")
+        f.debug_struct("TorchArchive")
             .field("path", &self.path)
-            .field("tensors", &self.tensors.len())
+            .field("records", &self.records.len())
             .finish()
     }
 }
@@ -56,83 +67,101 @@ fn bad(path: &Path, detail: impl Into<String>) -> WeightsError {
     }
 }
 
-impl CkptFile {
-    /// Opens a zip checkpoint and reads its pickle without executing anything.
-    pub fn open(path: &Path) -> Result<Self> {
+/// torch's persistent ids: `("storage", <StorageClass>, key, location, numel)`.
+fn storage_ref(pid: Value) -> std::result::Result<Value, PickleError> {
+    let Value::Tuple(t) = pid else {
+        return Err(PickleError::Malformed(format!(
+            "persistent id is not a tuple: {pid:?}"
+        )));
+    };
+    match t.as_slice() {
+        [Value::Str(tag), Value::Global(_, kind), Value::Str(key), ..] if tag == "storage" => {
+            Ok(Value::Storage {
+                kind: kind.clone(),
+                key: key.clone(),
+            })
+        }
+        _ => Err(PickleError::Malformed(format!(
+            "unexpected persistent id {t:?}"
+        ))),
+    }
+}
+
+/// The archive's `data.pkl` bytes and storage records (`<prefix>/data/<key>`).
+fn read_entries(path: &Path, mmap: &[u8]) -> Result<(Vec<u8>, HashMap<String, Record>)> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(mmap))
+        .map_err(|e| bad(path, format!("not a readable zip archive: {e}")))?;
+    let mut pkl: Option<Vec<u8>> = None;
+    let mut records = HashMap::new();
+    let mut big_endian = false;
+    for i in 0..zip.len() {
+        let mut f = zip
+            .by_index(i)
+            .map_err(|e| bad(path, format!("zip entry {i}: {e}")))?;
+        let name = f
+            .name()
+            .map_err(|e| bad(path, format!("zip entry {i}: {e}")))?
+            .to_string();
+        let Some((_, inner)) = name.split_once('/') else {
+            continue;
+        };
+        if inner == "data.pkl" {
+            let mut v = Vec::new();
+            f.by_ref()
+                .take(MAX_PICKLE_BYTES + 1)
+                .read_to_end(&mut v)
+                .map_err(|e| bad(path, format!("{name}: {e}")))?;
+            if v.len() as u64 > MAX_PICKLE_BYTES {
+                return Err(bad(
+                    path,
+                    format!("{name} is larger than the {MAX_PICKLE_BYTES}-byte limit"),
+                ));
+            }
+            pkl = Some(v);
+        } else if inner == "byteorder" {
+            let mut v = String::new();
+            f.by_ref()
+                .take(16)
+                .read_to_string(&mut v)
+                .map_err(|e| bad(path, format!("{name}: {e}")))?;
+            big_endian = v.trim() == "big";
+        } else if let Some(key) = inner.strip_prefix("data/") {
+            let size = usize::try_from(f.size()).unwrap_or(usize::MAX);
+            let rec = match (f.compression(), f.data_start()) {
+                (zip::CompressionMethod::Stored, Some(s))
+                    if usize::try_from(s)
+                        .ok()
+                        .and_then(|s| s.checked_add(size))
+                        .is_some_and(|e| e <= mmap.len()) =>
+                {
+                    Record::Mapped(s as usize..s as usize + size)
+                }
+                _ => {
+                    let mut v = Vec::with_capacity(size.min(1 << 30));
+                    f.read_to_end(&mut v)
+                        .map_err(|e| bad(path, format!("{name}: {e}")))?;
+                    Record::Owned(v)
+                }
+            };
+            records.insert(key.to_string(), rec);
+        }
+    }
+    if big_endian {
+        return Err(bad(path, "big-endian checkpoints are not supported"));
+    }
+    let pkl = pkl.ok_or_else(|| bad(path, "no data.pkl in the archive"))?;
+    Ok((pkl, records))
+}
+
+impl TorchArchive {
+    /// Opens a zip archive and reads its pickle without executing anything: the archive and
+    /// the pickle's root object (its tensors as [`Value::Tensor`] views, not yet checked).
+    pub fn open(path: &Path) -> Result<(Self, Value)> {
         let file = std::fs::File::open(path).map_err(|e| WeightsError::io(path, e))?;
         // SAFETY: read-only map; see SafetensorsFile::open.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| WeightsError::io(path, e))?;
-        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&mmap[..]))
-            .map_err(|e| bad(path, format!("not a readable zip archive: {e}")))?;
-        let mut pkl: Option<Vec<u8>> = None;
-        let mut records = HashMap::new();
-        let mut big_endian = false;
-        for i in 0..zip.len() {
-            let mut f = zip
-                .by_index(i)
-                .map_err(|e| bad(path, format!("zip entry {i}: {e}")))?;
-            let name = f
-                .name()
-                .map_err(|e| bad(path, format!("zip entry {i}: {e}")))?
-                .to_string();
-            let Some((_, inner)) = name.split_once('/') else {
-                continue;
-            };
-            if inner == "data.pkl" {
-                let mut v = Vec::new();
-                f.read_to_end(&mut v)
-                    .map_err(|e| bad(path, format!("{name}: {e}")))?;
-                pkl = Some(v);
-            } else if inner == "byteorder" {
-                let mut v = String::new();
-                f.read_to_string(&mut v)
-                    .map_err(|e| bad(path, format!("{name}: {e}")))?;
-                big_endian = v.trim() == "big";
-            } else if let Some(key) = inner.strip_prefix("data/") {
-                let size = f.size() as usize;
-                let rec = match (f.compression(), f.data_start()) {
-                    (zip::CompressionMethod::Stored, Some(s))
-                        if (s as usize)
-                            .checked_add(size)
-                            .is_some_and(|e| e <= mmap.len()) =>
-                    {
-                        Record::Mapped(s as usize..s as usize + size)
-                    }
-                    _ => {
-                        let mut v = Vec::with_capacity(size.min(1 << 30));
-                        f.read_to_end(&mut v)
-                            .map_err(|e| bad(path, format!("{name}: {e}")))?;
-                        Record::Owned(v)
-                    }
-                };
-                records.insert(key.to_string(), rec);
-            }
-        }
-        if big_endian {
-            return Err(bad(path, "big-endian checkpoints are not supported"));
-        }
-        let pkl = pkl.ok_or_else(|| bad(path, "no data.pkl in the archive"))?;
-        let persistent = |pid: Value| -> std::result::Result<Value, PickleError> {
-            let Value::Tuple(t) = pid else {
-                return Err(PickleError::Malformed(format!(
-                    "persistent id is not a tuple: {pid:?}"
-                )));
-            };
-            match t.as_slice() {
-                [Value::Str(tag), Value::Global(_, kind), Value::Str(key), ..]
-                    if tag == "storage" =>
-                {
-                    Ok(Value::Storage {
-                        kind: kind.clone(),
-                        key: key.clone(),
-                    })
-                }
-                _ => Err(PickleError::Malformed(format!(
-                    "unexpected persistent id {t:?}"
-                ))),
-            }
-        };
-        let root = pickle::read(&pkl, &persistent).map_err(|e| match e {
+        let (pkl, records) = read_entries(path, &mmap)?;
+        let root = pickle::read(&pkl, &storage_ref).map_err(|e| match e {
             PickleError::Forbidden(module, name) => WeightsError::ForbiddenGlobal {
                 path: path.to_path_buf(),
                 module,
@@ -140,51 +169,23 @@ impl CkptFile {
             },
             PickleError::Malformed(d) => bad(path, format!("data.pkl: {d}")),
         })?;
-        let mut out = Self {
+        let archive = Self {
             path: path.to_path_buf(),
             mmap,
             records,
-            tensors: Vec::new(),
         };
-        out.tensors = out.collect(root)?;
-        Ok(out)
+        Ok((archive, root))
     }
 
-    /// The tensors of the state dict, in file order.
-    pub fn tensors(&self) -> &[CkptTensor] {
-        &self.tensors
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
-    /// Takes the state dict out of the root object (A1111's rule: a `state_dict` entry if
-    /// present, else the root itself) and checks every tensor against its storage.
-    fn collect(&self, root: Value) -> Result<Vec<CkptTensor>> {
-        let Value::Dict(mut d) = root else {
-            return Err(bad(&self.path, "the pickle's root is not a dict"));
-        };
-        if let Some(i) = d
-            .iter()
-            .position(|(k, v)| *k == Value::Str("state_dict".into()) && matches!(v, Value::Dict(_)))
-        {
-            let (_, v) = d.swap_remove(i);
-            if let Value::Dict(sd) = v {
-                d = sd;
-            }
-        }
-        let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (k, v) in d {
-            let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
-                continue;
-            };
-            if !seen.insert(name.clone()) {
-                return Err(bad(&self.path, format!("duplicate tensor name `{name}`")));
-            }
-            out.push(self.check(name, t)?);
-        }
-        Ok(out)
-    }
-
-    fn check(&self, name: String, t: TensorRef) -> Result<CkptTensor> {
+    /// Checks tensor view `t` (called `name`) against its storage: a known storage type, a
+    /// record that exists, an element count and byte size that fit in `usize`, no more
+    /// elements than the storage holds, and every element inside it.
+    pub fn tensor(&self, name: String, t: TensorRef) -> Result<CkptTensor> {
         let dtype = StorageDtype::from_torch_storage(&t.kind).ok_or_else(|| {
             bad(
                 &self.path,
@@ -201,7 +202,28 @@ impl CkptFile {
             Record::Mapped(r) => r.len(),
             Record::Owned(v) => v.len(),
         } / dtype.size();
-        let numel: usize = t.shape.iter().product();
+        let numel = t
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|n| n.checked_mul(dtype.size()).is_some());
+        let Some(numel) = numel else {
+            return Err(bad(
+                &self.path,
+                format!("tensor `{name}` (shape {:?}) is too large", t.shape),
+            ));
+        };
+        if numel > len {
+            // a view repeating elements (a broadcast stride): never in a state dict, and it
+            // would let a few stored bytes ask for an arbitrarily large tensor
+            return Err(bad(
+                &self.path,
+                format!(
+                    "tensor `{name}` (shape {:?}) has more elements than its storage of {len}",
+                    t.shape
+                ),
+            ));
+        }
         if numel > 0 {
             let last = t
                 .shape
@@ -231,7 +253,9 @@ impl CkptFile {
     }
 
     /// The tensor's bytes in contiguous row-major order (borrowed when already contiguous).
-    pub fn bytes(&self, t: &CkptTensor) -> std::borrow::Cow<'_, [u8]> {
+    /// `t` must come from this archive's [`TorchArchive::tensor`], which bounds every index
+    /// computed here.
+    pub fn bytes(&self, t: &CkptTensor) -> Cow<'_, [u8]> {
         let all: &[u8] = match self.records.get(&t.record) {
             Some(Record::Mapped(r)) => &self.mmap[r.clone()],
             Some(Record::Owned(v)) => v,
@@ -239,6 +263,9 @@ impl CkptFile {
         };
         let es = t.dtype.size();
         let numel: usize = t.shape.iter().product();
+        if numel == 0 {
+            return Cow::Borrowed(&[]);
+        }
         let mut contiguous = vec![1usize; t.shape.len()];
         for i in (0..t.shape.len().saturating_sub(1)).rev() {
             contiguous[i] = contiguous[i + 1] * t.shape[i + 1];
@@ -249,7 +276,7 @@ impl CkptFile {
             .zip(t.stride.iter().zip(&contiguous))
             .all(|(&d, (&s, &c))| d <= 1 || s == c);
         if is_contig {
-            return std::borrow::Cow::Borrowed(&all[t.offset * es..(t.offset + numel) * es]);
+            return Cow::Borrowed(&all[t.offset * es..(t.offset + numel) * es]);
         }
         let mut out = Vec::with_capacity(numel * es);
         let mut idx = vec![0usize; t.shape.len()];
@@ -264,6 +291,72 @@ impl CkptFile {
                 idx[d] = 0;
             }
         }
-        std::borrow::Cow::Owned(out)
+        Cow::Owned(out)
     }
+}
+
+/// A PyTorch zip checkpoint's state dict.
+pub struct CkptFile {
+    archive: TorchArchive,
+    tensors: Vec<CkptTensor>,
+}
+
+impl std::fmt::Debug for CkptFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CkptFile")
+            .field("path", &self.archive.path)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl CkptFile {
+    /// Opens a zip checkpoint and reads its pickle without executing anything.
+    pub fn open(path: &Path) -> Result<Self> {
+        let (archive, root) = TorchArchive::open(path)?;
+        let tensors = state_dict(&archive, root)?;
+        Ok(Self { archive, tensors })
+    }
+
+    /// The tensors of the state dict, in file order.
+    pub fn tensors(&self) -> &[CkptTensor] {
+        &self.tensors
+    }
+
+    /// The tensor's bytes in contiguous row-major order (borrowed when already contiguous).
+    pub fn bytes(&self, t: &CkptTensor) -> Cow<'_, [u8]> {
+        self.archive.bytes(t)
+    }
+}
+
+/// Takes the state dict out of the root object (A1111's rule: a `state_dict` entry if present,
+/// else the root itself) and checks every tensor against its storage.
+fn state_dict(archive: &TorchArchive, root: Value) -> Result<Vec<CkptTensor>> {
+    let Value::Dict(mut d) = root else {
+        return Err(bad(&archive.path, "the pickle's root is not a dict"));
+    };
+    if let Some(i) = d
+        .iter()
+        .position(|(k, v)| *k == Value::Str("state_dict".into()) && matches!(v, Value::Dict(_)))
+    {
+        let (_, v) = d.swap_remove(i);
+        if let Value::Dict(sd) = v {
+            d = sd;
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in d {
+        let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
+            continue;
+        };
+        if !seen.insert(name.clone()) {
+            return Err(bad(
+                &archive.path,
+                format!("duplicate tensor name `{name}`"),
+            ));
+        }
+        out.push(archive.tensor(name, t)?);
+    }
+    Ok(out)
 }

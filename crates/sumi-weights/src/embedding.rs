@@ -4,9 +4,10 @@
 //!
 //! Formats:
 //! * `.safetensors`: a single tensor under any key (kohya's `emb_params`, a diffusers token);
-//! * `.pt` / `.bin` (PyTorch zip archives, read through the restricted [`crate::pickle`] reader,
-//!   nothing executed): A1111's own `{"string_to_param": {"*": tensor}, …}` (the inner dict may
-//!   be a `torch.nn.ParameterDict`), or a diffusers concept `{"<token>": tensor}`.
+//! * `.pt` / `.bin` (PyTorch zip archives, read by the checkpoints' own [`TorchArchive`]:
+//!   restricted pickle, nothing executed, every tensor view checked against its storage):
+//!   A1111's own `{"string_to_param": {"*": tensor}, …}` (the inner dict may be a
+//!   `torch.nn.ParameterDict`), or a diffusers concept `{"<token>": tensor}`.
 //!
 //! A tensor of shape `[vectors, width]` (a 1-D diffusers-concept tensor is one vector) must have
 //! the text encoder's width. As in A1111, a file holding several terms, SDXL's `clip_l`/`clip_g`
@@ -14,18 +15,15 @@
 //! another width, which A1111 lists as "skipped") instead of failing, so one stray file does not
 //! stop a generation.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::ckpt::TorchArchive;
 use crate::dtype::{decode, StorageDtype};
 use crate::error::WeightsError;
-use crate::pickle::{self, PickleError, TensorRef, Value};
+use crate::pickle::{TensorRef, Value};
 use crate::safetensors::SafetensorsFile;
-
-/// Largest `data.pkl` read from a `.pt` embedding (real ones are a few kilobytes).
-const MAX_PICKLE_BYTES: u64 = 16 << 20;
 
 /// Why an embedding file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -334,93 +332,20 @@ fn float_tensor(
     })
 }
 
-fn bad_ckpt(path: &Path, detail: impl Into<String>) -> EmbeddingError {
-    WeightsError::BadCheckpoint {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
-    .into()
-}
-
 fn dict_get<'a>(d: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
     d.iter()
         .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
         .map(|(_, v)| v)
 }
 
-/// Reads a `.pt`/`.bin` embedding: the vectors and A1111's recorded training step.
+/// Reads a `.pt`/`.bin` embedding through the checkpoints' archive reader: the vectors and
+/// A1111's recorded training step.
 fn read_torch(path: &Path) -> Result<(Tensor, Option<i64>), EmbeddingError> {
-    let file = std::fs::File::open(path).map_err(|e| WeightsError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
-        bad_ckpt(
-            path,
-            format!("not a PyTorch zip archive ({e}); legacy pre-1.6 pickles are not read"),
-        )
-    })?;
-    let names: Vec<String> = zip
-        .file_names()
-        .filter_map(|n| n.ok().map(|n| n.into_owned()))
-        .collect();
-    let pkl_name = names
-        .iter()
-        .find(|n| {
-            n.split_once('/')
-                .is_some_and(|(_, inner)| inner == "data.pkl")
-        })
-        .ok_or_else(|| bad_ckpt(path, "no data.pkl in the archive"))?
-        .clone();
-    let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-    let mut pkl = Vec::new();
-    {
-        let f = zip
-            .by_name(&pkl_name)
-            .map_err(|e| bad_ckpt(path, format!("{pkl_name}: {e}")))?;
-        f.take(MAX_PICKLE_BYTES)
-            .read_to_end(&mut pkl)
-            .map_err(|e| bad_ckpt(path, format!("{pkl_name}: {e}")))?;
-    }
-    let persistent = |pid: Value| -> Result<Value, PickleError> {
-        match pid {
-            Value::Tuple(t) => match t.as_slice() {
-                [Value::Str(tag), Value::Global(_, kind), Value::Str(key), ..]
-                    if tag == "storage" =>
-                {
-                    Ok(Value::Storage {
-                        kind: kind.clone(),
-                        key: key.clone(),
-                    })
-                }
-                _ => Err(PickleError::Malformed(format!(
-                    "unexpected persistent id {t:?}"
-                ))),
-            },
-            other => Err(PickleError::Malformed(format!(
-                "persistent id is not a tuple: {other:?}"
-            ))),
-        }
-    };
-    let root = pickle::read(&pkl, &persistent).map_err(|e| match e {
-        PickleError::Forbidden(module, name) => {
-            EmbeddingError::Weights(WeightsError::ForbiddenGlobal {
-                path: path.to_path_buf(),
-                module,
-                name,
-            })
-        }
-        PickleError::Malformed(d) => bad_ckpt(path, format!("data.pkl: {d}")),
-    })?;
+    let (archive, root) = TorchArchive::open(path)?;
     let (key, tref, step) = find_vectors(path, &root)?;
-    let mut record = Vec::new();
-    let rec_name = format!("{prefix}data/{}", tref.key);
-    zip.by_name(&rec_name)
-        .map_err(|e| bad_ckpt(path, format!("storage record `{rec_name}`: {e}")))?
-        .read_to_end(&mut record)
-        .map_err(|e| bad_ckpt(path, format!("{rec_name}: {e}")))?;
-    let t = strided_tensor(path, &key, &tref, &record)?;
-    Ok((as_matrix(path, &key, t)?, step))
+    let t = archive.tensor(key, tref)?;
+    let vectors = float_tensor(path, &t.name, &archive.bytes(&t), t.dtype, &t.shape)?;
+    Ok((as_matrix(path, &t.name, vectors)?, step))
 }
 
 /// A1111's `create_embedding_from_data` on the unpickled root.
@@ -481,59 +406,4 @@ fn find_vectors(
             "no `string_to_param` entry and no single tensor",
         )),
     }
-}
-
-/// The tensor `t` laid out contiguously from its storage record, as f32.
-fn strided_tensor(
-    path: &Path,
-    key: &str,
-    t: &TensorRef,
-    record: &[u8],
-) -> Result<Tensor, EmbeddingError> {
-    let dtype = StorageDtype::from_torch_storage(&t.kind).ok_or_else(|| {
-        bad_ckpt(
-            path,
-            format!("tensor `{key}`: unknown storage type {}", t.kind),
-        )
-    })?;
-    let es = dtype.size();
-    let len = record.len() / es;
-    let numel: usize = t.shape.iter().product();
-    if numel == 0 {
-        return Err(EmbeddingError::Shape {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            shape: t.shape.clone(),
-        });
-    }
-    let last = t
-        .shape
-        .iter()
-        .zip(&t.stride)
-        .try_fold(t.offset, |a, (&d, &s)| {
-            a.checked_add((d - 1).checked_mul(s)?)
-        });
-    if last.is_none_or(|l| l >= len) {
-        return Err(bad_ckpt(
-            path,
-            format!(
-                "tensor `{key}` (shape {:?}) reaches past its storage",
-                t.shape
-            ),
-        ));
-    }
-    let mut bytes = Vec::with_capacity(numel * es);
-    let mut idx = vec![0usize; t.shape.len()];
-    for _ in 0..numel {
-        let e = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
-        bytes.extend_from_slice(&record[e * es..(e + 1) * es]);
-        for d in (0..idx.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < t.shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    float_tensor(path, key, &bytes, dtype, &t.shape)
 }
