@@ -4,7 +4,7 @@
 
 pub mod clip;
 pub mod error;
-pub mod kernels;
+mod kernels;
 pub mod nn;
 pub mod precision;
 pub mod taesd;

@@ -16,7 +16,7 @@ pub fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) ->
 }
 
 /// A convolution with explicit padding and optional bias. A bf16 `VarBuilder` gives the bf16
-/// compute path: the kernel packed as bf16 (see [`crate::kernels::conv_bf16`]), the bias f32.
+/// compute path: the kernel packed as bf16 for the crate's bf16 convolution, the bias f32.
 pub fn conv_cfg(
     vb: VarBuilder,
     cin: usize,
@@ -168,7 +168,7 @@ impl Module for Conv2d {
 }
 
 /// A linear layer (`weight` is `[out, in]`; 1×1 kernels are accepted by the weight store).
-/// A bf16 `VarBuilder` gives the bf16 compute path (see [`crate::kernels::linear_bf16`]).
+/// A bf16 `VarBuilder` gives the bf16 compute path (the crate's packed bf16 linear kernel).
 pub fn linear(vb: VarBuilder, cin: usize, cout: usize, bias: bool) -> Result<Linear> {
     let b = if bias {
         Some(param(&vb, cout, "bias")?)

@@ -137,7 +137,10 @@ impl CustomOp3 for Attention {
                     );
                 }
                 softmax_rows_unnormalised(scores, m, sums);
+                // SAFETY: row (bi·n + r0), column hi·d is inside the b·n×c output buffer.
                 let op = unsafe { out_ref.0.add((bi * n + r0) * c + hi * d) };
+                // SAFETY: this task alone writes rows r0..r0+nr × head columns hi·d..(hi+1)·d of
+                // the output (stride c); `scores` is nr×m and `vp` reads m rows of d within v.
                 unsafe {
                     gemm::gemm(
                         nr,

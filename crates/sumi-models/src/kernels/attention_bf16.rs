@@ -176,8 +176,9 @@ unsafe fn softmax_columns_avx512(
         let w = (nr - 16 * c).min(16);
         ((1u32 << w) - 1) as __mmask16
     };
-    // SAFETY (all loads and stores below): column chunk c covers columns 16c.. under its
-    // mask, inside rows of `s` (m×nr), `maxs`/`sums` (nr) and the packed panel rows of `out`.
+    // SAFETY: every load and store below is in bounds: column chunk c covers columns 16c..
+    // under its mask, inside rows of `s` (m×nr), `maxs`/`sums` (nr) and the packed panel rows
+    // of `out` (lengths asserted above); the caller has checked the CPU features.
     unsafe {
         for c in 0..chunks {
             let (k, at) = (mask(c), 16 * c);

@@ -68,6 +68,7 @@ impl CustomOp3 for Conv {
                 // batch bi; all pointers below stay inside their buffers.
                 let dst = unsafe { out_ref.0.add(bi * cout * hw + r0 * ow) };
                 for (c, &bv) in bias.iter().enumerate() {
+                    // SAFETY: channel c's npx pixels from r0·ow lie in this task's region.
                     let row = unsafe { std::slice::from_raw_parts_mut(dst.add(c * hw), npx) };
                     row.fill(bv);
                 }
@@ -78,6 +79,8 @@ impl CustomOp3 for Conv {
                     im2col(xb, cols, (cin, h, wd), (k, s, p), (r0, nr, ow));
                     (cols.as_ptr(), npx as isize)
                 };
+                // SAFETY: C is this task's cout×npx block (row stride hw), A the cout×kk
+                // weights, B kk×npx columns (from `cols` or, pointwise, the input rows r0..).
                 unsafe {
                     gemm::gemm(
                         cout,

@@ -37,11 +37,6 @@ impl PackedConv {
             });
         Self { a, cout, cin, k }
     }
-
-    /// Output channels.
-    pub fn cout(&self) -> usize {
-        self.cout
-    }
 }
 
 fn gcd(a: usize, b: usize) -> usize {

@@ -212,6 +212,7 @@ pub fn pack_b_rows_with(
     }
 }
 
+#[cfg(test)]
 #[inline(always)]
 fn pack_b_body(src: &[f32], k: usize, n: usize, ldb: usize, out: &mut [u32], rows: &mut Vec<f32>) {
     pack_b_rows_with(k, n, out, rows, |i, r| {
@@ -220,6 +221,7 @@ fn pack_b_body(src: &[f32], k: usize, n: usize, ldb: usize, out: &mut [u32], row
 }
 
 simd_dispatch! {
+    #[cfg(test)]
     /// Packs a k-major B, `B[i][j] = src[i·ldb + j]` (`k`×`n`), into `out`
     /// ([`packed_b_len`] long); `rows` is scratch.
     pub fn pack_b(src: &[f32], k: usize, n: usize, ldb: usize, out: &mut [u32], rows: &mut Vec<f32>) => pack_b_body
@@ -263,7 +265,8 @@ fn pack_b_transposed_portable(src: &[f32], k: usize, n: usize, ldb: usize, out: 
 /// What a GEMM adds its product to.
 #[derive(Debug, Clone, Copy)]
 pub enum Init<'a> {
-    /// `C += A·B`.
+    /// `C += A·B` (the tests check it; the kernels' users start from zero or a bias).
+    #[cfg_attr(not(test), expect(dead_code))]
     Accumulate,
     /// `C = A·B`.
     Zero,
@@ -375,11 +378,12 @@ pub(super) unsafe fn finish_partial(
         // SAFETY: row r < rows of C (caller).
         let dst = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
         for (j, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
-            // SAFETY: bias pointers cover rows and cols (caller).
             *d = v + match init {
                 TileInit::Accumulate => *d,
                 TileInit::Zero => 0.0,
+                // SAFETY: a row bias covers the `rows` rows of C (caller); r < rows.
                 TileInit::RowBias(p) => unsafe { *p.add(r) },
+                // SAFETY: a column bias covers the `cols` columns of C (caller); j < cols.
                 TileInit::ColBias(p) => unsafe { *p.add(j) },
             };
         }

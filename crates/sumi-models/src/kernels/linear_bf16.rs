@@ -36,16 +36,6 @@ impl PackedLinear {
             });
         Self { b, bias, cin, cout }
     }
-
-    /// Input features.
-    pub fn cin(&self) -> usize {
-        self.cin
-    }
-
-    /// Output features.
-    pub fn cout(&self) -> usize {
-        self.cout
-    }
 }
 
 struct LinearBf16<'a>(&'a PackedLinear);

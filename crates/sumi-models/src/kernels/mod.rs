@@ -53,6 +53,8 @@ use candle_core::{CpuStorage, Layout};
 pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: every kernel using it gives each task its own region of the buffer.
 unsafe impl Sync for SendPtr {}
+// SAFETY: the buffer outlives the parallel region that carries the pointer (the kernels
+// join their tasks before reading or freeing it), and tasks write disjoint regions.
 unsafe impl Send for SendPtr {}
 
 /// An output buffer that parallel tasks fill through a [`SendPtr`], allocated without
