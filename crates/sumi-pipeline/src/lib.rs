@@ -5,20 +5,26 @@
 //! `image` (init image, resize modes) → `conditioning` → initial latents → `denoise` (U-Net with
 //! classifier-free guidance as a sampler's denoiser) → decode → `png` with `infotext`.
 
+mod batch;
 pub mod checkpoint;
 pub mod composite;
 pub mod conditioning;
+mod decode;
 pub mod denoise;
 pub mod error;
 pub mod generate;
+mod generated_infotext;
 pub mod image;
 pub mod infotext;
+mod init;
 pub mod inpaint;
+mod inpaint_cond;
 pub mod mask;
 pub mod png;
 pub mod request;
 
 pub use checkpoint::Checkpoint;
+pub use decode::to_image;
 pub use error::{PipelineError, Result};
 pub use generate::{Generated, LoadOptions, Pipeline, Progress, Stop};
 pub use request::{Img2Img, Inpaint, MaskedContent, Request};

@@ -11,7 +11,7 @@
 
 use candle_core::Tensor;
 
-use super::{add_scaled, OnStep, Step};
+use super::{add_scaled, Level, OnStep, Step};
 use crate::denoiser::{Denoiser, DiscreteSchedule};
 use crate::error::{Result, SamplingError};
 use crate::noise::NoiseSampler;
@@ -130,8 +130,7 @@ pub fn sample_plms(
         let step = Step {
             i,
             steps,
-            sigma: 0.0,
-            sigma_hat: 0.0,
+            level: Level::Timestep(t as f64),
             x: &x,
             denoised: &pred_x0,
         };
@@ -179,8 +178,7 @@ pub fn sample_ddim(
         let step = Step {
             i,
             steps,
-            sigma: 0.0,
-            sigma_hat: 0.0,
+            level: Level::Timestep(timesteps[index] as f64),
             x: &x,
             denoised: &pred_x0,
         };

@@ -48,14 +48,28 @@ pub struct Step<'a> {
     pub i: usize,
     /// Number of steps (`sigmas.len() - 1`).
     pub steps: usize,
-    /// The step's sigma.
-    pub sigma: f64,
-    /// The sigma the model was evaluated at (differs from `sigma` with churn).
-    pub sigma_hat: f64,
+    /// Where on the noise scale the step evaluated the model.
+    pub level: Level,
     /// `x` at the model evaluation.
     pub x: &'a Tensor,
     /// The model's denoised estimate.
     pub denoised: &'a Tensor,
+}
+
+/// Where on the noise scale a step evaluated the model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Level {
+    /// k-diffusion samplers: the step's sigma, and the sigma the model was evaluated at
+    /// (`sigma_hat`, above `sigma` with churn).
+    Sigma {
+        /// The step's sigma.
+        sigma: f64,
+        /// The sigma the model saw.
+        sigma_hat: f64,
+    },
+    /// Timestep samplers (variance-preserving scale): the model's time in DDPM timesteps
+    /// (`0..1000`; fractional for UniPC's continuous time).
+    Timestep(f64),
 }
 
 /// Progress/cancel callback.
@@ -210,8 +224,10 @@ pub(crate) fn report(
     let step = Step {
         i,
         steps: sigmas.len() - 1,
-        sigma: sigmas[i],
-        sigma_hat,
+        level: Level::Sigma {
+            sigma: sigmas[i],
+            sigma_hat,
+        },
         x,
         denoised,
     };

@@ -13,7 +13,7 @@
 
 use candle_core::Tensor;
 
-use super::{OnStep, Step};
+use super::{Level, OnStep, Step};
 use crate::denoiser::{Denoiser, DiscreteSchedule};
 use crate::error::{Result, SamplingError};
 use crate::schedules::torch_linspace_f32;
@@ -245,12 +245,12 @@ pub fn sample_unipc(
     let mut model_prev = vec![u.model_fn(&x, timesteps[0])?];
     let mut t_prev = vec![timesteps[0]];
     let mut index = 0usize;
-    let mut report = |x: &Tensor, denoised: &Tensor, index: &mut usize| -> bool {
+    // the model time of a continuous t in DDPM timesteps: (t − 1/N) · N
+    let mut report = |x: &Tensor, denoised: &Tensor, t: f64, index: &mut usize| -> bool {
         let step = Step {
             i: *index,
             steps,
-            sigma: 0.0,
-            sigma_hat: 0.0,
+            level: Level::Timestep((t - t_0) * n),
             x,
             denoised,
         };
@@ -264,7 +264,7 @@ pub fn sample_unipc(
             Some(m) => m,
             None => u.model_fn(&x, t)?,
         };
-        if report(&x, &model_x, &mut index) {
+        if report(&x, &model_x, t, &mut index) {
             return Ok(model_x);
         }
         model_prev.push(model_x);
@@ -278,7 +278,7 @@ pub fn sample_unipc(
         let shown = model_x
             .clone()
             .unwrap_or_else(|| model_prev[model_prev.len() - 1].clone());
-        if report(&x, &shown, &mut index) {
+        if report(&x, &shown, t, &mut index) {
             return Ok(shown);
         }
         model_prev.rotate_left(1);

@@ -1,0 +1,176 @@
+//! One batch of a request: its seeds (A1111's `seed + i`, variation seeds), the initial noise
+//! (the first draw of each image's generator), the sampler plan over the guided U-Net, A1111's
+//! final latent blend, and the decode.
+
+use std::ops::ControlFlow;
+
+use sumi_sampling::noise::batch_seeds;
+use sumi_sampling::{ImageRng, ImageRngOptions, Plan, SamplerNoise, Step};
+
+use crate::conditioning::{MultiCond, ScheduledCond};
+use crate::denoise::{CfgDenoiser, LatentBlend};
+use crate::error::Result;
+use crate::generate::{Generated, Pipeline, Progress, Stop};
+use crate::init::{Init, LatentShape};
+use crate::request::Request;
+
+/// The seeds of one batch.
+pub(crate) struct BatchSeeds {
+    /// The batch's index (0-based) of the request's `batch_count`.
+    pub index: u32,
+    /// One seed per image.
+    pub seeds: Vec<u64>,
+    /// One variation seed per image.
+    pub subseeds: Vec<u64>,
+}
+
+impl BatchSeeds {
+    /// Batch `index` of `req`, whose first seed and variation seed are `seed` and `subseed`:
+    /// images count on from the previous batches (all share `seed` with a variation strength).
+    pub fn of(req: &Request, index: u32, seed: u64, subseed: u64) -> Self {
+        let size = u64::from(req.batch_size);
+        let offset = u64::from(index) * size;
+        let first = if req.subseed_strength == 0.0 {
+            seed + offset
+        } else {
+            seed
+        };
+        let (seeds, subseeds) =
+            batch_seeds(first, subseed + offset, req.subseed_strength, size as usize);
+        Self {
+            index,
+            seeds,
+            subseeds,
+        }
+    }
+}
+
+/// The prompt's and the negative prompt's conditioning.
+pub(crate) struct Conds<'a> {
+    /// The prompt (every `AND` part, scheduled).
+    pub cond: &'a MultiCond,
+    /// The negative prompt (scheduled).
+    pub uncond: &'a [ScheduledCond],
+}
+
+/// What a batch made, and whether the caller asked to stop.
+pub(crate) struct BatchOutcome {
+    /// One image per seed.
+    pub images: Vec<Generated>,
+    /// The stop the progress callback asked for, if any.
+    pub stop: Option<Stop>,
+}
+
+/// Everything a batch shares with the other batches of its request.
+pub(crate) struct BatchInputs<'a> {
+    /// The request.
+    pub req: &'a Request,
+    /// The sampler run.
+    pub plan: &'a Plan,
+    /// The source (img2img) and inpainting parts.
+    pub init: &'a Init,
+    /// The conditioning.
+    pub conds: Conds<'a>,
+    /// One image's latent shape.
+    pub shape: LatentShape,
+}
+
+impl Pipeline {
+    /// Runs one batch; `on_step` sees every sampler step and may stop it.
+    pub(crate) fn run_batch(
+        &self,
+        inputs: &BatchInputs<'_>,
+        batch: BatchSeeds,
+        on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
+    ) -> Result<BatchOutcome> {
+        let BatchInputs {
+            req,
+            plan,
+            init,
+            shape,
+            ..
+        } = inputs;
+        // 1. initial latents: the noise is the first draw of each image's generator
+        let rng_opts = ImageRngOptions {
+            subseeds: batch.subseeds.clone(),
+            subseed_strength: req.subseed_strength,
+            ..Default::default()
+        };
+        let mut rng = ImageRng::new(
+            req.rng,
+            shape.dims(),
+            batch.seeds.clone(),
+            rng_opts,
+            &self.device,
+        );
+        let x = plan.start(&rng.next_noise()?, init.latents.as_ref())?;
+        // 2. the sampler over the guided U-Net
+        let mut denoiser = self.guided_unet(inputs);
+        let mut stop = None;
+        let mut report = |s: &Step<'_>| match on_step(&Progress {
+            batch: batch.index,
+            batch_count: req.batch_count,
+            step: s.i,
+            steps: s.steps,
+            denoised: s.denoised,
+        }) {
+            ControlFlow::Continue(()) => ControlFlow::Continue(()),
+            ControlFlow::Break(why) => {
+                stop = Some(why);
+                ControlFlow::Break(())
+            }
+        };
+        let noise = SamplerNoise {
+            rng: &mut rng,
+            seeds: &batch.seeds,
+            source: req.rng,
+        };
+        let latents = plan.run(&mut denoiser, x, noise, &mut report)?;
+        // 3. A1111 blends the result with the source latents once more
+        let latents = match (&init.blend, &init.latents) {
+            (Some(blend), Some(source)) => blend.apply(&latents, source)?,
+            _ => latents,
+        };
+        // 4. decode, with the original pixels outside the mask over the result
+        let pictures = self.decode(&latents, init.mask.as_ref())?;
+        let images = pictures
+            .into_iter()
+            .zip(batch.seeds.iter().zip(&batch.subseeds))
+            .enumerate()
+            .map(|(i, (image, (&seed, &subseed)))| {
+                Ok(Generated {
+                    image,
+                    seed,
+                    subseed,
+                    latents: latents.get(i)?,
+                    extra_params: init.params.clone(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(BatchOutcome { images, stop })
+    }
+
+    /// A1111's `CFGDenoiser` over the U-Net for one batch.
+    fn guided_unet<'a>(&'a self, inputs: &'a BatchInputs<'_>) -> CfgDenoiser<'a> {
+        let init = inputs.init;
+        CfgDenoiser {
+            unet: &self.unet,
+            prediction: self.prediction(),
+            schedule: &self.schedule,
+            cond: inputs.conds.cond,
+            uncond: inputs.conds.uncond,
+            cfg_scale: inputs.req.cfg_scale,
+            image_cond: init.image_cond.clone(),
+            blend: match (&init.blend, &init.latents) {
+                (Some(blend), Some(source)) => Some(LatentBlend {
+                    init: source.clone(),
+                    keep: blend.keep.clone(),
+                    change: blend.change.clone(),
+                    before: inputs.plan.blends_input(),
+                }),
+                _ => None,
+            },
+            step: 0,
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The decode stage: latents → pixels (the VAE, or TAESD when asked for), A1111's conversion to
+//! 8-bit RGB, and inpainting's overlay of the original pixels outside the mask.
+
+use candle_core::{DType, Tensor};
+use image::RgbImage;
+
+use crate::error::{PipelineError, Result};
+use crate::generate::Pipeline;
+use crate::inpaint::MaskParts;
+
+impl Pipeline {
+    /// The pictures of a batch of latents `[batch, 4, h/8, w/8]`, each with the original pixels
+    /// outside `mask` put back over it.
+    pub(crate) fn decode(
+        &self,
+        latents: &Tensor,
+        mask: Option<&MaskParts>,
+    ) -> Result<Vec<RgbImage>> {
+        let pixels = match &self.taesd {
+            // TAESD decodes to [0, 1]; bring it to the VAE's [-1, 1]
+            Some(t) => t
+                .forward(latents)
+                .map_err(|e| self.model_err(e))?
+                .affine(2.0, -1.0)?,
+            None => self.vae.decode(latents).map_err(|e| self.model_err(e))?,
+        };
+        (0..pixels.dim(0)?)
+            .map(|i| {
+                let image = to_image(&pixels.get(i)?)?;
+                match mask {
+                    Some(m) => crate::composite::apply_overlay(&image, m.paste_to, &m.overlay),
+                    None => Ok(image),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A1111's conversion of a decoded image: `(x + 1) / 2` clamped to [0, 1], × 255, truncated.
+pub fn to_image(x: &Tensor) -> Result<RgbImage> {
+    let (c, h, w) = x.dims3()?;
+    if c != 3 {
+        return Err(PipelineError::Conditioning(format!(
+            "decoded image has {c} channels"
+        )));
+    }
+    let x = ((x.to_dtype(DType::F32)? + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
+    let x = (x * 255.0)?
+        .permute((1, 2, 0))?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let bytes: Vec<u8> = x.into_iter().map(|v| v as u8).collect();
+    RgbImage::from_raw(w as u32, h as u32, bytes)
+        .ok_or_else(|| PipelineError::Conditioning("decoded image has the wrong size".into()))
+}

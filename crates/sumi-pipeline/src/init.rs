@@ -1,0 +1,180 @@
+//! The init stage: what img2img starts from, prepared once for all batches — the source picture
+//! (with its mask) at the processing size, its latents (A1111's `init_latent`, the VAE's
+//! posterior mean at U-Net scale, with the masked content applied), inpainting's latent blend,
+//! and the extra U-Net input of inpainting checkpoints.
+
+use candle_core::Tensor;
+use sumi_sampling::{ImageRng, ImageRngOptions};
+
+use crate::error::Result;
+use crate::generate::Pipeline;
+use crate::image::{to_tensor, ResizeMode};
+use crate::inpaint::{self, MaskParts};
+use crate::request::{MaskedContent, Request};
+
+/// The shape of one image's latents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LatentShape {
+    /// Latent channels (4).
+    pub channels: usize,
+    /// Height in latent pixels (height / 8).
+    pub height: usize,
+    /// Width in latent pixels (width / 8).
+    pub width: usize,
+}
+
+impl LatentShape {
+    /// The latents of a `width × height` picture.
+    pub fn of_pixels(width: u32, height: u32) -> Self {
+        Self {
+            channels: 4,
+            height: height as usize / 8,
+            width: width as usize / 8,
+        }
+    }
+
+    /// `(channels, height, width)`, as the noise generators take it.
+    pub fn dims(self) -> (usize, usize, usize) {
+        (self.channels, self.height, self.width)
+    }
+}
+
+/// A1111's latent mask blend, `[1, 4, h/8, w/8]` each.
+#[derive(Clone, Debug)]
+pub(crate) struct Blend {
+    /// `mask`: 1 where the source stays.
+    pub keep: Tensor,
+    /// `nmask`: 1 where the picture changes.
+    pub change: Tensor,
+}
+
+impl Blend {
+    /// A1111's final blend of the sampler's result: `samples · nmask + init · mask`.
+    pub fn apply(&self, latents: &Tensor, init: &Tensor) -> Result<Tensor> {
+        Ok(latents
+            .broadcast_mul(&self.change)?
+            .broadcast_add(&init.broadcast_mul(&self.keep)?)?)
+    }
+}
+
+/// What every batch of a request starts from.
+pub(crate) struct Init {
+    /// The source's latents (img2img), with the masked content applied.
+    pub latents: Option<Tensor>,
+    /// The mask's parts (inpainting).
+    pub mask: Option<MaskParts>,
+    /// The latent blend (inpainting).
+    pub blend: Option<Blend>,
+    /// The extra U-Net input of inpainting checkpoints, one row per image of a batch.
+    pub image_cond: Option<Tensor>,
+    /// Infotext keys the processing added, in A1111's order.
+    pub params: Vec<(String, String)>,
+}
+
+impl Pipeline {
+    /// Prepares the source of `req` (nothing but the inpainting conditioning for txt2img).
+    /// `seed` is the request's first seed (latent-noise fill draws from the first batch's).
+    pub(crate) fn prepare_init(
+        &self,
+        req: &Request,
+        shape: LatentShape,
+        (width, height): (u32, u32),
+        seed: u64,
+    ) -> Result<Init> {
+        let source = match &req.img2img {
+            Some(i) => Some(inpaint::prepare(i, width, height)?),
+            None => None,
+        };
+        let pixels = match &source {
+            Some(s) => Some(to_tensor(&s.image, &self.device)?),
+            None => None,
+        };
+        let latents = match (&req.img2img, &pixels) {
+            (Some(i), Some(x)) => {
+                let lat = self.vae.encode(x).map_err(|e| self.model_err(e))?;
+                Some(match i.resize_mode {
+                    // A1111 encodes the image at its own size and resizes the latent
+                    ResizeMode::LatentUpscale => {
+                        lat.upsample_bilinear2d(shape.height, shape.width, false)?
+                    }
+                    _ => lat,
+                })
+            }
+            _ => None,
+        };
+        let (mask, params) = match source {
+            Some(s) => (s.mask, s.params),
+            None => (None, Vec::new()),
+        };
+        let blend = match &mask {
+            Some(m) => Some(self.latent_blend(m, shape)?),
+            None => None,
+        };
+        let image_cond = self.inpainting_conditioning(
+            shape,
+            req.batch_size as usize,
+            pixels.as_ref(),
+            mask.as_ref(),
+            req.inpainting_mask_weight,
+        )?;
+        let latents = match (latents, &mask, &blend) {
+            (Some(init), Some(m), Some(b)) => {
+                Some(self.fill_masked(req, init, m.fill, b, shape, seed)?)
+            }
+            (latents, _, _) => latents,
+        };
+        Ok(Init {
+            latents,
+            mask,
+            blend,
+            image_cond,
+            params,
+        })
+    }
+
+    /// Masked content: A1111 puts noise (from the first batch's seeds) or zeros in the masked
+    /// latents once, before any batch runs.
+    fn fill_masked(
+        &self,
+        req: &Request,
+        init: Tensor,
+        fill: MaskedContent,
+        blend: &Blend,
+        shape: LatentShape,
+        seed: u64,
+    ) -> Result<Tensor> {
+        Ok(match fill {
+            MaskedContent::LatentNoise => {
+                // A1111's all_seeds[0:batch_size]
+                let step = u64::from(req.subseed_strength == 0.0);
+                let seeds: Vec<u64> = (0..u64::from(req.batch_size))
+                    .map(|k| seed + k * step)
+                    .collect();
+                let mut g = ImageRng::new(
+                    req.rng,
+                    shape.dims(),
+                    seeds,
+                    ImageRngOptions::default(),
+                    &self.device,
+                );
+                let noise = g.next_noise()?;
+                init.broadcast_mul(&blend.keep)?
+                    .broadcast_add(&noise.broadcast_mul(&blend.change)?)?
+            }
+            MaskedContent::LatentNothing => init.broadcast_mul(&blend.keep)?,
+            _ => init,
+        })
+    }
+
+    /// A1111's latent blend from the mask's latent-size `nmask`.
+    fn latent_blend(&self, m: &MaskParts, shape: LatentShape) -> Result<Blend> {
+        let change = Tensor::from_vec(
+            m.latent_mask.clone(),
+            (1, 1, shape.height, shape.width),
+            &self.device,
+        )?
+        .repeat((1, shape.channels, 1, 1))?;
+        let keep = change.affine(-1.0, 1.0)?;
+        Ok(Blend { keep, change })
+    }
+}
