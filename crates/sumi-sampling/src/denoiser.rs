@@ -17,6 +17,34 @@ use crate::schedules::torch_linspace_f32;
 pub trait Denoiser {
     /// `D(x, sigma)`: the denoised estimate, same shape as `x`.
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor>;
+
+    /// CFG++ (Chung et al. 2024; A1111's `ddim_cfgpp` through its `CFGDenoiser`'s
+    /// `cond_scale_miltiplier` and `last_noise_uncond`): one evaluation whose guidance
+    /// scale is multiplied by `scale_multiplier`, returned with the unconditional
+    /// prediction of the same call. Only classifier-free-guidance denoisers can answer;
+    /// the default refuses.
+    fn denoise_cfg_pp(
+        &mut self,
+        x: &Tensor,
+        sigma: f64,
+        scale_multiplier: f64,
+    ) -> Result<GuidedPrediction> {
+        let _ = (x, sigma, scale_multiplier);
+        Err(SamplingError::InvalidParameter {
+            what: "denoiser",
+            detail: "CFG++ needs a classifier-free-guidance denoiser (one with an unconditional prediction)".into(),
+        })
+    }
+}
+
+/// What a classifier-free-guidance denoiser returns to CFG++ ([`Denoiser::denoise_cfg_pp`]).
+#[derive(Clone, Debug)]
+pub struct GuidedPrediction {
+    /// The guided estimate `uncond + Σ wᵢ · scale · multiplier · (condᵢ − uncond)`.
+    pub denoised: Tensor,
+    /// The unconditional estimate at the same `x` and sigma (as `x0`, like `denoised`:
+    /// `(x − uncond) / σ` is the unconditional ε).
+    pub uncond: Tensor,
 }
 
 impl<F> Denoiser for F

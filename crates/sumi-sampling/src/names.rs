@@ -37,15 +37,15 @@ pub enum SamplerKind {
     Dpm2,
     /// "DPM2 a" (`sample_dpm_2_ancestral`).
     Dpm2Ancestral,
-    /// "DPM fast" (`sample_dpm_fast`) — listed, not implemented.
+    /// "DPM fast" (`sample_dpm_fast`).
     DpmFast,
-    /// "DPM adaptive" (`sample_dpm_adaptive`) — listed, not implemented.
+    /// "DPM adaptive" (`sample_dpm_adaptive`).
     DpmAdaptive,
-    /// "Restart" — listed, not implemented.
+    /// "Restart" (A1111's `restart_sampler`).
     Restart,
     /// "DDIM" (A1111 timestep sampler).
     Ddim,
-    /// "DDIM CFG++" — listed, not implemented.
+    /// "DDIM CFG++" (A1111 timestep sampler `ddim_cfgpp`).
     DdimCfgPp,
     /// "PLMS" (A1111 timestep sampler).
     Plms,
@@ -231,12 +231,9 @@ impl SamplerKind {
         self.options().scheduler
     }
 
-    /// Whether `sumi-sampling` has this sampler.
+    /// Whether `sumi-sampling` has this sampler: every one A1111 lists does.
     pub fn is_implemented(self) -> bool {
-        !matches!(
-            self,
-            Self::DpmFast | Self::DpmAdaptive | Self::Restart | Self::DdimCfgPp
-        )
+        true
     }
 
     fn valid_list() -> String {

@@ -44,12 +44,18 @@ fn on_step_is_called_once_per_step_and_can_cancel() {
     };
     for kind in ALL_SAMPLERS
         .into_iter()
-        // the timestep samplers have their own entry points
+        // the timestep samplers and DPM fast / adaptive have their own entry points
+        // (tests/extra_samplers.rs covers the last three)
         .filter(|k| {
             k.is_implemented()
                 && !matches!(
                     k,
-                    SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc
+                    SamplerKind::Ddim
+                        | SamplerKind::DdimCfgPp
+                        | SamplerKind::Plms
+                        | SamplerKind::UniPc
+                        | SamplerKind::DpmFast
+                        | SamplerKind::DpmAdaptive
                 )
         })
     {

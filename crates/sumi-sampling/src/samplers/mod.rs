@@ -10,9 +10,12 @@
 //! preview on interrupt). Scalar coefficients are computed in double, tensor
 //! arithmetic in the tensor's dtype.
 //!
-//! A1111's timestep samplers (DDIM, PLMS, UniPC) work in the
+//! A1111's timestep samplers (DDIM, DDIM CFG++, PLMS, UniPC) work in the
 //! variance-preserving scale on DDIM timesteps instead of a sigma schedule:
-//! [`sample_ddim`], [`sample_plms`], [`sample_unipc`].
+//! [`sample_ddim`], [`sample_ddim_cfgpp`], [`sample_plms`], [`sample_unipc`].
+//! DPM fast and DPM adaptive run between `sigma_min` and `sigma_max` in float32
+//! `t = −ln σ` ([`sample_dpm_fast`], [`sample_dpm_adaptive`]); Restart is A1111's
+//! own sampler on a schedule ([`sample_restart`]).
 
 use std::ops::ControlFlow;
 
@@ -23,14 +26,21 @@ use crate::error::{Result, SamplingError};
 use crate::names::SamplerKind;
 use crate::noise::NoiseSampler;
 
+mod ddim_cfgpp;
 mod ddim_plms;
+mod dpm_solver;
 mod dpmpp;
 mod euler;
 mod lcm;
 mod lms;
+mod restart;
 mod unipc;
 
+pub use ddim_cfgpp::{sample_ddim_cfgpp, CFG_PP_SCALE_MULTIPLIER};
 pub use ddim_plms::{ddim_img2img, ddim_timesteps, sample_ddim, sample_plms};
+pub use dpm_solver::{
+    dpm_fast_orders, sample_dpm_adaptive, sample_dpm_fast, AdaptiveInfo, AdaptiveParams,
+};
 pub use dpmpp::{
     sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s_ancestral, sample_dpmpp_3m_sde,
     sample_dpmpp_sde,
@@ -40,6 +50,7 @@ pub use euler::{
 };
 pub use lcm::sample_lcm;
 pub use lms::{linear_multistep_coeff, sample_lms};
+pub use restart::{restart_steps, sample_restart};
 pub use unipc::{sample_unipc, unipc_img2img_t_start};
 
 /// What `on_step` sees (k-diffusion's callback dict).
@@ -148,20 +159,21 @@ pub fn sample(
         }
         SamplerKind::DpmPp3MSde => sample_dpmpp_3m_sde(denoiser, x, sigmas, noise, &p, on_step),
         SamplerKind::Lcm => sample_lcm(denoiser, x, sigmas, noise, &p, on_step),
-        SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc => {
+        SamplerKind::Restart => sample_restart(denoiser, x, sigmas, noise, &p, on_step),
+        SamplerKind::Ddim | SamplerKind::DdimCfgPp | SamplerKind::Plms | SamplerKind::UniPc => {
             Err(SamplingError::InvalidParameter {
                 what: "sampler",
                 detail: format!(
-                    "{} is a timestep sampler: use samplers::sample_ddim / sample_plms / sample_unipc",
+                    "{} is a timestep sampler: use samplers::sample_ddim / sample_ddim_cfgpp / sample_plms / sample_unipc",
                     kind.label()
                 ),
             })
         }
-        other => Err(SamplingError::InvalidParameter {
+        SamplerKind::DpmFast | SamplerKind::DpmAdaptive => Err(SamplingError::InvalidParameter {
             what: "sampler",
             detail: format!(
-                "'{}' is not implemented in sumi-sampling yet",
-                other.label()
+                "{} runs between sigma_min and sigma_max, not on a schedule: use samplers::sample_dpm_fast / sample_dpm_adaptive",
+                kind.label()
             ),
         }),
     }
