@@ -71,6 +71,18 @@ enum Route {
     /// k-diffusion over a sigma schedule: the full schedule (the Brownian tree spans it even in
     /// img2img) and the index where this run starts.
     Sigmas { full: Vec<f64>, start: usize },
+    /// DPM fast / adaptive: k-diffusion's DPM-Solver between two sigmas; the schedule only
+    /// scales the start latent.
+    SigmaRange {
+        /// The schedule the start latent is scaled by (its img2img part).
+        sigmas: Vec<f64>,
+        /// Lowest and highest sigma of the solve.
+        sigma_min: f64,
+        /// The highest sigma.
+        sigma_max: f64,
+        /// Steps of DPM fast (`n`).
+        n: usize,
+    },
     /// A1111's timestep samplers in the variance-preserving scale.
     Timesteps(TimestepRun),
 }
@@ -92,12 +104,6 @@ impl Plan {
     /// The run A1111 makes for `req` on a model with noise levels `model`.
     pub fn new(req: &PlanRequest, model: &DiscreteSchedule) -> Result<Self> {
         let sampler = req.sampler;
-        if !sampler.is_implemented() {
-            return Err(SamplingError::InvalidParameter {
-                what: "sampler",
-                detail: format!("'{}' is not implemented yet", sampler.label()),
-            });
-        }
         // the schedule is built for `sched_steps`; img2img runs its last `t_enc + 1` steps
         let (sched_steps, t_enc) = match req.img2img {
             Some(s) => img2img_steps(req.steps, s.denoising, s.exact_steps),
@@ -117,7 +123,12 @@ impl Plan {
                 Some(_) => full.len() - slice_for_t_enc(&full, sched_steps, t_enc).len(),
                 None => 0,
             };
-            Route::Sigmas { full, start }
+            match sampler {
+                SamplerKind::DpmFast | SamplerKind::DpmAdaptive => {
+                    sigma_range(full, start, req.img2img.is_some(), req.steps, model)
+                }
+                _ => Route::Sigmas { full, start },
+            }
         };
         Ok(Self {
             sampler,
@@ -135,7 +146,9 @@ impl Plan {
     /// report the requested one).
     pub fn scheduler(&self) -> Scheduler {
         match self.route {
-            Route::Sigmas { .. } => effective_scheduler(self.sampler, self.scheduler),
+            Route::Sigmas { .. } | Route::SigmaRange { .. } => {
+                effective_scheduler(self.sampler, self.scheduler)
+            }
             Route::Timesteps(_) => self.scheduler,
         }
     }
@@ -144,6 +157,7 @@ impl Plan {
     pub fn sigmas(&self) -> &[f64] {
         match &self.route {
             Route::Sigmas { full, start } => &full[*start..],
+            Route::SigmaRange { sigmas, .. } => sigmas,
             Route::Timesteps(_) => &[],
         }
     }
@@ -152,6 +166,8 @@ impl Plan {
     pub fn steps(&self) -> usize {
         match &self.route {
             Route::Sigmas { .. } => self.sigmas().len() - 1,
+            // DPM adaptive picks its own steps; its count is known once it has run
+            Route::SigmaRange { n, .. } => *n,
             Route::Timesteps(ts) => match self.sampler {
                 SamplerKind::UniPc => ts.run.len(),
                 _ => ts.run.len().saturating_sub(1),
@@ -168,8 +184,10 @@ impl Plan {
     /// The start latent from the batch's initial noise and, for img2img, the source latents.
     pub fn start(&self, noise: &Tensor, init: Option<&Tensor>) -> Result<Tensor> {
         Ok(match (&self.route, init) {
-            (Route::Sigmas { .. }, None) => noise.affine(self.sigmas()[0], 0.0)?,
-            (Route::Sigmas { .. }, Some(init)) => {
+            (Route::Sigmas { .. } | Route::SigmaRange { .. }, None) => {
+                noise.affine(self.sigmas()[0], 0.0)?
+            }
+            (Route::Sigmas { .. } | Route::SigmaRange { .. }, Some(init)) => {
                 init.broadcast_add(&noise.affine(self.sigmas()[0], 0.0)?)?
             }
             (Route::Timesteps(ts), Some(init)) => match ts.vp_start {
@@ -217,8 +235,51 @@ impl Plan {
                     on_step,
                 )
             }
+            Route::SigmaRange {
+                sigma_min,
+                sigma_max,
+                n,
+                ..
+            } => {
+                let params = SamplerParams::default();
+                if self.sampler == SamplerKind::DpmFast {
+                    samplers::sample_dpm_fast(
+                        denoiser, x, *sigma_min, *sigma_max, *n, noise.rng, &params, on_step,
+                    )
+                } else {
+                    let adaptive = samplers::AdaptiveParams::default();
+                    let (x, _) = samplers::sample_dpm_adaptive(
+                        denoiser, x, *sigma_min, *sigma_max, noise.rng, &params, &adaptive, on_step,
+                    )?;
+                    Ok(x)
+                }
+            }
             Route::Timesteps(ts) => ts.run(self.sampler, denoiser, x, noise.rng, on_step),
         }
+    }
+}
+
+/// A1111's DPM fast / adaptive call: txt2img solves between the model's own lowest and highest
+/// sigma in `steps` (the schedule only scales the start); img2img between the next-to-last and
+/// the first sigma of its part of the schedule, in as many steps as that part has.
+fn sigma_range(
+    full: Vec<f64>,
+    start: usize,
+    img2img: bool,
+    steps: usize,
+    model: &DiscreteSchedule,
+) -> Route {
+    let sigmas = full[start..].to_vec();
+    let (sigma_min, sigma_max, n) = if img2img {
+        (sigmas[sigmas.len() - 2], sigmas[0], sigmas.len() - 1)
+    } else {
+        (model.sigma_min(), model.sigma_max(), steps)
+    };
+    Route::SigmaRange {
+        sigmas,
+        sigma_min,
+        sigma_max,
+        n,
     }
 }
 
@@ -273,6 +334,10 @@ impl TimestepRun {
             // A1111's default eta for DDIM is 0
             SamplerKind::Ddim => {
                 samplers::sample_ddim(denoiser, x, model, &self.run, rng, 0.0, on_step)
+            }
+            // A1111's CFG++ also runs at eta_ddim (0)
+            SamplerKind::DdimCfgPp => {
+                samplers::sample_ddim_cfgpp(denoiser, x, model, &self.run, rng, 0.0, on_step)
             }
             SamplerKind::Plms => samplers::sample_plms(denoiser, x, model, &self.run, on_step),
             SamplerKind::UniPc => samplers::sample_unipc(
