@@ -3,8 +3,11 @@
 //! * [`denoiser`]: the [`Denoiser`] contract (x, sigma → x0) and the
 //!   discrete-time SD adapter (alphas_cumprod ↔ sigma ↔ t, ε and v scalings).
 //! * [`schedules`]: A1111's schedule types (karras, exponential, normal, …).
-//! * [`samplers`]: one function per sampler, k-diffusion's algorithms; the
-//!   [`samplers::sample`] dispatcher takes a [`SamplerKind`].
+//! * [`plan`]: the one entry that runs every A1111 sampler — a [`Plan`] knows the schedule
+//!   (sigmas, DDIM timesteps, or DPM-Solver's sigma range), A1111's img2img start (`t_enc`),
+//!   the minimum step count and the noise the sampler draws.
+//! * [`samplers`]: one function per sampler, k-diffusion's algorithms and A1111's own
+//!   (Restart, DDIM, DDIM CFG++, PLMS, UniPC).
 //! * [`names`]: A1111's sampler and scheduler labels, aliases, defaults and
 //!   legacy combined names.
 //! * [`noise`], [`rng_torch_cpu`], [`rng_philox`], [`brownian`]: bit-compatible
@@ -13,11 +16,10 @@
 //!   SDE samplers.
 //! * [`img2img`]: strength → which part of the schedule runs.
 //!
-//! Typical txt2img use: build the schedule with [`names::sampler_sigmas`],
-//! draw the initial noise with [`noise::ImageRng`], scale it by `sigmas[0]`,
-//! and run [`samplers::sample`] with the ImageRng (or a
-//! [`brownian::BrownianTreeNoiseSampler`] for samplers whose
-//! [`names::SamplerOptions::brownian_noise`] is set) as the noise sampler.
+//! Typical use: [`Plan::new`] from the request, draw the initial noise with
+//! [`noise::ImageRng`], [`Plan::start`] (noise · σ₀, or `init + noise · σ_start` for img2img),
+//! then [`Plan::run`] with the denoiser, the same ImageRng and the batch's seeds (the plan
+//! builds the Brownian tree for the SDE samplers itself).
 
 mod avx_mathfun;
 pub mod brownian;
