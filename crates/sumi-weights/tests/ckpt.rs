@@ -7,9 +7,7 @@ use sumi_weights::safetensors::SafetensorsFile;
 use sumi_weights::WeightsError;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/ckpt")
-        .join(name)
+    sumi_testkit::fixtures().join("ckpt").join(name)
 }
 
 #[test]

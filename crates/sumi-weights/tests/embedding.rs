@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
+use sumi_testkit::synth;
 use sumi_weights::embedding::{Embedding, EmbeddingDir, EmbeddingError};
-use sumi_weights::synth::synth;
 use sumi_weights::WeightsError;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/embeddings")
+    sumi_testkit::fixtures().join("embeddings")
 }
 
 fn expected(name: &str, n: usize) -> Vec<Vec<f32>> {

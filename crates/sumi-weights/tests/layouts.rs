@@ -4,17 +4,16 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
+use sumi_testkit::{materialize, tiny_fixture, Storage};
 use sumi_weights::{detect, Family, Prediction, PredictionSource, StorageDtype, Weights};
-
-fn fixture(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/tiny")
-        .join(arch)
-}
 
 fn build(arch: &str, storage: StorageDtype) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    sumi_weights::synth::materialize(&fixture(arch), dir.path(), storage).unwrap();
+    let as_stored = match storage {
+        StorageDtype::F32 => Storage::F32,
+        _ => Storage::F16,
+    };
+    materialize(&tiny_fixture(arch), dir.path(), as_stored).unwrap();
     let single = dir.path().join(format!("tiny_{arch}.safetensors"));
     let folder = dir.path().join("diffusers");
     (dir, single, folder)

@@ -152,9 +152,7 @@ fn missing_tensor() {
         "{e}"
     );
     // an SD1 file without its VAE is refused at detection, naming what is missing
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny/sd1");
-    sumi_weights::synth::materialize(&fixture, d.path(), StorageDtype::F16).unwrap();
-    let full = Weights::open(&d.path().join("tiny_sd1.safetensors")).unwrap();
+    let full = Weights::open(&sumi_testkit::tiny_model("sd1", d.path())).unwrap();
     let names: Vec<String> = full
         .raw_keys()
         .filter(|k| !k.starts_with("first_stage_model."))
