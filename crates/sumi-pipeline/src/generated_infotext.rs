@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use sumi_sampling::{NoiseSource, Scheduler};
+use sumi_sampling::plan::InfotextLabels;
+use sumi_sampling::NoiseSource;
 
 use crate::error::Result;
 use crate::generate::{Generated, Pipeline};
@@ -19,10 +20,7 @@ impl Pipeline {
             sumi_weights::Format::Diffusers => None,
             _ => cached_short_hash(&self.hash, path),
         };
-        let schedule_type = match (req.scheduler, req.sampler.default_scheduler()) {
-            (Scheduler::Automatic, Some(d)) => d.label(),
-            (s, _) => s.label(),
-        };
+        let labels = InfotextLabels::of(req.sampler, req.scheduler);
         let cfg = if req.cfg_scale.fract() == 0.0 && req.cfg_scale.abs() < 1e15 {
             Number::Int(req.cfg_scale as i64)
         } else {
@@ -32,8 +30,8 @@ impl Pipeline {
             prompt: req.prompt.clone(),
             negative_prompt: req.negative_prompt.clone(),
             steps: req.steps,
-            sampler: req.sampler.label().to_string(),
-            schedule_type: schedule_type.to_string(),
+            sampler: labels.sampler.to_string(),
+            schedule_type: labels.schedule_type.to_string(),
             cfg_scale: cfg,
             seed: g.seed as i64,
             width: req.width,

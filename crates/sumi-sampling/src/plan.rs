@@ -57,6 +57,29 @@ pub struct SamplerNoise<'a> {
     pub source: NoiseSource,
 }
 
+/// What the infotext says of a sampler run (`Sampler`, `Schedule type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InfotextLabels {
+    /// The sampler's A1111 label.
+    pub sampler: &'static str,
+    /// The schedule type: "Automatic" is written as the sampler's default where it has one.
+    pub schedule_type: &'static str,
+}
+
+impl InfotextLabels {
+    /// The labels of `sampler` with `scheduler`.
+    pub fn of(sampler: SamplerKind, scheduler: Scheduler) -> Self {
+        let schedule_type = match (scheduler, sampler.default_scheduler()) {
+            (Scheduler::Automatic, Some(default)) => default.label(),
+            (other, _) => other.label(),
+        };
+        Self {
+            sampler: sampler.label(),
+            schedule_type,
+        }
+    }
+}
+
 /// A sampler run, as A1111 would make it for a request.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -140,6 +163,11 @@ impl Plan {
     /// The sampler.
     pub fn sampler(&self) -> SamplerKind {
         self.sampler
+    }
+
+    /// What the infotext says of this run.
+    pub fn infotext_labels(&self) -> InfotextLabels {
+        InfotextLabels::of(self.sampler, self.scheduler)
     }
 
     /// The schedule type that runs ("Automatic" resolved; timestep samplers have none and
