@@ -8,9 +8,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sumi_pipeline::image::{load_image, load_init_image, ResizeMode};
 use sumi_pipeline::infotext::{parse_generation_parameters, Parameters};
-use sumi_pipeline::{Img2Img, Inpaint, LoadOptions, MaskedContent, Pipeline, Progress, Request};
-use sumi_sampling::names::parse_sampler_and_scheduler;
-use sumi_sampling::NoiseSource;
+use sumi_pipeline::{
+    parse_sampler_and_scheduler, Img2Img, Inpaint, LoadOptions, MaskedContent, NoiseSource,
+    Pipeline, Progress, Request,
+};
 
 /// Largest init image accepted, in pixels.
 const MAX_INIT_PIXELS: u64 = 64 * 1024 * 1024;

@@ -7,10 +7,12 @@
 
 mod batch;
 pub mod checkpoint;
+pub mod checkpoint_report;
 pub mod composite;
 pub mod conditioning;
 mod decode;
 pub mod denoise;
+pub mod embedding_report;
 pub mod error;
 pub mod generate;
 mod generated_infotext;
@@ -21,7 +23,10 @@ pub mod inpaint;
 mod inpaint_cond;
 pub mod mask;
 pub mod png;
+pub mod preview;
+pub mod prompt_report;
 pub mod request;
+pub mod vocab;
 
 pub use checkpoint::Checkpoint;
 pub use decode::to_image;
@@ -29,3 +34,4 @@ pub use error::{PipelineError, Result};
 pub use generate::{Generated, LoadOptions, Pipeline, Progress, Stop};
 pub use request::{Img2Img, Inpaint, MaskedContent, Request};
 pub use sumi_models::Precision;
+pub use vocab::*;
