@@ -4,9 +4,10 @@
 
 use sumi_pipeline::image::ResizeMode;
 use sumi_pipeline::request::{MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_SIDE, MAX_STEPS};
-use sumi_pipeline::{Img2Img, Inpaint, MaskedContent, PipelineError, Request};
-use sumi_sampling::names::parse_sampler_and_scheduler;
-use sumi_sampling::noise::fixed_seed;
+use sumi_pipeline::{
+    fixed_seed, parse_sampler_and_scheduler, Img2Img, Inpaint, MaskedContent, PipelineError,
+    Request,
+};
 
 use crate::error::ApiError;
 use crate::images::{decode_base64, decode_image, decode_init_image};

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Map, Value};
-use sumi_sampling::names::ALL_SAMPLERS;
-use sumi_sampling::schedules::ALL_SCHEDULERS;
-use sumi_sampling::Scheduler;
+use sumi_pipeline::{Scheduler, ALL_SAMPLERS, ALL_SCHEDULERS};
 
 use crate::error::ApiError;
 use crate::AppState;

@@ -4,7 +4,7 @@
 //! `routes`).
 
 use serde_json::{json, Map, Value};
-use sumi_sampling::NoiseSource;
+use sumi_pipeline::NoiseSource;
 
 use crate::error::ApiError;
 
