@@ -4,38 +4,20 @@
 //! bf16 path must also differ from f32 (so the test cannot pass with the f32 path running
 //! twice).
 
-use std::path::PathBuf;
-
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use sumi_models::{ClipConfig, ClipTextModel, Precision, UNet, UNetConfig, Vae, VaeConfig};
-use sumi_weights::{detect, StorageDtype, Weights};
+use sumi_testkit::{rel_err as rel, tiny_fixture, tiny_model};
+use sumi_weights::{detect, Weights};
 
 /// The fidelity bound of the bf16 path (issue 6). Measured: CLIP 4.7–6.3e-3, U-Net 0.89–1.61e-2.
-const BOUND: f32 = 2e-2;
+const BOUND: f64 = 2e-2;
 
 /// The tiny random VAE is more sensitive than the full-size one: rounding its weights to
 /// bf16 alone (f32 compute) moves its decoded image by 1.6–1.8e-2, and the full bf16 path
 /// measures 2.4–2.8e-2 (decode) and up to 2.0e-2 (encode mean). The full-size random SD1.5
 /// VAE decodes within 1.25e-2 of f32 (`cargo bench -p sumi-pipeline --bench forward --
 /// vae-fidelity CHECKPOINT 1`).
-const VAE_BOUND: f32 = 3.5e-2;
-
-fn fixture(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/tiny")
-        .join(arch)
-}
-
-/// max |a - b| / max |b|
-fn rel(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a.flatten_all().unwrap();
-    let b = b.flatten_all().unwrap();
-    assert_eq!(a.dims(), b.dims());
-    let d = (&a - &b).unwrap().abs().unwrap().max(0).unwrap();
-    let m = b.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-    assert!(m > 0.0, "reference output is all zeros");
-    d.to_scalar::<f32>().unwrap() / m
-}
+const VAE_BOUND: f64 = 3.5e-2;
 
 fn shapes<'a>(w: &'a Weights, prefix: &'a str) -> impl Fn(&str) -> Option<Vec<usize>> + 'a {
     move |n: &str| w.shape(&format!("{prefix}{n}")).map(|s| s.to_vec())
@@ -44,10 +26,9 @@ fn shapes<'a>(w: &'a Weights, prefix: &'a str) -> impl Fn(&str) -> Option<Vec<us
 fn check(arch: &str) {
     let dev = Device::Cpu;
     let r =
-        candle_core::safetensors::load(fixture(arch).join("reference.safetensors"), &dev).unwrap();
+        sumi_testkit::fixture::tensors(&tiny_fixture(arch).join("reference.safetensors")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    sumi_weights::synth::materialize(&fixture(arch), dir.path(), StorageDtype::F16).unwrap();
-    let w = Weights::open(&dir.path().join(format!("tiny_{arch}.safetensors"))).unwrap();
+    let w = Weights::open(&tiny_model(arch, dir.path())).unwrap();
     let facts = detect(&w, None).unwrap();
     let ucfg =
         UNetConfig::infer(&shapes(&w, "unet."), &|c, l| facts.unet_heads.heads(c, l)).unwrap();
@@ -73,7 +54,7 @@ fn check(arch: &str) {
     let (u32_, v32) = build(Precision::F32);
     let (u16_, v16) = build(Precision::Bf16);
 
-    let mut worst_unet = 0f32;
+    let mut worst_unet = 0f64;
     for i in 0..3 {
         let args = (
             &r[&format!("unet{i}_x")],

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use sumi_models::{Precision, UNet, UNetConfig, Vae, VaeConfig};
+use sumi_testkit::rel_err as rel;
 use sumi_weights::{detect, Weights};
 
 fn checkpoint() -> Option<Weights> {
@@ -18,20 +19,6 @@ fn checkpoint() -> Option<Weights> {
         return None;
     }
     Some(Weights::open(&p).unwrap())
-}
-
-/// max |a - b| / max |b|
-fn rel(a: &Tensor, b: &Tensor) -> f32 {
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap();
-    let m = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap()
 }
 
 fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {

@@ -2,40 +2,20 @@
 //! architecture, both checkpoint layouts, f16 and f32 storage, f32 compute.
 //! Fixtures: tools/reference/make_tiny_models.py.
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, Tensor};
 use sumi_models::{ClipConfig, ClipTextModel, UNet, UNetConfig, Vae, VaeConfig};
-use sumi_weights::{detect, StorageDtype, Weights};
+use sumi_testkit::{materialize, tiny_fixture, Storage};
+use sumi_weights::{detect, Weights};
 
-const TOL: f32 = 1e-4;
-
-fn fixture(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/tiny")
-        .join(arch)
-}
+const TOL: f64 = 1e-4;
 
 fn reference(arch: &str) -> std::collections::HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(arch).join("reference.safetensors"), &Device::Cpu)
-        .unwrap()
+    sumi_testkit::fixture::tensors(&tiny_fixture(arch).join("reference.safetensors")).unwrap()
 }
 
 /// max |a - b| / max(1, max |b|)
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    assert_eq!(a.dims(), b.dims());
-    let d = (&a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let m = b.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-    d / m.max(1.0)
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    sumi_testkit::rel_err_floor(a, b, 1.0)
 }
 
 fn shapes<'a>(w: &'a Weights, prefix: &'a str) -> impl Fn(&str) -> Option<Vec<usize>> + 'a {
@@ -45,9 +25,9 @@ fn shapes<'a>(w: &'a Weights, prefix: &'a str) -> impl Fn(&str) -> Option<Vec<us
 fn check(arch: &str) {
     let r = reference(arch);
     let dev = Device::Cpu;
-    for storage in [StorageDtype::F16, StorageDtype::F32] {
+    for storage in [Storage::F16, Storage::F32] {
         let dir = tempfile::tempdir().unwrap();
-        sumi_weights::synth::materialize(&fixture(arch), dir.path(), storage).unwrap();
+        materialize(&tiny_fixture(arch), dir.path(), storage).unwrap();
         for path in [
             dir.path().join(format!("tiny_{arch}.safetensors")),
             dir.path().join("diffusers"),
@@ -91,7 +71,7 @@ fn check(arch: &str) {
                 (score - want).abs() < 1e-4,
                 "{what}: A1111 v-test {score} vs {want}"
             );
-            let mut worst = 0f32;
+            let mut worst = 0f64;
             for i in 0..3 {
                 let out = unet
                     .forward(

@@ -72,27 +72,15 @@ fn round_trip_psnr_on_astronaut() {
 fn matches_pytorch_taesd() {
     let Some(data) = shared() else { return };
     let (e, d) = models(&data);
-    let r = candle_core::safetensors::load(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/taesd.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let r = sumi_testkit::fixture::tensors(&sumi_testkit::fixtures().join("taesd.safetensors"))
+        .unwrap();
     let lat = e.forward(&r["image"]).unwrap();
     let out = d.forward(&r["latents"]).unwrap();
     for (name, a, b) in [
         ("encoder", &lat, &r["latents"]),
         ("decoder", &out, &r["decoded"]),
     ] {
-        let err = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = sumi_testkit::max_abs_diff(a, b);
         println!("TAESD {name}: max |Sumi - PyTorch| = {err:.2e}");
         assert!(err < 1e-3, "{name}: {err}");
     }
