@@ -54,12 +54,22 @@ impl ReadPrompt {
 }
 
 /// How a report encodes the prompt when it has a checkpoint.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct ReportEncoding {
     /// The emphasis mode.
     pub emphasis: Emphasis,
     /// CLIP skip (SD2 ignores it, as A1111).
     pub clip_skip: usize,
+}
+
+/// A1111's defaults: emphasis "Original", CLIP skip 1 (the last layer).
+impl Default for ReportEncoding {
+    fn default() -> Self {
+        Self {
+            emphasis: Emphasis::Original,
+            clip_skip: 1,
+        }
+    }
 }
 
 /// The conditioning a checkpoint makes of the prompt.
@@ -339,6 +349,8 @@ mod tests {
         assert_eq!(v["embeddings"][1]["vectors"], 2);
         assert_eq!(v["skipped_embeddings"].as_array().unwrap().len(), 5);
         assert!(v.get("conditioning").is_none());
+        let d = ReportEncoding::default();
+        assert_eq!((d.emphasis, d.clip_skip), (Emphasis::Original, 1));
     }
 
     #[test]
