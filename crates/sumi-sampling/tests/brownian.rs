@@ -5,39 +5,28 @@ mod common;
 
 use candle_core::Device;
 use common::load;
-use serde_json::Value;
+use serde::Deserialize;
 use sumi_sampling::brownian::{BrownianTree, BrownianTreeNoiseSampler, SeedSequence};
 use sumi_sampling::noise::{NoiseSampler, NoiseSource};
 
+/// numpy's `SeedSequence(entropy, spawn_key, pool_size).generate_state(4)`.
+#[derive(Debug, Deserialize)]
+struct SeedCase {
+    entropy: u64,
+    spawn_key: Vec<u64>,
+    pool_size: usize,
+    state: Vec<u32>,
+}
+
 #[test]
 fn seed_sequence_matches_numpy() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/seed_sequence.json"
-    ))
-    .unwrap();
-    let cases: Value = serde_json::from_str(&text).unwrap();
-    let cases = cases.as_array().unwrap();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed_sequence.json");
+    let cases = sumi_testkit::Cases::<SeedCase>::load(&path, "").unwrap();
     assert_eq!(cases.len(), 50);
-    for c in cases {
-        let key: Vec<u64> = c["spawn_key"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
-        let ss = SeedSequence::new(
-            c["entropy"].as_u64().unwrap(),
-            &key,
-            c["pool_size"].as_u64().unwrap() as usize,
-        );
-        let want: Vec<u32> = c["state"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(ss.generate_state(4), want, "{c}");
+    for c in &cases {
+        let ss = SeedSequence::new(c.entropy, &c.spawn_key, c.pool_size);
+        assert_eq!(ss.generate_state(4), c.state, "{c:?}");
     }
 }
 

@@ -1,17 +1,33 @@
 //! RNG bit-exactness against torch's CPU generator and A1111's Philox source,
 //! on fixtures from `tools/reference/make_sampling_fixtures.py`.
 
-use serde_json::Value;
+use serde::Deserialize;
 use sumi_sampling::rng_philox::PhiloxGenerator;
 use sumi_sampling::rng_torch_cpu::TorchCpuGenerator;
+use sumi_testkit::Cases;
 
-fn fixture() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/rng.json"
-    ))
-    .expect("rng.json fixture");
-    serde_json::from_str(&text).expect("valid json")
+/// One generator seeded once, then drawn from once per call.
+#[derive(Debug, Deserialize)]
+struct DrawCase {
+    seed: u64,
+    /// The shape of each `randn` call.
+    calls: Vec<Vec<usize>>,
+    /// What each call returned.
+    out: Vec<Drawn>,
+}
+
+/// A call's values as f32 bit patterns: the first and last few, and an FNV-1a of all.
+#[derive(Debug, Deserialize)]
+struct Drawn {
+    head: Vec<u32>,
+    tail: Vec<u32>,
+    fnv1a: String,
+}
+
+/// The case list `list` of `rng.json` (refused when absent or empty).
+fn cases(list: &str) -> Cases<DrawCase> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rng.json");
+    Cases::load(&path, &format!("/{list}")).unwrap()
 }
 
 fn fnv1a(bits: &[u32]) -> String {
@@ -23,41 +39,22 @@ fn fnv1a(bits: &[u32]) -> String {
     format!("{h:016x}")
 }
 
-fn check(kind: &str, case: &Value, mut draw: impl FnMut(usize) -> Vec<f32>) -> usize {
-    let seed = case["seed"].as_u64().unwrap();
+fn check(kind: &str, case: &DrawCase, mut draw: impl FnMut(usize) -> Vec<f32>) -> usize {
+    let seed = case.seed;
+    assert_eq!(case.calls.len(), case.out.len(), "{kind} seed {seed}");
+    assert!(!case.calls.is_empty(), "{kind} seed {seed}: no call");
     let mut mismatches = 0;
-    for (call, out) in case["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(case["out"].as_array().unwrap())
-    {
-        let n: usize = call
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .product();
+    for (call, out) in case.calls.iter().zip(&case.out) {
+        let n: usize = call.iter().product();
         let got: Vec<u32> = draw(n).iter().map(|v| v.to_bits()).collect();
-        let head: Vec<u32> = out["head"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let tail: Vec<u32> = out["tail"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let (head, tail) = (&out.head, &out.tail);
         let ok = got[..head.len()] == head[..]
             && got[n - tail.len()..] == tail[..]
-            && fnv1a(&got) == out["fnv1a"].as_str().unwrap();
+            && fnv1a(&got) == out.fnv1a;
         if !ok {
             mismatches += 1;
-            let first_bad = got.iter().zip(&head).position(|(a, b)| a != b);
-            eprintln!("{kind} seed {seed} call {call}: mismatch (first differing head index {first_bad:?})");
+            let first_bad = got.iter().zip(head).position(|(a, b)| a != b);
+            eprintln!("{kind} seed {seed} call {call:?}: mismatch (first differing head index {first_bad:?})");
         }
     }
     mismatches
@@ -65,11 +62,10 @@ fn check(kind: &str, case: &Value, mut draw: impl FnMut(usize) -> Vec<f32>) -> u
 
 #[test]
 fn torch_cpu_randn_is_bit_exact() {
-    let f = fixture();
     let mut bad = 0;
-    let cases = f["torch_cpu"].as_array().unwrap();
-    for case in cases {
-        let mut g = TorchCpuGenerator::new(case["seed"].as_u64().unwrap());
+    let cases = cases("torch_cpu");
+    for case in &cases {
+        let mut g = TorchCpuGenerator::new(case.seed);
         bad += check("torch_cpu", case, |n| g.randn(n));
     }
     assert_eq!(bad, 0, "{bad} torch CPU calls differ");
@@ -78,13 +74,14 @@ fn torch_cpu_randn_is_bit_exact() {
 
 #[test]
 fn philox_randn_is_bit_exact() {
-    let f = fixture();
     let mut bad = 0;
-    for case in f["philox"].as_array().unwrap() {
-        let mut g = PhiloxGenerator::new(case["seed"].as_u64().unwrap());
+    let cases = cases("philox");
+    for case in &cases {
+        let mut g = PhiloxGenerator::new(case.seed);
         bad += check("philox", case, |n| g.randn(n));
     }
     assert_eq!(bad, 0, "{bad} philox calls differ");
+    assert_eq!(cases.len(), 73);
 }
 
 /// The reference values quoted in `shared/README.md`.
@@ -108,14 +105,10 @@ fn philox_reproduces_published_values() {
 #[test]
 fn torch_cpu_portable_kernel_is_bit_exact() {
     use sumi_sampling::rng_torch_cpu::TorchCpuKernel;
-    let f = fixture();
     let mut bad = 0;
-    let cases = f["torch_cpu_default_kernel"].as_array().unwrap();
-    for case in cases {
-        let mut g = TorchCpuGenerator::with_kernel(
-            case["seed"].as_u64().unwrap(),
-            TorchCpuKernel::Portable,
-        );
+    let cases = cases("torch_cpu_default_kernel");
+    for case in &cases {
+        let mut g = TorchCpuGenerator::with_kernel(case.seed, TorchCpuKernel::Portable);
         bad += check("torch_cpu_default", case, |n| g.randn(n));
     }
     assert_eq!(bad, 0, "{bad} portable-kernel calls differ");

@@ -1,17 +1,24 @@
 //! Schedules and the discrete-time adapter against k-diffusion / A1111
 //! (`tools/reference/sampling_schedule_fixtures.py`), relative 1e-6.
 
+use std::path::PathBuf;
+
 use serde_json::Value;
 use sumi_sampling::denoiser::DiscreteSchedule;
 use sumi_sampling::schedules::{self, AysModel, ScheduleOptions, Scheduler};
+use sumi_testkit::Cases;
+
+fn path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schedules.json")
+}
 
 fn fixture() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/schedules.json"
-    ))
-    .expect("schedules.json fixture");
-    serde_json::from_str(&text).expect("valid json")
+    sumi_testkit::fixture::read_json(&path()).unwrap()
+}
+
+/// The `(input, output)` pairs at `pointer` (refused when absent or empty).
+fn pairs(f: &Value, pointer: &str) -> Cases<(f64, f64)> {
+    Cases::from_document(&path(), f, pointer).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -44,13 +51,17 @@ fn discrete_sigmas_match_kdiffusion() {
             .map(|(a, b)| rel_err(*a, *b))
             .fold(0.0, f64::max);
         assert!(worst < 1e-6, "{kind}: worst relative error {worst}");
-        for pair in f[kind]["sigma_to_t"].as_array().unwrap() {
-            let (s, t) = (pair[0].as_f64().unwrap(), pair[1].as_f64().unwrap());
+        for (s, t) in pairs(&f, &format!("/{kind}/sigma_to_t"))
+            .exactly(8)
+            .unwrap()
+        {
             let got = model.sigma_to_t(s as f32 as f64);
             assert!((got - t).abs() < 2e-4, "sigma_to_t({s}) = {got}, want {t}");
         }
-        for pair in f[kind]["t_to_sigma"].as_array().unwrap() {
-            let (t, s) = (pair[0].as_f64().unwrap(), pair[1].as_f64().unwrap());
+        for (t, s) in pairs(&f, &format!("/{kind}/t_to_sigma"))
+            .exactly(6)
+            .unwrap()
+        {
             let got = model.t_to_sigma(t);
             assert!(rel_err(got, s) < 1e-6, "t_to_sigma({t}) = {got}, want {s}");
         }
@@ -62,6 +73,7 @@ fn every_schedule_matches_a1111() {
     let f = fixture();
     let model = DiscreteSchedule::sd();
     let mut worst_overall = 0.0f64;
+    let mut checked = 0;
     for kind in ["eps", "v"] {
         for (steps, table) in f[kind]["schedules"].as_object().unwrap() {
             let n: usize = steps.parse().unwrap();
@@ -83,8 +95,10 @@ fn every_schedule_matches_a1111() {
                     .fold(0.0, f64::max);
                 assert!(worst < 1e-6, "{kind} {name} n={n}: worst relative error {worst}\n got {got:?}\nwant {want:?}");
                 worst_overall = worst_overall.max(worst);
+                checked += 1;
             }
         }
     }
+    assert_eq!(checked, 168, "schedules checked");
     eprintln!("worst relative error over all schedules: {worst_overall:e}");
 }

@@ -43,9 +43,12 @@ pub fn gmm_denoise(x: &Tensor, sigma: f64) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, x.shape(), x.device())?)
 }
 
+/// The tensors of fixture `tests/fixtures/<name>` (refused when missing or empty).
 pub fn load(name: &str) -> HashMap<String, Tensor> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(&path, &Device::Cpu).expect("fixture")
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    sumi_testkit::fixture::tensors(&path).unwrap()
 }
 
 /// `torch.randn(shape, generator=g)` per draw.
@@ -88,14 +91,9 @@ impl NoiseSampler for Replay {
     }
 }
 
-/// max |a − b| / max |b|.
+/// max |a − b| / max |b| (testkit's relative error; the 1e-30 floor keeps an all-zero
+/// reference comparable).
 pub fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
-    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
-    a.iter()
-        .zip(&b)
-        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
-        / scale
+    let flat = |t: &Tensor| t.flatten_all().unwrap();
+    sumi_testkit::rel_err_floor(&flat(a), &flat(b), 1e-30)
 }
