@@ -3,10 +3,13 @@
 //! last; one U-Net call when cond and uncond have the same token count, separate calls
 //! otherwise (A1111's default, unpadded); `denoised = uncond + Σ wᵢ·cfg·(condᵢ − uncond)`.
 //! The prompt-schedule step counter advances once per call, as A1111's does.
+//! CFG++ (DDIM CFG++) asks through [`Denoiser::denoise_cfg_pp`](sumi_sampling::Denoiser::denoise_cfg_pp)
+//! for the scale multiplied by A1111's `cond_scale_miltiplier` and the unconditional
+//! prediction (A1111's `last_noise_uncond`), both of the same U-Net call.
 
 use candle_core::{DType, Tensor};
 use sumi_models::UNet;
-use sumi_sampling::denoiser::scalings;
+use sumi_sampling::denoiser::{scalings, GuidedPrediction};
 use sumi_sampling::{DiscreteSchedule, Prediction};
 
 use crate::conditioning::{cond_at, MultiCond, ScheduledCond};
@@ -107,7 +110,13 @@ impl CfgDenoiser<'_> {
         }
     }
 
-    fn run(&mut self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+    /// `(guided, uncond)` with the guidance scale multiplied by `scale_multiplier`.
+    fn run(
+        &mut self,
+        x: &Tensor,
+        sigma: f64,
+        scale_multiplier: f64,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let b = x.dim(0)?;
         let (weights, conds) = self
             .cond
@@ -155,33 +164,63 @@ impl CfgDenoiser<'_> {
             let u = self.inner(x, sigma, &u_ctx, ic_rows(1)?.as_ref())?;
             (c, u)
         };
+        let scale = self.cfg_scale * scale_multiplier;
         let mut out = Vec::with_capacity(b);
         for i in 0..b {
             let u = den_uncond.get(i)?;
             let mut d = u.clone();
             for (p, w) in weights.iter().enumerate() {
                 let c = den_cond.get(i * parts + p)?;
-                d = (d + ((c - &u)? * (w * self.cfg_scale))?)?;
+                d = (d + ((c - &u)? * (w * scale))?)?;
             }
             out.push(d);
         }
-        Tensor::stack(&out, 0)?.to_dtype(DType::F32)
+        Ok((
+            Tensor::stack(&out, 0)?.to_dtype(DType::F32)?,
+            den_uncond.to_dtype(DType::F32)?,
+        ))
+    }
+
+    /// Blends (inpainting), runs and counts one call: `(guided, uncond)`, both handed
+    /// back relative to the caller's `x` as the module docs of [`LatentBlend`] say.
+    fn guided(
+        &mut self,
+        x: &Tensor,
+        sigma: f64,
+        scale_multiplier: f64,
+    ) -> sumi_sampling::Result<(Tensor, Tensor)> {
+        let before = match &self.blend {
+            Some(b) if b.before => Some(b.blend_input(x, sigma).map_err(err)?),
+            _ => None,
+        };
+        let (d, u) = self
+            .run(before.as_ref().unwrap_or(x), sigma, scale_multiplier)
+            .map_err(err)?;
+        let (d, u) = match (&self.blend, &before) {
+            (None, _) => (d, u),
+            (Some(b), None) => (b.blend_output(&d).map_err(err)?, u),
+            (Some(_), Some(xb)) => {
+                let shift = (x - xb).map_err(err)?;
+                ((d + &shift).map_err(err)?, (u + shift).map_err(err)?)
+            }
+        };
+        self.step += 1;
+        Ok((d, u))
     }
 }
 
 impl sumi_sampling::Denoiser for CfgDenoiser<'_> {
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> sumi_sampling::Result<Tensor> {
-        let before = match &self.blend {
-            Some(b) if b.before => Some(b.blend_input(x, sigma).map_err(err)?),
-            _ => None,
-        };
-        let d = self.run(before.as_ref().unwrap_or(x), sigma).map_err(err)?;
-        let out = match (&self.blend, &before) {
-            (None, _) => d,
-            (Some(b), None) => b.blend_output(&d).map_err(err)?,
-            (Some(_), Some(xb)) => (d + (x - xb).map_err(err)?).map_err(err)?,
-        };
-        self.step += 1;
-        Ok(out)
+        Ok(self.guided(x, sigma, 1.0)?.0)
+    }
+
+    fn denoise_cfg_pp(
+        &mut self,
+        x: &Tensor,
+        sigma: f64,
+        scale_multiplier: f64,
+    ) -> sumi_sampling::Result<GuidedPrediction> {
+        let (denoised, uncond) = self.guided(x, sigma, scale_multiplier)?;
+        Ok(GuidedPrediction { denoised, uncond })
     }
 }
