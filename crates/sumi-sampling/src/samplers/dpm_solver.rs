@@ -153,7 +153,7 @@ fn check_range(sigma_min: f64, sigma_max: f64, eta: f64) -> Result<(f32, f32)> {
 /// `m = ⌊nfe/3⌋ + 1` steps, third order but for a (2, 1) or (nfe mod 3) tail.
 pub fn dpm_fast_orders(nfe: usize) -> Vec<usize> {
     let m = nfe / 3 + 1;
-    if nfe % 3 == 0 {
+    if nfe.is_multiple_of(3) {
         let mut o = vec![3; m.saturating_sub(2)];
         o.extend([2, 1]);
         o
