@@ -1,5 +1,7 @@
-//! `sumi serve` against the A1111 API: response shapes, seeds, infotext, API defaults, pixels
-//! identical to the CLI (also under concurrency), img2img with and without a mask.
+//! `sumi serve` on the tiny model, end to end: pixels identical to the CLI (also under
+//! concurrency), img2img with and without a mask, every listed sampler generating, the real
+//! infotext replayed, the pipeline's refusals as 422. The HTTP layer alone (shapes, defaults,
+//! validation, queue, control) is tested in process in `sumi-server/tests/http`.
 
 mod serve_common;
 
@@ -28,6 +30,11 @@ fn txt2img_matches_the_cli_with_a1111_shapes() {
     assert_eq!(info["sampler_name"], "Euler a");
     assert_eq!(info["steps"], 3);
     assert_eq!(info["prompt"], prompt);
+    // the loaded checkpoint's name and hash, as /sd-models lists it
+    let hash = get(&s, "/sdapi/v1/sd-models").1[0]["hash"].clone();
+    assert_eq!(hash.as_str().map(str::len), Some(10));
+    assert_eq!(info["sd_model_hash"], hash);
+    assert_eq!(info["sd_model_name"], "tiny");
     // parameters: the request as sent, the rest API defaults
     assert_eq!(v["parameters"]["seed"], 7);
     assert_eq!(v["parameters"]["sampler_index"], "Euler");
@@ -42,6 +49,10 @@ fn txt2img_matches_the_cli_with_a1111_shapes() {
         assert!(t.contains(&format!("Seed: {}", 7 + i)), "{t}");
         assert!(
             t.contains("Steps: 3, Sampler: Euler a") && t.contains("CFG scale: 6.5"),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("Model hash: {}, Model: tiny", hash.as_str().unwrap())),
             "{t}"
         );
     }
@@ -80,10 +91,48 @@ fn txt2img_matches_the_cli_with_a1111_shapes() {
 }
 
 #[test]
-fn api_defaults_and_legacy_sampler_names() {
+fn api_defaults_samplers_infotext_replay_and_pipeline_refusals() {
     let d = tempfile::tempdir().unwrap();
     let m = tiny_model(d.path(), "tiny");
     let s = Server::start(&m, &[]);
+    // a prompt the pipeline cannot read is the client's fault
+    let (st, v) = post(
+        &s,
+        "/sdapi/v1/txt2img",
+        &json!({"prompt": "(abc:1.2.3)", "seed": 1, "steps": 2, "width": 64, "height": 64}),
+    );
+    assert_eq!(st, 422, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("1.2.3"), "{v}");
+    // an infotext written by the pipeline gives the same request, hence the same pixels
+    let (st, v) = post(
+        &s,
+        "/sdapi/v1/txt2img",
+        &json!({"prompt": "a [red|blue] boat", "negative_prompt": "fog", "seed": 31, "steps": 3,
+                "width": 64, "height": 96, "sampler_name": "DPM++ 2M", "scheduler": "exponential",
+                "cfg_scale": 5, "override_settings": {"CLIP_stop_at_last_layers": 2, "randn_source": "CPU"}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let text = info(&v)["infotexts"][0].as_str().unwrap().to_string();
+    let (st, again) = post(&s, "/sdapi/v1/txt2img", &json!({ "infotext": text }));
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(info(&again)["infotexts"][0], text.as_str());
+    assert_eq!(
+        decode_image(&again["images"][0]).0.as_raw(),
+        decode_image(&v["images"][0]).0.as_raw()
+    );
+    assert_eq!(again["parameters"]["seed"], "31");
+    // fields given win over the infotext
+    let (_, other) = post(
+        &s,
+        "/sdapi/v1/txt2img",
+        &json!({ "infotext": text, "seed": 32 }),
+    );
+    assert_eq!(info(&other)["seed"], 32);
+    assert!(info(&other)["infotexts"][0]
+        .as_str()
+        .unwrap()
+        .contains("Size: 64x96"));
+
     // no sampler given: A1111's API default is "Euler" (sampler_index)
     let (st, v) = post(
         &s,
@@ -262,39 +311,4 @@ fn four_concurrent_requests_give_the_sequential_pixels() {
         "c.png",
     );
     assert_eq!(cli_img.into_raw(), sequential[2]);
-}
-
-#[test]
-fn an_infotext_fills_the_fields_not_given() {
-    let d = tempfile::tempdir().unwrap();
-    let m = tiny_model(d.path(), "tiny");
-    let s = Server::start(&m, &[]);
-    let (st, v) = post(
-        &s,
-        "/sdapi/v1/txt2img",
-        &json!({"prompt": "a [red|blue] boat", "negative_prompt": "fog", "seed": 31, "steps": 3,
-                "width": 64, "height": 96, "sampler_name": "DPM++ 2M", "scheduler": "exponential",
-                "cfg_scale": 5, "override_settings": {"CLIP_stop_at_last_layers": 2, "randn_source": "CPU"}}),
-    );
-    assert_eq!(st, 200, "{v}");
-    let text = info(&v)["infotexts"][0].as_str().unwrap().to_string();
-    let (st, again) = post(&s, "/sdapi/v1/txt2img", &json!({ "infotext": text }));
-    assert_eq!(st, 200, "{again}");
-    assert_eq!(info(&again)["infotexts"][0], text.as_str());
-    assert_eq!(
-        decode_image(&again["images"][0]).0.as_raw(),
-        decode_image(&v["images"][0]).0.as_raw()
-    );
-    assert_eq!(again["parameters"]["seed"], "31");
-    // fields given win over the infotext
-    let (_, other) = post(
-        &s,
-        "/sdapi/v1/txt2img",
-        &json!({ "infotext": text, "seed": 32 }),
-    );
-    assert_eq!(info(&other)["seed"], 32);
-    assert!(info(&other)["infotexts"][0]
-        .as_str()
-        .unwrap()
-        .contains("Size: 64x96"));
 }

@@ -1,10 +1,11 @@
-//! `sumi serve` job control: progress with a preview, interrupt and skip within a step (200 with
-//! the partial result), back to idle afterwards, a full queue answering 429, and a client that
-//! leaves cancelling its queued job.
+//! `sumi serve` job control on the real pipeline: the cheap preview (latent-sized) and a TAESD
+//! one (full-sized), interrupt and skip within a step (200 with the partial result: the
+//! pipeline hands over the stopped batch), back to idle afterwards. The queue, departed clients
+//! and the progress/metrics bookkeeping are tested in process in
+//! `sumi-server/tests/http/control.rs`.
 
 mod serve_common;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -107,78 +108,6 @@ fn progress_interrupt_and_skip() {
 }
 
 #[test]
-fn a_full_queue_answers_429_and_a_departed_client_is_cancelled() {
-    let d = tempfile::tempdir().unwrap();
-    let m = tiny_model(d.path(), "tiny");
-    let s = std::sync::Arc::new(Server::start(&m, &["--queue", "1"]));
-    let s2 = s.clone();
-    let running = std::thread::spawn(move || post(&s2, "/sdapi/v1/txt2img", &long_job(1, 1)));
-    wait_progress(&s, |p| p["state"]["sampling_step"].as_u64() >= Some(1));
-    // a client queues a job and goes away
-    let addr = s.base.trim_start_matches("http://").to_string();
-    let body = json!({"seed": 2, "steps": 2, "width": 64, "height": 64}).to_string();
-    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        tcp,
-        "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let t0 = Instant::now();
-    while metric(&s, "sumi_queue_depth") < 1.0 {
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    drop(tcp);
-    // its place is freed: another job fits in the queue of one
-    let t0 = Instant::now();
-    while metric(&s, "sumi_queue_depth") > 0.0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the departed client's job stayed queued"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let s3 = s.clone();
-    let queued = std::thread::spawn(move || {
-        post(
-            &s3,
-            "/sdapi/v1/txt2img",
-            &json!({"seed": 3, "steps": 2, "width": 64, "height": 64}),
-        )
-    });
-    let t0 = Instant::now();
-    while metric(&s, "sumi_queue_depth") < 1.0 {
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // the queue is full now
-    let r = agent()
-        .post(&s.url("/sdapi/v1/txt2img"))
-        .send_json(json!({"seed": 4, "steps": 2, "width": 64, "height": 64}))
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 429);
-    assert_eq!(r.headers().get("retry-after").unwrap(), "1");
-    post(&s, "/sdapi/v1/interrupt", &json!({}));
-    assert_eq!(running.join().unwrap().0, 200);
-    let (st, v) = queued.join().unwrap();
-    assert_eq!(st, 200, "{v}");
-    assert_eq!(info(&v)["seed"], 3);
-    assert_eq!(
-        metric(&s, "sumi_rejected_total{reason=\"queue_full\"}"),
-        1.0
-    );
-    let t0 = Instant::now();
-    while metric(&s, "sumi_jobs_total{outcome=\"cancelled\"}") < 1.0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the departed client's job was not cancelled"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[test]
 fn a_taesd_preview_decoder_gives_full_size_previews() {
     let taesd = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/data/taesd/taesd_decoder.safetensors");
@@ -208,29 +137,4 @@ fn a_taesd_preview_decoder_gives_full_size_previews() {
     assert!(p["current_image"].is_null(), "{p}");
     post(&s, "/sdapi/v1/interrupt", &json!({}));
     assert_eq!(job.join().unwrap().0, 200);
-}
-
-#[test]
-fn a_departed_client_stops_its_running_job() {
-    let d = tempfile::tempdir().unwrap();
-    let m = tiny_model(d.path(), "tiny");
-    let s = Server::start(&m, &[]);
-    let addr = s.base.trim_start_matches("http://").to_string();
-    let body = long_job(3, 1).to_string();
-    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        tcp,
-        "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    wait_progress(&s, |p| p["state"]["sampling_step"].as_u64() >= Some(1));
-    drop(tcp);
-    let p = wait_progress(&s, |p| p["state"]["job_count"] == 0);
-    assert_eq!(p["progress"], 0.0);
-    assert_eq!(metric(&s, "sumi_jobs_total{outcome=\"cancelled\"}"), 1.0);
-    assert!(
-        metric(&s, "sumi_step_seconds_count") < 400.0,
-        "the job ran on after its client left"
-    );
 }

@@ -1,12 +1,15 @@
 //! `sumi-server`: the A1111-compatible HTTP API (`/sdapi/v1/*`), thin over `sumi-pipeline`.
 //!
-//! One worker thread owns the [`Pipeline`] behind a bounded [`queue::Queue`]; handlers parse
+//! One worker thread owns the loaded model behind a bounded [`queue::Queue`]; handlers parse
 //! A1111's request models ([`models`]), check them ([`convert`]), queue a job and await its
 //! answer. Progress, interrupt and skip go through shared state read at every sampler step.
 //! [`serve`] runs it all on a listener until a shutdown future fires, then drains the running
-//! job, answers the queued ones 503 and returns.
+//! job, answers the queued ones 503 and returns. The worker reaches the model through the
+//! [`backend::Backend`] trait: [`serve`] uses `sumi_pipeline` ([`pipeline_backend`]);
+//! [`serve_with`] takes any backend (the tests' fake one).
 
 pub mod auth;
+pub mod backend;
 pub mod body;
 pub mod checkpoints;
 pub mod convert;
@@ -19,6 +22,7 @@ pub mod listing;
 pub mod metrics;
 pub mod models;
 pub mod options;
+pub mod pipeline_backend;
 pub mod preview;
 pub mod progress;
 pub mod queue;
@@ -31,7 +35,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
-use sumi_pipeline::{LoadOptions, Pipeline};
+use sumi_pipeline::LoadOptions;
+
+use backend::{Backend, Embeddings};
 
 pub use error::{ApiError, ServerError};
 
@@ -105,8 +111,8 @@ pub struct AppState {
     pub running: AtomicBool,
     /// Job sequence numbers.
     pub next_id: AtomicU64,
-    /// Live previews.
-    pub previewer: preview::Previewer,
+    /// The embeddings of the loaded model.
+    pub embeddings: Mutex<Embeddings>,
 }
 
 impl AppState {
@@ -120,6 +126,11 @@ impl AppState {
         self.options.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The loaded model's embeddings, locked.
+    pub fn embeddings_lock(&self) -> MutexGuard<'_, Embeddings> {
+        self.embeddings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The current checkpoint's path.
     pub fn current_model(&self) -> PathBuf {
         self.current
@@ -129,49 +140,62 @@ impl AppState {
     }
 }
 
-/// Loads the model, then serves on `listener` until `shutdown` completes; then refuses new
-/// jobs (503), answers queued ones 503, lets the running job finish and send its answer, and
-/// returns.
+/// Loads the model with `sumi_pipeline`, then serves on `listener` until `shutdown` completes;
+/// then refuses new jobs (503), answers queued ones 503, lets the running job finish and send
+/// its answer, and returns.
 pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let previewer = {
-        let p = config.preview_decoder.clone();
-        tokio::task::spawn_blocking(move || preview::Previewer::load(p.as_deref()))
+    let backend = {
+        let (load, decoder) = (config.load.clone(), config.preview_decoder.clone());
+        tokio::task::spawn_blocking(move || {
+            pipeline_backend::PipelineBackend::new(load, decoder.as_deref())
+        })
+        .await
+        .map_err(|e| ServerError::Worker(e.to_string()))?
+        .map_err(|reason| ServerError::Load {
+            path: config.preview_decoder.clone().unwrap_or_default(),
+            reason,
+        })?
+    };
+    serve_with(config, Arc::new(backend), listener, shutdown).await
+}
+
+/// [`serve`] with another backend: loads `config.model` with it, then serves on `listener`
+/// until `shutdown` completes and drains as [`serve`] does.
+pub async fn serve_with(
+    config: Config,
+    backend: Arc<dyn Backend>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let model = {
+        let (path, b) = (config.model.clone(), backend.clone());
+        tokio::task::spawn_blocking(move || b.load(&path))
             .await
             .map_err(|e| ServerError::Worker(e.to_string()))?
             .map_err(|reason| ServerError::Load {
-                path: config.preview_decoder.clone().unwrap_or_default(),
-                reason,
-            })?
-    };
-    let pipe = {
-        let (path, load) = (config.model.clone(), config.load.clone());
-        tokio::task::spawn_blocking(move || Pipeline::load(&path, &load))
-            .await
-            .map_err(|e| ServerError::Worker(e.to_string()))?
-            .map_err(|e| ServerError::Load {
                 path: config.model.clone(),
-                reason: e.to_string(),
+                reason,
             })?
     };
     let state = Arc::new(AppState {
         queue: queue::Queue::new(config.queue),
         progress: Mutex::new(progress::ProgressState::default()),
         control: AtomicU8::new(worker::RUN),
-        options: Mutex::new(options::defaults(previewer.is_taesd())),
+        options: Mutex::new(options::defaults(backend.taesd_previews())),
         checkpoints: checkpoints::Checkpoints::new(config.models_dir.clone()),
         current: Mutex::new(config.model.clone()),
         metrics: metrics::Metrics::default(),
         draining: AtomicBool::new(false),
         running: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
-        previewer,
+        embeddings: Mutex::new(model.embeddings()),
         config,
     });
-    let worker = worker::spawn(state.clone(), pipe)?;
+    let worker = worker::spawn(state.clone(), backend, model)?;
     if let (Some(f), Ok(addr)) = (&state.config.on_ready, listener.local_addr()) {
         f(addr);
     }

@@ -97,16 +97,10 @@ pub async fn sd_vae(State(s): State<Arc<AppState>>) -> Json<Value> {
     Json(Value::Array(list))
 }
 
-/// `GET /sdapi/v1/embeddings`.
-pub async fn embeddings(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let Some(dir) = s.config.load.embeddings.clone() else {
-        return Ok(Json(json!({ "loaded": {}, "skipped": {} })));
-    };
-    let v = tokio::task::spawn_blocking(move || {
-        let d = sumi_weights::embedding::EmbeddingDir::load(&dir, None).unwrap_or_default();
-        let loaded: Map<String, Value> = d
-            .loaded
-            .iter()
+/// `GET /sdapi/v1/embeddings`: those of the loaded model.
+pub async fn embeddings(State(s): State<Arc<AppState>>) -> Json<Value> {
+    let list = |l: &[crate::backend::EmbeddingEntry]| -> Map<String, Value> {
+        l.iter()
             .map(|e| {
                 (
                     e.name.clone(),
@@ -114,17 +108,15 @@ pub async fn embeddings(State(s): State<Arc<AppState>>) -> Result<Json<Value>, A
                         "step": e.step,
                         "sd_checkpoint": Value::Null,
                         "sd_checkpoint_name": Value::Null,
-                        "shape": e.width(),
-                        "vectors": e.len(),
+                        "shape": e.shape,
+                        "vectors": e.vectors,
                     }),
                 )
             })
-            .collect();
-        json!({ "loaded": loaded, "skipped": {} })
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(v))
+            .collect()
+    };
+    let e = s.embeddings_lock();
+    Json(json!({ "loaded": list(&e.loaded), "skipped": list(&e.skipped) }))
 }
 
 /// `GET /sdapi/v1/loras`, `scripts`-less lists: empty.

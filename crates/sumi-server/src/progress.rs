@@ -3,7 +3,6 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use candle_core::Tensor;
 use serde_json::{json, Value};
 
 /// The worker's progress, shared with the handlers.
@@ -29,8 +28,8 @@ pub struct ProgressState {
     pub job_timestamp: String,
     /// When the job started.
     pub started: Option<Instant>,
-    /// The latest step's predicted clean latents of the batch's first image `[4, h, w]`.
-    pub latent: Option<Tensor>,
+    /// The latest step's preview of the batch's first image (rendered on demand).
+    pub latent: Option<crate::backend::Preview>,
     /// Bumped at every step (previews are cached by it).
     pub version: u64,
     /// A cached preview: (version, base64 PNG).
@@ -52,7 +51,13 @@ impl ProgressState {
     }
 
     /// A step of batch `job_no` ended.
-    pub fn step(&mut self, job_no: u32, step: usize, steps: usize, latent: Option<Tensor>) {
+    pub fn step(
+        &mut self,
+        job_no: u32,
+        step: usize,
+        steps: usize,
+        latent: Option<crate::backend::Preview>,
+    ) {
         if job_no != self.job_no {
             self.skipped = false;
             if self.job_count > 1 {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
+pub use crate::backend::JobFailure;
 use crate::convert::Prepared;
 
 /// What a job asks the worker to do.
@@ -44,15 +45,6 @@ pub struct GenOutput {
     pub job_timestamp: String,
     /// The response's `info`: A1111's `Processed.js()` JSON text.
     pub info: String,
-}
-
-/// Why a generation failed.
-#[derive(Debug, Clone)]
-pub struct JobFailure {
-    /// The request was at fault (a field the pipeline refused): a 422, not a 500.
-    pub invalid: bool,
-    /// The pipeline's message.
-    pub message: String,
 }
 
 /// What the worker answers.

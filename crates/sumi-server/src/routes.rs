@@ -295,9 +295,8 @@ async fn progress(
         (false, Some(latent)) => match cached {
             Some((v, img)) if v == version => Some(img),
             _ => {
-                let s2 = s.clone();
                 let img = tokio::task::spawn_blocking(move || {
-                    let im = s2.previewer.render(&latent).ok()?;
+                    let im = latent.render().ok()?;
                     let png = sumi_pipeline::png::encode_png(&im, None).ok()?;
                     Some(encode_base64(&png))
                 })

@@ -1,14 +1,15 @@
-//! The worker: one thread owning the [`Pipeline`], taking jobs from the queue one at a time,
+//! The worker: one thread owning the loaded [`Model`], taking jobs from the queue one at a time,
 //! reporting progress, honouring interrupt/skip and cancelled clients at every sampler step.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sumi_pipeline::{Generated, Pipeline, PipelineError, Stop};
+use sumi_pipeline::Stop;
 
+use crate::backend::{Backend, Image, Model, Step};
 use crate::convert::Prepared;
 use crate::images::encode_base64;
 use crate::metrics::JobOutcome;
@@ -22,14 +23,19 @@ pub const SKIP: u8 = 1;
 /// Interrupt the job.
 pub const INTERRUPT: u8 = 2;
 
-/// Starts the worker thread; it ends when the queue is closed and empty.
-pub fn spawn(state: Arc<AppState>, pipe: Pipeline) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// Starts the worker thread with the model loaded at start; it ends when the queue is closed
+/// and empty.
+pub fn spawn(
+    state: Arc<AppState>,
+    backend: Arc<dyn Backend>,
+    model: Box<dyn Model>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("sumi-worker".into())
-        .spawn(move || run(&state, pipe))
+        .spawn(move || run(&state, &*backend, model))
 }
 
-fn run(state: &AppState, mut pipe: Pipeline) {
+fn run(state: &AppState, backend: &dyn Backend, mut model: Box<dyn Model>) {
     while let Some(job) = state.queue.pop() {
         let Job {
             cancel,
@@ -45,37 +51,13 @@ fn run(state: &AppState, mut pipe: Pipeline) {
         state.running.store(true, Ordering::SeqCst);
         let outcome = match task {
             Task::Generate(p) => {
-                let t0 = Instant::now();
-                let r = match &p.checkpoint {
-                    None => guarded(state, || generate(state, &pipe, &p, &cancel)),
-                    Some(sw) => match Pipeline::load(&sw.path, &state.config.load) {
-                        Err(e) => Err(JobFailure {
-                            invalid: false,
-                            message: format!("cannot load {}: {e}", sw.path.display()),
-                        }),
-                        Ok(other) => {
-                            let r = guarded(state, || generate(state, &other, &p, &cancel));
-                            if !sw.restore {
-                                pipe = other;
-                                *state.current.lock().unwrap_or_else(|e| e.into_inner()) =
-                                    sw.path.clone();
-                            }
-                            r
-                        }
-                    },
-                };
-                let kind = match &r {
-                    Ok(_) if cancel.load(Ordering::SeqCst) => JobOutcome::Cancelled,
-                    Ok(o) if o.interrupted => JobOutcome::Interrupted,
-                    Ok(_) => JobOutcome::Ok,
-                    Err(_) => JobOutcome::Error,
-                };
-                state.metrics.job(kind, t0.elapsed().as_secs_f64());
-                Outcome::Generated(r.map(Box::new))
+                Outcome::Generated(generate_job(state, backend, &mut model, &p, &cancel))
             }
             Task::Load(path) => Outcome::Loaded(
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    load(state, &mut pipe, path)
+                    let m = backend.load(&path)?;
+                    make_current(state, &mut model, m, path);
+                    Ok(())
                 }))
                 .unwrap_or_else(|_| Err("internal error while loading".into())),
             ),
@@ -85,7 +67,55 @@ fn run(state: &AppState, mut pipe: Pipeline) {
     }
 }
 
-/// Runs a generation, turning a panic inside the pipeline into a failed job, so the worker
+/// Makes `new` the current model (loaded from `path`): its embeddings are listed from now on.
+fn make_current(state: &AppState, model: &mut Box<dyn Model>, new: Box<dyn Model>, path: PathBuf) {
+    *state.embeddings_lock() = new.embeddings();
+    *model = new;
+    *state.current.lock().unwrap_or_else(|e| e.into_inner()) = path;
+}
+
+/// A generation job on the current model, or on the checkpoint it names (then kept current
+/// unless it asks to restore), with its metrics.
+fn generate_job(
+    state: &AppState,
+    backend: &dyn Backend,
+    model: &mut Box<dyn Model>,
+    p: &Prepared,
+    cancel: &AtomicBool,
+) -> Result<Box<GenOutput>, JobFailure> {
+    let t0 = Instant::now();
+    let r = match &p.checkpoint {
+        None => guarded(state, || generate(state, &**model, p, cancel)),
+        Some(sw) => {
+            let loaded =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.load(&sw.path)))
+                    .unwrap_or_else(|_| Err("internal error while loading".into()));
+            match loaded {
+                Err(e) => Err(JobFailure {
+                    invalid: false,
+                    message: format!("cannot load {}: {e}", sw.path.display()),
+                }),
+                Ok(other) => {
+                    let r = guarded(state, || generate(state, &*other, p, cancel));
+                    if !sw.restore {
+                        make_current(state, model, other, sw.path.clone());
+                    }
+                    r
+                }
+            }
+        }
+    };
+    let kind = match &r {
+        Ok(_) if cancel.load(Ordering::SeqCst) => JobOutcome::Cancelled,
+        Ok(o) if o.interrupted => JobOutcome::Interrupted,
+        Ok(_) => JobOutcome::Ok,
+        Err(_) => JobOutcome::Error,
+    };
+    state.metrics.job(kind, t0.elapsed().as_secs_f64());
+    r.map(Box::new)
+}
+
+/// Runs a generation, turning a panic inside the model into a failed job, so the worker
 /// (and every later job) lives on.
 fn guarded(
     state: &AppState,
@@ -101,18 +131,34 @@ fn guarded(
     })
 }
 
-fn load(state: &AppState, pipe: &mut Pipeline, path: PathBuf) -> Result<(), String> {
-    let p = Pipeline::load(&path, &state.config.load).map_err(|e| e.to_string())?;
-    *pipe = p;
-    *state.current.lock().unwrap_or_else(|e| e.into_inner()) = path;
-    Ok(())
+/// What a sampler step asks of the run: the client gone or an interrupt stop it, a skip stops
+/// the batch (once).
+fn stop_request(
+    state: &AppState,
+    cancel: &AtomicBool,
+    interrupted: &mut bool,
+) -> ControlFlow<Stop> {
+    if cancel.load(Ordering::SeqCst) {
+        return ControlFlow::Break(Stop::Interrupt);
+    }
+    match state.control.load(Ordering::SeqCst) {
+        INTERRUPT => {
+            *interrupted = true;
+            ControlFlow::Break(Stop::Interrupt)
+        }
+        SKIP => {
+            state.control.store(RUN, Ordering::SeqCst);
+            ControlFlow::Break(Stop::Skip)
+        }
+        _ => ControlFlow::Continue(()),
+    }
 }
 
 fn generate(
     state: &AppState,
-    pipe: &Pipeline,
+    model: &dyn Model,
     job: &Prepared,
-    cancel: &std::sync::atomic::AtomicBool,
+    cancel: &AtomicBool,
 ) -> Result<GenOutput, JobFailure> {
     let req = &job.request;
     let name = if req.img2img.is_some() {
@@ -129,31 +175,17 @@ fn generate(
     }
     let mut last = Instant::now();
     let mut interrupted = false;
-    let mut on_step = |p: &sumi_pipeline::Progress<'_>| {
+    let mut on_step = |s: &Step| {
         let now = Instant::now();
         state.metrics.step(now.duration_since(last).as_secs_f64());
         last = now;
-        let latent = p.denoised.get(0).ok();
         state
             .progress_lock()
-            .step(p.batch, p.step + 1, p.steps, latent);
-        if cancel.load(Ordering::SeqCst) {
-            return ControlFlow::Break(Stop::Interrupt);
-        }
-        match state.control.load(Ordering::SeqCst) {
-            INTERRUPT => {
-                interrupted = true;
-                ControlFlow::Break(Stop::Interrupt)
-            }
-            SKIP => {
-                state.control.store(RUN, Ordering::SeqCst);
-                ControlFlow::Break(Stop::Skip)
-            }
-            _ => ControlFlow::Continue(()),
-        }
+            .step(s.batch, s.step + 1, s.steps, s.preview.clone());
+        stop_request(state, cancel, &mut interrupted)
     };
-    let mut on_image = |g: Generated| -> sumi_pipeline::Result<()> {
-        let info = pipe.infotext(req, &g)?;
+    let mut on_image = |g: Image| -> Result<(), String> {
+        let info = &g.infotext;
         if out.infotexts.is_empty() {
             out.model_name = info.model.clone();
             out.model_hash = info.model_hash.clone();
@@ -162,12 +194,7 @@ fn generate(
         }
         let text = info.to_string();
         if job.send_images {
-            let png = sumi_pipeline::png::encode_png(&g.image, Some(&text)).map_err(|reason| {
-                PipelineError::PngWrite {
-                    path: PathBuf::from("<response>"),
-                    reason,
-                }
-            })?;
+            let png = sumi_pipeline::png::encode_png(&g.pixels, Some(&text))?;
             out.images.push(encode_base64(&png));
         }
         out.infotexts.push(text);
@@ -175,25 +202,12 @@ fn generate(
         out.subseeds.push(g.subseed);
         Ok(())
     };
-    let r = pipe.generate_each(req, &mut on_step, &mut on_image);
+    let r = model.generate(req, &mut on_step, &mut on_image);
     state.progress_lock().end();
     state.control.store(RUN, Ordering::SeqCst);
-    r.map_err(|e| JobFailure {
-        invalid: matches!(
-            e,
-            PipelineError::Request { .. }
-                | PipelineError::Prompt(_)
-                | PipelineError::Embedding(_)
-                | PipelineError::UnknownEmphasis(_)
-        ),
-        message: e.to_string(),
-    })?;
+    r?;
     if out.model_name.is_none() {
-        out.model_name = pipe
-            .model
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned());
+        out.model_name = model.name();
     }
     out.interrupted = interrupted;
     out.info = crate::info::processed_js(job, &out);

@@ -1,0 +1,127 @@
+//! The server's real [`Backend`]: each checkpoint loaded as a [`Pipeline`] with the server's
+//! load options; step previews from the pipeline's [`Previewer`] (A1111's cheap approximation,
+//! or the configured TAESD decoder).
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sumi_pipeline::preview::{PreviewLatents, Previewer};
+use sumi_pipeline::{Generated, LoadOptions, Pipeline, PipelineError, Progress, Request, Stop};
+
+use crate::backend::{
+    Backend, EmbeddingEntry, Embeddings, Image, JobFailure, Model, Preview, Step,
+};
+
+/// Checkpoints as [`Pipeline`]s.
+pub struct PipelineBackend {
+    load: LoadOptions,
+    previewer: Arc<Previewer>,
+}
+
+impl PipelineBackend {
+    /// A backend loading with `load`, previewing with the TAESD decoder at `preview_decoder`
+    /// (else A1111's cheap approximation); fails when the decoder cannot be read.
+    pub fn new(load: LoadOptions, preview_decoder: Option<&Path>) -> Result<Self, String> {
+        Ok(Self {
+            load,
+            previewer: Arc::new(Previewer::load(preview_decoder).map_err(|e| e.to_string())?),
+        })
+    }
+}
+
+impl Backend for PipelineBackend {
+    fn load(&self, path: &Path) -> Result<Box<dyn Model>, String> {
+        let pipe = Pipeline::load(path, &self.load).map_err(|e| e.to_string())?;
+        Ok(Box::new(PipelineModel {
+            pipe,
+            previewer: self.previewer.clone(),
+            embeddings_dir: self.load.embeddings.clone(),
+        }))
+    }
+
+    fn taesd_previews(&self) -> bool {
+        self.previewer.is_taesd()
+    }
+}
+
+/// One loaded checkpoint.
+struct PipelineModel {
+    pipe: Pipeline,
+    previewer: Arc<Previewer>,
+    embeddings_dir: Option<PathBuf>,
+}
+
+/// A pipeline error as a job failure: the request's fault (422) or the server's (500).
+fn failure(e: PipelineError) -> JobFailure {
+    JobFailure {
+        invalid: matches!(
+            e,
+            PipelineError::Request { .. }
+                | PipelineError::Prompt(_)
+                | PipelineError::Embedding(_)
+                | PipelineError::UnknownEmphasis(_)
+        ),
+        message: e.to_string(),
+    }
+}
+
+impl Model for PipelineModel {
+    fn generate(
+        &self,
+        req: &Request,
+        on_step: &mut dyn FnMut(&Step) -> ControlFlow<Stop>,
+        on_image: &mut dyn FnMut(Image) -> Result<(), String>,
+    ) -> Result<(), JobFailure> {
+        let mut step = |p: &Progress<'_>| {
+            let preview = PreviewLatents::first(p).map(|latent| {
+                let previewer = self.previewer.clone();
+                Preview::new(move || previewer.render(&latent).map_err(|e| e.to_string()))
+            });
+            on_step(&Step {
+                batch: p.batch,
+                step: p.step,
+                steps: p.steps,
+                preview,
+            })
+        };
+        let mut image = |g: Generated| -> sumi_pipeline::Result<()> {
+            let infotext = self.pipe.infotext(req, &g)?;
+            on_image(Image {
+                pixels: g.image,
+                infotext,
+                seed: g.seed,
+                subseed: g.subseed,
+            })
+            .map_err(|reason| PipelineError::PngWrite {
+                path: PathBuf::from("<response>"),
+                reason,
+            })
+        };
+        self.pipe
+            .generate_each(req, &mut step, &mut image)
+            .map_err(failure)
+    }
+
+    fn name(&self) -> Option<String> {
+        self.pipe
+            .model
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+    }
+
+    fn embeddings(&self) -> Embeddings {
+        let r = self.pipe.embedding_report(self.embeddings_dir.as_deref());
+        let entry = |e: &sumi_pipeline::embedding_report::EmbeddingInfo| EmbeddingEntry {
+            name: e.name.clone(),
+            step: e.step,
+            shape: e.shape,
+            vectors: e.vectors,
+        };
+        Embeddings {
+            loaded: r.loaded.iter().map(entry).collect(),
+            skipped: r.skipped.iter().map(|s| entry(&s.embedding)).collect(),
+        }
+    }
+}

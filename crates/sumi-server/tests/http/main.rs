@@ -1,0 +1,11 @@
+//! `sumi-server`'s HTTP behaviour in process, against a fake backend (no model file, a few
+//! milliseconds a step): routing, request parsing, defaults and validation with every error
+//! status, the queue, progress, interrupt and skip, shutdown, metrics, auth, listings.
+//! End-to-end tests that spawn the real binary on a tiny model are in `sumi-cli/tests/serve_*`.
+
+mod api;
+mod common;
+mod control;
+mod errors;
+mod fake;
+mod listing;
