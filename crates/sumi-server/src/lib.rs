@@ -23,7 +23,6 @@ pub mod metrics;
 pub mod models;
 pub mod options;
 pub mod pipeline_backend;
-pub mod preview;
 pub mod progress;
 pub mod queue;
 pub mod routes;
