@@ -13,12 +13,11 @@ use serde_json::Value;
 
 /// Materializes the tiny SD1 checkpoint in `dir` (as `name`.safetensors).
 pub fn tiny_model(dir: &Path, name: &str) -> PathBuf {
-    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny/sd1");
     let sub = dir.join(format!(".make-{name}"));
     std::fs::create_dir_all(&sub).unwrap();
-    sumi_weights::synth::materialize(&f, &sub, sumi_weights::StorageDtype::F16).unwrap();
+    let made = sumi_testkit::tiny_model("sd1", &sub);
     let target = dir.join(format!("{name}.safetensors"));
-    std::fs::rename(sub.join("tiny_sd1.safetensors"), &target).unwrap();
+    std::fs::rename(made, &target).unwrap();
     let _ = std::fs::remove_dir_all(&sub);
     target
 }
