@@ -14,28 +14,20 @@ use sumi_pipeline::conditioning::{
 use sumi_pipeline::{Checkpoint, PipelineError};
 use sumi_prompt::Timeline;
 use sumi_weights::embedding::{Embedding, EmbeddingDir};
-use sumi_weights::StorageDtype;
 
 /// max |a - b| / max(1, max |b|), as the model parity tests.
-const TOL: f32 = 1e-5;
+const TOL: f64 = 1e-5;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    sumi_testkit::repo_root()
 }
 
 fn checkpoint(arch: &str, dir: &Path) -> Checkpoint {
-    let fx = root().join("fixtures/tiny").join(arch);
-    sumi_weights::synth::materialize(&fx, dir, StorageDtype::F16).unwrap();
-    Checkpoint::open(&dir.join(format!("tiny_{arch}.safetensors")), None).unwrap()
+    Checkpoint::open(&sumi_testkit::tiny_model(arch, dir), None).unwrap()
 }
 
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    let d = (&a - &b).unwrap().abs().unwrap().max(0).unwrap();
-    let m = b.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-    d.to_scalar::<f32>().unwrap() / m.max(1.0)
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    sumi_testkit::rel_err_floor(a, b, 1.0)
 }
 
 fn embeddings() -> Vec<Embedding> {
@@ -45,13 +37,14 @@ fn embeddings() -> Vec<Embedding> {
 }
 
 fn parity(arch: &str) {
-    let cases: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(root().join("fixtures/conditioning/cases.json")).unwrap(),
+    let cases = sumi_testkit::Cases::<serde_json::Value>::load(
+        &root().join("fixtures/conditioning/cases.json"),
+        "/cases",
     )
+    .and_then(|c| c.at_least(20))
     .unwrap();
-    let want: HashMap<String, Tensor> = candle_core::safetensors::load(
-        root().join("fixtures/conditioning/conditioning.safetensors"),
-        &Device::Cpu,
+    let want: HashMap<String, Tensor> = sumi_testkit::fixture::tensors(
+        &root().join("fixtures/conditioning/conditioning.safetensors"),
     )
     .unwrap();
     let d = tempfile::tempdir().unwrap();
@@ -59,8 +52,8 @@ fn parity(arch: &str) {
     let clip = ck.clip(DType::F32, &Device::Cpu).unwrap();
     let embs = embeddings();
     let mut n = 0;
-    let mut worst = 0f32;
-    for (i, case) in cases["cases"].as_array().unwrap().iter().enumerate() {
+    let mut worst = 0f64;
+    for (i, case) in cases.iter().enumerate() {
         if case["arch"] != arch {
             continue;
         }

@@ -11,19 +11,15 @@ use common::{max_abs, root, tiny_model as model};
 
 #[test]
 fn matches_the_reference() {
-    let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("generate/cases.json")).unwrap())
-            .unwrap();
-    let reference =
-        candle_core::safetensors::load(root().join("generate/reference.safetensors"), &Device::Cpu)
-            .unwrap();
+    let (cases, list) = common::cases("generate/cases.json", 75);
+    let reference = common::reference("generate/reference.safetensors");
     let init = image::open(root().join("generate/init.png"))
         .unwrap()
         .to_rgb8();
     let size = cases["size"].as_u64().unwrap() as u32;
     let dir = tempfile::tempdir().unwrap();
     let mut loaded: std::collections::HashMap<String, Pipeline> = Default::default();
-    for c in cases["cases"].as_array().unwrap() {
+    for c in &list {
         let name = c["name"].as_str().unwrap();
         let arch = c["arch"].as_str().unwrap();
         if !loaded.contains_key(arch) {

@@ -3,7 +3,7 @@
 //! give Pillow's bytes exactly. Synthetic inputs are committed; the real photos come from
 //! `../shared/data/images` and are skipped, saying so, where that is absent.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use image::RgbImage;
 use sha2::{Digest, Sha256};
@@ -14,7 +14,7 @@ use sumi_pipeline::image::{
 use sumi_pipeline::PipelineError;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    sumi_testkit::repo_root()
 }
 
 fn fixtures() -> PathBuf {
@@ -50,8 +50,9 @@ fn arg_u32(args: &serde_json::Value, key: &str) -> u32 {
 
 /// Runs every case whose input satisfies `which`; returns (checked, skipped, mismatches).
 fn run_cases(which: impl Fn(&str) -> bool) -> (usize, usize, Vec<String>) {
-    let text = std::fs::read_to_string(fixtures().join("image_cases.json")).expect("cases");
-    let cases: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
+    let cases =
+        sumi_testkit::Cases::<serde_json::Value>::load(&fixtures().join("image_cases.json"), "")
+            .expect("cases");
     let (mut checked, mut skipped, mut bad) = (0, 0, Vec::new());
     for case in &cases {
         let name = case["name"].as_str().expect("name");

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use image::{GrayImage, RgbImage, RgbaImage};
 use sha2::{Digest, Sha256};
 use sumi_pipeline::composite::{
@@ -43,10 +43,9 @@ fn rgb(p: &Path) -> RgbImage {
 
 #[test]
 fn pixel_operations_are_bit_exact() {
-    let checks: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx("ops.json")).unwrap()).unwrap();
+    let checks = sumi_testkit::Cases::<serde_json::Value>::load(&fx("ops.json"), "").unwrap();
     let mut n = 0;
-    for c in checks.as_array().unwrap() {
+    for c in &checks {
         let input = fx("ops").join(c["input"].as_str().unwrap());
         let got = match c["op"].as_str().unwrap() {
             "opencv_blur" => {
@@ -127,16 +126,14 @@ fn request(c: &serde_json::Value, init: &RgbImage) -> Request {
 
 #[test]
 fn matches_the_reference() {
-    let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx("cases.json")).unwrap()).unwrap();
-    let reference =
-        candle_core::safetensors::load(fx("reference.safetensors"), &Device::Cpu).unwrap();
+    let (_, cases) = common::cases("inpaint/cases.json", 79);
+    let reference = common::reference("inpaint/reference.safetensors");
     let init = rgb(&fx("init.png"));
     let dir = tempfile::tempdir().unwrap();
     let mut loaded: std::collections::HashMap<String, Pipeline> = Default::default();
     let mut worst_px = 0u8;
     let mut total_kept = 0usize;
-    for c in cases["cases"].as_array().unwrap() {
+    for c in &cases {
         let name = c["name"].as_str().unwrap();
         let arch = c["arch"].as_str().unwrap();
         let req = request(c, &init);

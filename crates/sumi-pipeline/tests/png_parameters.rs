@@ -2,7 +2,7 @@
 //! (`fixtures/pipeline/png/`, made by `tools/reference/make_pipeline_fixtures.py`), and the
 //! atomic, never-overwriting writer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use image::RgbImage;
 use sumi_pipeline::png::{
@@ -11,13 +11,11 @@ use sumi_pipeline::png::{
 use sumi_pipeline::PipelineError;
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/pipeline/png")
+    sumi_testkit::fixtures().join("pipeline/png")
 }
 
 fn texts() -> (String, String) {
-    let t: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir().join("texts.json")).expect("read"))
-            .expect("json");
+    let t = sumi_testkit::fixture::read_json(&dir().join("texts.json")).expect("texts");
     (
         t["latin1"].as_str().expect("latin1").to_string(),
         t["utf8"].as_str().expect("utf8").to_string(),
