@@ -170,7 +170,7 @@ impl TorchCpuGenerator {
         for block in data.chunks_exact_mut(16) {
             self.normal_fill_16(block);
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = n - 16;
             for v in &mut data[tail..] {
                 *v = self.uniform_f32();
