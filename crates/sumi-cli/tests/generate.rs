@@ -12,13 +12,11 @@ fn sumi(dir: &Path) -> Command {
 }
 
 fn model(dir: &Path) -> PathBuf {
-    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny/sd1");
-    sumi_weights::synth::materialize(&f, dir, sumi_weights::StorageDtype::F16).unwrap();
-    dir.join("tiny_sd1.safetensors")
+    sumi_testkit::tiny_model("sd1", dir)
 }
 
 fn init_png() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/generate/init.png")
+    sumi_testkit::fixtures().join("generate/init.png")
 }
 
 fn ok(o: Output) -> String {

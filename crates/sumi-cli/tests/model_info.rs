@@ -8,11 +8,7 @@ fn sumi() -> Command {
 }
 
 fn fixture(arch: &str, dir: &Path) -> PathBuf {
-    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/tiny")
-        .join(arch);
-    sumi_weights::synth::materialize(&f, dir, sumi_weights::StorageDtype::F16).unwrap();
-    dir.join(format!("tiny_{arch}.safetensors"))
+    sumi_testkit::tiny_model(arch, dir)
 }
 
 fn info(path: &Path, extra: &[&str]) -> serde_json::Value {

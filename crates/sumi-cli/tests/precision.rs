@@ -12,9 +12,7 @@ fn sumi(dir: &Path) -> Command {
 }
 
 fn model(dir: &Path) -> PathBuf {
-    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny/sd1");
-    sumi_weights::synth::materialize(&f, dir, sumi_weights::StorageDtype::F16).unwrap();
-    dir.join("tiny_sd1.safetensors")
+    sumi_testkit::tiny_model("sd1", dir)
 }
 
 fn txt2img(dir: &Path, precision: &str) -> image::RgbImage {

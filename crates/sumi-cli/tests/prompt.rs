@@ -11,7 +11,7 @@ fn sumi() -> Command {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    sumi_testkit::repo_root()
 }
 
 fn embeddings() -> PathBuf {
@@ -19,9 +19,7 @@ fn embeddings() -> PathBuf {
 }
 
 fn model(arch: &str, dir: &Path) -> PathBuf {
-    let f = root().join("fixtures/tiny").join(arch);
-    sumi_weights::synth::materialize(&f, dir, sumi_weights::StorageDtype::F16).unwrap();
-    dir.join(format!("tiny_{arch}.safetensors"))
+    sumi_testkit::tiny_model(arch, dir)
 }
 
 fn run(args: &[&str], prompt: &str) -> Output {

@@ -137,10 +137,7 @@ fn web_page_generates_img2img_in_headless_chromium() {
     };
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let fixtures = root.join("fixtures/tiny/sd1");
-    sumi_weights::synth::materialize(&fixtures, dir.path(), sumi_weights::StorageDtype::F16)
-        .expect("materialize the tiny SD1 model");
-    let model = dir.path().join("tiny_sd1.safetensors");
+    let model = sumi_testkit::tiny_model("sd1", dir.path());
 
     let port = free_port();
     let log = dir.path().join("server.log");
