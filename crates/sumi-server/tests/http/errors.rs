@@ -16,15 +16,13 @@ fn small(extra: Value) -> Value {
     v
 }
 
-#[test]
-fn bad_requests_get_their_4xx_and_the_server_keeps_serving() {
-    let d = tempfile::tempdir().unwrap();
-    let s = TestServer::start(config(d.path()), Fake::new(0));
+/// `(path, body, status, a text the detail must contain)` for each bad request.
+fn cases() -> Vec<(&'static str, Value, u16, &'static str)> {
     let init = b64(&png(64, 64, [10, 20, 30]));
     let not_image = b64(b"hello, not an image");
     let t2i = "/sdapi/v1/txt2img";
     let i2i = "/sdapi/v1/img2img";
-    let cases: Vec<(&str, Value, u16, &str)> = vec![
+    vec![
         (
             t2i,
             small(json!({"sampler_name": "Euler z"})),
@@ -191,7 +189,14 @@ fn bad_requests_get_their_4xx_and_the_server_keeps_serving() {
             "CLIP_stop_at_last_layers",
         ),
         ("/sdapi/v1/no-such-endpoint", json!({}), 404, "Not Found"),
-    ];
+    ]
+}
+
+#[test]
+fn bad_requests_get_their_4xx_and_the_server_keeps_serving() {
+    let d = tempfile::tempdir().unwrap();
+    let s = TestServer::start(config(d.path()), Fake::new(0));
+    let cases = cases();
     for (path, body, status, needle) in cases {
         let (st, v) = post(&s, path, &body);
         assert_eq!(st, status, "{path} {body}: {v}");
