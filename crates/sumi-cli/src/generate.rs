@@ -324,7 +324,7 @@ fn run(c: &Common, req: Request) -> Result<()> {
     let mut write = |g: sumi_pipeline::Generated| -> sumi_pipeline::Result<()> {
         let path = &outputs[written];
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| sumi_pipeline::PipelineError::ImageRead {
+            std::fs::create_dir_all(dir).map_err(|e| sumi_pipeline::PipelineError::OutputDir {
                 path: dir.to_path_buf(),
                 source: e,
             })?;

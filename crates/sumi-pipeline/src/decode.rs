@@ -40,7 +40,7 @@ impl Pipeline {
 pub fn to_image(x: &Tensor) -> Result<RgbImage> {
     let (c, h, w) = x.dims3()?;
     if c != 3 {
-        return Err(PipelineError::Conditioning(format!(
+        return Err(PipelineError::Decode(format!(
             "decoded image has {c} channels"
         )));
     }
@@ -51,5 +51,5 @@ pub fn to_image(x: &Tensor) -> Result<RgbImage> {
         .to_vec1::<f32>()?;
     let bytes: Vec<u8> = x.into_iter().map(|v| v as u8).collect();
     RgbImage::from_raw(w as u32, h as u32, bytes)
-        .ok_or_else(|| PipelineError::Conditioning("decoded image has the wrong size".into()))
+        .ok_or_else(|| PipelineError::Decode("decoded image has the wrong size".into()))
 }

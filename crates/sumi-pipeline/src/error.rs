@@ -35,16 +35,20 @@ pub enum PipelineError {
     /// The text encoder failed on a prompt.
     #[error("text encoder: {0}")]
     TextEncoder(#[source] sumi_models::ModelError),
-    /// Building the conditioning failed.
+    /// Building the conditioning failed (prompt encoding, embeddings, the schedule's cond).
     #[error("conditioning: {0}")]
     Conditioning(String),
-    /// A tensor operation of the conditioning stage failed.
+    /// A tensor operation failed, in whichever stage (conditioning, init latents, sampling
+    /// glue, decode).
     #[error("tensor operation: {0}")]
-    Candle(#[from] candle_core::Error),
+    Tensor(#[from] candle_core::Error),
+    /// The decoder's output is not an image (wrong channel count or size).
+    #[error("decode: {0}")]
+    Decode(String),
     /// An emphasis mode A1111 does not have.
     #[error("unknown emphasis mode `{0}` (A1111's are Original, No norm, Ignore, None)")]
     UnknownEmphasis(String),
-    /// An image file could not be read.
+    /// An input image file could not be read.
     #[error("{path}: cannot read the image: {source}")]
     ImageRead {
         /// The file.
@@ -112,7 +116,16 @@ pub enum PipelineError {
         /// The file.
         path: std::path::PathBuf,
     },
-    /// Writing a PNG failed.
+    /// The folder an output goes to could not be created.
+    #[error("{path}: cannot create the output folder: {source}")]
+    OutputDir {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Encoding or writing a PNG failed.
     #[error("{path}: cannot write the PNG: {reason}")]
     PngWrite {
         /// The file.
