@@ -1,4 +1,4 @@
-"""Deterministic synthetic weights shared with Sumi's Rust side (sumi_weights::synth).
+"""Deterministic synthetic weights shared with Sumi's Rust side (sumi_testkit::synth).
 
 Every tensor's values come from its canonical name alone (a diffusers-style name under
 `unet.`, `vae.` or `text_encoder.`), so a test can rebuild a checkpoint of any layout from a

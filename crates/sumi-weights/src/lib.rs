@@ -23,4 +23,3 @@ pub use dtype::StorageDtype;
 pub use error::{Result, WeightsError};
 pub use hash::{sha256_file, ModelHash};
 pub use store::{Format, Weights};
-pub mod synth;
