@@ -52,7 +52,10 @@ fn txt2img_matches_the_cli_with_a1111_shapes() {
             "{t}"
         );
         assert!(
-            t.contains(&format!("Model hash: {}, Model: tiny", hash.as_str().unwrap())),
+            t.contains(&format!(
+                "Model hash: {}, Model: tiny",
+                hash.as_str().unwrap()
+            )),
             "{t}"
         );
     }
@@ -91,10 +94,22 @@ fn txt2img_matches_the_cli_with_a1111_shapes() {
 }
 
 #[test]
-fn api_defaults_samplers_infotext_replay_and_pipeline_refusals() {
+fn api_defaults_samplers_infotext_replay_embeddings_and_pipeline_refusals() {
     let d = tempfile::tempdir().unwrap();
     let m = tiny_model(d.path(), "tiny");
-    let s = Server::start(&m, &[]);
+    let emb =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/embeddings");
+    let s = Server::start(&m, &["--embeddings", emb.to_str().unwrap()]);
+    // the loaded model's embeddings: those of its text encoder's width, the others skipped
+    let (st, e) = get(&s, "/sdapi/v1/embeddings");
+    assert_eq!(st, 200, "{e}");
+    let loaded: Vec<&String> = e["loaded"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        loaded,
+        ["tinyconcept", "tinydict", "tinyemb", "tinypt"],
+        "{e}"
+    );
+    assert_eq!(e["skipped"]["wide"]["shape"], 768, "{e}");
     // a prompt the pipeline cannot read is the client's fault
     let (st, v) = post(
         &s,
