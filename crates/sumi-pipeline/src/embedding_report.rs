@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sumi_weights::embedding::{Embedding, EmbeddingDir};
+use sumi_weights::embedding::{Embedding, EmbeddingDir, EmbeddingError};
 
 use crate::generate::Pipeline;
 
@@ -65,19 +65,27 @@ impl Pipeline {
         self.clip.config().hidden
     }
 
-    /// The embeddings this pipeline uses; with `dir`, the folder they were loaded from (the
-    /// load options' `embeddings`), also those of the folder it skipped.
-    pub fn embedding_report(&self, dir: Option<&Path>) -> EmbeddingReport {
-        let loaded = self.embeddings.iter().map(EmbeddingInfo::from).collect();
-        let mut report = EmbeddingReport {
-            loaded,
-            ..Default::default()
-        };
-        if let Some(dir) = dir {
-            report.add_skipped(dir, self.text_encoder_width());
-        }
-        report
+    /// The embeddings this pipeline uses, and those of its embeddings folder it skipped (read
+    /// once, when it was loaded).
+    pub fn embedding_report(&self) -> &EmbeddingReport {
+        &self.embedding_report
     }
+}
+
+/// The embeddings of `dir` a text encoder `width` wide can use (A1111 registers them in walk
+/// order; one of another width neither registers nor replaces one of the same name), with the
+/// report of the folder.
+pub(crate) fn load_embeddings(
+    dir: &Path,
+    width: usize,
+) -> Result<(Vec<Embedding>, EmbeddingReport), EmbeddingError> {
+    let loaded = EmbeddingDir::load(dir, Some(width))?.loaded;
+    let mut report = EmbeddingReport {
+        loaded: loaded.iter().map(EmbeddingInfo::from).collect(),
+        ..Default::default()
+    };
+    report.add_skipped(dir, width);
+    Ok((loaded, report))
 }
 
 impl EmbeddingReport {

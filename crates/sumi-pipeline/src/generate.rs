@@ -12,12 +12,13 @@ use sumi_models::{ClipTextModel, Precision, TaesdDecoder, UNet, Vae};
 use sumi_prompt::Timeline;
 use sumi_sampling::noise::fixed_seed;
 use sumi_sampling::{DiscreteSchedule, Plan, PlanRequest, SamplingError, Strength};
-use sumi_weights::embedding::{Embedding, EmbeddingDir};
+use sumi_weights::embedding::Embedding;
 use sumi_weights::Prediction;
 
 use crate::batch::{BatchInputs, BatchSeeds, Conds};
 use crate::checkpoint::{Checkpoint, ModelIdentity};
 use crate::conditioning::{ConditioningOptions, TextEncoder};
+use crate::embedding_report::{load_embeddings, EmbeddingReport};
 use crate::error::{PipelineError, Result};
 use crate::image::effective_size;
 use crate::init::LatentShape;
@@ -89,6 +90,7 @@ pub struct Pipeline {
     pub(crate) vae: Vae,
     pub(crate) clip: ClipTextModel,
     pub(crate) embeddings: Vec<Embedding>,
+    pub(crate) embedding_report: EmbeddingReport,
     pub(crate) schedule: DiscreteSchedule,
     pub(crate) device: Device,
     pub(crate) hash: std::sync::OnceLock<Option<String>>,
@@ -110,9 +112,9 @@ impl Pipeline {
             None => checkpoint.vae(wdt, &device)?,
         };
         let clip = checkpoint.clip(wdt, &device)?;
-        let embeddings = match &opts.embeddings {
-            Some(dir) => EmbeddingDir::load(dir, Some(clip.config().hidden))?.loaded,
-            None => Vec::new(),
+        let (embeddings, embedding_report) = match &opts.embeddings {
+            Some(dir) => load_embeddings(dir, clip.config().hidden)?,
+            None => (Vec::new(), EmbeddingReport::default()),
         };
         Ok(Self {
             taesd: opts
@@ -134,6 +136,7 @@ impl Pipeline {
             vae,
             clip,
             embeddings,
+            embedding_report,
             schedule: DiscreteSchedule::sd(),
             device,
             hash: std::sync::OnceLock::new(),

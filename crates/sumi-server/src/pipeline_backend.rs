@@ -36,7 +36,6 @@ impl Backend for PipelineBackend {
         Ok(Box::new(PipelineModel {
             pipe,
             previewer: self.previewer.clone(),
-            embeddings_dir: self.load.embeddings.clone(),
         }))
     }
 
@@ -49,7 +48,6 @@ impl Backend for PipelineBackend {
 struct PipelineModel {
     pipe: Pipeline,
     previewer: Arc<Previewer>,
-    embeddings_dir: Option<PathBuf>,
 }
 
 /// A pipeline error as a job failure: the request's fault (422) or the server's (500).
@@ -112,7 +110,7 @@ impl Model for PipelineModel {
     }
 
     fn embeddings(&self) -> Embeddings {
-        let r = self.pipe.embedding_report(self.embeddings_dir.as_deref());
+        let r = self.pipe.embedding_report();
         let entry = |e: &sumi_pipeline::embedding_report::EmbeddingInfo| EmbeddingEntry {
             name: e.name.clone(),
             step: e.step,
