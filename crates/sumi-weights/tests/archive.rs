@@ -147,3 +147,33 @@ fn a_view_larger_than_its_storage_is_refused_alike() {
     let b = ck.bytes(&ck.tensors()[0]);
     assert_eq!(b[..256], b[256..]);
 }
+
+#[test]
+fn an_oversized_pickle_is_refused_alike() {
+    // 64 MiB + 1 of zeros, deflated to a few kilobytes: the bound holds on the inflated size
+    let limit = sumi_weights::ckpt::MAX_PICKLE_BYTES as usize;
+    let d = tempfile::tempdir().unwrap();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    zip.start_file("archive/data.pkl", opts).unwrap();
+    zip.write_all(&vec![0u8; limit + 1]).unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
+    let pt = d.path().join("big.pt");
+    let ckpt = d.path().join("big.ckpt");
+    std::fs::write(&pt, &bytes).unwrap();
+    std::fs::write(&ckpt, &bytes).unwrap();
+    let want = format!("archive/data.pkl is larger than the {limit}-byte limit");
+    match Embedding::load(&pt) {
+        Err(EmbeddingError::Weights(WeightsError::BadCheckpoint { detail, .. })) => {
+            assert_eq!(detail, want)
+        }
+        other => panic!("{other:?}"),
+    }
+    match CkptFile::open(&ckpt) {
+        Err(WeightsError::BadCheckpoint { detail, .. }) => assert_eq!(detail, want),
+        other => panic!("{other:?}"),
+    }
+}
