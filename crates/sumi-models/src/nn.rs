@@ -85,7 +85,8 @@ fn param_dtype(vb: &VarBuilder) -> DType {
     }
 }
 
-/// A tensor in [`param_dtype`] (read unrounded from the checkpoint).
+/// A parameter tensor (bias, norm weight): f32 when `vb` builds the bf16 path, else in `vb`'s
+/// dtype; read unrounded from the checkpoint.
 pub fn param(vb: &VarBuilder, shape: impl Into<candle_core::Shape>, name: &str) -> Result<Tensor> {
     Ok(vb.get_with_hints_dtype(shape, name, candle_nn::Init::Const(0.0), param_dtype(vb))?)
 }
