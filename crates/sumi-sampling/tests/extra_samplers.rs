@@ -107,7 +107,7 @@ fn dpm_fast_and_adaptive_match_kdiffusion() {
     let model = DiscreteSchedule::sd();
     let (x_t, init) = (&f["x_T"], &f["init"]);
     let mut rejected = 0;
-    let mut worst = 0f64;
+    let mut worst = (0f64, String::new());
     let cases = [
         ("fast", 8, 1.0),
         ("fast", 9, 1.0),
@@ -161,11 +161,17 @@ fn dpm_fast_and_adaptive_match_kdiffusion() {
                 rejected += info.n_reject;
                 out
             };
-            worst = worst.max(check(&f, &key, &traj, &out, noise.n));
+            let e = check(&f, &key, &traj, &out, noise.n);
+            if e > worst.0 {
+                worst = (e, key);
+            }
         }
     }
     assert!(rejected > 0, "no case exercises a rejected step");
-    eprintln!("DPM fast/adaptive worst output difference {worst:e}");
+    eprintln!(
+        "DPM fast/adaptive worst output difference {:e} ({})",
+        worst.0, worst.1
+    );
 }
 
 /// Restart on A1111's default Karras schedule: 8 steps (Heun), 20 (re-scheduled, one

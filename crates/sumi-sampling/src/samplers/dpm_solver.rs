@@ -18,19 +18,25 @@
 use candle_core::Tensor;
 
 use super::{add_scaled, Level, OnStep, SamplerParams, Step};
-use crate::denoiser::Denoiser;
+use crate::denoiser::{exp32, ln32, Denoiser};
 use crate::error::{Result, SamplingError};
 use crate::noise::NoiseSampler;
 use crate::schedules::torch_linspace_f32;
 
 /// `σ(t) = exp(−t)`.
 fn sigma_of(t: f32) -> f32 {
-    (-t).exp()
+    exp32(-t)
 }
 
 /// `t(σ) = −ln σ`.
 fn t_of(sigma: f32) -> f32 {
-    -sigma.ln()
+    -ln32(sigma)
+}
+
+/// Float32 `expm1`, correctly rounded (torch's CPU `expm1` is; the C library's
+/// `expm1f` can be an ulp off, which DPM-Solver's third-order terms amplify).
+fn expm1_32(v: f32) -> f32 {
+    (v as f64).exp_m1() as f32
 }
 
 /// k-diffusion `get_ancestral_step` on float32 sigmas: `(σ_down, σ_up)`.
@@ -84,7 +90,7 @@ impl Solver<'_> {
     fn step_1(&mut self, x: &Tensor, t: f32, t_next: f32, c: &mut EpsCache) -> Result<Tensor> {
         let h = t_next - t;
         let eps = self.cached(&mut c.eps, x, t)?;
-        add_scaled(x, &eps, -(sigma_of(t_next) * h.exp_m1()) as f64)
+        add_scaled(x, &eps, -(sigma_of(t_next) * expm1_32(h)) as f64)
     }
 
     /// `dpm_solver_2_step` with midpoint ratio `r1`.
@@ -100,11 +106,11 @@ impl Solver<'_> {
         let eps = self.cached(&mut c.eps, x, t)?;
         let r1h = r1 as f32 * h;
         let s1 = t + r1h;
-        let u1 = add_scaled(x, &eps, -(sigma_of(s1) * r1h.exp_m1()) as f64)?;
+        let u1 = add_scaled(x, &eps, -(sigma_of(s1) * expm1_32(r1h)) as f64)?;
         let eps_r1 = self.cached(&mut c.eps_r1, &u1, s1)?;
         let sigma_next = sigma_of(t_next);
-        let x_2 = add_scaled(x, &eps, -(sigma_next * h.exp_m1()) as f64)?;
-        let coeff = sigma_next / (2.0 * r1) as f32 * h.exp_m1();
+        let x_2 = add_scaled(x, &eps, -(sigma_next * expm1_32(h)) as f64)?;
+        let coeff = sigma_next / (2.0 * r1) as f32 * expm1_32(h);
         add_scaled(&x_2, &(eps_r1 - &eps)?, -coeff as f64)
     }
 
@@ -115,15 +121,15 @@ impl Solver<'_> {
         let eps = self.cached(&mut c.eps, x, t)?;
         let (r1h, r2h) = (r1 as f32 * h, r2 as f32 * h);
         let (s1, s2) = (t + r1h, t + r2h);
-        let u1 = add_scaled(x, &eps, -(sigma_of(s1) * r1h.exp_m1()) as f64)?;
+        let u1 = add_scaled(x, &eps, -(sigma_of(s1) * expm1_32(r1h)) as f64)?;
         let eps_r1 = self.cached(&mut c.eps_r1, &u1, s1)?;
-        let u2 = add_scaled(x, &eps, -(sigma_of(s2) * r2h.exp_m1()) as f64)?;
-        let coeff = sigma_of(s2) * (r2 / r1) as f32 * (r2h.exp_m1() / r2h - 1.0);
+        let u2 = add_scaled(x, &eps, -(sigma_of(s2) * expm1_32(r2h)) as f64)?;
+        let coeff = sigma_of(s2) * (r2 / r1) as f32 * (expm1_32(r2h) / r2h - 1.0);
         let u2 = add_scaled(&u2, &(eps_r1 - &eps)?, -coeff as f64)?;
         let eps_r2 = self.cached(&mut c.eps_r2, &u2, s2)?;
         let sigma_next = sigma_of(t_next);
-        let x_3 = add_scaled(x, &eps, -(sigma_next * h.exp_m1()) as f64)?;
-        let coeff = sigma_next / r2 as f32 * (h.exp_m1() / h - 1.0);
+        let x_3 = add_scaled(x, &eps, -(sigma_next * expm1_32(h)) as f64)?;
+        let coeff = sigma_next / r2 as f32 * (expm1_32(h) / h - 1.0);
         add_scaled(&x_3, &(eps_r2 - &eps)?, -coeff as f64)
     }
 }
@@ -316,7 +322,10 @@ impl Pid {
 }
 
 /// The controller's error: `‖(x_low − x_high) / max(atol, rtol · max(|x_low|, |x_prev|))‖ / √numel`
-/// over the whole batch, in float32 as torch computes it.
+/// over the whole batch, in float32 as torch's CPU computes it: the ratio per element, the
+/// squares summed in 8 float lanes in order, the lanes added in order (torch's
+/// `linalg.norm` matches this bit for bit on single-threaded reductions), then the square
+/// root and the division by `√numel` rounded to float32.
 fn step_error(
     x_low: &Tensor,
     x_high: &Tensor,
@@ -327,18 +336,20 @@ fn step_error(
     let low: Vec<f32> = x_low.flatten_all()?.to_vec1()?;
     let high: Vec<f32> = x_high.flatten_all()?.to_vec1()?;
     let prev: Vec<f32> = x_prev.flatten_all()?.to_vec1()?;
-    let sum: f64 = low
-        .iter()
-        .zip(&high)
-        .zip(&prev)
-        .map(|((l, h), p)| {
-            let delta = atol.max(rtol * l.abs().max(p.abs()));
-            let r = ((l - h) / delta) as f64;
-            r * r
-        })
-        .sum();
-    let norm = sum.sqrt() as f32;
-    Ok((norm / (low.len() as f64).sqrt() as f32) as f64)
+    let mut lanes = [0f32; 8];
+    let mut tail = Vec::new();
+    let full = low.len() / 8 * 8;
+    for (i, ((l, h), p)) in low.iter().zip(&high).zip(&prev).enumerate() {
+        let delta = atol.max(rtol * l.abs().max(p.abs()));
+        let r = (l - h) / delta;
+        if i < full {
+            lanes[i % 8] += r * r;
+        } else {
+            tail.push(r * r);
+        }
+    }
+    let sum = lanes.iter().chain(&tail).fold(0f32, |acc, v| acc + v);
+    Ok((sum.sqrt() / (low.len() as f64).sqrt() as f32) as f64)
 }
 
 /// DPM-Solver-12/23 with adaptive step size (k-diffusion `sample_dpm_adaptive`): from
