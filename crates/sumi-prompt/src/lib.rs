@@ -8,7 +8,8 @@
 //! 5. [`tokenizer`] and [`chunk`]: segments become CLIP token ids in 77-token chunks with a
 //!    weight per token and the places where textual-inversion vectors go.
 //!
-//! [`read_prompt`] runs stages 1–4 and gives the object `sumi prompt --json` prints.
+//! [`read_prompt`] runs stages 1–4; its [`PromptReading`] is the core of what `sumi prompt
+//! --json` prints (the pipeline's prompt report adds the token counter and the embeddings).
 
 pub mod attention;
 pub mod chunk;

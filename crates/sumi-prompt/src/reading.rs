@@ -1,6 +1,7 @@
 //! How Sumi reads a whole prompt, stage by stage as A1111 does: extra networks removed, `AND`
-//! split, schedule per part, emphasis per schedule entry. This is the object that
-//! `sumi prompt --json` prints, plus a human-readable rendering.
+//! split, schedule per part, emphasis per schedule entry. This is the core of the object that
+//! `sumi prompt --json` prints (the pipeline's prompt report adds the token counter and the
+//! embeddings), plus a human-readable rendering.
 
 use std::fmt::Write as _;
 
@@ -34,7 +35,7 @@ pub struct SubPromptReading {
     pub schedule: Vec<ScheduledText>,
 }
 
-/// A prompt as A1111 reads it (the `sumi prompt --json` object).
+/// A prompt as A1111 reads it (the core of the `sumi prompt --json` object).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PromptReading {
     /// `<name:args>` tags, in order of appearance.
@@ -159,7 +160,7 @@ impl PromptReading {
         best.unwrap_or((0, cfg.chunk_length))
     }
 
-    /// The `sumi prompt --json` value.
+    /// As JSON: `extra_networks` and `subprompts`, the fields `sumi prompt --json` starts from.
     pub fn to_json(&self) -> serde_json::Value {
         // Serialising plain data with string keys cannot fail.
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
