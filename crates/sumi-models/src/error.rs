@@ -22,6 +22,9 @@ pub enum ModelError {
         /// What is wrong.
         detail: String,
     },
+    /// A precision name that is not `f32`, `bf16` or `auto`.
+    #[error("unknown precision `{0}` (expected f32, bf16 or auto)")]
+    UnknownPrecision(String),
 }
 
 /// Shorthand for results of this crate.

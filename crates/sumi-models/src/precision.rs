@@ -59,10 +59,7 @@ impl std::str::FromStr for Precision {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
             "auto" => Ok(Self::auto()),
-            other => Err(crate::ModelError::Config {
-                component: "precision",
-                detail: format!("unknown precision `{other}` (expected f32, bf16 or auto)"),
-            }),
+            _ => Err(crate::ModelError::UnknownPrecision(s.to_string())),
         }
     }
 }
@@ -76,7 +73,12 @@ mod tests {
         assert_eq!("f32".parse::<Precision>().unwrap(), Precision::F32);
         assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::Bf16);
         assert_eq!("auto".parse::<Precision>().unwrap(), Precision::auto());
-        assert!("f16".parse::<Precision>().is_err());
+        let e = "f16".parse::<Precision>().unwrap_err();
+        assert!(matches!(e, crate::ModelError::UnknownPrecision(ref s) if s == "f16"));
+        assert_eq!(
+            e.to_string(),
+            "unknown precision `f16` (expected f32, bf16 or auto)"
+        );
         assert_eq!(Precision::Bf16.to_string(), "bf16");
         assert_eq!(Precision::default(), Precision::F32);
     }
