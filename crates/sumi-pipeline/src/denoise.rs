@@ -6,6 +6,9 @@
 //! CFG++ (DDIM CFG++) asks through [`Denoiser::denoise_cfg_pp`](sumi_sampling::Denoiser::denoise_cfg_pp)
 //! for the scale multiplied by A1111's `cond_scale_miltiplier` and the unconditional
 //! prediction (A1111's `last_noise_uncond`), both of the same U-Net call.
+//! UniPC asks through [`Denoiser::denoise_at_timestep`](sumi_sampling::Denoiser::denoise_at_timestep)
+//! as A1111's `CFGDenoiserTimesteps` answers it: the U-Net on the variance-preserving `x` at a
+//! fractional timestep, guided ε (a v model's at `ᾱ[int(t)]`), turned into the clean estimate.
 
 use candle_core::{DType, Tensor};
 use sumi_models::UNet;
@@ -81,16 +84,32 @@ fn err(e: impl std::fmt::Display) -> sumi_sampling::SamplingError {
     }
 }
 
+/// How the sampler asks for a prediction.
+#[derive(Clone, Copy, Debug)]
+enum ModelInput {
+    /// k-diffusion's CompVis wrapper at noise level sigma (`x` in the sigma scale): returns
+    /// `D(x, σ)`.
+    Sigma(f64),
+    /// A1111's `CompVisTimesteps(V)Denoiser` at a (fractional) U-Net timestep, `x` in the
+    /// variance-preserving scale: returns ε (a v model's `√ᾱ[k]·v + √(1 − ᾱ[k])·x` at
+    /// `k = int(t)`, as A1111 indexes `alphas_cumprod` by `t.to(int)`).
+    Timestep(f64),
+}
+
 impl CfgDenoiser<'_> {
     /// The CompVis wrapper on rows `x` with contexts `ctx` (one per row), image conditioning
     /// `ic` (one per row) if any.
     fn inner(
         &self,
         x: &Tensor,
-        sigma: f64,
+        input: ModelInput,
         ctx: &Tensor,
         ic: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
+        let sigma = match input {
+            ModelInput::Sigma(sigma) => sigma,
+            ModelInput::Timestep(t) => return self.inner_at_timestep(x, t, ctx, ic),
+        };
         let (c_skip, c_out, c_in) = scalings(self.prediction, sigma);
         let t = self.schedule.sigma_to_t(sigma);
         let rows = x.dim(0)?;
@@ -110,11 +129,38 @@ impl CfgDenoiser<'_> {
         }
     }
 
+    /// ε at U-Net timestep `t` for variance-preserving rows `x` ([`ModelInput::Timestep`]).
+    fn inner_at_timestep(
+        &self,
+        x: &Tensor,
+        t: f64,
+        ctx: &Tensor,
+        ic: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let ts = Tensor::full(t as f32, x.dim(0)?, x.device())?;
+        let x_in = match ic {
+            Some(ic) => Tensor::cat(&[x, ic], 1)?,
+            None => x.clone(),
+        };
+        let out = self
+            .unet
+            .forward(&x_in, &ts, ctx)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        match self.prediction {
+            Prediction::Epsilon => Ok(out),
+            Prediction::V => {
+                let ac = self.schedule.alphas_cumprod();
+                let a = ac[(t.max(0.0) as usize).min(ac.len() - 1)];
+                out.affine(a.sqrt(), 0.0)? + x.affine((1.0 - a).sqrt(), 0.0)?
+            }
+        }
+    }
+
     /// `(guided, uncond)` with the guidance scale multiplied by `scale_multiplier`.
     fn run(
         &mut self,
         x: &Tensor,
-        sigma: f64,
+        input: ModelInput,
         scale_multiplier: f64,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let b = x.dim(0)?;
@@ -157,11 +203,11 @@ impl CfgDenoiser<'_> {
                 (Some(a), Some(u)) => Some(Tensor::cat(&[&a, &u], 0)?),
                 _ => None,
             };
-            let out = self.inner(&all_x, sigma, &all_c, ic.as_ref())?;
+            let out = self.inner(&all_x, input, &all_c, ic.as_ref())?;
             (out.narrow(0, 0, b * parts)?, out.narrow(0, b * parts, b)?)
         } else {
-            let c = self.inner(&x_cond, sigma, &c_cond, ic_rows(parts)?.as_ref())?;
-            let u = self.inner(x, sigma, &u_ctx, ic_rows(1)?.as_ref())?;
+            let c = self.inner(&x_cond, input, &c_cond, ic_rows(parts)?.as_ref())?;
+            let u = self.inner(x, input, &u_ctx, ic_rows(1)?.as_ref())?;
             (c, u)
         };
         let scale = self.cfg_scale * scale_multiplier;
@@ -194,7 +240,11 @@ impl CfgDenoiser<'_> {
             _ => None,
         };
         let (d, u) = self
-            .run(before.as_ref().unwrap_or(x), sigma, scale_multiplier)
+            .run(
+                before.as_ref().unwrap_or(x),
+                ModelInput::Sigma(sigma),
+                scale_multiplier,
+            )
             .map_err(err)?;
         let (d, u) = match (&self.blend, &before) {
             (None, _) => (d, u),
@@ -222,5 +272,35 @@ impl sumi_sampling::Denoiser for CfgDenoiser<'_> {
     ) -> sumi_sampling::Result<GuidedPrediction> {
         let (denoised, uncond) = self.guided(x, sigma, scale_multiplier)?;
         Ok(GuidedPrediction { denoised, uncond })
+    }
+
+    /// A1111's UniPC call: the input blended with the source in the variance-preserving scale
+    /// (`mask_before_denoising`), guided ε of the blended input at timestep `t_model`, and the
+    /// clean estimate `(x − σ_t·ε)/α_t` on the sampler's own `x`.
+    fn denoise_at_timestep(
+        &mut self,
+        x: &Tensor,
+        t_model: f64,
+        alpha: f64,
+        sigma: f64,
+    ) -> sumi_sampling::Result<Tensor> {
+        let blended = match &self.blend {
+            Some(b) if b.before => Some(b.blend_input(x, 0.0).map_err(err)?),
+            _ => None,
+        };
+        let (eps, _) = self
+            .run(
+                blended.as_ref().unwrap_or(x),
+                ModelInput::Timestep(t_model),
+                1.0,
+            )
+            .map_err(err)?;
+        let x0 = ((x - eps.affine(sigma, 0.0)?)? / alpha)?;
+        let x0 = match &self.blend {
+            Some(b) if !b.before => b.blend_output(&x0).map_err(err)?,
+            _ => x0,
+        };
+        self.step += 1;
+        Ok(x0)
     }
 }

@@ -35,6 +35,25 @@ pub trait Denoiser {
             detail: "CFG++ needs a classifier-free-guidance denoiser (one with an unconditional prediction)".into(),
         })
     }
+
+    /// UniPC's model call as A1111 makes it (`UniPCCFG.model` through `CFGDenoiserTimesteps`):
+    /// the clean estimate at variance-preserving `x` and continuous time t, where UniPC's
+    /// schedule has `alpha` = α_t and `sigma` = σ_t. A1111 feeds the network `x` itself with
+    /// the fractional timestep `t_model = (t − 1/N)·1000` (float32) and takes the noise
+    /// prediction ε from it — for a v model `√ᾱ[k]·v + √(1 − ᾱ[k])·x` at the *truncated*
+    /// `k = int(t_model)` (`CompVisTimestepsVDenoiser`) — and returns `(x − σ_t·ε)/α_t`.
+    /// The default answers at the same noise level through [`Self::denoise`]:
+    /// `D(x/α_t, σ_t/α_t)`.
+    fn denoise_at_timestep(
+        &mut self,
+        x: &Tensor,
+        t_model: f64,
+        alpha: f64,
+        sigma: f64,
+    ) -> Result<Tensor> {
+        let _ = t_model;
+        self.denoise(&(x / alpha)?, sigma / alpha)
+    }
 }
 
 /// What a classifier-free-guidance denoiser returns to CFG++ ([`Denoiser::denoise_cfg_pp`]).

@@ -6,10 +6,11 @@
 //!
 //! The variance-preserving schedule is UniPC's discrete `NoiseScheduleVP`:
 //! continuous time `t ∈ [1/N, 1]`, `t_i = (i + 1)/N`, `log α_t` piecewise
-//! linear in t through `½ log ᾱ_i`. The data prediction at `(x, t)` is the
-//! [`Denoiser`] at `(x/α_t, σ_t/α_t)` (A1111 feeds the U-Net the fractional
-//! timestep `(t − 1/N)·1000`; the CompVis adapter reaches the same noise level
-//! through its log-sigma interpolation).
+//! linear in t through `½ log ᾱ_i`. The data prediction at `(x, t)` is
+//! [`Denoiser::denoise_at_timestep`]: A1111's `UniPCCFG.model` feeds the U-Net
+//! `x` itself with the fractional timestep `(t − 1/N)·1000` (float32), not the
+//! timestep of the noise level `σ_t/α_t` by log-sigma interpolation (up to
+//! 1.7e-3 timesteps apart), and a v model's ε is taken at `ᾱ[int(t_model)]`.
 
 use candle_core::Tensor;
 
@@ -100,10 +101,13 @@ struct UniPc<'a> {
 }
 
 impl UniPc<'_> {
-    /// Data prediction `x0(x, t)`.
+    /// Data prediction `x0(x, t)`, the network at A1111's model time
+    /// `get_model_input_time(t) = (t − 1/N)·1000`, in float32 as torch computes it.
     fn model_fn(&mut self, x: &Tensor, t: f64) -> Result<Tensor> {
         let (alpha, std) = (self.ns.alpha(t), self.ns.std(t));
-        self.denoiser.denoise(&(x / alpha)?, std / alpha)
+        let t_model = (t as f32 - (1.0 / self.ns.t_array.len() as f64) as f32) * 1000.0;
+        self.denoiser
+            .denoise_at_timestep(x, t_model as f64, alpha, std)
     }
 
     /// `multistep_uni_pc_bh_update` with B(h) = h, data prediction.
