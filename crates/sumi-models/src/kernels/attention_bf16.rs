@@ -157,6 +157,9 @@ fn exp_nonpositive(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
 
 /// [`softmax_columns_body`] in AVX-512: per 16 columns, two rows' exponentials rounded to
 /// bf16 together (`vcvtne2ps2bf16`) and interleaved into pairs with one word permutation.
+///
+/// # Safety
+/// The CPU has `avx512f`, `avx512bw` and `avx512bf16` (the buffer lengths are asserted).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn softmax_columns_avx512(

@@ -110,6 +110,9 @@ pub fn pack_a(src: &[f32], m: usize, k: usize, lda: usize, out: &mut [u32]) {
 /// rows are rounded 16 values at a time (`vcvtneps2bf16`, whose adjacent values are already
 /// the packed pairs) into a row-major buffer, then moved to the panel's pair-major order;
 /// ~10× the portable loop.
+///
+/// # Safety
+/// The CPU has `avx512f` and `avx512bf16` (every memory access goes through checked slices).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn pack_rows_avx512<const W: usize>(
@@ -318,13 +321,19 @@ pub unsafe fn gemm(
         unsafe { gemm_avx512(m, n, kp, a, b, c, ldc, init) };
         return;
     }
-    // SAFETY: forwarded from the caller.
+    // SAFETY: the portable kernel needs only what our caller vouches for: `c` valid and
+    // exclusive for the m×n C at stride `ldc` (the operand lengths were asserted above).
     unsafe { gemm_portable(m, n, kp, a, b, c, ldc, init) };
 }
 
 /// The block loops around a tile kernel `kern(kc, a, b, c, ldc, rows, cols, init)`. K is
 /// cut into equal blocks of at most [`KC`] pairs; the first applies `init`, the rest
 /// accumulate.
+///
+/// # Safety
+/// `c` is valid for reads and writes of the `m`×`n` C at stride `ldc` and no one else touches
+/// it during the call; `a` and `b` hold the packed panels of `m`×`2·kp` and `2·kp`×`n`.
+/// `kern` is then called only with panel pointers inside `a` and `b` and tiles inside C.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn blocked(
@@ -390,6 +399,10 @@ pub(super) unsafe fn finish_partial(
     }
 }
 
+/// [`gemm`] with the assembly tile kernel.
+///
+/// # Safety
+/// The CPU has `avx512f` and `avx512bf16`; `c` as for [`gemm`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
@@ -403,7 +416,8 @@ unsafe fn gemm_avx512(
     ldc: usize,
     init: Init,
 ) {
-    // SAFETY: forwarded; the tile kernel runs under the same features.
+    // SAFETY: C is valid and exclusive (our contract), as `blocked` needs; it hands `tile`
+    // panels inside `a`, `b` and tiles inside C, and `tile`'s CPU features are ours.
     unsafe {
         blocked(
             (m, n, kp),
@@ -438,6 +452,10 @@ simd_dispatch! {
     fn kernel_portable(kc: usize, a: &[u32], b: &[u32], acc: &mut [[f32; NR]; MR]) => kernel_portable_body
 }
 
+/// [`gemm`] with the portable tile kernel.
+///
+/// # Safety
+/// `c` as for [`gemm`].
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_portable(
     m: usize,
@@ -449,7 +467,8 @@ unsafe fn gemm_portable(
     ldc: usize,
     init: Init,
 ) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: C is valid and exclusive (our contract), as `blocked` needs; the tile closure
+    // gets panel pointers with `kc` pairs of MR (NR) values inside `a` (`b`) and a tile of C.
     unsafe {
         blocked(
             (m, n, kp),

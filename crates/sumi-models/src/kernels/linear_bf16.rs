@@ -82,7 +82,8 @@ impl CustomOp1 for LinearBf16<'_> {
                 // SAFETY: this task owns rows r0..r0+rows, columns n0..n0+cols of `out`.
                 let dst = unsafe { out_ref.0.add(r0 * n + n0) };
                 let b = &w.b[n0 / NR * kp * NR..];
-                // SAFETY: as above, ldc n.
+                // SAFETY: `dst` starts this task's rows×cols block of `out` (row stride n), which
+                // no other task touches; `packed` and `b` hold the rows×k and k×cols panels.
                 unsafe {
                     let init = match &w.bias {
                         Some(bias) => Init::ColBias(&bias[n0..n0 + cols]),
