@@ -123,3 +123,32 @@ impl Model for PipelineModel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_requests_faults_are_invalid_the_servers_are_not() {
+        let bad = failure(PipelineError::Request {
+            field: "steps",
+            detail: "0 is outside 1..=500".into(),
+        });
+        assert!(bad.invalid);
+        assert_eq!(
+            bad.message,
+            PipelineError::Request {
+                field: "steps",
+                detail: "0 is outside 1..=500".into(),
+            }
+            .to_string()
+        );
+        assert!(failure(PipelineError::UnknownEmphasis("Odd".into())).invalid);
+        let png = failure(PipelineError::PngWrite {
+            path: PathBuf::from("<response>"),
+            reason: "disk full".into(),
+        });
+        assert!(!png.invalid);
+        assert!(png.message.contains("disk full"), "{}", png.message);
+    }
+}
