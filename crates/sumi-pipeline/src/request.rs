@@ -257,15 +257,6 @@ impl Request {
         if self.seed < -1 || self.subseed < -1 {
             return Err(bad("seed", "seeds are -1 (random) or non-negative"));
         }
-        if !self.sampler.is_implemented() {
-            return Err(bad(
-                "sampler",
-                format!(
-                    "{} is not available in the pipeline yet",
-                    self.sampler.label()
-                ),
-            ));
-        }
         if let Some(i) = &self.img2img {
             let s = i.denoising_strength;
             if !s.is_finite() || !(0.0..=1.0).contains(&s) {

@@ -231,11 +231,6 @@ impl SamplerKind {
         self.options().scheduler
     }
 
-    /// Whether `sumi-sampling` has this sampler: every one A1111 lists does.
-    pub fn is_implemented(self) -> bool {
-        true
-    }
-
     fn valid_list() -> String {
         ALL_SAMPLERS.map(|s| s.label()).join(", ")
     }

@@ -47,16 +47,15 @@ fn on_step_is_called_once_per_step_and_can_cancel() {
         // the timestep samplers and DPM fast / adaptive have their own entry points
         // (tests/extra_samplers.rs covers the last three)
         .filter(|k| {
-            k.is_implemented()
-                && !matches!(
-                    k,
-                    SamplerKind::Ddim
-                        | SamplerKind::DdimCfgPp
-                        | SamplerKind::Plms
-                        | SamplerKind::UniPc
-                        | SamplerKind::DpmFast
-                        | SamplerKind::DpmAdaptive
-                )
+            !matches!(
+                k,
+                SamplerKind::Ddim
+                    | SamplerKind::DdimCfgPp
+                    | SamplerKind::Plms
+                    | SamplerKind::UniPc
+                    | SamplerKind::DpmFast
+                    | SamplerKind::DpmAdaptive
+            )
         })
     {
         // full run: one call per step, indices in order

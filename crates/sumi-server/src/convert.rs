@@ -72,12 +72,6 @@ pub fn prepare(
         .unwrap_or("Euler");
     let (sampler, scheduler) = parse_sampler_and_scheduler(sampler_name, f.scheduler.as_deref())
         .map_err(|e| ApiError::not_found(format!("Sampler not found: {e}")))?;
-    if !sampler.is_implemented() {
-        return Err(ApiError::invalid(format!(
-            "sampler_name: {} is not available in Sumi yet",
-            sampler.label()
-        )));
-    }
     let side =
         |field: &str, v: Option<i64>| ranged(field, v.unwrap_or(512), 64, MAX_SIDE, " pixels");
     let requested_seed = f.seed.unwrap_or(-1);

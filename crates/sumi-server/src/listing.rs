@@ -12,11 +12,10 @@ use sumi_pipeline::{Scheduler, ALL_SAMPLERS, ALL_SCHEDULERS};
 use crate::error::ApiError;
 use crate::AppState;
 
-/// `GET /sdapi/v1/samplers`: the samplers Sumi runs, with A1111's aliases and options.
+/// `GET /sdapi/v1/samplers`: A1111's 20 samplers (Sumi runs them all), with its aliases and options.
 pub async fn samplers() -> Json<Value> {
     let list: Vec<Value> = ALL_SAMPLERS
         .iter()
-        .filter(|s| s.is_implemented())
         .map(|s| {
             let o = s.options();
             let mut opts = Map::new();

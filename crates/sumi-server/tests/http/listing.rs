@@ -335,10 +335,14 @@ fn every_listed_sampler_reaches_the_model_under_its_name() {
         .iter()
         .map(|x| x["name"].as_str().unwrap())
         .collect();
-    assert!(
-        names.contains(&"Euler a") && names.contains(&"DPM++ 2M"),
-        "{names:?}"
+    // A1111 v1.10.1's 20, in its order
+    assert_eq!(names.len(), 20, "{names:?}");
+    assert_eq!(names[0], "DPM++ 2M");
+    assert_eq!(
+        names[12..17],
+        ["DPM fast", "DPM adaptive", "Restart", "DDIM", "DDIM CFG++"]
     );
+    assert_eq!(names[19], "LCM");
     let dpm = samplers
         .as_array()
         .unwrap()
