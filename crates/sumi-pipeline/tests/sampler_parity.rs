@@ -5,6 +5,11 @@
 //! chooses them (DPM adaptive's accepted steps, Restart's Heun steps). UniPC runs as A1111's
 //! `UniPCCFG` calls the U-Net (the variance-preserving `x` at the fractional timestep
 //! `(t − 1/N)·1000`, a v model's ε at `ᾱ[int(t)]`), also with inpainting masks.
+//!
+//! DPM adaptive runs on SD1 at CFG 3 only: its step control amplifies rounding, and the
+//! reference against itself with its U-Net outputs scaled by `1 + 1e-6·randn` moves 1.5e-5 –
+//! 2e-5 at CFG 7 and 5e-5 – 1.1e-4 on SD2-v, beyond what another float32 U-Net can be held
+//! to at 1e-5; SD1 at CFG 3 moves 2e-6 – 2.6e-6 (the generator records the measurements).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -49,7 +54,7 @@ fn fixture() -> Fixture {
         init: image::open(root().join("generate/init.png"))
             .unwrap()
             .to_rgb8(),
-        cases: list("/cases", 13),
+        cases: list("/cases", 18),
         inpaint_cases: list("/inpaint_cases", 3),
         reference: fixture::tensors(&dir.join("reference.safetensors")).unwrap(),
     }
@@ -196,7 +201,7 @@ fn compare(fx: &Fixture, label: &str, runs: Vec<(&serde_json::Value, Request)>) 
 
 #[test]
 fn dpm_fast_matches_a1111() {
-    check("DPM fast", 2);
+    check("DPM fast", 4);
 }
 
 #[test]
@@ -206,12 +211,12 @@ fn dpm_adaptive_matches_a1111() {
 
 #[test]
 fn restart_matches_a1111() {
-    check("Restart", 3);
+    check("Restart", 4);
 }
 
 #[test]
 fn ddim_cfgpp_matches_a1111() {
-    check("DDIM CFG++", 2);
+    check("DDIM CFG++", 4);
 }
 
 #[test]
