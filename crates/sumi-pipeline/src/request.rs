@@ -14,6 +14,11 @@ pub const MAX_STEPS: u32 = 500;
 pub const MAX_BATCH_SIZE: u32 = 64;
 /// Most batches per request.
 pub const MAX_BATCH_COUNT: u32 = 1000;
+/// Longest prompt or negative prompt accepted, in bytes of UTF-8 (64 KiB). A1111 sets no
+/// limit; this one is far above the prompts people write (a 75-token chunk is a few hundred
+/// bytes) and bounds the work one request can ask of the prompt parser, the tokenizer and
+/// the text encoder.
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 
 /// The img2img part of a request.
 #[derive(Debug, Clone)]
@@ -213,6 +218,20 @@ fn bad(field: &'static str, detail: impl Into<String>) -> PipelineError {
 impl Request {
     /// Checks every field against its limits; the error names the field.
     pub fn validate(&self) -> Result<()> {
+        for (field, p) in [
+            ("prompt", &self.prompt),
+            ("negative-prompt", &self.negative_prompt),
+        ] {
+            if p.len() > MAX_PROMPT_BYTES {
+                return Err(bad(
+                    field,
+                    format!(
+                        "{} bytes is longer than the limit of {MAX_PROMPT_BYTES} bytes (64 KiB)",
+                        p.len()
+                    ),
+                ));
+            }
+        }
         for (field, v) in [("width", self.width), ("height", self.height)] {
             if !(64..=MAX_SIDE).contains(&v) {
                 return Err(bad(field, format!("{v} is outside 64..={MAX_SIDE} pixels")));
