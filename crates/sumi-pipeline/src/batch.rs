@@ -1,6 +1,6 @@
 //! One batch of a request: its seeds (A1111's `seed + i`, variation seeds), the initial noise
 //! (the first draw of each image's generator), the sampler plan over the guided U-Net, A1111's
-//! final latent blend, and the decode.
+//! final latent blend, the check for NaN latents, and the decode.
 
 use std::ops::ControlFlow;
 
@@ -9,7 +9,7 @@ use sumi_sampling::{ImageRng, ImageRngOptions, Plan, SamplerNoise, Step};
 
 use crate::conditioning::{MultiCond, ScheduledCond};
 use crate::denoise::{CfgDenoiser, LatentBlend};
-use crate::error::Result;
+use crate::error::{NanStage, Result};
 use crate::generate::{Generated, Pipeline, Progress, Stop};
 use crate::init::{Init, LatentShape};
 use crate::request::Request;
@@ -131,6 +131,8 @@ impl Pipeline {
             (Some(blend), Some(source)) => blend.apply(&latents, source)?,
             _ => latents,
         };
+        // A1111's `devices.test_for_nans(samples_ddim, "unet")`, before the decode
+        crate::decode::check_finite(&latents, NanStage::Unet)?;
         // 4. decode, with the original pixels outside the mask over the result
         let pictures = self.decode(&latents, init.mask.as_ref())?;
         let images = pictures

@@ -1,10 +1,11 @@
 //! The decode stage: latents → pixels (the VAE, or TAESD when asked for), A1111's conversion to
-//! 8-bit RGB, and inpainting's overlay of the original pixels outside the mask.
+//! 8-bit RGB, and inpainting's overlay of the original pixels outside the mask; NaN or
+//! infinite latents or pixels are refused (A1111's `devices.test_for_nans`).
 
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
-use crate::error::{PipelineError, Result};
+use crate::error::{NanStage, PipelineError, Result};
 use crate::generate::Pipeline;
 use crate::inpaint::MaskParts;
 
@@ -36,7 +37,25 @@ impl Pipeline {
     }
 }
 
+/// Refuses `x` if any of its values is NaN or infinite ([`PipelineError::NonFinite`], naming
+/// `stage`): A1111's `devices.test_for_nans(x, stage)`, but over every value (A1111 tests the
+/// first one only, and only for NaN).
+pub fn check_finite(x: &Tensor, stage: NanStage) -> Result<()> {
+    let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let non_finite = values.iter().filter(|v| !v.is_finite()).count();
+    if non_finite == 0 {
+        return Ok(());
+    }
+    Err(PipelineError::NonFinite {
+        stage,
+        non_finite,
+        values: values.len(),
+    })
+}
+
 /// A1111's conversion of a decoded image: `(x + 1) / 2` clamped to [0, 1], × 255, truncated.
+/// Pixels that are NaN or infinite are an error ([`PipelineError::NonFinite`] in the VAE)
+/// where A1111 would clamp them to black or white.
 pub fn to_image(x: &Tensor) -> Result<RgbImage> {
     let (c, h, w) = x.dims3()?;
     if c != 3 {
@@ -44,6 +63,7 @@ pub fn to_image(x: &Tensor) -> Result<RgbImage> {
             "decoded image has {c} channels"
         )));
     }
+    check_finite(x, NanStage::Vae)?;
     let x = ((x.to_dtype(DType::F32)? + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
     let x = (x * 255.0)?
         .permute((1, 2, 0))?

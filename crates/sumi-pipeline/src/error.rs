@@ -45,6 +45,25 @@ pub enum PipelineError {
     /// The decoder's output is not an image (wrong channel count or size).
     #[error("decode: {0}")]
     Decode(String),
+    /// Sampling or decoding produced NaN or infinite values (A1111's `NansException` from
+    /// `devices.test_for_nans`, whose first sentence this message keeps): the picture would
+    /// be black or noise. A1111 looks at the first value only (NaN spreads through the
+    /// networks, so a NaN there means all NaN) and lets infinities through to be clamped;
+    /// Sumi refuses any non-finite value, so a partly NaN picture is an error too, never
+    /// black patches.
+    #[error(
+        "A tensor with NaNs was produced in {stage}. {non_finite} of {values} values are NaN or \
+         infinite; {}",
+        stage.hint()
+    )]
+    NonFinite {
+        /// The network whose output it is.
+        stage: NanStage,
+        /// How many values are NaN or ±∞.
+        non_finite: usize,
+        /// How many values the output has.
+        values: usize,
+    },
     /// An emphasis mode A1111 does not have.
     #[error("unknown emphasis mode `{0}` (A1111's are Original, No norm, Ignore, None)")]
     UnknownEmphasis(String),
@@ -141,6 +160,41 @@ pub enum PipelineError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// Where non-finite values were found ([`PipelineError::NonFinite`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NanStage {
+    /// The latents after sampling (A1111's `"unet"` check).
+    Unet,
+    /// The decoded pixels (A1111's `"vae"` check), VAE or TAESD.
+    Vae,
+}
+
+impl NanStage {
+    /// What usually causes it.
+    fn hint(self) -> &'static str {
+        match self {
+            NanStage::Unet => {
+                "the checkpoint, an embedding or the conditioning holds non-finite values \
+                 (e.g. a prompt weight too large for a float, such as `(x:1e400)` written out \
+                 in digits), or the precision is too low for this model"
+            }
+            NanStage::Vae => {
+                "the VAE's weights hold non-finite values, or its precision is too low for \
+                 these latents (try the VAE in 32-bit floats)"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for NanStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NanStage::Unet => "Unet",
+            NanStage::Vae => "VAE",
+        })
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -29,8 +29,8 @@ pub mod request;
 pub mod vocab;
 
 pub use checkpoint::Checkpoint;
-pub use decode::to_image;
-pub use error::{PipelineError, Result};
+pub use decode::{check_finite, to_image};
+pub use error::{NanStage, PipelineError, Result};
 pub use generate::{Generated, LoadOptions, Pipeline, Progress, Stop};
 pub use request::{Img2Img, Inpaint, MaskedContent, Request};
 pub use sumi_models::Precision;

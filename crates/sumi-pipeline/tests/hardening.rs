@@ -1,8 +1,14 @@
 //! Crafted input gets a clear error (issue 14): prompts past the length limit (finding 5),
 //! non-finite latents or pixels (finding 9), truncated PNG and JPEG files (finding 10).
 
+use std::ops::ControlFlow;
+
+use candle_core::{Device, Tensor};
 use sumi_pipeline::request::MAX_PROMPT_BYTES;
-use sumi_pipeline::{PipelineError, Request};
+use sumi_pipeline::{to_image, LoadOptions, NanStage, Pipeline, PipelineError, Request};
+use sumi_prompt::parse_prompt_attention;
+
+mod common;
 
 fn request_error(r: &Request) -> (&'static str, String) {
     match r.validate() {
@@ -37,4 +43,92 @@ fn prompts_past_64_kib_are_refused_naming_the_limit() {
         ..Request::default()
     });
     assert_eq!(field, "negative-prompt");
+}
+
+/// A prompt weight written out in 400 digits is `inf` to Python's `float()` as to Rust's
+/// `f64` parser; A1111's weight pattern `[+-]?[.\d]+` has no exponent, so `(x:1e400)` is
+/// text with weight 1.1, not a weight.
+#[test]
+fn an_infinite_prompt_weight_parses_as_a1111_does() {
+    let huge = format!("(cat:1{})", "0".repeat(400));
+    let s = parse_prompt_attention(&huge).unwrap();
+    assert_eq!((s[0].text.as_str(), s[0].weight), ("cat", f64::INFINITY));
+    let s = parse_prompt_attention("(cat:1e400)").unwrap();
+    assert_eq!((s[0].text.as_str(), s[0].weight), ("cat:1e400", 1.1));
+}
+
+/// An infinite prompt weight makes the conditioning non-finite, the U-Net's output NaN: the
+/// request fails with A1111's message instead of giving a black picture.
+#[test]
+fn nan_latents_fail_with_a1111s_unet_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = Pipeline::load(
+        &common::tiny_model("sd1", dir.path()),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let req = |prompt: String| Request {
+        prompt,
+        seed: 1,
+        steps: 2,
+        width: 64,
+        height: 64,
+        ..Request::default()
+    };
+    let mut go = |_: &sumi_pipeline::Progress<'_>| ControlFlow::Continue(());
+    // the same request with a finite weight makes a picture
+    let ok = pipe.generate(&req("(cat:1.5)".into()), &mut go).unwrap();
+    assert_eq!(ok.len(), 1);
+    let e = pipe
+        .generate(&req(format!("(cat:1{})", "0".repeat(400))), &mut go)
+        .unwrap_err();
+    match &e {
+        PipelineError::NonFinite {
+            stage: NanStage::Unet,
+            non_finite,
+            values,
+        } => {
+            // one 64×64 picture's latents: 4 × 8 × 8, every one NaN
+            assert_eq!((*non_finite, *values), (256, 256));
+        }
+        other => panic!("expected NaN latents, got {other:?}"),
+    }
+    assert!(
+        e.to_string().starts_with(
+            "A tensor with NaNs was produced in Unet. 256 of 256 values are NaN or infinite; "
+        ),
+        "{e}"
+    );
+}
+
+/// Decoded pixels with any NaN or infinite value are refused (A1111 tests the first value
+/// only; Sumi every one), naming the VAE.
+#[test]
+fn non_finite_pixels_fail_with_a1111s_vae_message() {
+    let mut v = vec![0.5f32; 3 * 4 * 4];
+    v[17] = f32::NAN;
+    v[40] = f32::INFINITY;
+    let x = Tensor::from_slice(&v, (3, 4, 4), &Device::Cpu).unwrap();
+    let e = to_image(&x).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PipelineError::NonFinite {
+                stage: NanStage::Vae,
+                non_finite: 2,
+                values: 48
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with(
+            "A tensor with NaNs was produced in VAE. 2 of 48 values are NaN or infinite; "
+        ),
+        "{e}"
+    );
+    v[17] = 0.25;
+    v[40] = -0.25;
+    let x = Tensor::from_slice(&v, (3, 4, 4), &Device::Cpu).unwrap();
+    to_image(&x).unwrap();
 }
