@@ -37,9 +37,9 @@ pub struct Args {
     /// A TAESD decoder file for live previews (default: A1111's cheap approximation).
     #[arg(long)]
     preview_decoder: Option<PathBuf>,
-    /// Compute precision of the U-Net and VAE: f32, bf16 (weights in bf16, bf16 dot products
-    /// with f32 sums), or auto (bf16 where the CPU has AVX-512 BF16, else f32); as the CLI's,
-    /// so API and CLI pixels match.
+    /// Compute precision of the U-Net, VAE and text encoder: f32, bf16 (weights in bf16, bf16
+    /// dot products with f32 sums), or auto (bf16 where the CPU has AVX-512 BF16, else f32);
+    /// as the CLI's, so API and CLI pixels match.
     #[arg(long, default_value = "auto", value_name = "f32|bf16|auto")]
     precision: sumi_pipeline::Precision,
     /// Largest request body in bytes.

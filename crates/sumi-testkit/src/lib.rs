@@ -1,7 +1,7 @@
 //! `sumi-testkit`: what Sumi's test suites share, used only as a dev-dependency.
 //!
-//! * [`synth`]: the deterministic synthetic weights (a tensor's values from its name alone),
-//!   bit for bit those of `tools/reference/synth_weights.py`;
+//! * [`synth`](mod@synth): the deterministic synthetic weights (a tensor's values from its
+//!   name alone), bit for bit those of `tools/reference/synth_weights.py`;
 //! * [`tiny`]: the tiny-model materialiser, which turns a `fixtures/tiny/<arch>` manifest into
 //!   checkpoint files, checking every tensor against the reference's checksum;
 //! * [`fixture`]: fixture paths and loaders that fail on a missing or empty fixture (a file of
