@@ -71,7 +71,8 @@ fn bad(path: &Path, detail: impl Into<String>) -> WeightsError {
 fn storage_ref(pid: Value) -> std::result::Result<Value, PickleError> {
     let Value::Tuple(t) = pid else {
         return Err(PickleError::Malformed(format!(
-            "persistent id is not a tuple: {pid:?}"
+            "persistent id is not a tuple: {}",
+            pid.describe()
         )));
     };
     match t.as_slice() {
@@ -82,7 +83,8 @@ fn storage_ref(pid: Value) -> std::result::Result<Value, PickleError> {
             })
         }
         _ => Err(PickleError::Malformed(format!(
-            "unexpected persistent id {t:?}"
+            "unexpected persistent id, a tuple of {} items",
+            t.len()
         ))),
     }
 }

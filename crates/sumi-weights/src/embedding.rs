@@ -368,13 +368,13 @@ fn find_vectors(
             [(k, Value::Tensor(t))] => {
                 let key = match k {
                     Value::Str(s) => s.clone(),
-                    other => format!("{other:?}"),
+                    other => other.describe(),
                 };
                 Ok((key, t.clone()))
             }
             [(_, other)] => Err(unrecognised(
                 path,
-                format!("the term is not a tensor: {other:?}"),
+                format!("the term is not a tensor: {}", other.describe()),
             )),
             [] => Err(unrecognised(path, "no term in it")),
             _ => Err(EmbeddingError::MultipleTerms {

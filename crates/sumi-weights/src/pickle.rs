@@ -3,7 +3,7 @@
 //! Only the globals a PyTorch state dict needs are accepted (see [`ALLOWED_GLOBALS`]); they are
 //! interpreted by name, never called. Any other global is refused with its name.
 
-use std::collections::HashMap;
+mod vm;
 
 /// Globals the reader accepts, interpreted by name. The list follows what A1111's safe
 /// unpickler admits for checkpoints: tensors, storages, ordered dicts, and a few inert values
@@ -73,6 +73,32 @@ pub enum Value {
     /// An allowed but irrelevant object (numpy scalar, set, callback state); kept inert.
     Opaque(String),
 }
+
+impl Value {
+    /// A short description for error messages: scalars as they read (strings cut to 64
+    /// characters), containers by kind and length, never a whole (possibly huge) value.
+    pub fn describe(&self) -> String {
+        let cut = |s: &str| match s.char_indices().nth(64) {
+            Some((i, _)) => format!("{:?}…", &s[..i]),
+            None => format!("{s:?}"),
+        };
+        match self {
+            Value::List(v) => format!("a list of {} items", v.len()),
+            Value::Tuple(v) => format!("a tuple of {} items", v.len()),
+            Value::Dict(v) => format!("a dict of {} items", v.len()),
+            Value::Str(s) => cut(s),
+            Value::Bytes(b) => format!("{} bytes", b.len()),
+            Value::Global(m, n) => format!("the global {}", cut(&format!("{m}.{n}"))),
+            Value::Storage { kind, key } => format!("a {} `{}`", cut(kind), cut(key)),
+            Value::Tensor(t) => format!("a tensor of {} dimensions", t.shape.len()),
+            Value::Opaque(s) => format!("an object {}", cut(s)),
+            Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) => format!("{self:?}"),
+        }
+    }
+}
+
+/// Most dimensions a tensor may have (PyTorch's kernels take at most 25).
+pub const MAX_DIMS: usize = 64;
 
 /// A tensor as `_rebuild_tensor_v2` describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,24 +184,36 @@ impl<'a> Reader<'a> {
 fn usize_of(v: &Value, what: &str) -> R<usize> {
     match v {
         Value::Int(i) if *i >= 0 => Ok(*i as usize),
-        _ => mal(format!("{what} is not a non-negative integer: {v:?}")),
+        _ => mal(format!(
+            "{what} is not a non-negative integer: {}",
+            v.describe()
+        )),
     }
 }
 
 fn usizes(v: &Value, what: &str) -> R<Vec<usize>> {
     match v {
+        Value::Tuple(t) | Value::List(t) if t.len() > MAX_DIMS => mal(format!(
+            "{what} has {} dimensions, more than {MAX_DIMS}",
+            t.len()
+        )),
         Value::Tuple(t) | Value::List(t) => t.iter().map(|d| usize_of(d, what)).collect(),
-        _ => mal(format!("{what} is not a tuple: {v:?}")),
+        _ => mal(format!("{what} is not a tuple: {}", v.describe())),
     }
 }
 
 fn apply(func: Value, args: Value) -> R<Value> {
     let Value::Global(module, name) = func else {
-        return mal(format!("call of a non-global value {func:?}"));
+        return mal(format!("call of a non-global value, {}", func.describe()));
     };
     let args = match args {
         Value::Tuple(a) => a,
-        other => return mal(format!("call arguments are not a tuple: {other:?}")),
+        other => {
+            return mal(format!(
+                "call arguments are not a tuple: {}",
+                other.describe()
+            ))
+        }
     };
     match (module.as_str(), name.as_str()) {
         ("collections", "OrderedDict") => Ok(Value::Dict(Vec::new())),
@@ -184,7 +222,10 @@ fn apply(func: Value, args: Value) -> R<Value> {
                 return mal("_rebuild_tensor_v2 with fewer than 4 arguments");
             }
             let Value::Storage { kind, key } = &args[0] else {
-                return mal(format!("_rebuild_tensor_v2 on a non-storage {:?}", args[0]));
+                return mal(format!(
+                    "_rebuild_tensor_v2 on a non-storage, {}",
+                    args[0].describe()
+                ));
             };
             let shape = usizes(&args[2], "tensor size")?;
             let stride = usizes(&args[3], "tensor stride")?;
@@ -201,278 +242,37 @@ fn apply(func: Value, args: Value) -> R<Value> {
         }
         ("torch._utils", "_rebuild_parameter") => match args.into_iter().next() {
             Some(t @ Value::Tensor(_)) => Ok(t),
-            other => mal(format!("_rebuild_parameter on {other:?}")),
+            other => mal(format!(
+                "_rebuild_parameter on {}",
+                other.map_or_else(|| "nothing".into(), |v| v.describe())
+            )),
         },
         _ => Ok(Value::Opaque(format!("{module}.{name}"))),
     }
 }
 
+/// Deepest nesting of containers (lists, tuples, dicts) a pickle may build. A state dict nests
+/// about six deep (root, `state_dict`, optimizer states, …); deeper values would make dropping,
+/// comparing or printing them recurse without bound.
+pub const MAX_DEPTH: u32 = 100;
+/// Most values a pickle may create in all, copies made by `DUP` and memo reads included (about
+/// 100 bytes each). An SD checkpoint with EMA and optimizer state makes a few hundred thousand.
+pub const MAX_VALUES: u64 = 4 << 20;
+/// Most bytes of strings and byte strings a pickle may create in all, copies included.
+pub const MAX_VALUE_BYTES: u64 = 256 << 20;
+/// Most memo entries a pickle may hold.
+pub const MAX_MEMO: usize = 1 << 20;
+
 /// Reads a pickle. `persistent` turns a persistent id into a value (torch: storages).
+///
+/// The machine is bounded: values nest at most [`MAX_DEPTH`] deep, at most [`MAX_VALUES`]
+/// values and [`MAX_VALUE_BYTES`] bytes of strings are created (copies by `DUP` and the memo
+/// included) and the memo holds at most [`MAX_MEMO`] entries; beyond, the pickle is refused.
 pub fn read(buf: &[u8], persistent: &dyn Fn(Value) -> R<Value>) -> R<Value> {
-    let mut r = Reader { buf, pos: 0 };
-    let mut stack: Vec<Value> = Vec::new();
-    let mut marks: Vec<usize> = Vec::new();
-    let mut memo: HashMap<u32, Value> = HashMap::new();
-    macro_rules! pop {
-        () => {
-            match stack.pop() {
-                Some(v) => v,
-                None => return mal(format!("stack underflow at byte {}", r.pos)),
-            }
-        };
-    }
-    macro_rules! pop_mark {
-        () => {{
-            let m = match marks.pop() {
-                Some(m) if m <= stack.len() => m,
-                _ => return mal(format!("missing mark at byte {}", r.pos)),
-            };
-            stack.split_off(m)
-        }};
-    }
+    let mut vm = vm::Vm::new(buf);
     loop {
-        let at = r.pos;
-        let op = r.u8()?;
-        match op {
-            0x80 => {
-                r.u8()?;
-            }
-            0x95 => {
-                r.u64()?;
-            }
-            b'.' => return stack.pop().map_or_else(|| mal("empty stack at STOP"), Ok),
-            b'(' => marks.push(stack.len()),
-            b'N' => stack.push(Value::None),
-            0x88 => stack.push(Value::Bool(true)),
-            0x89 => stack.push(Value::Bool(false)),
-            b'J' => stack.push(Value::Int(r.u32()? as i32 as i64)),
-            b'K' => stack.push(Value::Int(r.u8()? as i64)),
-            b'M' => stack.push(Value::Int(r.u16()? as i64)),
-            0x8a => {
-                let n = r.u8()? as usize;
-                let b = r.take(n)?;
-                if n > 8 {
-                    return mal("integer wider than 64 bits");
-                }
-                let mut v: i64 = 0;
-                for (i, &byte) in b.iter().enumerate() {
-                    v |= (byte as i64) << (8 * i);
-                }
-                if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
-                    v -= 1i64 << (8 * n);
-                }
-                stack.push(Value::Int(v));
-            }
-            b'I' => {
-                let l = r.line()?;
-                stack.push(match l {
-                    "00" => Value::Bool(false),
-                    "01" => Value::Bool(true),
-                    _ => Value::Int(
-                        l.parse()
-                            .map_err(|_| PickleError::Malformed(format!("bad INT `{l}`")))?,
-                    ),
-                });
-            }
-            b'G' => {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(r.take(8)?);
-                stack.push(Value::Float(f64::from_be_bytes(a)));
-            }
-            b'X' => {
-                let n = r.u32()? as usize;
-                stack.push(Value::Str(r.string(n)?));
-            }
-            0x8c => {
-                let n = r.u8()? as usize;
-                stack.push(Value::Str(r.string(n)?));
-            }
-            0x8d => {
-                let n = usize::try_from(r.u64()?)
-                    .map_err(|_| PickleError::Malformed("huge string".into()))?;
-                stack.push(Value::Str(r.string(n)?));
-            }
-            b'T' | b'B' => {
-                let n = r.u32()? as usize;
-                stack.push(Value::Bytes(r.take(n)?.to_vec()));
-            }
-            b'U' | b'C' => {
-                let n = r.u8()? as usize;
-                stack.push(Value::Bytes(r.take(n)?.to_vec()));
-            }
-            b'}' => stack.push(Value::Dict(Vec::new())),
-            b']' => stack.push(Value::List(Vec::new())),
-            b')' => stack.push(Value::Tuple(Vec::new())),
-            0x8f => stack.push(Value::Opaque("set".into())),
-            b't' => {
-                let items = pop_mark!();
-                stack.push(Value::Tuple(items));
-            }
-            b'l' => {
-                let items = pop_mark!();
-                stack.push(Value::List(items));
-            }
-            b'd' => {
-                let items = pop_mark!();
-                stack.push(Value::Dict(pairs(items)?));
-            }
-            0x85..=0x87 => {
-                let n = (op - 0x84) as usize;
-                if stack.len() < n {
-                    return mal("stack underflow building a tuple");
-                }
-                let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(items));
-            }
-            b'a' => {
-                let v = pop!();
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.push(v),
-                    _ => return mal(format!("APPEND to a non-list at byte {at}")),
-                }
-            }
-            b'e' => {
-                let items = pop_mark!();
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.extend(items),
-                    _ => return mal(format!("APPENDS to a non-list at byte {at}")),
-                }
-            }
-            b's' => {
-                let v = pop!();
-                let k = pop!();
-                match stack.last_mut() {
-                    Some(Value::Dict(d)) => d.push((k, v)),
-                    _ => return mal(format!("SETITEM on a non-dict at byte {at}")),
-                }
-            }
-            b'u' => {
-                let items = pop_mark!();
-                let p = pairs(items)?;
-                match stack.last_mut() {
-                    Some(Value::Dict(d)) => d.extend(p),
-                    _ => return mal(format!("SETITEMS on a non-dict at byte {at}")),
-                }
-            }
-            0x90 => {
-                let _ = pop_mark!();
-                match stack.last() {
-                    Some(Value::Opaque(_)) => {}
-                    _ => return mal(format!("ADDITEMS on a non-set at byte {at}")),
-                }
-            }
-            0x91 => {
-                let _ = pop_mark!();
-                stack.push(Value::Opaque("frozenset".into()));
-            }
-            b'c' => {
-                let module = r.line()?.to_string();
-                let name = r.line()?.to_string();
-                stack.push(global(module, name)?);
-            }
-            0x93 => {
-                let name = pop!();
-                let module = pop!();
-                match (module, name) {
-                    (Value::Str(m), Value::Str(n)) => stack.push(global(m, n)?),
-                    _ => return mal("STACK_GLOBAL with non-string names"),
-                }
-            }
-            b'R' => {
-                let args = pop!();
-                let func = pop!();
-                stack.push(apply(func, args)?);
-            }
-            0x81 => {
-                let _args = pop!();
-                let cls = pop!();
-                match cls {
-                    Value::Global(m, n) => stack.push(Value::Opaque(format!("{m}.{n}"))),
-                    _ => return mal("NEWOBJ on a non-class"),
-                }
-            }
-            0x92 => {
-                let _kwargs = pop!();
-                let _args = pop!();
-                match pop!() {
-                    Value::Global(m, n) => stack.push(Value::Opaque(format!("{m}.{n}"))),
-                    _ => return mal("NEWOBJ_EX on a non-class"),
-                }
-            }
-            b'b' => {
-                // State for an object being built: dicts, tensors and inert objects ignore it;
-                // a `ParameterDict` becomes the dict of its `_parameters`.
-                let state = pop!();
-                let Some(top) = stack.last_mut() else {
-                    return mal("BUILD with nothing to build");
-                };
-                if matches!(top, Value::Opaque(n) if n == PARAMETER_DICT) {
-                    if let Value::Dict(items) = state {
-                        if let Some((_, params)) = items
-                            .into_iter()
-                            .find(|(k, _)| *k == Value::Str("_parameters".into()))
-                        {
-                            *top = params;
-                        }
-                    }
-                }
-            }
-            b'Q' => {
-                let pid = pop!();
-                stack.push(persistent(pid)?);
-            }
-            b'P' => return mal("text persistent ids are not used by PyTorch checkpoints"),
-            b'q' => {
-                let i = r.u8()? as u32;
-                memo.insert(i, stack.last().cloned().unwrap_or(Value::None));
-            }
-            b'r' => {
-                let i = r.u32()?;
-                memo.insert(i, stack.last().cloned().unwrap_or(Value::None));
-            }
-            0x94 => {
-                let i = memo.len() as u32;
-                memo.insert(i, stack.last().cloned().unwrap_or(Value::None));
-            }
-            b'p' => {
-                let i: u32 = r
-                    .line()?
-                    .parse()
-                    .map_err(|_| PickleError::Malformed("bad PUT index".into()))?;
-                memo.insert(i, stack.last().cloned().unwrap_or(Value::None));
-            }
-            b'h' | b'j' | b'g' => {
-                let i = match op {
-                    b'h' => r.u8()? as u32,
-                    b'j' => r.u32()?,
-                    _ => r
-                        .line()?
-                        .parse()
-                        .map_err(|_| PickleError::Malformed("bad GET index".into()))?,
-                };
-                match memo.get(&i) {
-                    Some(v) => stack.push(v.clone()),
-                    None => return mal(format!("memo entry {i} read before it was written")),
-                }
-            }
-            b'0' => {
-                pop!();
-            }
-            b'1' => {
-                let _ = pop_mark!();
-            }
-            b'2' => {
-                let v = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| PickleError::Malformed("DUP on empty stack".into()))?;
-                stack.push(v);
-            }
-            other => {
-                return mal(format!(
-                    "unsupported pickle opcode 0x{other:02x} at byte {at}"
-                ))
-            }
+        if let Some(v) = vm.step(persistent)? {
+            return Ok(v);
         }
     }
 }
