@@ -45,6 +45,11 @@ pub struct Args {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = sumi_server::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
+    /// Origins whose web pages may call the API, comma-separated (as A1111's): e.g.
+    /// `http://localhost:3000,https://sd.example`, or `*` for any. Other pages' requests that
+    /// change state are refused 403; the server's own page is always allowed.
+    #[arg(long, value_name = "ORIGIN,...")]
+    cors_allow_origins: Option<String>,
 }
 
 // clap prints the arguments on a parse error only; never derive Debug here (password).
@@ -66,6 +71,11 @@ pub fn run(a: Args) -> Result<()> {
     if a.queue == 0 {
         bail!("--queue: must be at least 1");
     }
+    let cors_allow_origins = match &a.cors_allow_origins {
+        None => Vec::new(),
+        Some(list) => sumi_server::guard::parse_origins(list)
+            .map_err(|e| anyhow::anyhow!("--cors-allow-origins: {e}"))?,
+    };
     let config = sumi_server::Config {
         model: a.model.clone(),
         models_dir: a.models_dir.clone(),
@@ -81,6 +91,7 @@ pub fn run(a: Args) -> Result<()> {
         body_limit: a.body_limit,
         host: a.host.clone(),
         port: a.port,
+        cors_allow_origins,
         on_ready: Some(std::sync::Arc::new(|addr| {
             eprintln!("serving on http://{addr}");
         })),

@@ -1,10 +1,12 @@
-//! Reading request bodies under the size limit. A body over the limit is read on (and thrown
-//! away) up to a bound, so that the client, still sending, gets its 413 instead of a reset.
+//! Reading request bodies: JSON content only (415 otherwise: a cross-site `<form>` or
+//! `text/plain` fetch never reaches a handler), under the size limit. A body over the limit is
+//! read on (and thrown away) up to a bound, so that the client, still sending, gets its 413
+//! instead of a reset.
 
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::error::ApiError;
@@ -14,8 +16,42 @@ const DRAIN_FACTOR: usize = 4;
 /// How long an oversized body is drained at most.
 const DRAIN_TIME: Duration = Duration::from_secs(20);
 
-/// The whole body, or 413 when it is over `limit` bytes, 400 when it cannot be read.
+/// Whether a `Content-Type` value is JSON: `application/json` or `application/*+json`, with any
+/// parameters (as FastAPI, hence A1111, accepts).
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+}
+
+/// 415 unless the request says its body is JSON.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let sent = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if sent.as_deref().is_some_and(is_json) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        format!(
+            "the request body must be sent as Content-Type: application/json (got {})",
+            sent.as_deref().unwrap_or("none")
+        ),
+    ))
+}
+
+/// The whole JSON body: 415 when it is not sent as JSON ([`require_json`]), 413 when it is
+/// over `limit` bytes, 400 when it cannot be read.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    require_json(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -14,6 +14,7 @@ pub mod body;
 pub mod checkpoints;
 pub mod convert;
 pub mod error;
+pub mod guard;
 pub mod images;
 pub mod info;
 pub mod infotext_fill;
@@ -64,6 +65,9 @@ pub struct Config {
     pub host: String,
     /// The port, as shown by `cmd-flags`.
     pub port: u16,
+    /// Origins (`scheme://host[:port]`, lower case, or `*`) whose pages may call the API
+    /// (`--cors-allow-origins`; see [`guard`]).
+    pub cors_allow_origins: Vec<String>,
     /// Called with the listening address once the model is loaded and requests are served.
     pub on_ready: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
 }
@@ -81,6 +85,7 @@ impl Config {
             body_limit: DEFAULT_BODY_LIMIT,
             host: "127.0.0.1".into(),
             port: 7860,
+            cors_allow_origins: Vec::new(),
             on_ready: None,
         }
     }

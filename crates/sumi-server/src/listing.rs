@@ -195,5 +195,7 @@ pub async fn cmd_flags(State(s): State<Arc<AppState>>) -> Json<Value> {
         "api_auth": Value::Null,
         "api_auth_enabled": c.auth.is_some(),
         "body_limit": c.body_limit,
+        "cors_allow_origins": (!c.cors_allow_origins.is_empty())
+            .then(|| c.cors_allow_origins.join(",")),
     }))
 }

@@ -26,7 +26,8 @@ use crate::{auth, listing, worker, AppState};
 /// The embedded web page.
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 
-/// Every route, with authentication when configured.
+/// Every route, behind the cross-site guard ([`crate::guard`]), with authentication when
+/// configured.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/txt2img", post(txt2img))
@@ -63,6 +64,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::check,
         ))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)

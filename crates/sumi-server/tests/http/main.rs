@@ -9,3 +9,4 @@ mod control;
 mod errors;
 mod fake;
 mod listing;
+mod security;
