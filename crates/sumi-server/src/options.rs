@@ -1,5 +1,9 @@
 //! `/sdapi/v1/options`: A1111's settings that Sumi honours (clip skip, noise source, exact steps,
-//! inpainting mask weight), with A1111's defaults; other keys are accepted, kept and echoed back.
+//! inpainting mask weight), with A1111's defaults. The other options A1111 v1.10.1 defines are
+//! accepted, kept and echoed back (so clients that set them, as webuiapi's `set_options`, work),
+//! each value at most [`MAX_VALUE_BYTES`] of JSON; a key A1111 does not define is refused 422
+//! naming it (A1111 fails on it too), so the store is bounded (~315 keys × 4 KiB). The three
+//! options A1111's API may not set (`restrict_api`) are ignored, as A1111 does.
 //! `sd_model_checkpoint` is the loaded checkpoint's title (setting it switches the model; see
 //! `routes`).
 
@@ -7,6 +11,51 @@ use serde_json::{json, Map, Value};
 use sumi_pipeline::NoiseSource;
 
 use crate::error::ApiError;
+
+/// The largest value one setting may hold, as JSON text.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// A1111 v1.10.1's option keys, one a line (`#` lines are comments).
+const A1111_OPTIONS: &str = include_str!("../assets/a1111_options.txt");
+
+/// A1111's options that its API may not set (`restrict_api=True`): accepted and ignored.
+const API_RESTRICTED: [&str; 3] = [
+    "api_enable_requests",
+    "api_forbid_local_requests",
+    "api_useragent",
+];
+
+/// Whether `key` is one of A1111 v1.10.1's options.
+pub fn is_a1111_option(key: &str) -> bool {
+    A1111_OPTIONS
+        .lines()
+        .any(|l| l == key && !l.starts_with('#'))
+        || API_RESTRICTED.contains(&key)
+}
+
+/// Checks the settings of a `POST /options` before any is kept: each key must be an A1111
+/// option (422 naming it otherwise) and each value at most [`MAX_VALUE_BYTES`] of JSON (422);
+/// returns them without those A1111's API may not set.
+pub fn check_new(sent: Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    for (k, v) in &sent {
+        if !is_a1111_option(k) {
+            let shown: String = k.chars().take(80).collect();
+            return Err(ApiError::invalid(format!(
+                "setting {shown}: not an option of A1111 v1.10.1"
+            )));
+        }
+        let size = serde_json::to_string(v).map_or(usize::MAX, |t| t.len());
+        if size > MAX_VALUE_BYTES {
+            return Err(ApiError::invalid(format!(
+                "setting {k}: value of {size} bytes is over the limit of {MAX_VALUE_BYTES}"
+            )));
+        }
+    }
+    Ok(sent
+        .into_iter()
+        .filter(|(k, _)| !API_RESTRICTED.contains(&k.as_str()))
+        .collect())
+}
 
 /// The options map with A1111's defaults for the keys Sumi reads or reports.
 pub fn defaults(preview_taesd: bool) -> Map<String, Value> {
@@ -115,5 +164,35 @@ impl GenOptions {
             exact_steps,
             inpainting_mask_weight,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_and_the_checkpoint_are_a1111_options() {
+        for k in defaults(false).keys() {
+            assert!(is_a1111_option(k), "{k}");
+        }
+        for k in [
+            "sd_model_checkpoint",
+            "sd_checkpoint_hash",
+            "jpeg_quality",
+            "sd_lora",
+        ] {
+            assert!(is_a1111_option(k), "{k}");
+        }
+        for k in ["", "#", "no_such_option", "SD_VAE"] {
+            assert!(!is_a1111_option(k), "{k}");
+        }
+        assert_eq!(
+            A1111_OPTIONS
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .count(),
+            313
+        );
     }
 }

@@ -345,7 +345,7 @@ async fn set_options(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = read_body(&headers, body, s.config.body_limit).await?;
-    let mut sent = json_object(&bytes)?;
+    let mut sent = crate::options::check_new(json_object(&bytes)?)?;
     // check the settings Sumi reads before keeping any
     let mut merged = s.options_lock().clone();
     merged.extend(sent.clone());

@@ -50,17 +50,17 @@ fn sd_models_and_switching_through_the_options() {
     let (_, opts) = get(&s, "/sdapi/v1/options");
     assert_eq!(opts["sd_model_checkpoint"], ta);
     assert_eq!(opts["sd_checkpoint_hash"], sha256(&a));
-    // switch by title; unknown keys are kept and echoed
+    // switch by title; A1111's options that Sumi does not read are kept and echoed
     let (st, v) = post(
         &s,
         "/sdapi/v1/options",
-        &json!({"sd_model_checkpoint": tb, "a_setting_sumi_lacks": 5}),
+        &json!({"sd_model_checkpoint": tb, "jpeg_quality": 5}),
     );
     assert_eq!((st, &v), (200, &Value::Null));
     assert_eq!(s.fake.loads(), [a.clone(), b.clone()]);
     let (_, opts) = get(&s, "/sdapi/v1/options");
     assert_eq!(opts["sd_model_checkpoint"], tb);
-    assert_eq!(opts["a_setting_sumi_lacks"], 5);
+    assert_eq!(opts["jpeg_quality"], 5);
     let small = json!({"seed": 1, "steps": 2, "width": 64, "height": 64});
     let (st, v) = post(&s, "/sdapi/v1/txt2img", &small);
     assert_eq!(st, 200, "{v}");

@@ -1,4 +1,5 @@
-//! Hardening: cross-site requests (Host, Origin, JSON content type, `--cors-allow-origins`).
+//! Hardening: cross-site requests (Host, Origin, JSON content type, `--cors-allow-origins`) and
+//! the bounded options store.
 
 use std::io::{Read, Write};
 
@@ -236,3 +237,49 @@ fn listening_beyond_loopback_serves_any_host_but_still_refuses_foreign_origins()
     );
 }
 
+#[test]
+fn options_keep_a1111_settings_only_each_bounded() {
+    let d = tempfile::tempdir().unwrap();
+    let s = TestServer::start(config(d.path()), Fake::new(0));
+    let set = |v: serde_json::Value| post(&s, "/sdapi/v1/options", &v);
+    let before = get(&s, "/sdapi/v1/options").1;
+    // a key A1111 does not define: 422 naming it (shortened), nothing kept
+    let long_key = "k".repeat(1 << 20);
+    for (body, needle) in [
+        (
+            serde_json::json!({"jpeg_quality": 80, "no_such_option": 1}),
+            "setting no_such_option: not an option of A1111 v1.10.1".to_string(),
+        ),
+        (
+            serde_json::json!({ long_key.as_str(): 1 }),
+            format!("setting {}: not an option", "k".repeat(80)),
+        ),
+        (
+            serde_json::json!({"samples_filename_pattern": "x".repeat(5000)}),
+            "setting samples_filename_pattern: value of 5002 bytes is over the limit of 4096"
+                .to_string(),
+        ),
+    ] {
+        let (st, v) = set(body);
+        assert_eq!(st, 422, "{v}");
+        let detail = v["detail"].as_str().unwrap();
+        assert!(detail.contains(&needle), "{detail:.200}");
+        assert!(detail.len() < 300, "the detail echoes the key whole");
+    }
+    assert_eq!(get(&s, "/sdapi/v1/options").1, before);
+    // A1111's options are kept and echoed; those its API may not set are ignored
+    let (st, v) = set(serde_json::json!({
+        "jpeg_quality": 80,
+        "samples_filename_pattern": "[seed]",
+        "api_useragent": "x",
+    }));
+    assert_eq!((st, v), (200, Value::Null));
+    let after = get(&s, "/sdapi/v1/options").1;
+    assert_eq!(after["jpeg_quality"], 80);
+    assert_eq!(after["samples_filename_pattern"], "[seed]");
+    assert_eq!(after.get("api_useragent"), None);
+    assert_eq!(
+        after.as_object().unwrap().len(),
+        before.as_object().unwrap().len() + 2
+    );
+}
