@@ -26,7 +26,7 @@
 
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage, RgbaImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage, RgbaImage};
 
 use crate::error::{PipelineError, Result};
 
@@ -139,18 +139,24 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
     };
     let decode_err = |e: image::ImageError| PipelineError::ImageDecode {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: match &e {
+            // a PNG (or WebP) whose data stops early: Pillow's words for it
+            image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                format!("{TRUNCATED} ({e})")
+            }
+            _ => e.to_string(),
+        },
     };
     let reader = ImageReader::open(path)
         .map_err(read_err)?
         .with_guessed_format()
         .map_err(read_err)?;
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(PipelineError::ImageDecode {
             path: path.to_path_buf(),
             reason: "not a PNG, JPEG or WebP image".into(),
         });
-    }
+    };
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
     let (width, height) = decoder.dimensions();
     if u64::from(width) * u64::from(height) > max_pixels {
@@ -161,10 +167,107 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
             max_pixels,
         });
     }
+    if format == ImageFormat::Jpeg {
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        jpeg_reaches_eoi(&mut std::io::BufReader::new(file))
+            .map_err(read_err)?
+            .map_err(|reason| PipelineError::ImageDecode {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+    }
     let orientation = decoder.orientation().map_err(decode_err)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
     Ok(img)
+}
+
+/// Pillow's refusal of a file whose data ends early (`ImageFile.load`).
+const TRUNCATED: &str = "image file is truncated";
+
+/// Whether a JPEG stream runs on to its end-of-image marker (`FF D9`); `Err` says why not.
+///
+/// image's JPEG decoder (zune-jpeg) fills whatever a cut file lacks with grey and reports
+/// success; Pillow's libjpeg suspends at the end of the data and Pillow refuses the file
+/// ("image file is truncated"). The walk follows ITU T.81's syntax: a marker segment's length
+/// skips its payload, and entropy-coded data after SOS runs to the next `FF xx` that is not a
+/// stuffed `FF 00`, a fill `FF FF` or a restart `FF D0`–`FF D7`. One difference with Pillow:
+/// a file missing only its final two-byte EOI, after complete scan data, Pillow decodes and
+/// this refuses.
+fn jpeg_reaches_eoi(
+    r: &mut impl std::io::BufRead,
+) -> std::io::Result<std::result::Result<(), String>> {
+    let truncated = |what: &str| Ok(Err(format!("{TRUNCATED} ({what})")));
+    let Some(0xD8) = next_jpeg_marker(r)? else {
+        return truncated("no start-of-image marker");
+    };
+    loop {
+        match next_jpeg_marker(r)? {
+            None => return truncated("no end-of-image marker"),
+            Some(0xD9) => return Ok(Ok(())),
+            // standalone markers: SOI, TEM
+            Some(0xD8 | 0x01) => {}
+            Some(m) => {
+                let (Some(hi), Some(lo)) = (next_byte(r)?, next_byte(r)?) else {
+                    return truncated("a marker segment's length is missing");
+                };
+                let len = u16::from_be_bytes([hi, lo]);
+                if len < 2 {
+                    return Ok(Err(format!("JPEG marker {m:#04x} has length {len}")));
+                }
+                if !skip(r, usize::from(len) - 2)? {
+                    return truncated("a marker segment ends early");
+                }
+            }
+        }
+    }
+}
+
+/// The code of the next JPEG marker, skipping entropy-coded data, stuffed bytes, fill bytes
+/// and restart markers; `None` at the end of the data.
+fn next_jpeg_marker(r: &mut impl std::io::BufRead) -> std::io::Result<Option<u8>> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let Some(at) = buf.iter().position(|&b| b == 0xFF) else {
+            let n = buf.len();
+            r.consume(n);
+            continue;
+        };
+        r.consume(at + 1);
+        loop {
+            match next_byte(r)? {
+                None => return Ok(None),
+                Some(0xFF) => {}
+                Some(0x00 | 0xD0..=0xD7) => break,
+                Some(m) => return Ok(Some(m)),
+            }
+        }
+    }
+}
+
+fn next_byte(r: &mut impl std::io::BufRead) -> std::io::Result<Option<u8>> {
+    let Some(&b) = r.fill_buf()?.first() else {
+        return Ok(None);
+    };
+    r.consume(1);
+    Ok(Some(b))
+}
+
+/// Skips `n` bytes; `false` if the data ends first.
+fn skip(r: &mut impl std::io::BufRead, mut n: usize) -> std::io::Result<bool> {
+    while n > 0 {
+        let have = r.fill_buf()?.len();
+        if have == 0 {
+            return Ok(false);
+        }
+        let step = have.min(n);
+        r.consume(step);
+        n -= step;
+    }
+    Ok(true)
 }
 
 /// The image as Pillow 9.5 would hold it after `convert("RGBA")`. 16-bit RGB, RGBA and grey+alpha

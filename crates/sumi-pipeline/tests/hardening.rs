@@ -4,6 +4,7 @@
 use std::ops::ControlFlow;
 
 use candle_core::{Device, Tensor};
+use sumi_pipeline::image::{load_image, load_init_image};
 use sumi_pipeline::request::MAX_PROMPT_BYTES;
 use sumi_pipeline::{to_image, LoadOptions, NanStage, Pipeline, PipelineError, Request};
 use sumi_prompt::parse_prompt_attention;
@@ -131,4 +132,63 @@ fn non_finite_pixels_fail_with_a1111s_vae_message() {
     v[40] = -0.25;
     let x = Tensor::from_slice(&v, (3, 4, 4), &Device::Cpu).unwrap();
     to_image(&x).unwrap();
+}
+
+/// A 96×80 picture with detail everywhere (so its encoded bytes are spread over all rows).
+fn picture() -> image::RgbImage {
+    image::RgbImage::from_fn(96, 80, |x, y| {
+        let v = (x * 7 + y * 13) ^ (x * y);
+        image::Rgb([v as u8, (v >> 3) as u8 ^ (x as u8), (y * 3) as u8])
+    })
+}
+
+fn encoded(format: image::ImageFormat) -> Vec<u8> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    picture().write_to(&mut bytes, format).unwrap();
+    bytes.into_inner()
+}
+
+/// A PNG or JPEG cut short is refused as Pillow refuses it ("image file is truncated"), naming
+/// the file, whether read as an init image or as a mask (`load_image`); the whole file, and
+/// a JPEG with bytes after its end marker, still read. (A JPEG lacking only its final `FF D9`
+/// is refused too, where Pillow would decode it.)
+#[test]
+fn truncated_png_and_jpeg_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, name) in [
+        (image::ImageFormat::Png, "cut.png"),
+        (image::ImageFormat::Jpeg, "cut.jpg"),
+    ] {
+        let bytes = encoded(format);
+        let whole = dir.path().join(format!("whole-{name}"));
+        std::fs::write(&whole, &bytes).unwrap();
+        let want = load_init_image(&whole, 1 << 20).unwrap();
+        assert_eq!(want.dimensions(), (96, 80));
+        let mut cuts = vec![bytes.len() / 2, bytes.len() * 9 / 10];
+        if format == image::ImageFormat::Jpeg {
+            cuts.push(bytes.len() - 2);
+            let mut trailing = bytes.clone();
+            trailing.extend_from_slice(b"trailing bytes");
+            std::fs::write(&whole, &trailing).unwrap();
+            assert_eq!(load_init_image(&whole, 1 << 20).unwrap(), want);
+        }
+        for keep in cuts {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &bytes[..keep]).unwrap();
+            for e in [
+                load_init_image(&path, 1 << 20).map(|_| ()).unwrap_err(),
+                load_image(&path, 1 << 20).map(|_| ()).unwrap_err(),
+            ] {
+                let PipelineError::ImageDecode { path: p, reason } = &e else {
+                    panic!("{name} cut to {keep} of {}: {e:?}", bytes.len());
+                };
+                assert_eq!(p, &path);
+                assert!(
+                    reason.starts_with("image file is truncated ("),
+                    "{name}: {e}"
+                );
+                assert!(e.to_string().contains(name), "{e}");
+            }
+        }
+    }
 }
