@@ -11,7 +11,7 @@
 //! memory map; compressed ones are inflated once.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -67,8 +67,19 @@ fn bad(path: &Path, detail: impl Into<String>) -> WeightsError {
     }
 }
 
-/// torch's persistent ids: `("storage", <StorageClass>, key, location, numel)`.
-fn storage_ref(pid: Value) -> std::result::Result<Value, PickleError> {
+/// A storage as the pickle declares it: its class and element count.
+#[derive(Debug, Clone, PartialEq)]
+struct Declared {
+    kind: String,
+    numel: u64,
+}
+
+/// Storages declared by the pickle's persistent ids, by record key.
+type DeclaredStorages = std::cell::RefCell<BTreeMap<String, Declared>>;
+
+/// torch's persistent ids: `("storage", <StorageClass>, key, location, numel)`; each storage's
+/// class and size is recorded in `declared` (a key declared twice must agree).
+fn storage_ref(pid: Value, declared: &DeclaredStorages) -> std::result::Result<Value, PickleError> {
     let Value::Tuple(t) = pid else {
         return Err(PickleError::Malformed(format!(
             "persistent id is not a tuple: {}",
@@ -76,7 +87,26 @@ fn storage_ref(pid: Value) -> std::result::Result<Value, PickleError> {
         )));
     };
     match t.as_slice() {
-        [Value::Str(tag), Value::Global(_, kind), Value::Str(key), ..] if tag == "storage" => {
+        [Value::Str(tag), Value::Global(_, kind), Value::Str(key), _, Value::Int(numel), ..]
+            if tag == "storage" && *numel >= 0 =>
+        {
+            let d = Declared {
+                kind: kind.clone(),
+                numel: *numel as u64,
+            };
+            let mut declared = declared.borrow_mut();
+            match declared.get(key) {
+                Some(old) if *old != d => {
+                    return Err(PickleError::Malformed(format!(
+                        "storage `{key}` is declared as {} of {} elements and as {} of {}",
+                        old.kind, old.numel, d.kind, d.numel
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    declared.insert(key.clone(), d);
+                }
+            }
             Ok(Value::Storage {
                 kind: kind.clone(),
                 key: key.clone(),
@@ -89,12 +119,13 @@ fn storage_ref(pid: Value) -> std::result::Result<Value, PickleError> {
     }
 }
 
-/// The archive's `data.pkl` bytes and storage records (`<prefix>/data/<key>`).
-fn read_entries(path: &Path, mmap: &[u8]) -> Result<(Vec<u8>, HashMap<String, Record>)> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(mmap))
-        .map_err(|e| bad(path, format!("not a readable zip archive: {e}")))?;
+type Zip<'a> = zip::ZipArchive<std::io::Cursor<&'a [u8]>>;
+
+/// The archive's `data.pkl` bytes (at most [`MAX_PICKLE_BYTES`]) and the zip index of each
+/// storage record (`<prefix>/data/<key>`), whose bytes are not read yet.
+fn scan(path: &Path, zip: &mut Zip<'_>) -> Result<(Vec<u8>, HashMap<String, usize>)> {
     let mut pkl: Option<Vec<u8>> = None;
-    let mut records = HashMap::new();
+    let mut entries = HashMap::new();
     let mut big_endian = false;
     for i in 0..zip.len() {
         let mut f = zip
@@ -128,42 +159,102 @@ fn read_entries(path: &Path, mmap: &[u8]) -> Result<(Vec<u8>, HashMap<String, Re
                 .map_err(|e| bad(path, format!("{name}: {e}")))?;
             big_endian = v.trim() == "big";
         } else if let Some(key) = inner.strip_prefix("data/") {
-            let size = usize::try_from(f.size()).unwrap_or(usize::MAX);
-            let rec = match (f.compression(), f.data_start()) {
-                (zip::CompressionMethod::Stored, Some(s))
-                    if usize::try_from(s)
-                        .ok()
-                        .and_then(|s| s.checked_add(size))
-                        .is_some_and(|e| e <= mmap.len()) =>
-                {
-                    Record::Mapped(s as usize..s as usize + size)
-                }
-                _ => {
-                    let mut v = Vec::with_capacity(size.min(1 << 30));
-                    f.read_to_end(&mut v)
-                        .map_err(|e| bad(path, format!("{name}: {e}")))?;
-                    Record::Owned(v)
-                }
-            };
-            records.insert(key.to_string(), rec);
+            entries.insert(key.to_string(), i);
         }
     }
     if big_endian {
         return Err(bad(path, "big-endian checkpoints are not supported"));
     }
     let pkl = pkl.ok_or_else(|| bad(path, "no data.pkl in the archive"))?;
-    Ok((pkl, records))
+    Ok((pkl, entries))
+}
+
+/// The records of the declared storages, each exactly its declared size (element count ×
+/// element size): stored ones mapped, compressed ones inflated up to that size and no further.
+/// Records no storage declares are never read; a storage of unknown class or without a record
+/// is left to [`TorchArchive::tensor`] to report for the tensors that use it.
+fn read_records(
+    path: &Path,
+    zip: &mut Zip<'_>,
+    mmap_len: usize,
+    entries: &HashMap<String, usize>,
+    declared: BTreeMap<String, Declared>,
+) -> Result<HashMap<String, Record>> {
+    let mut records = HashMap::new();
+    for (key, d) in declared {
+        let (Some(dtype), Some(&i)) =
+            (StorageDtype::from_torch_storage(&d.kind), entries.get(&key))
+        else {
+            continue;
+        };
+        let need = d
+            .numel
+            .checked_mul(dtype.size() as u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n <= isize::MAX as usize)
+            .ok_or_else(|| {
+                bad(
+                    path,
+                    format!("storage `{key}` of {} elements is too large", d.numel),
+                )
+            })?;
+        let mut f = zip
+            .by_index(i)
+            .map_err(|e| bad(path, format!("storage record `{key}`: {e}")))?;
+        let mismatch = |holds: String| {
+            bad(
+                path,
+                format!(
+                    "storage record `{key}` holds {holds} bytes, its {} of {} elements needs {need}",
+                    d.kind, d.numel
+                ),
+            )
+        };
+        if f.size() != need as u64 {
+            return Err(mismatch(f.size().to_string()));
+        }
+        let mapped = match (f.compression(), f.data_start()) {
+            (zip::CompressionMethod::Stored, Some(s)) => usize::try_from(s)
+                .ok()
+                .filter(|s| s.checked_add(need).is_some_and(|e| e <= mmap_len)),
+            _ => None,
+        };
+        let rec = match mapped {
+            Some(s) => Record::Mapped(s..s + need),
+            None => {
+                let mut v = Vec::with_capacity(need.min(64 << 20));
+                f.by_ref()
+                    .take(need as u64 + 1)
+                    .read_to_end(&mut v)
+                    .map_err(|e| bad(path, format!("storage record `{key}`: {e}")))?;
+                if v.len() != need {
+                    let holds = match v.len() > need {
+                        true => format!("more than {need}"),
+                        false => v.len().to_string(),
+                    };
+                    return Err(mismatch(holds));
+                }
+                Record::Owned(v)
+            }
+        };
+        records.insert(key, rec);
+    }
+    Ok(records)
 }
 
 impl TorchArchive {
     /// Opens a zip archive and reads its pickle without executing anything: the archive and
     /// the pickle's root object (its tensors as [`Value::Tensor`] views, not yet checked).
+    /// Each storage record must hold exactly the bytes its storage declares.
     pub fn open(path: &Path) -> Result<(Self, Value)> {
         let file = std::fs::File::open(path).map_err(|e| WeightsError::io(path, e))?;
         // SAFETY: read-only map; see SafetensorsFile::open.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| WeightsError::io(path, e))?;
-        let (pkl, records) = read_entries(path, &mmap)?;
-        let root = pickle::read(&pkl, &storage_ref).map_err(|e| match e {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&mmap[..]))
+            .map_err(|e| bad(path, format!("not a readable zip archive: {e}")))?;
+        let (pkl, entries) = scan(path, &mut zip)?;
+        let declared = DeclaredStorages::default();
+        let root = pickle::read(&pkl, &|pid| storage_ref(pid, &declared)).map_err(|e| match e {
             PickleError::Forbidden(module, name) => WeightsError::ForbiddenGlobal {
                 path: path.to_path_buf(),
                 module,
@@ -171,6 +262,8 @@ impl TorchArchive {
             },
             PickleError::Malformed(d) => bad(path, format!("data.pkl: {d}")),
         })?;
+        let records = read_records(path, &mut zip, mmap.len(), &entries, declared.into_inner())?;
+        drop(zip);
         let archive = Self {
             path: path.to_path_buf(),
             mmap,
@@ -185,8 +278,9 @@ impl TorchArchive {
     }
 
     /// Checks tensor view `t` (called `name`) against its storage: a known storage type, a
-    /// record that exists, an element count and byte size that fit in `usize`, no more
-    /// elements than the storage holds, and every element inside it.
+    /// record that exists, a byte size that fits in `isize` (empty dimensions counted as 1), an
+    /// offset inside the storage (even for an empty view), no more elements than the storage
+    /// holds, and every element inside it.
     pub fn tensor(&self, name: String, t: TensorRef) -> Result<CkptTensor> {
         let dtype = StorageDtype::from_torch_storage(&t.kind).ok_or_else(|| {
             bad(
@@ -204,17 +298,28 @@ impl TorchArchive {
             Record::Mapped(r) => r.len(),
             Record::Owned(v) => v.len(),
         } / dtype.size();
-        let numel = t
+        // the byte size with every empty dimension counted as 1 must fit, so that no stride or
+        // size computed from the shape (here, by candle or by a later reshape) can wrap
+        let bytes = t
             .shape
             .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .filter(|n| n.checked_mul(dtype.size()).is_some());
-        let Some(numel) = numel else {
+            .try_fold(dtype.size(), |a, &d| a.checked_mul(d.max(1)))
+            .filter(|&b| b <= isize::MAX as usize);
+        let Some(numel) = bytes.map(|_| t.shape.iter().product::<usize>()) else {
             return Err(bad(
                 &self.path,
                 format!("tensor `{name}` (shape {:?}) is too large", t.shape),
             ));
         };
+        if t.offset > len {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "tensor `{name}` starts at element {}, past its storage of {len}",
+                    t.offset
+                ),
+            ));
+        }
         if numel > len {
             // a view repeating elements (a broadcast stride): never in a state dict, and it
             // would let a few stored bytes ask for an arbitrarily large tensor
