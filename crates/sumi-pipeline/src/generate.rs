@@ -1,7 +1,6 @@
 //! The pipeline and its data path, top to bottom: validate and plan the sampler run → image in
-//! ([`init`](crate::init)) → conditioning → batch by batch ([`batch`](crate::batch)): initial
-//! latents → sampler over the U-Net with classifier-free guidance → decode
-//! ([`decode`](crate::decode)) → pixels.
+//! (the `init` stage) → conditioning → batch by batch (the `batch` stage): initial latents →
+//! sampler over the U-Net with classifier-free guidance → decode (the `decode` stage) → pixels.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -100,7 +99,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Opens `path` and builds its networks (f32, CPU).
+    /// Opens `path` and builds its networks on the CPU, at `opts.precision`.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         let device = Device::Cpu;
         let mut checkpoint = Checkpoint::open_unresolved(path, opts.prediction)?;
