@@ -1,9 +1,15 @@
 //! `sumi-pipeline`: the one library API joining checkpoints, networks, prompts and sampling.
 //!
 //! [`Pipeline::load`] opens a checkpoint ([`Checkpoint`]) and builds its networks;
-//! [`Pipeline::generate`] runs a [`Request`] along the data path: `request` (validation) →
-//! `image` (init image, resize modes) → `conditioning` → initial latents → `denoise` (U-Net with
-//! classifier-free guidance as a sampler's denoiser) → decode → `png` with `infotext`.
+//! [`Pipeline::generate`] runs a [`Request`] along the data path, one stage file each:
+//! `request` (validation) → the sampler plan (`sumi_sampling::Plan`) → `init` (the img2img
+//! source through `image` and `inpaint`, its latents, the inpainting blend and conditioning) →
+//! `conditioning` → `batch` (seeds, noise, the sampler over `denoise`, the U-Net with
+//! classifier-free guidance) → `decode` → `png` with `infotext`.
+//!
+//! It is also the front ends' only door: the request vocabulary ([`vocab`]), the
+//! [`checkpoint_report`], the [`prompt_report`], step [`preview`]s and the loaded model's
+//! [`embedding_report`].
 
 mod batch;
 pub mod checkpoint;
