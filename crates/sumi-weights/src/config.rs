@@ -1,6 +1,8 @@
 //! What the weights cannot show, from the files beside them: a sibling LDM `<name>.yaml`
 //! (A1111's convention), safetensors `modelspec.*` metadata, and diffusers `config.json`s.
 
+use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, WeightsError};
@@ -28,14 +30,76 @@ pub fn sibling_yaml(checkpoint: &Path) -> Option<PathBuf> {
     (p != checkpoint && p.is_file()).then_some(p)
 }
 
-/// Reads the overrides from an LDM yaml.
+/// Largest LDM yaml read (A1111's own configs are 2 to 4 KB).
+pub const MAX_YAML_BYTES: u64 = 1 << 20;
+/// Most nodes an LDM yaml may hold, every alias counted as the nodes it stands for (so that
+/// a few nested aliases cannot expand to billions of nodes).
+pub const MAX_YAML_NODES: u64 = 100_000;
+/// Deepest nesting of sequences and mappings in an LDM yaml.
+pub const MAX_YAML_DEPTH: usize = 100;
+
+/// Walks the yaml's events (iteratively: yaml-rust2's loader recurses once per nesting level)
+/// and refuses it beyond [`MAX_YAML_DEPTH`] or [`MAX_YAML_NODES`], before anything is built.
+fn check_yaml_bounds(text: &str) -> std::result::Result<(), String> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    let mut nodes: u64 = 0;
+    // per open collection: its anchor and the node count before it
+    let mut open: Vec<(usize, u64)> = Vec::new();
+    // nodes each anchor stands for
+    let mut anchors: HashMap<usize, u64> = HashMap::new();
+    loop {
+        let (ev, _) = parser.next_token().map_err(|e| e.to_string())?;
+        match ev {
+            Event::StreamEnd => return Ok(()),
+            Event::Scalar(_, _, anchor, _) => {
+                nodes += 1;
+                if anchor > 0 {
+                    anchors.insert(anchor, 1);
+                }
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push((anchor, nodes));
+                nodes += 1;
+                if open.len() > MAX_YAML_DEPTH {
+                    return Err(format!("nested deeper than {MAX_YAML_DEPTH}"));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, start)) = open.pop() {
+                    if anchor > 0 {
+                        anchors.insert(anchor, nodes - start);
+                    }
+                }
+            }
+            Event::Alias(anchor) => nodes += anchors.get(&anchor).copied().unwrap_or(1),
+            _ => {}
+        }
+        if nodes > MAX_YAML_NODES {
+            return Err(format!(
+                "more than {MAX_YAML_NODES} nodes once its aliases are expanded"
+            ));
+        }
+    }
+}
+
+/// Reads the overrides from an LDM yaml (at most [`MAX_YAML_BYTES`], nesting and alias
+/// expansion bounded as [`check_yaml_bounds`] says).
 pub fn read_ldm_yaml(path: &Path) -> Result<LdmYaml> {
     use yaml_rust2::{Yaml, YamlLoader};
-    let text = std::fs::read_to_string(path).map_err(|e| WeightsError::io(path, e))?;
-    let docs = YamlLoader::load_from_str(&text).map_err(|e| WeightsError::BadConfig {
+    let bad = |detail: String| WeightsError::BadConfig {
         path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+        detail,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_YAML_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| WeightsError::io(path, e))?;
+    if text.len() as u64 > MAX_YAML_BYTES {
+        return Err(bad(format!("larger than the {MAX_YAML_BYTES}-byte limit")));
+    }
+    check_yaml_bounds(&text).map_err(bad)?;
+    let docs = YamlLoader::load_from_str(&text).map_err(|e| bad(e.to_string()))?;
     let root = docs.first().cloned().unwrap_or(Yaml::Null);
     let params = &root["model"]["params"];
     let unet = &params["unet_config"]["params"];
