@@ -185,6 +185,12 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
 /// Pillow's refusal of a file whose data ends early (`ImageFile.load`).
 const TRUNCATED: &str = "image file is truncated";
 
+/// Refuses JPEG bytes that stop before their end-of-image marker, with Pillow's words ("image
+/// file is truncated (…)"); for callers that decode JPEG data held in memory themselves.
+pub fn check_jpeg_complete(bytes: &[u8]) -> std::result::Result<(), String> {
+    jpeg_reaches_eoi(&mut std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?
+}
+
 /// Whether a JPEG stream runs on to its end-of-image marker (`FF D9`); `Err` says why not.
 ///
 /// image's JPEG decoder (zune-jpeg) fills whatever a cut file lacks with grey and reports

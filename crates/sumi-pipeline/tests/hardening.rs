@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 
 use candle_core::{Device, Tensor};
-use sumi_pipeline::image::{load_image, load_init_image};
+use sumi_pipeline::image::{check_jpeg_complete, load_image, load_init_image};
 use sumi_pipeline::request::MAX_PROMPT_BYTES;
 use sumi_pipeline::{to_image, LoadOptions, NanStage, Pipeline, PipelineError, Request};
 use sumi_prompt::parse_prompt_attention;
@@ -171,6 +171,7 @@ fn truncated_png_and_jpeg_are_refused() {
             trailing.extend_from_slice(b"trailing bytes");
             std::fs::write(&whole, &trailing).unwrap();
             assert_eq!(load_init_image(&whole, 1 << 20).unwrap(), want);
+            check_jpeg_complete(&trailing).unwrap();
         }
         for keep in cuts {
             let path = dir.path().join(name);
@@ -188,6 +189,10 @@ fn truncated_png_and_jpeg_are_refused() {
                     "{name}: {e}"
                 );
                 assert!(e.to_string().contains(name), "{e}");
+            }
+            if format == image::ImageFormat::Jpeg {
+                let e = check_jpeg_complete(&bytes[..keep]).unwrap_err();
+                assert!(e.starts_with("image file is truncated ("), "{e}");
             }
         }
     }
