@@ -463,7 +463,7 @@ fn state_dict(archive: &TorchArchive, root: Value) -> Result<Vec<CkptTensor>> {
                 format!("duplicate tensor name `{name}`"),
             ));
         }
-        out.push(archive.tensor(name, t)?);
+        out.push(archive.tensor(name, *t)?);
     }
     Ok(out)
 }

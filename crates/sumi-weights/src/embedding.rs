@@ -370,7 +370,7 @@ fn find_vectors(
                     Value::Str(s) => s.clone(),
                     other => other.describe(),
                 };
-                Ok((key, t.clone()))
+                Ok((key, (**t).clone()))
             }
             [(_, other)] => Err(unrecognised(
                 path,

@@ -68,8 +68,9 @@ pub enum Value {
         /// The key of its data record in the archive.
         key: String,
     },
-    /// A tensor view on a storage.
-    Tensor(TensorRef),
+    /// A tensor view on a storage (boxed: it is the largest variant, and every stack and memo
+    /// slot is as large as the largest variant).
+    Tensor(Box<TensorRef>),
     /// An allowed but irrelevant object (numpy scalar, set, callback state); kept inert.
     Opaque(String),
 }
@@ -232,13 +233,13 @@ fn apply(func: Value, args: Value) -> R<Value> {
             if shape.len() != stride.len() {
                 return mal("tensor size and stride differ in length");
             }
-            Ok(Value::Tensor(TensorRef {
+            Ok(Value::Tensor(Box::new(TensorRef {
                 kind: kind.clone(),
                 key: key.clone(),
                 offset: usize_of(&args[1], "storage offset")?,
                 shape,
                 stride,
-            }))
+            })))
         }
         ("torch._utils", "_rebuild_parameter") => match args.into_iter().next() {
             Some(t @ Value::Tensor(_)) => Ok(t),
@@ -256,10 +257,12 @@ fn apply(func: Value, args: Value) -> R<Value> {
 /// comparing or printing them recurse without bound.
 pub const MAX_DEPTH: u32 = 100;
 /// Most values a pickle may create in all, copies made by `DUP` and memo reads included (about
-/// 100 bytes each). An SD checkpoint with EMA and optimizer state makes a few hundred thousand.
-pub const MAX_VALUES: u64 = 4 << 20;
+/// 64 bytes each on the stack, so at most about 130 MB). A state dict takes about 15 per
+/// tensor: tens of thousands for an SD checkpoint with EMA, a few hundred thousand at most
+/// with optimizer state.
+pub const MAX_VALUES: u64 = 2 << 20;
 /// Most bytes of strings and byte strings a pickle may create in all, copies included.
-pub const MAX_VALUE_BYTES: u64 = 256 << 20;
+pub const MAX_VALUE_BYTES: u64 = 128 << 20;
 /// Most memo entries a pickle may hold.
 pub const MAX_MEMO: usize = 1 << 20;
 

@@ -83,12 +83,12 @@ fn dup_and_memo_bombs_are_refused_not_an_allocation_abort() {
     let f = write_zip(d.path(), "dup.ckpt", &doubling(b"2a", 60), &[]);
     let detail = ckpt_refusal(&f);
     assert!(
-        detail.starts_with("data.pkl: more than 4194304 values at byte "),
+        detail.starts_with("data.pkl: more than 2097152 values at byte "),
         "{detail}"
     );
     // PUT 0, GET 0, APPEND, 60 times
     let f = write_zip(d.path(), "memo.pt", &doubling(b"q\x00h\x00a", 60), &[]);
-    assert!(embedding_refusal(&f).contains("more than 4194304 values"));
+    assert!(embedding_refusal(&f).contains("more than 2097152 values"));
     // a string copied over and over
     let mut p = vec![0x80, 0x02];
     p.push(b'B');
@@ -98,7 +98,7 @@ fn dup_and_memo_bombs_are_refused_not_an_allocation_abort() {
     p.push(b'.');
     let f = write_zip(d.path(), "str.ckpt", &p, &[]);
     assert!(
-        ckpt_refusal(&f).contains("more than 268435456 bytes of values"),
+        ckpt_refusal(&f).contains("more than 134217728 bytes of values"),
         "{}",
         ckpt_refusal(&f)
     );
@@ -116,5 +116,5 @@ fn dup_and_memo_bombs_are_refused_not_an_allocation_abort() {
     p.extend(std::iter::repeat_n(b'N', 5 << 20));
     p.push(b'.');
     let f = write_zip(d.path(), "stack.ckpt", &p, &[]);
-    assert!(ckpt_refusal(&f).contains("more than 4194304 values"));
+    assert!(ckpt_refusal(&f).contains("more than 2097152 values"));
 }
