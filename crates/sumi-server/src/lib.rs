@@ -113,6 +113,8 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// The worker is busy.
     pub running: AtomicBool,
+    /// The worker thread is serving (false once it has ended).
+    pub worker_alive: AtomicBool,
     /// Job sequence numbers.
     pub next_id: AtomicU64,
     /// The embeddings of the loaded model.
@@ -195,6 +197,7 @@ pub async fn serve_with(
         metrics: metrics::Metrics::default(),
         draining: AtomicBool::new(false),
         running: AtomicBool::new(false),
+        worker_alive: AtomicBool::new(true),
         next_id: AtomicU64::new(1),
         embeddings: Mutex::new(model.embeddings()),
         config,

@@ -89,11 +89,28 @@ async fn index() -> Html<&'static str> {
     Html(INDEX_HTML)
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// The generation worker has ended (it should not: a failing job fails alone).
+const WORKER_GONE: &str = "the generation worker stopped";
+
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    if !s.worker_alive.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "error", "detail": WORKER_GONE })),
+        )
+            .into_response();
+    }
+    Json(json!({ "status": "ok" })).into_response()
 }
 
 async fn ready(State(s): State<Arc<AppState>>) -> Response {
+    if !s.worker_alive.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "detail": WORKER_GONE })),
+        )
+            .into_response();
+    }
     if s.draining.load(Ordering::SeqCst) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -108,7 +125,7 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let text = s.metrics.render(
         s.queue.depth(),
         s.running.load(Ordering::SeqCst),
-        !s.draining.load(Ordering::SeqCst),
+        !s.draining.load(Ordering::SeqCst) && s.worker_alive.load(Ordering::SeqCst),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -126,6 +143,9 @@ impl Drop for CancelOnDrop {
 
 /// Queues `task` and waits for its outcome; a dropped wait cancels the job.
 async fn submit(s: &AppState, task: Task, control: bool) -> Result<Outcome, ApiError> {
+    if !s.worker_alive.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable(WORKER_GONE));
+    }
     let (tx, rx) = oneshot::channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let job = Job {

@@ -24,7 +24,9 @@ pub const SKIP: u8 = 1;
 pub const INTERRUPT: u8 = 2;
 
 /// Starts the worker thread with the model loaded at start; it ends when the queue is closed
-/// and empty.
+/// and empty. A panic in a job (a checkpoint that cannot load, a model that fails) fails that
+/// job only; should the thread end otherwise, `AppState::worker_alive` turns false and the
+/// waiting jobs are answered.
 pub fn spawn(
     state: Arc<AppState>,
     backend: Arc<dyn Backend>,
@@ -35,7 +37,27 @@ pub fn spawn(
         .spawn(move || run(&state, &*backend, model))
 }
 
+/// Marks the worker gone when its thread ends, however it ends: `/ready` turns false, the
+/// running flag drops (so a shutdown does not wait on it), and the queue is closed with every
+/// waiting job answered.
+struct Alive<'a>(&'a AppState);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        let state = self.0;
+        state.worker_alive.store(false, Ordering::SeqCst);
+        state.running.store(false, Ordering::SeqCst);
+        for job in state.queue.close() {
+            state.metrics.job(JobOutcome::Cancelled, 0.0);
+            let _ = job
+                .reply
+                .send(Outcome::Cancelled("the generation worker stopped"));
+        }
+    }
+}
+
 fn run(state: &AppState, backend: &dyn Backend, mut model: Box<dyn Model>) {
+    let _alive = Alive(state);
     while let Some(job) = state.queue.pop() {
         let Job {
             cancel,
@@ -49,27 +71,56 @@ fn run(state: &AppState, backend: &dyn Backend, mut model: Box<dyn Model>) {
             continue;
         }
         state.running.store(true, Ordering::SeqCst);
-        let outcome = match task {
-            Task::Generate(p) => {
-                Outcome::Generated(generate_job(state, backend, &mut model, &p, &cancel))
-            }
-            Task::Load(path) => Outcome::Loaded(
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let m = backend.load(&path)?;
-                    make_current(state, &mut model, m, path);
-                    Ok(())
+        let load = matches!(task, Task::Load(_));
+        // whatever panics in a job fails that job only; the model in hand stays current
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            execute(state, backend, &mut model, task, &cancel)
+        }))
+        .unwrap_or_else(|_| {
+            state.progress_lock().end();
+            state.control.store(RUN, Ordering::SeqCst);
+            let message = "internal error in the worker".to_string();
+            if load {
+                Outcome::Loaded(Err(message))
+            } else {
+                state.metrics.job(JobOutcome::Error, 0.0);
+                Outcome::Generated(Err(JobFailure {
+                    invalid: false,
+                    message,
                 }))
-                .unwrap_or_else(|_| Err("internal error while loading".into())),
-            ),
-        };
+            }
+        });
         state.running.store(false, Ordering::SeqCst);
         let _ = reply.send(outcome);
     }
 }
 
+/// Runs one job.
+fn execute(
+    state: &AppState,
+    backend: &dyn Backend,
+    model: &mut Box<dyn Model>,
+    task: Task,
+    cancel: &AtomicBool,
+) -> Outcome {
+    match task {
+        Task::Generate(p) => Outcome::Generated(generate_job(state, backend, model, &p, cancel)),
+        Task::Load(path) => Outcome::Loaded(
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let m = backend.load(&path)?;
+                make_current(state, model, m, path);
+                Ok(())
+            }))
+            .unwrap_or_else(|_| Err("internal error while loading".into())),
+        ),
+    }
+}
+
 /// Makes `new` the current model (loaded from `path`): its embeddings are listed from now on.
+/// Nothing changes when listing them panics (the panic goes on to the caller).
 fn make_current(state: &AppState, model: &mut Box<dyn Model>, new: Box<dyn Model>, path: PathBuf) {
-    *state.embeddings_lock() = new.embeddings();
+    let embeddings = new.embeddings();
+    *state.embeddings_lock() = embeddings;
     *model = new;
     *state.current.lock().unwrap_or_else(|e| e.into_inner()) = path;
 }
@@ -98,7 +149,17 @@ fn generate_job(
                 Ok(other) => {
                     let r = guarded(state, || generate(state, &*other, p, cancel));
                     if !sw.restore {
-                        make_current(state, model, other, sw.path.clone());
+                        // the images are made; a checkpoint that cannot become current is
+                        // left, and the current one stays
+                        let kept = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            make_current(state, model, other, sw.path.clone());
+                        }));
+                        if kept.is_err() {
+                            eprintln!(
+                                "sumi serve: {} cannot stay loaded; the current checkpoint stays",
+                                sw.path.display()
+                            );
+                        }
                     }
                     r
                 }

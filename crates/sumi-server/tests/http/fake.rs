@@ -4,7 +4,10 @@
 //! the HTTP layer asked for.
 //!
 //! Prompts steer it: `FAIL_INVALID` makes the job fail as a bad request, `FAIL_INTERNAL` as a
-//! server fault, `PANIC` panics inside the model.
+//! server fault, `PANIC` panics inside the model, `ESCAPE` panics with a payload whose drop panics
+//! with one whose drop panics again (through two `catch_unwind`s: it ends the worker thread). Checkpoint files steer it too: one starting
+//! with `BROKEN` fails to load, `PANIC_LOAD` panics while loading, `PANIC_EMBEDDINGS` loads a
+//! model that panics when its embeddings are listed (as it becomes the current one).
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -84,12 +87,14 @@ impl Backend for Fake {
         if bytes.starts_with(b"BROKEN") {
             return Err("not a checkpoint".into());
         }
+        assert!(!bytes.starts_with(b"PANIC_LOAD"), "the fake panics loading");
         self.shared.loads.lock().unwrap().push(path.to_path_buf());
         let sha = format!("{:x}", Sha256::digest(&bytes));
         Ok(Box::new(FakeModel {
             path: path.to_path_buf(),
             short_hash: sha[..10].to_string(),
             fake: self.clone(),
+            panic_embeddings: bytes.starts_with(b"PANIC_EMBEDDINGS"),
         }))
     }
 
@@ -98,10 +103,22 @@ impl Backend for Fake {
     }
 }
 
+/// A panic payload that, dropped, panics with `DropBomb(n - 1)` while `n > 0`.
+struct DropBomb(u32);
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            std::panic::panic_any(DropBomb(self.0 - 1));
+        }
+    }
+}
+
 struct FakeModel {
     path: PathBuf,
     short_hash: String,
     fake: Fake,
+    panic_embeddings: bool,
 }
 
 impl FakeModel {
@@ -171,6 +188,9 @@ impl Model for FakeModel {
         if req.prompt.contains("FAIL_INTERNAL") {
             return Err(fail(false));
         }
+        if req.prompt.contains("ESCAPE") {
+            std::panic::panic_any(DropBomb(2));
+        }
         assert!(!req.prompt.contains("PANIC"), "the fake panics on request");
         let (w, h) = (req.width, req.height);
         let preview_size = if self.fake.taesd {
@@ -235,6 +255,7 @@ impl Model for FakeModel {
     }
 
     fn embeddings(&self) -> Embeddings {
+        assert!(!self.panic_embeddings, "the fake panics listing embeddings");
         self.fake.embeddings.clone()
     }
 }

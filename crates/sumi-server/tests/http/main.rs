@@ -10,3 +10,4 @@ mod errors;
 mod fake;
 mod listing;
 mod security;
+mod worker;
