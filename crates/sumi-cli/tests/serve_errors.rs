@@ -25,6 +25,7 @@ fn serve_help_exits_0_and_bad_flags_are_refused() {
         "--vae",
         "--preview-decoder",
         "--precision",
+        "--cors-allow-origins",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
@@ -51,6 +52,24 @@ fn serve_help_exits_0_and_bad_flags_are_refused() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--models-dir"));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sumi"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--cors-allow-origins",
+            "localhost:3000",
+            "--model",
+        ])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--cors-allow-origins: localhost:3000: expected an origin"),
+        "{err}"
+    );
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_sumi"))
         .args(["serve", "--port", "0", "--model", "missing.safetensors"])
         .output()
