@@ -74,6 +74,11 @@ pub fn decode_image(field: &str, bytes: &[u8]) -> Result<DynamicImage, ApiError>
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|_| ApiError::bad_request(format!("{field}: not a readable image")))?;
+    // the JPEG decoder fills a cut file with grey and reports success; refuse as Pillow does
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        sumi_pipeline::image::check_jpeg_complete(bytes)
+            .map_err(|e| ApiError::bad_request(format!("{field}: {e}")))?;
+    }
     let (w, h) = reader
         .into_dimensions()
         .map_err(|_| ApiError::bad_request(format!("{field}: not a readable image")))?;
@@ -84,4 +89,28 @@ pub fn decode_image(field: &str, bytes: &[u8]) -> Result<DynamicImage, ApiError>
     }
     image::load_from_memory(bytes)
         .map_err(|_| ApiError::bad_request(format!("{field}: not a readable image")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_jpeg_is_refused_and_a_whole_one_decodes() {
+        let img = RgbImage::from_fn(48, 40, |x, y| image::Rgb([x as u8 * 5, y as u8 * 6, 90]));
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageRgb8(img)
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        assert!(decode_image("mask", &jpeg).is_ok());
+        let err = decode_image("mask", &jpeg[..jpeg.len() / 2]).unwrap_err();
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("mask") && text.contains("image file is truncated"),
+            "{text}"
+        );
+    }
 }
