@@ -14,9 +14,10 @@
 
 use candle_core::Tensor;
 
-use super::{add_scaled, Level, OnStep, Step};
+use super::ddim_plms::{check_timesteps, ddim_sigma, report_timestep};
+use super::{add_scaled, OnStep};
 use crate::denoiser::{Denoiser, DiscreteSchedule};
-use crate::error::{Result, SamplingError};
+use crate::error::Result;
 use crate::noise::NoiseSampler;
 
 /// A1111's `cond_scale_miltiplier` for CFG++: `1 / 12.5`.
@@ -36,20 +37,15 @@ pub fn sample_ddim_cfgpp(
     eta: f64,
     on_step: &mut OnStep<'_>,
 ) -> Result<Tensor> {
+    check_timesteps(timesteps, schedule)?;
     let ac = schedule.alphas_cumprod();
-    if let Some(bad) = timesteps.iter().find(|t| **t >= ac.len()) {
-        return Err(SamplingError::InvalidParameter {
-            what: "timesteps",
-            detail: format!("timestep {bad} outside 0..{}", ac.len()),
-        });
-    }
     let n = timesteps.len();
     let steps = n.saturating_sub(1);
     for i in 0..steps {
         let index = n - 1 - i;
         let t = timesteps[index];
         let (a_t, a_prev) = (ac[t], ac[timesteps[index - 1]]);
-        let sigma_t = eta * ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).sqrt();
+        let sigma_t = ddim_sigma(eta, a_t, a_prev);
         // ε of the guided and of the unconditional prediction at the VE-scale input
         let sigma = schedule.sigmas()[t];
         let x_ve = (&x / a_t.sqrt())?;
@@ -61,14 +57,7 @@ pub fn sample_ddim_cfgpp(
         x = add_scaled(&pred_x0.affine(a_prev.sqrt(), 0.0)?, &e_uncond, dir_coeff)?;
         let z = noise.sample(sigma, schedule.sigmas()[timesteps[index - 1]])?;
         x = add_scaled(&x, &z, sigma_t)?;
-        let step = Step {
-            i,
-            steps,
-            level: Level::Timestep(t as f64),
-            x: &x,
-            denoised: &pred_x0,
-        };
-        if on_step(&step).is_break() {
+        if report_timestep(on_step, (i, steps), t, &x, &pred_x0) {
             return Ok(pred_x0);
         }
     }

@@ -63,7 +63,8 @@ fn eps(
     Ok(((&x_ve - &denoised)? / sigma)?)
 }
 
-fn check_timesteps(timesteps: &[usize], schedule: &DiscreteSchedule) -> Result<()> {
+/// Refuses timesteps outside the model's schedule.
+pub(super) fn check_timesteps(timesteps: &[usize], schedule: &DiscreteSchedule) -> Result<()> {
     let n = schedule.alphas_cumprod().len();
     match timesteps.iter().find(|t| **t >= n) {
         Some(bad) => Err(SamplingError::InvalidParameter {
@@ -127,14 +128,7 @@ pub fn sample_plms(
             old_eps.remove(0);
         }
         x = x_prev;
-        let step = Step {
-            i,
-            steps,
-            level: Level::Timestep(t as f64),
-            x: &x,
-            denoised: &pred_x0,
-        };
-        if on_step(&step).is_break() {
+        if report_timestep(on_step, (i, steps), t, &x, &pred_x0) {
             return Ok(pred_x0);
         }
     }
@@ -161,8 +155,7 @@ pub fn sample_ddim(
         let index = n - 1 - i;
         let a_t = ac[timesteps[index]];
         let a_prev = ac[timesteps[index - 1]];
-        // eta · sqrt((1 − ᾱ_prev) / (1 − ᾱ_t) · (1 − ᾱ_t / ᾱ_prev))
-        let sigma_t = eta * ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).sqrt();
+        let sigma_t = ddim_sigma(eta, a_t, a_prev);
         let sigma = schedule.sigmas()[timesteps[index]];
         let e_t = eps(denoiser, &x, schedule, timesteps[index])?;
         let pred_x0 = ((&x - e_t.affine((1.0 - a_t).sqrt(), 0.0)?)? / a_t.sqrt())?;
@@ -175,16 +168,34 @@ pub fn sample_ddim(
                 sigma_t,
             )?;
         }
-        let step = Step {
-            i,
-            steps,
-            level: Level::Timestep(timesteps[index] as f64),
-            x: &x,
-            denoised: &pred_x0,
-        };
-        if on_step(&step).is_break() {
+        if report_timestep(on_step, (i, steps), timesteps[index], &x, &pred_x0) {
             return Ok(pred_x0);
         }
     }
     Ok(x)
+}
+
+/// DDIM's noise amount between `ᾱ_t` and `ᾱ_prev`:
+/// `eta · sqrt((1 − ᾱ_prev) / (1 − ᾱ_t) · (1 − ᾱ_t / ᾱ_prev))`.
+pub(super) fn ddim_sigma(eta: f64, a_t: f64, a_prev: f64) -> f64 {
+    eta * ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).sqrt()
+}
+
+/// A1111's callback of the timestep samplers, after an update: the new `x` and
+/// `pred_x0` at timestep `t`; `true` when sampling must stop.
+pub(super) fn report_timestep(
+    on_step: &mut OnStep<'_>,
+    (i, steps): (usize, usize),
+    t: usize,
+    x: &Tensor,
+    pred_x0: &Tensor,
+) -> bool {
+    let step = Step {
+        i,
+        steps,
+        level: Level::Timestep(t as f64),
+        x,
+        denoised: pred_x0,
+    };
+    on_step(&step).is_break()
 }
