@@ -22,6 +22,10 @@ use crate::noise::{NoiseSampler, NoiseSource};
 use crate::samplers::{self, OnStep, SamplerParams};
 use crate::schedules::{ScheduleOptions, Scheduler};
 
+/// The longest schedule a plan builds. "Do exact steps" builds one for `steps / strength`, so a
+/// tiny strength from a request would otherwise ask for billions of sigmas.
+pub const MAX_SCHEDULE_STEPS: usize = 100_000;
+
 /// A1111's UniPC order (`uni_pc_order`, default 3); it asserts at least that many steps.
 const UNIPC_ORDER: usize = 3;
 
@@ -132,6 +136,16 @@ impl Plan {
             Some(s) => img2img_steps(req.steps, s.denoising, s.exact_steps),
             None => (req.steps, 0),
         };
+        if sched_steps > MAX_SCHEDULE_STEPS {
+            return Err(SamplingError::InvalidParameter {
+                what: "denoising-strength",
+                detail: format!(
+                    "{} steps at this strength make a schedule of {sched_steps} steps (exact \
+                     steps runs steps / strength), over the limit of {MAX_SCHEDULE_STEPS}",
+                    req.steps
+                ),
+            });
+        }
         let route = if is_timestep_sampler(sampler) {
             Route::Timesteps(TimestepRun::new(
                 sampler,

@@ -184,3 +184,23 @@ fn every_a1111_sampler_runs_through_the_plan() {
         }
     }
 }
+
+#[test]
+fn exact_steps_at_a_tiny_strength_is_refused_not_allocated() {
+    let model = DiscreteSchedule::sd();
+    let mut req = request(SamplerKind::Euler, 20, Some(1e-300));
+    if let Some(s) = &mut req.img2img {
+        s.exact_steps = true;
+    }
+    let err = Plan::new(&req, &model).unwrap_err();
+    assert!(
+        err.to_string().contains("over the limit of 100000"),
+        "{err}"
+    );
+    // at strength 0.01 the schedule is 2,000 steps: allowed, running 20 of them
+    if let Some(s) = &mut req.img2img {
+        s.denoising = 0.01;
+    }
+    let plan = Plan::new(&req, &model).unwrap();
+    assert_eq!(plan.steps(), 20);
+}
