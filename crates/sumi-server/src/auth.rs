@@ -25,12 +25,13 @@ pub fn authorized(header_value: Option<&HeaderValue>, user: &str, pass: &str) ->
     let Some(v) = header_value.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let Some(b64) = v
-        .strip_prefix("Basic ")
-        .or_else(|| v.strip_prefix("basic "))
-    else {
+    // RFC 7235 §2.1: `credentials = auth-scheme [ 1*SP token68 ]`, the scheme case-insensitive
+    let Some((scheme, b64)) = v.trim_start().split_once(' ') else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
     let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
         return false;
     };
@@ -57,4 +58,36 @@ pub async fn require(State(s): State<Arc<AppState>>, req: Request, next: Next) -
         }
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_basic_scheme_is_case_insensitive_and_the_credentials_exact() {
+        // "alice:pw" in base64
+        let ok = |v: &str| authorized(Some(&HeaderValue::from_str(v).unwrap()), "alice", "pw");
+        for v in [
+            "Basic YWxpY2U6cHc=",
+            "basic YWxpY2U6cHc=",
+            "BASIC YWxpY2U6cHc=",
+            "bAsIc YWxpY2U6cHc=",
+            "Basic   YWxpY2U6cHc=",
+        ] {
+            assert!(ok(v), "{v}");
+        }
+        for v in [
+            "Basic",
+            "Basic ",
+            "BasicYWxpY2U6cHc=",
+            "Bearer YWxpY2U6cHc=",
+            "Basics YWxpY2U6cHc=",
+            "Basic YWxpY2U6cHd4",
+            "Basic YWxpY2U6cA==",
+        ] {
+            assert!(!ok(v), "{v}");
+        }
+        assert!(!authorized(None, "alice", "pw"));
+    }
 }

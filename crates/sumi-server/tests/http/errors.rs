@@ -325,10 +325,11 @@ fn basic_auth_guards_everything_but_health_and_ready_and_never_shows_the_passwor
         assert_eq!(call("/sdapi/v1/samplers", &wrong).0, 401, "{wrong}");
     }
     assert_eq!(call("/sdapi/v1/samplers", &enc("alice:s3cr3t-pw")).0, 200);
-    assert_eq!(
-        call("/sdapi/v1/samplers", "basic YWxpY2U6czNjcjN0LXB3").0,
-        200
-    );
+    // the scheme is case-insensitive (RFC 7235 §2.1), as FastAPI's HTTPBasic reads it
+    for scheme in ["basic", "BASIC", "bAsIc"] {
+        let a = format!("{scheme} YWxpY2U6czNjcjN0LXB3");
+        assert_eq!(call("/sdapi/v1/samplers", &a).0, 200, "{a}");
+    }
     let (st, flags) = call("/sdapi/v1/cmd-flags", &enc("alice:s3cr3t-pw"));
     assert_eq!(st, 200);
     assert!(!flags.contains("s3cr3t"), "{flags}");
