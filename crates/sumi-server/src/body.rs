@@ -1,7 +1,8 @@
 //! Reading request bodies: JSON content only (415 otherwise: a cross-site `<form>` or
-//! `text/plain` fetch never reaches a handler), under the size limit. A body over the limit is
-//! read on (and thrown away) up to a bound, so that the client, still sending, gets its 413
-//! instead of a reset.
+//! `text/plain` fetch never reaches a handler), under the size limit and within a time limit
+//! (408 when a slow client has not sent it all in time). A body over the limit is read on (and
+//! thrown away) up to a bound, so that the client, still sending, gets its 413 instead of a
+//! reset.
 
 use std::time::{Duration, Instant};
 
@@ -49,9 +50,31 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// The whole JSON body: 415 when it is not sent as JSON ([`require_json`]), 413 when it is
-/// over `limit` bytes, 400 when it cannot be read.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// over `limit` bytes, 408 when it has not all arrived within `timeout`, 400 when it cannot be
+/// read.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     require_json(headers)?;
+    tokio::time::timeout(timeout, read_limited(headers, body, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            ))
+        })
+}
+
+/// The body, under `limit` bytes (413 over it, the excess drained up to a bound).
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -6,12 +6,15 @@
 //! [`serve`] runs it all on a listener until a shutdown future fires, then drains the running
 //! job, answers the queued ones 503 and returns. The worker reaches the model through the
 //! [`backend::Backend`] trait: [`serve`] uses `sumi_pipeline` ([`pipeline_backend`]);
-//! [`serve_with`] takes any backend (the tests' fake one).
+//! [`serve_with`] takes any backend (the tests' fake one). Connections are closed when a
+//! request's header does not arrive within [`Timeouts::header`] (idle connections too), and a
+//! request whose body does not arrive within [`Timeouts::body`] is answered 408.
 
 pub mod auth;
 pub mod backend;
 pub mod body;
 pub mod checkpoints;
+pub mod conn;
 pub mod convert;
 pub mod error;
 pub mod guard;
@@ -33,6 +36,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use sumi_pipeline::LoadOptions;
@@ -43,6 +47,33 @@ pub use error::{ApiError, ServerError};
 
 /// The default request body limit: 50 MB.
 pub const DEFAULT_BODY_LIMIT: usize = 50 * 1024 * 1024;
+
+/// The default header read timeout: 30 s (A1111's `--timeout-keep-alive` default, uvicorn's idle
+/// keep-alive limit).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default body read timeout: 120 s (a 50 MB body at 420 kB/s).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a client may take to send a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A request's whole header, from the connection's start or the previous response (an idle
+    /// kept-alive connection is closed after it); the connection is closed when it passes.
+    pub header: Duration,
+    /// A request's whole body, from the handler's first read; 408 when it passes.
+    pub body: Duration,
+}
+
+impl Default for Timeouts {
+    /// [`DEFAULT_HEADER_TIMEOUT`] and [`DEFAULT_BODY_TIMEOUT`].
+    fn default() -> Self {
+        Self {
+            header: DEFAULT_HEADER_TIMEOUT,
+            body: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+}
 
 /// How to run the server.
 #[derive(Clone)]
@@ -95,6 +126,8 @@ impl Config {
 pub struct AppState {
     /// The configuration.
     pub config: Config,
+    /// How long clients may take to send requests.
+    pub timeouts: Timeouts,
     /// The job queue.
     pub queue: queue::Queue,
     /// The running job's progress.
@@ -177,6 +210,17 @@ pub async fn serve_with(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_with_timeouts(config, Timeouts::default(), backend, listener, shutdown).await
+}
+
+/// [`serve_with`] with other [`Timeouts`] than the defaults.
+pub async fn serve_with_timeouts(
+    config: Config,
+    timeouts: Timeouts,
+    backend: Arc<dyn Backend>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let model = {
         let (path, b) = (config.model.clone(), backend.clone());
         tokio::task::spawn_blocking(move || b.load(&path))
@@ -201,6 +245,7 @@ pub async fn serve_with(
         next_id: AtomicU64::new(1),
         embeddings: Mutex::new(model.embeddings()),
         config,
+        timeouts,
     });
     let worker = worker::spawn(state.clone(), backend, model)?;
     if let (Some(f), Ok(addr)) = (&state.config.on_ready, listener.local_addr()) {
@@ -227,9 +272,7 @@ pub async fn serve_with(
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await?;
+    conn::serve_connections(listener, app, state.timeouts.header, signal).await;
     tokio::task::spawn_blocking(move || worker.join())
         .await
         .map_err(|e| ServerError::Worker(e.to_string()))?

@@ -213,7 +213,7 @@ async fn generate(
         s.metrics.rejected("shutting_down");
         return Err(ApiError::unavailable("the server is shutting down"));
     }
-    let bytes = read_body(&headers, body, s.config.body_limit).await?;
+    let bytes = read_body(&headers, body, s.config.body_limit, s.timeouts.body).await?;
     let mut sent = json_object(&bytes)?;
     crate::infotext_fill::apply(endpoint, &mut sent);
     let f = fields(&sent)?;
@@ -364,7 +364,7 @@ async fn set_options(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = read_body(&headers, body, s.config.body_limit).await?;
+    let bytes = read_body(&headers, body, s.config.body_limit, s.timeouts.body).await?;
     let mut sent = crate::options::check_new(json_object(&bytes)?)?;
     // check the settings Sumi reads before keeping any
     let mut merged = s.options_lock().clone();
@@ -419,7 +419,7 @@ async fn png_info(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = read_body(&headers, body, s.config.body_limit).await?;
+    let bytes = read_body(&headers, body, s.config.body_limit, s.timeouts.body).await?;
     let sent = json_object(&bytes)?;
     let image = match sent.get("image") {
         Some(Value::String(t)) => t.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::Value;
-use sumi_server::{Config, ServerError};
+use sumi_server::{Config, ServerError, Timeouts};
 use tokio::sync::oneshot;
 
 use crate::fake::Fake;
@@ -39,7 +39,12 @@ pub fn config(dir: &Path) -> Config {
 
 impl TestServer {
     /// Serves `config` on `fake` and waits until it answers.
-    pub fn start(mut config: Config, fake: Fake) -> Self {
+    pub fn start(config: Config, fake: Fake) -> Self {
+        Self::start_with(config, fake, Timeouts::default())
+    }
+
+    /// [`Self::start`] with other timeouts.
+    pub fn start_with(mut config: Config, fake: Fake, timeouts: Timeouts) -> Self {
         let (addr_tx, addr_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         config.on_ready = Some(Arc::new(move |a| {
@@ -57,7 +62,7 @@ impl TestServer {
                 let stop = async move {
                     let _ = stop_rx.await;
                 };
-                sumi_server::serve_with(config, backend, listener, stop).await
+                sumi_server::serve_with_timeouts(config, timeouts, backend, listener, stop).await
             })
         });
         let addr = match addr_rx.recv_timeout(Duration::from_secs(10)) {
