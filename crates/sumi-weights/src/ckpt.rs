@@ -8,7 +8,9 @@
 //! embeddings (`crate::embedding`) read their vectors from the same archive.
 //!
 //! Stored (uncompressed) records, which is what `torch.save` writes, are used straight from the
-//! memory map; compressed ones are inflated once.
+//! memory map; compressed ones are inflated once, each exactly to its declared size, and all of
+//! them together to no more than [`INFLATE_ALLOWANCE`] plus [`MAX_INFLATE_RATIO`] times their
+//! compressed bytes (checked from the zip's directory before anything is inflated).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +25,15 @@ use crate::pickle::{self, PickleError, TensorRef, Value};
 /// (a few hundred bytes per tensor: about 1 MB for an SD checkpoint with EMA and optimizer
 /// state, a few kilobytes for an embedding); the bytes live in the storage records.
 pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
+
+/// Inflated bytes an archive's compressed records may always use, whatever their ratio.
+pub const INFLATE_ALLOWANCE: u64 = 64 << 20;
+
+/// Beyond [`INFLATE_ALLOWANCE`], the largest ratio of inflated to compressed bytes over an
+/// archive's compressed storage records. Weights deflate by 1.1 to 1.3 (int64 index tensors
+/// by about 10); deflate's own limit is about 1032, reached only by runs of one byte value,
+/// which is what a zip bomb is made of.
+pub const MAX_INFLATE_RATIO: u64 = 16;
 
 /// Where a storage's bytes live.
 enum Record {
@@ -169,6 +180,48 @@ fn scan(path: &Path, zip: &mut Zip<'_>) -> Result<(Vec<u8>, HashMap<String, usiz
     Ok((pkl, entries))
 }
 
+/// Refuses an archive whose compressed storage records would inflate to more than
+/// [`INFLATE_ALLOWANCE`] + [`MAX_INFLATE_RATIO`] × their compressed size, as the zip's central
+/// directory declares them, counting the records whose size is their storage's (they are
+/// inflated to exactly that size, so these sizes bound the memory used).
+fn check_inflate_ratio(
+    path: &Path,
+    zip: &mut Zip<'_>,
+    entries: &HashMap<String, usize>,
+    declared: &BTreeMap<String, Declared>,
+) -> Result<()> {
+    let (mut inflated, mut compressed) = (0u64, 0u64);
+    for (key, d) in declared {
+        let (Some(dtype), Some(&i)) = (StorageDtype::from_torch_storage(&d.kind), entries.get(key))
+        else {
+            continue;
+        };
+        let f = zip
+            .by_index_raw(i)
+            .map_err(|e| bad(path, format!("storage record `{key}`: {e}")))?;
+        // a record whose size is not its storage's is refused by `read_records`, which names both
+        let fits = d.numel.checked_mul(dtype.size() as u64) == Some(f.size());
+        if fits && f.compression() != zip::CompressionMethod::Stored {
+            inflated = inflated.saturating_add(f.size());
+            compressed = compressed.saturating_add(f.compressed_size());
+        }
+    }
+    let limit = MAX_INFLATE_RATIO
+        .saturating_mul(compressed)
+        .saturating_add(INFLATE_ALLOWANCE);
+    if inflated > limit {
+        return Err(bad(
+            path,
+            format!(
+                "compressed storage records of {compressed} bytes would inflate to {inflated} \
+                 (more than {INFLATE_ALLOWANCE} + {MAX_INFLATE_RATIO} x the compressed size): \
+                 refused as a zip bomb"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The records of the declared storages, each exactly its declared size (element count ×
 /// element size): stored ones mapped, compressed ones inflated up to that size and no further.
 /// Records no storage declares are never read; a storage of unknown class or without a record
@@ -180,6 +233,7 @@ fn read_records(
     entries: &HashMap<String, usize>,
     declared: BTreeMap<String, Declared>,
 ) -> Result<HashMap<String, Record>> {
+    check_inflate_ratio(path, zip, entries, &declared)?;
     let mut records = HashMap::new();
     for (key, d) in declared {
         let (Some(dtype), Some(&i)) =
