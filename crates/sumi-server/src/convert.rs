@@ -1,6 +1,8 @@
 //! An A1111 request ([`GenerationFields`]) to a pipeline [`Request`]: API defaults applied,
-//! sampler names parsed (legacy "DPM++ SDE Karras" included), images decoded, every limit
-//! checked before the job is queued.
+//! sampler names parsed (legacy "DPM++ SDE Karras" included), every limit checked before the
+//! job is queued. Images are checked by their headers only (format, declared size, the
+//! request's pixel budget [`MAX_REQUEST_PIXELS`]); their pixels are decoded by the worker
+//! ([`Prepared::decode_uploads`]), once the job has been admitted, one job at a time.
 
 use sumi_pipeline::image::ResizeMode;
 use sumi_pipeline::request::{MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_SIDE, MAX_STEPS};
@@ -10,7 +12,7 @@ use sumi_pipeline::{
 };
 
 use crate::error::ApiError;
-use crate::images::{decode_base64, decode_image, decode_init_image};
+use crate::images::{decode_base64, Upload, MAX_REQUEST_PIXELS};
 use crate::models::{Endpoint, GenerationFields};
 use crate::options::GenOptions;
 
@@ -36,6 +38,51 @@ pub struct Prepared {
     pub denoising_strength: f64,
     /// Another checkpoint for this request only (set by the handler).
     pub checkpoint: Option<CheckpointSwitch>,
+    /// An img2img request's image files, not decoded yet: until [`Self::decode_uploads`], the
+    /// request's init image is empty and its mask a 1×1 stand-in.
+    pub uploads: Option<Uploads>,
+}
+
+/// An img2img request's image files, checked by their headers.
+#[derive(Debug, Clone)]
+pub struct Uploads {
+    /// `init_images[0]`.
+    pub init: Upload,
+    /// `mask`, when inpainting.
+    pub mask: Option<Upload>,
+}
+
+impl Prepared {
+    /// Decodes the uploaded images into the request (the worker does, at the job's turn) and
+    /// checks it again with them; 400 naming the field when an image's pixels cannot be
+    /// decoded. Nothing to do for txt2img or once done.
+    pub fn decode_uploads(&mut self) -> Result<(), ApiError> {
+        let Some(uploads) = self.uploads.take() else {
+            return Ok(());
+        };
+        let i = self
+            .request
+            .img2img
+            .as_mut()
+            .ok_or_else(|| ApiError::internal("images sent without an img2img request"))?;
+        i.init_image = uploads.init.decode_init_image()?;
+        match (uploads.mask, i.inpaint.as_mut()) {
+            (Some(m), Some(inpaint)) => inpaint.mask = m.decode_image()?,
+            (None, None) => {}
+            _ => return Err(ApiError::internal("a mask without its inpaint settings")),
+        }
+        validate(&self.request)
+    }
+}
+
+/// The pipeline's own checks of a request, as 422 naming the field.
+fn validate(request: &Request) -> Result<(), ApiError> {
+    request.validate().map_err(|e| match e {
+        PipelineError::Request { field, detail } => {
+            ApiError::invalid(format!("{}: {detail}", field.replace('-', "_")))
+        }
+        other => ApiError::invalid(other.to_string()),
+    })
 }
 
 /// `value` as a u32 in `lo..=hi`, else a 422 naming `field` and the limit.
@@ -112,50 +159,64 @@ pub fn prepare(
         img2img: None,
         inpainting_mask_weight: opts.inpainting_mask_weight,
     };
+    let mut uploads = None;
     if endpoint == Endpoint::Img2Img {
-        request.img2img = Some(img2img(f)?);
+        let (i, u) = img2img(f)?;
+        request.img2img = Some(i);
+        uploads = Some(u);
     }
-    request.validate().map_err(|e| match e {
-        PipelineError::Request { field, detail } => {
-            ApiError::invalid(format!("{}: {detail}", field.replace('-', "_")))
-        }
-        other => ApiError::invalid(other.to_string()),
-    })?;
+    validate(&request)?;
     Ok(Prepared {
         request,
         send_images: f.send_images.unwrap_or(true),
         requested_seed,
         denoising_strength: f.denoising_strength.unwrap_or(0.75),
         checkpoint: None,
+        uploads,
     })
 }
 
-/// The img2img part: init image, resize mode, strength and the optional mask.
-fn img2img(f: &GenerationFields) -> Result<Img2Img, ApiError> {
+/// The img2img part: resize mode, strength and the optional mask settings, with the image
+/// files checked by their headers (the images themselves stand-ins until decoded).
+fn img2img(f: &GenerationFields) -> Result<(Img2Img, Uploads), ApiError> {
     let first = f
         .init_images
         .as_ref()
         .and_then(|v| v.first())
         .ok_or_else(|| ApiError::bad_request("init_images: Init image not found"))?;
-    let init_image = decode_init_image("init_images[0]", &decode_base64("init_images[0]", first)?)?;
+    let field = "init_images[0]";
+    let init = Upload::inspect(field, decode_base64(field, first)?)?;
     let mode = f.resize_mode.unwrap_or(0);
     let resize_mode = u8::try_from(mode)
         .ok()
         .and_then(ResizeMode::from_index)
         .ok_or_else(|| ApiError::invalid(format!("resize_mode: {mode} is outside 0..=3")))?;
-    let inpaint = match f.mask.as_deref().filter(|m| !m.is_empty()) {
+    let mask = match f.mask.as_deref().filter(|m| !m.is_empty()) {
         None => None,
-        Some(m) => Some(inpaint(
-            f,
-            decode_image("mask", &decode_base64("mask", m)?)?,
-        )?),
+        Some(m) => Some(Upload::inspect("mask", decode_base64("mask", m)?)?),
     };
-    Ok(Img2Img {
-        init_image,
+    if let Some(m) = &mask {
+        let total = init.pixels() + m.pixels();
+        if total > MAX_REQUEST_PIXELS {
+            let ((iw, ih), (mw, mh)) = (init.dimensions(), m.dimensions());
+            return Err(ApiError::invalid(format!(
+                "mask: {mw}x{mh} with the {iw}x{ih} init image makes {total} pixels, over the \
+                 limit of {MAX_REQUEST_PIXELS} pixels a request"
+            )));
+        }
+    }
+    let inpaint = match &mask {
+        None => None,
+        // the mask is decoded with the init image, once the job is admitted
+        Some(_) => Some(inpaint(f, image::DynamicImage::new_luma8(1, 1))?),
+    };
+    let i = Img2Img {
+        init_image: image::RgbImage::new(0, 0),
         resize_mode,
         denoising_strength: f.denoising_strength.unwrap_or(0.75),
         inpaint,
-    })
+    };
+    Ok((i, Uploads { init, mask }))
 }
 
 /// A1111's mask settings (`mask_blur` sets both blurs when given).

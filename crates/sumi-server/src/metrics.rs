@@ -69,7 +69,8 @@ impl Metrics {
         });
     }
 
-    /// A request was turned away (`reason`: `queue_full`, `shutting_down`).
+    /// A request was turned away (`reason`: `queue_full`, `shutting_down`, `bad_image`: an
+    /// uploaded image whose pixels could not be decoded at its job's turn).
     pub fn rejected(&self, reason: &'static str) {
         self.with(|c| *c.rejected.entry(reason).or_default() += 1);
     }
@@ -103,7 +104,7 @@ impl Metrics {
                 "# HELP sumi_rejected_total Requests turned away, by reason."
             );
             let _ = writeln!(s, "# TYPE sumi_rejected_total counter");
-            for r in ["queue_full", "shutting_down"] {
+            for r in ["queue_full", "shutting_down", "bad_image"] {
                 let n = c.rejected.get(r).copied().unwrap_or(0);
                 let _ = writeln!(s, "sumi_rejected_total{{reason=\"{r}\"}} {n}");
             }

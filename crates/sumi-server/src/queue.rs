@@ -54,6 +54,9 @@ pub enum Outcome {
     Generated(Result<Box<GenOutput>, JobFailure>),
     /// A model switch's result.
     Loaded(Result<(), String>),
+    /// The job was refused when its turn came (an uploaded image whose pixels cannot be
+    /// decoded): the answer to send.
+    Refused(crate::error::ApiError),
     /// The job never ran (its client went away, or the server is shutting down).
     Cancelled(&'static str),
 }

@@ -215,6 +215,7 @@ async fn generate(
     }
     let bytes = read_body(&headers, body, s.config.body_limit, s.timeouts.body).await?;
     let mut sent = json_object(&bytes)?;
+    drop(bytes);
     crate::infotext_fill::apply(endpoint, &mut sent);
     let f = fields(&sent)?;
     let opts = GenOptions::read(&s.options_lock(), f.override_settings.as_ref())?;
@@ -227,6 +228,8 @@ async fn generate(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     let params = echo(endpoint, &sent);
+    // a waiting job holds its image files once (in `prepared`), not the request's text too
+    drop(sent);
     match submit(&s, Task::Generate(Box::new(prepared)), false).await? {
         Outcome::Generated(Ok(out)) => Ok(Json(json!({
             "images": out.images,
@@ -239,6 +242,7 @@ async fn generate(
             e.message
         ))),
         Outcome::Cancelled(why) => Err(ApiError::unavailable(why)),
+        Outcome::Refused(e) => Err(e),
         Outcome::Loaded(_) => Err(ApiError::internal("unexpected worker answer")),
     }
 }
@@ -410,7 +414,9 @@ async fn switch_model(s: &Arc<AppState>, wanted: &str) -> Result<(), ApiError> {
             entry.name
         ))),
         Outcome::Cancelled(why) => Err(ApiError::unavailable(why)),
-        Outcome::Generated(_) => Err(ApiError::internal("unexpected worker answer")),
+        Outcome::Generated(_) | Outcome::Refused(_) => {
+            Err(ApiError::internal("unexpected worker answer"))
+        }
     }
 }
 

@@ -104,7 +104,14 @@ fn execute(
     cancel: &AtomicBool,
 ) -> Outcome {
     match task {
-        Task::Generate(p) => Outcome::Generated(generate_job(state, backend, model, &p, cancel)),
+        // the images are decoded now, the job admitted: one job's pixels at a time
+        Task::Generate(mut p) => match p.decode_uploads() {
+            Ok(()) => Outcome::Generated(generate_job(state, backend, model, &p, cancel)),
+            Err(e) => {
+                state.metrics.rejected("bad_image");
+                Outcome::Refused(e)
+            }
+        },
         Task::Load(path) => Outcome::Loaded(
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let m = backend.load(&path)?;

@@ -1,7 +1,7 @@
 //! `sumi-server`'s HTTP behaviour in process, against a fake backend (no model file, a few
 //! milliseconds a step): routing, request parsing, defaults and validation with every error
 //! status, the queue, progress, interrupt and skip, shutdown, metrics, auth, listings, slow
-//! clients.
+//! clients, uploaded images.
 //! End-to-end tests that spawn the real binary on a tiny model are in `sumi-cli/tests/serve_*`.
 
 mod api;
@@ -12,4 +12,5 @@ mod fake;
 mod listing;
 mod security;
 mod timeouts;
+mod uploads;
 mod worker;
