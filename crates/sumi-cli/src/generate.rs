@@ -71,6 +71,10 @@ pub struct Common {
     /// Textual-inversion embeddings folder.
     #[arg(long)]
     embeddings: Option<PathBuf>,
+    /// A folder of LoRA/LyCORIS files for `<lora:name:weight>` tags (searched recursively;
+    /// repeatable).
+    #[arg(long = "lora-dir", value_name = "DIR")]
+    lora_dirs: Vec<PathBuf>,
     /// An external VAE file.
     #[arg(long)]
     vae: Option<PathBuf>,
@@ -262,6 +266,7 @@ fn request(c: &Common, info: Option<&Parameters>, size: (u32, u32)) -> Result<Re
         batch_count: c.batch_count,
         exact_steps: false,
         img2img: None,
+        lora_hashes: info.and_then(|p| p.get("Lora hashes")).map(str::to_string),
         ..Default::default()
     })
 }
@@ -303,6 +308,7 @@ fn run(c: &Common, req: Request) -> Result<()> {
     )?;
     let opts = LoadOptions {
         embeddings: c.embeddings.clone(),
+        lora_dirs: c.lora_dirs.clone(),
         vae: c.vae.clone(),
         taesd_decoder: c.taesd_decoder.clone(),
         precision: c.precision,
@@ -336,7 +342,7 @@ fn run(c: &Common, req: Request) -> Result<()> {
         written += 1;
         Ok(())
     };
-    pipe.generate_each(
+    let warnings = pipe.generate_each(
         &req,
         &mut |p| {
             bar.update(p);
@@ -345,6 +351,9 @@ fn run(c: &Common, req: Request) -> Result<()> {
         &mut write,
     )?;
     bar.finish();
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }
 

@@ -31,6 +31,10 @@ pub struct Args {
     /// Textual-inversion embeddings folder.
     #[arg(long)]
     embeddings: Option<PathBuf>,
+    /// A folder of LoRA/LyCORIS files for `<lora:name:weight>` tags (searched recursively;
+    /// repeatable).
+    #[arg(long = "lora-dir", value_name = "DIR")]
+    lora_dirs: Vec<PathBuf>,
     /// An external VAE file.
     #[arg(long)]
     vae: Option<PathBuf>,
@@ -81,6 +85,7 @@ pub fn run(a: Args) -> Result<()> {
         models_dir: a.models_dir.clone(),
         load: LoadOptions {
             embeddings: a.embeddings.clone(),
+            lora_dirs: a.lora_dirs.clone(),
             vae: a.vae.clone(),
             precision: a.precision,
             ..Default::default()

@@ -63,6 +63,10 @@ pub(crate) struct BatchOutcome {
 
 /// Everything a batch shares with the other batches of its request.
 pub(crate) struct BatchInputs<'a> {
+    /// The U-Net with the job's networks merged.
+    pub unet: &'a sumi_models::UNet,
+    /// Infotext keys of the job's networks (`Lora hashes`), after the processing's own.
+    pub extra_params: &'a [(String, String)],
     /// The request.
     pub req: &'a Request,
     /// The sampler run.
@@ -145,7 +149,12 @@ impl Pipeline {
                     seed,
                     subseed,
                     latents: latents.get(i)?,
-                    extra_params: init.params.clone(),
+                    extra_params: init
+                        .params
+                        .iter()
+                        .chain(inputs.extra_params)
+                        .cloned()
+                        .collect(),
                 })
             })
             .collect::<Result<_>>()?;
@@ -156,7 +165,7 @@ impl Pipeline {
     fn guided_unet<'a>(&'a self, inputs: &'a BatchInputs<'_>) -> CfgDenoiser<'a> {
         let init = inputs.init;
         CfgDenoiser {
-            unet: &self.unet,
+            unet: inputs.unet,
             prediction: self.prediction(),
             schedule: &self.schedule,
             cond: inputs.conds.cond,

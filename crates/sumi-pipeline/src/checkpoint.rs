@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use sumi_models::{ClipConfig, ClipTextModel, UNet, UNetConfig, Vae, VaeConfig};
 use sumi_weights::layout::{TEXT_ENCODER, UNET, VAE};
-use sumi_weights::{detect, ModelFacts, Prediction, PredictionSource, Weights};
+use sumi_weights::{detect, ModelFacts, Prediction, PredictionSource, TensorPatch, Weights};
 
 use crate::error::{PipelineError, Result};
 
@@ -145,17 +145,38 @@ impl Checkpoint {
     /// bf16 compute path, which packs each weight as it is decoded (so that no more than one
     /// layer's f32 copy exists at a time).
     pub fn unet(&self, dtype: DType, dev: &Device) -> Result<UNet> {
+        self.unet_patched(dtype, dev, None)
+    }
+
+    /// [`Self::unet`] with `patch` applied to its weights as they are loaded (extra networks).
+    pub fn unet_patched(
+        &self,
+        dtype: DType,
+        dev: &Device,
+        patch: Option<&dyn TensorPatch>,
+    ) -> Result<UNet> {
         let vb = if dtype == DType::BF16 {
-            self.weights.var_builder(dtype, dev)
+            self.weights.var_builder_patched(dtype, dev, patch)
         } else {
-            self.weights.var_builder_preloaded(UNET, dtype, dev)?
+            self.weights
+                .var_builder_preloaded(UNET, dtype, dev, patch)?
         };
         UNet::new(vb.pp("unet"), self.unet_config()?).map_err(|e| self.model_err(e))
     }
 
     /// Builds the text encoder.
     pub fn clip(&self, dtype: DType, dev: &Device) -> Result<ClipTextModel> {
-        let vb = self.weights.var_builder(dtype, dev);
+        self.clip_patched(dtype, dev, None)
+    }
+
+    /// [`Self::clip`] with `patch` applied to its weights as they are loaded (extra networks).
+    pub fn clip_patched(
+        &self,
+        dtype: DType,
+        dev: &Device,
+        patch: Option<&dyn TensorPatch>,
+    ) -> Result<ClipTextModel> {
+        let vb = self.weights.var_builder_patched(dtype, dev, patch);
         ClipTextModel::new(vb.pp("text_encoder"), self.clip_config()?)
             .map_err(|e| self.model_err(e))
     }

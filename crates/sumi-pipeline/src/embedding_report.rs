@@ -62,7 +62,7 @@ pub struct EmbeddingReport {
 impl Pipeline {
     /// The width of the text encoder's vectors (what an embedding must have).
     pub fn text_encoder_width(&self) -> usize {
-        self.clip.config().hidden
+        self.clip_width
     }
 
     /// The embeddings this pipeline uses, and those of its embeddings folder it skipped (read

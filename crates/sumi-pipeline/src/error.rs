@@ -26,6 +26,14 @@ pub enum PipelineError {
         #[source]
         source: sumi_models::ModelError,
     },
+    /// An extra-network file that cannot be applied to this model.
+    #[error("{path}: {detail}")]
+    Network {
+        /// The network file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// A prompt A1111 refuses.
     #[error(transparent)]
     Prompt(#[from] sumi_prompt::PromptError),

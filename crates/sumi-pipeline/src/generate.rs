@@ -4,6 +4,7 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
@@ -21,6 +22,7 @@ use crate::embedding_report::{load_embeddings, EmbeddingReport};
 use crate::error::{PipelineError, Result};
 use crate::image::effective_size;
 use crate::init::LatentShape;
+use crate::networks::NetworkState;
 use crate::request::Request;
 
 /// How to load a pipeline.
@@ -37,6 +39,9 @@ pub struct LoadOptions {
     /// Compute precision of the U-Net, VAE and text encoder (default f32;
     /// [`Precision::auto`] picks bf16 where the CPU has bf16 dot products).
     pub precision: Precision,
+    /// Folders of LoRA/LyCORIS files, used by name in `<lora:name:…>` tags (A1111's
+    /// `--lora-dir`); searched recursively, in order.
+    pub lora_dirs: Vec<PathBuf>,
 }
 
 /// What a progress callback may ask of a running job (A1111's Interrupt and Skip buttons).
@@ -83,11 +88,19 @@ pub struct Generated {
 
 /// A loaded checkpoint with its networks, ready to generate.
 pub struct Pipeline {
-    /// What is known about the checkpoint (its file is closed once the networks are built).
+    /// What is known about the checkpoint.
     pub model: ModelIdentity,
-    pub(crate) unet: UNet,
+    /// The checkpoint, kept open (memory-mapped) to rebuild the U-Net and the text encoder
+    /// with extra networks merged.
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) weight_dtype: DType,
+    /// The U-Net as the last job's networks left it (`None` only while it is rebuilt).
+    pub(crate) unet: Mutex<Option<Arc<UNet>>>,
     pub(crate) vae: Vae,
-    pub(crate) clip: ClipTextModel,
+    /// The text encoder as the last job's networks left it.
+    pub(crate) clip: Mutex<Option<Arc<ClipTextModel>>>,
+    pub(crate) clip_width: usize,
+    pub(crate) networks: NetworkState,
     pub(crate) embeddings: Vec<Embedding>,
     pub(crate) embedding_report: EmbeddingReport,
     pub(crate) schedule: DiscreteSchedule,
@@ -111,8 +124,9 @@ impl Pipeline {
             None => checkpoint.vae(wdt, &device)?,
         };
         let clip = checkpoint.clip(wdt, &device)?;
+        let clip_width = clip.config().hidden;
         let (embeddings, embedding_report) = match &opts.embeddings {
-            Some(dir) => load_embeddings(dir, clip.config().hidden)?,
+            Some(dir) => load_embeddings(dir, clip_width)?,
             None => (Vec::new(), EmbeddingReport::default()),
         };
         Ok(Self {
@@ -130,10 +144,14 @@ impl Pipeline {
                 })
                 .transpose()?,
             model: checkpoint.identity(),
+            checkpoint,
+            weight_dtype: wdt,
             vae_path: opts.vae.clone(),
-            unet,
+            unet: Mutex::new(Some(Arc::new(unet))),
             vae,
-            clip,
+            clip: Mutex::new(Some(Arc::new(clip))),
+            clip_width,
+            networks: NetworkState::new(opts.lora_dirs.clone()),
             embeddings,
             embedding_report,
             schedule: DiscreteSchedule::sd(),
@@ -144,28 +162,31 @@ impl Pipeline {
     }
 
     /// Runs a request; `on_step` sees every sampler step and may stop the run early
-    /// ([`Stop`]); the images made until then are returned.
+    /// ([`Stop`]); the images made until then are returned, with the warnings of
+    /// [`Self::generate_each`].
     pub fn generate(
         &self,
         req: &Request,
         on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
-    ) -> Result<Vec<Generated>> {
+    ) -> Result<(Vec<Generated>, Vec<String>)> {
         let mut out = Vec::new();
-        self.generate_each(req, on_step, &mut |g| {
+        let warnings = self.generate_each(req, on_step, &mut |g| {
             out.push(g);
             Ok(())
         })?;
-        Ok(out)
+        Ok((out, warnings))
     }
 
     /// [`Self::generate`], handing each image to `on_image` as soon as its batch is decoded
-    /// (so a long run keeps what it has made if it stops later).
+    /// (so a long run keeps what it has made if it stops later). Returns the warnings: one
+    /// line for each thing the request asked for that was not applied (an unknown LoRA, an
+    /// extra network kind Sumi does not read, network keys that match no layer).
     pub fn generate_each(
         &self,
         req: &Request,
         on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
         on_image: &mut dyn FnMut(Generated) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         // 1. validate, and plan the sampler run as A1111 would
         req.validate()?;
         let size = effective_size(req.width, req.height);
@@ -174,27 +195,32 @@ impl Pipeline {
         let seed = fixed_seed(req.seed);
         let subseed = fixed_seed(req.subseed);
 
-        // 2. image in (with its mask): the source's latents, inpainting's blend and conditioning
+        // 2. extra networks merged into the U-Net and the text encoder
+        let active = self.activate_networks(req)?;
+
+        // 3. image in (with its mask): the source's latents, inpainting's blend and conditioning
         let init = self.prepare_init(req, shape, size, seed)?;
 
-        // 3. conditioning
+        // 4. conditioning
         let opts = ConditioningOptions {
             clip_skip: req.clip_skip,
             ..Default::default()
         };
         let te = TextEncoder::new(
-            &self.clip,
+            &active.clip,
             &self.device,
             &self.model.facts,
-            &self.embeddings,
+            &active.embeddings,
             opts,
         )?;
         let timeline = Timeline::new(req.steps);
         let cond = te.prompt(&req.prompt, &timeline)?;
         let uncond = te.negative(&req.negative_prompt, &timeline)?;
 
-        // 4. batch by batch: noise → sampler → decode → images
+        // 5. batch by batch: noise → sampler → decode → images
         let inputs = BatchInputs {
+            unet: &active.unet,
+            extra_params: &active.extra_params,
             req,
             plan: &plan,
             init: &init,
@@ -214,7 +240,7 @@ impl Pipeline {
                 break;
             }
         }
-        Ok(())
+        Ok(active.warnings)
     }
 
     /// The model's prediction type, in the sampler's terms.

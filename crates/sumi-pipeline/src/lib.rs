@@ -28,6 +28,7 @@ mod init;
 pub mod inpaint;
 mod inpaint_cond;
 pub mod mask;
+pub mod networks;
 pub mod png;
 pub mod preview;
 pub mod prompt_report;

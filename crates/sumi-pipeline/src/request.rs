@@ -179,6 +179,9 @@ pub struct Request {
     /// How strongly inpainting checkpoints see the masked source (A1111's
     /// `inpainting_mask_weight`, 0–1; 1 = the full mask).
     pub inpainting_mask_weight: f64,
+    /// The `Lora hashes` of the infotext the request was read from: a LoRA whose file's hash
+    /// differs from the one recorded is named in a warning.
+    pub lora_hashes: Option<String>,
 }
 
 impl Default for Request {
@@ -204,6 +207,7 @@ impl Default for Request {
             exact_steps: false,
             img2img: None,
             inpainting_mask_weight: 1.0,
+            lora_hashes: None,
         }
     }
 }

@@ -59,7 +59,8 @@ fn matches_the_reference() {
         };
         let out = pipe
             .generate(&req, &mut |_| std::ops::ControlFlow::Continue(()))
-            .unwrap();
+            .unwrap()
+            .0;
         let lat = Tensor::stack(
             &out.iter().map(|g| g.latents.clone()).collect::<Vec<_>>(),
             0,

@@ -78,7 +78,7 @@ fn nan_latents_fail_with_a1111s_unet_message() {
     };
     let mut go = |_: &sumi_pipeline::Progress<'_>| ControlFlow::Continue(());
     // the same request with a finite weight makes a picture
-    let ok = pipe.generate(&req("(cat:1.5)".into()), &mut go).unwrap();
+    let (ok, _) = pipe.generate(&req("(cat:1.5)".into()), &mut go).unwrap();
     assert_eq!(ok.len(), 1);
     let e = pipe
         .generate(&req(format!("(cat:1{})", "0".repeat(400))), &mut go)

@@ -45,6 +45,7 @@ fn request(mask: Option<DynamicImage>, full_res: bool) -> Request {
 
 fn run(p: &Pipeline, req: &Request) -> sumi_pipeline::Result<Vec<sumi_pipeline::Generated>> {
     p.generate(req, &mut |_| std::ops::ControlFlow::Continue(()))
+        .map(|(images, _)| images)
 }
 
 fn flat(v: u8, w: u32, h: u32) -> DynamicImage {

@@ -160,7 +160,8 @@ fn matches_the_reference() {
         let pipe = &loaded[arch];
         let out = pipe
             .generate(&req, &mut |_| std::ops::ControlFlow::Continue(()))
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(out.len(), c["batch"].as_u64().unwrap() as usize);
 
         // latents

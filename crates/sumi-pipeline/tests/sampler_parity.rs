@@ -173,7 +173,8 @@ fn compare(fx: &Fixture, label: &str, runs: Vec<(&serde_json::Value, Request)>) 
                 calls += 1;
                 ControlFlow::Continue(())
             })
-            .unwrap();
+            .unwrap()
+            .0;
         let lat = Tensor::stack(
             &out.iter().map(|g| g.latents.clone()).collect::<Vec<_>>(),
             0,

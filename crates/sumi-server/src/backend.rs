@@ -110,13 +110,14 @@ pub trait Model: Send {
     /// Runs `req`: `on_step` sees every sampler step and may stop the run
     /// ([`Stop::Interrupt`]: the current batch is handed over, later ones are not run;
     /// [`Stop::Skip`]: the current batch is handed over, the next one starts); `on_image` gets
-    /// each image as soon as its batch is done (an error from it ends the run).
+    /// each image as soon as its batch is done (an error from it ends the run). Returns the
+    /// warnings: what the request asked for and was not applied.
     fn generate(
         &self,
         req: &Request,
         on_step: &mut dyn FnMut(&Step) -> ControlFlow<Stop>,
         on_image: &mut dyn FnMut(Image) -> Result<(), String>,
-    ) -> Result<(), JobFailure>;
+    ) -> Result<Vec<String>, JobFailure>;
 
     /// The checkpoint's name (its file stem), for `sd_model_name`.
     fn name(&self) -> Option<String>;

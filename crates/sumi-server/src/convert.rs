@@ -158,6 +158,7 @@ pub fn prepare(
         exact_steps: opts.exact_steps,
         img2img: None,
         inpainting_mask_weight: opts.inpainting_mask_weight,
+        lora_hashes: None,
     };
     let mut uploads = None;
     if endpoint == Endpoint::Img2Img {

@@ -51,6 +51,8 @@ pub fn processed_js(p: &Prepared, out: &GenOutput) -> String {
         "clip_skip": req.clip_skip,
         "is_using_inpainting_conditioning": false,
         "version": format!("sumi-{}", env!("CARGO_PKG_VERSION")),
+        // Sumi's: what the request asked for and was not applied
+        "warnings": out.warnings,
     });
     obj.to_string()
 }

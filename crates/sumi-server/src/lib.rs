@@ -23,6 +23,7 @@ pub mod info;
 pub mod infotext_fill;
 pub mod lax;
 pub mod listing;
+pub mod loras;
 pub mod metrics;
 pub mod models;
 pub mod options;

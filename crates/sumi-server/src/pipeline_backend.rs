@@ -70,7 +70,7 @@ impl Model for PipelineModel {
         req: &Request,
         on_step: &mut dyn FnMut(&Step) -> ControlFlow<Stop>,
         on_image: &mut dyn FnMut(Image) -> Result<(), String>,
-    ) -> Result<(), JobFailure> {
+    ) -> Result<Vec<String>, JobFailure> {
         let mut step = |p: &Progress<'_>| {
             let preview = PreviewLatents::first(p).map(|latent| {
                 let previewer = self.previewer.clone();

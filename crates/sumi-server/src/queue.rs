@@ -45,6 +45,9 @@ pub struct GenOutput {
     pub job_timestamp: String,
     /// The response's `info`: A1111's `Processed.js()` JSON text.
     pub info: String,
+    /// What the request asked for and was not applied (an unknown LoRA, …): `info`'s
+    /// `warnings`.
+    pub warnings: Vec<String>,
 }
 
 /// What the worker answers.

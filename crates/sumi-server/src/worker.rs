@@ -273,7 +273,7 @@ fn generate(
     let r = model.generate(req, &mut on_step, &mut on_image);
     state.progress_lock().end();
     state.control.store(RUN, Ordering::SeqCst);
-    r?;
+    out.warnings = r?;
     if out.model_name.is_none() {
         out.model_name = model.name();
     }

@@ -22,4 +22,4 @@ pub use detect::{detect, Family, Heads, ModelFacts, Prediction, PredictionSource
 pub use dtype::StorageDtype;
 pub use error::{Result, WeightsError};
 pub use hash::{sha256_file, ModelHash};
-pub use store::{Format, Weights};
+pub use store::{Format, TensorPatch, Weights};

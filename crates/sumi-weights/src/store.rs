@@ -424,9 +424,21 @@ impl Weights {
 
     /// A candle `VarBuilder` over the canonical names, producing `dtype` tensors on `device`.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> candle_nn::VarBuilder<'_> {
+        self.var_builder_patched(dtype, device, None)
+    }
+
+    /// [`Self::var_builder`] whose tensors pass through `patch` (extra networks merged into
+    /// the weights as they are loaded), in their stored shape, before any reshape.
+    pub fn var_builder_patched<'a>(
+        &'a self,
+        dtype: DType,
+        device: &Device,
+        patch: Option<&'a dyn TensorPatch>,
+    ) -> candle_nn::VarBuilder<'a> {
         let backend = Backend {
             weights: self,
             cache: Mutex::new(HashMap::new()),
+            patch,
         };
         candle_nn::VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
     }
@@ -435,12 +447,13 @@ impl Weights {
     /// (decoding f16 weights to f32 is most of a network's load time). Each preloaded tensor
     /// is handed out once (the builder keeps no reference, so a network that converts a
     /// weight frees the decoded copy); asking again decodes it again.
-    pub fn var_builder_preloaded(
-        &self,
+    pub fn var_builder_preloaded<'a>(
+        &'a self,
         prefix: &str,
         dtype: DType,
         device: &Device,
-    ) -> Result<candle_nn::VarBuilder<'_>> {
+        patch: Option<&'a dyn TensorPatch>,
+    ) -> Result<candle_nn::VarBuilder<'a>> {
         use rayon::prelude::*;
         let names: Vec<&str> = self.names().filter(|n| n.starts_with(prefix)).collect();
         let cache = names
@@ -450,6 +463,7 @@ impl Weights {
         let backend = Backend {
             weights: self,
             cache: Mutex::new(cache),
+            patch,
         };
         Ok(candle_nn::VarBuilder::from_backend(
             Box::new(backend),
@@ -459,9 +473,41 @@ impl Weights {
     }
 }
 
+/// A change applied to some tensors as a network is built from the weights (extra networks
+/// merged into the checkpoint's weights).
+pub trait TensorPatch: Send + Sync {
+    /// Whether the canonical tensor `name` is changed.
+    fn touches(&self, name: &str) -> bool;
+    /// The changed tensor: `original` is the stored tensor (stored shape, the builder's
+    /// dtype); the result must have its shape and dtype.
+    fn patch(&self, name: &str, original: Tensor) -> candle_core::Result<Tensor>;
+}
+
 struct Backend<'a> {
     weights: &'a Weights,
     cache: Mutex<HashMap<String, Tensor>>,
+    patch: Option<&'a dyn TensorPatch>,
+}
+
+impl Backend<'_> {
+    /// `t` through the patch, when it touches `name`.
+    fn patched(&self, name: &str, t: Tensor) -> candle_core::Result<Tensor> {
+        match self.patch {
+            Some(p) if p.touches(name) => {
+                let (shape, dtype) = (t.shape().clone(), t.dtype());
+                let out = p.patch(name, t)?;
+                if out.shape() != &shape || out.dtype() != dtype {
+                    candle_core::bail!(
+                        "patch of {name} changed it from {shape:?} {dtype:?} to {:?} {:?}",
+                        out.shape(),
+                        out.dtype()
+                    );
+                }
+                Ok(out)
+            }
+            _ => Ok(t),
+        }
+    }
 }
 
 impl candle_nn::var_builder::SimpleBackend for Backend<'_> {
@@ -482,25 +528,26 @@ impl candle_nn::var_builder::SimpleBackend for Backend<'_> {
                 _ => None,
             }
         };
-        match cached {
-            Some(t) => {
-                // shape checks as `load_shaped` (only trailing unit dimensions may differ)
-                self.weights
-                    .check_shape(name, s.dims())
-                    .map_err(candle_core::Error::wrap)?;
-                t.reshape(s)
-            }
-            _ => self
+        // shape checks as `load_shaped` (only trailing unit dimensions may differ)
+        self.weights
+            .check_shape(name, s.dims())
+            .map_err(candle_core::Error::wrap)?;
+        let t = match cached {
+            Some(t) => t,
+            None => self
                 .weights
-                .load_shaped(name, s.dims(), dtype, dev)
-                .map_err(candle_core::Error::wrap),
-        }
+                .load(name, dtype, dev)
+                .map_err(candle_core::Error::wrap)?,
+        };
+        self.patched(name, t)?.reshape(s)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.weights
+        let t = self
+            .weights
             .load(name, dtype, dev)
-            .map_err(candle_core::Error::wrap)
+            .map_err(candle_core::Error::wrap)?;
+        self.patched(name, t)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

@@ -171,7 +171,7 @@ impl Model for FakeModel {
         req: &Request,
         on_step: &mut dyn FnMut(&Step) -> ControlFlow<Stop>,
         on_image: &mut dyn FnMut(Image) -> Result<(), String>,
-    ) -> Result<(), JobFailure> {
+    ) -> Result<Vec<String>, JobFailure> {
         let shared = &self.fake.shared;
         shared
             .runs
@@ -245,7 +245,12 @@ impl Model for FakeModel {
                 break;
             }
         }
-        Ok(())
+        // a prompt asking for a warning gets one (the `info` warnings channel)
+        Ok(if req.prompt.contains("WARN") {
+            vec![format!("the fake warns about {:?}", req.prompt)]
+        } else {
+            Vec::new()
+        })
     }
 
     fn name(&self) -> Option<String> {

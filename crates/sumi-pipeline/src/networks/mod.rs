@@ -1,0 +1,224 @@
+//! The extra-networks stage (A1111's built-in Lora extension): the `<lora:…>` tags of the
+//! prompt resolved in the LoRA folders, read against the loaded model and merged into the
+//! U-Net's and the text encoder's weights before the job runs, as A1111 merges them by default;
+//! `Lora hashes` for the infotext; a warning for every tag or key not applied.
+
+mod activation;
+mod deps;
+mod patch;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use deps::TargetIndex;
+use sumi_models::{ClipTextModel, UNet};
+use sumi_weights::embedding::Embedding;
+use sumi_weights::TensorPatch;
+
+pub use activation::{activations, Activations, LoraActivation};
+pub use deps::NetworkOnDisk;
+pub(crate) use state::NetworkState;
+
+use crate::error::Result;
+use crate::generate::Pipeline;
+use crate::request::Request;
+use patch::{LayerNetwork, MergePatch};
+use state::{layers, Resolved, SetKey};
+
+/// The networks in force for one job.
+pub(crate) struct Active {
+    /// The U-Net with the job's networks merged.
+    pub unet: Arc<UNet>,
+    /// The text encoder with the job's networks merged.
+    pub clip: Arc<ClipTextModel>,
+    /// The embedding folder's embeddings and the networks' bundled ones.
+    pub embeddings: Vec<Embedding>,
+    /// `Lora hashes` for the infotext, when any network has one.
+    pub extra_params: Vec<(String, String)>,
+    /// What was asked and not applied.
+    pub warnings: Vec<String>,
+}
+
+/// The network files in `dirs` as A1111 lists them (`list_available_networks`).
+pub fn list_loras(dirs: &[std::path::PathBuf]) -> Result<Vec<NetworkOnDisk>> {
+    Ok(deps::NetworkLibrary::scan(dirs)?.all().to_vec())
+}
+
+impl Pipeline {
+    /// The LoRAs in the LoRA folders (A1111's `/sdapi/v1/loras`), listed on first use.
+    pub fn loras(&self) -> Result<Vec<NetworkOnDisk>> {
+        self.networks.list()
+    }
+
+    /// The LoRA folders listed again (A1111's `/sdapi/v1/refresh-loras`).
+    pub fn refresh_loras(&self) -> Result<Vec<NetworkOnDisk>> {
+        self.networks.refresh()
+    }
+
+    /// Brings the U-Net and the text encoder to the networks `prompt` asks for (rebuilding only
+    /// the one whose set changed) and says what is in force.
+    pub(crate) fn activate_networks(&self, req: &Request) -> Result<Active> {
+        let asked = activations(&req.prompt)?;
+        let mut warnings = asked.warnings;
+        let resolved = if asked.loras.is_empty() {
+            Vec::new()
+        } else {
+            let index = TargetIndex::new(self.checkpoint.weights.names(), self.model.facts.family);
+            self.networks
+                .resolve(&asked.loras, &index, self.clip_width, &mut warnings)?
+        };
+        for r in &resolved {
+            warnings.extend(r.read.notes.iter().cloned());
+        }
+        if let Some(recorded) = &req.lora_hashes {
+            warnings.extend(hash_mismatches(&resolved, recorded));
+        }
+        let unet = self.unet_with(&resolved, &mut warnings)?;
+        let clip = self.clip_with(&resolved, &mut warnings)?;
+        let mut embeddings = self.embeddings.clone();
+        for r in &resolved {
+            for e in &r.read.embeddings {
+                if embeddings.iter().any(|x| x.name == e.name) {
+                    warnings.push(format!(
+                        "Skip bundle embedding: \"{}\" as it was already loaded from embeddings folder",
+                        e.name
+                    ));
+                } else {
+                    embeddings.push(e.clone());
+                }
+            }
+        }
+        Ok(Active {
+            unet,
+            clip,
+            embeddings,
+            extra_params: lora_hashes(&resolved),
+            warnings,
+        })
+    }
+
+    fn unet_with(&self, resolved: &[Resolved], warnings: &mut Vec<String>) -> Result<Arc<UNet>> {
+        let (layers, key) = layers(resolved, false);
+        let build = |patch: Option<&dyn TensorPatch>| {
+            self.checkpoint
+                .unet_patched(self.weight_dtype, &self.device, patch)
+        };
+        let slots = (&self.unet, &self.networks.unet_set);
+        self.rebuilt(slots, key, layers, build, warnings)
+    }
+
+    fn clip_with(
+        &self,
+        resolved: &[Resolved],
+        warnings: &mut Vec<String>,
+    ) -> Result<Arc<ClipTextModel>> {
+        let (layers, key) = layers(resolved, true);
+        let build = |patch: Option<&dyn TensorPatch>| {
+            self.checkpoint
+                .clip_patched(self.weight_dtype, &self.device, patch)
+        };
+        let slots = (&self.clip, &self.networks.clip_set);
+        self.rebuilt(slots, key, layers, build, warnings)
+    }
+
+    /// The network in `slot`, rebuilt with `layers` merged when the set it holds is not `key`.
+    /// The old one is dropped first (never two in memory); a build that fails leaves the
+    /// checkpoint's own network in the slot and the error.
+    fn rebuilt<T>(
+        &self,
+        (slot, set): (&Mutex<Option<Arc<T>>>, &Mutex<SetKey>),
+        key: SetKey,
+        layers: HashMap<String, Vec<LayerNetwork>>,
+        build: impl Fn(Option<&dyn TensorPatch>) -> Result<T>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Arc<T>> {
+        let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let (true, Some(current)) = (*set == key, slot.as_ref()) {
+            return Ok(current.clone());
+        }
+        *slot = None;
+        set.clear();
+        let patch = MergePatch::new(&self.checkpoint.weights, layers);
+        let built = match build(Some(&patch)) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                *slot = Some(Arc::new(build(None)?));
+                return Err(e);
+            }
+        };
+        warnings.extend(patch.errors_line());
+        for m in patch.dropped_bias() {
+            warnings.push(format!(
+                "{m}: the network's bias is not applied (the layer has none)"
+            ));
+        }
+        *slot = Some(built.clone());
+        *set = key;
+        Ok(built)
+    }
+}
+
+/// A1111's `Lora hashes`: `name: shorthash` per network loaded (the name as the prompt gives
+/// it, `:` and `,` removed; a name once), joined with `, `.
+fn lora_hashes(resolved: &[Resolved]) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for r in resolved {
+        let Some(hash) = &r.read.shorthash else {
+            continue;
+        };
+        let name: String = r
+            .tag
+            .name
+            .chars()
+            .filter(|c| !matches!(c, ':' | ','))
+            .collect();
+        match entries.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => *v = hash.clone(),
+            None => entries.push((name, hash.clone())),
+        }
+    }
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let list: Vec<String> = entries.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    vec![("Lora hashes".to_string(), list.join(", "))]
+}
+
+/// A1111's reading of an infotext's `Lora hashes` (`lora_script.infotext_pasted`): items split
+/// on `,`, each `name: hash` split at its first `:`, both trimmed.
+fn recorded_hashes(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|item| {
+            let (name, hash) = item.trim().split_once(':')?;
+            Some((name.trim().to_string(), hash.trim().to_string()))
+        })
+        .collect()
+}
+
+/// A warning for each LoRA whose file's short hash is not the one `recorded` (an infotext's
+/// `Lora hashes`) gives for its name.
+fn hash_mismatches(resolved: &[Resolved], recorded: &str) -> Vec<String> {
+    let recorded = recorded_hashes(recorded);
+    let mut out = Vec::new();
+    for r in resolved {
+        let name: String = r
+            .tag
+            .name
+            .chars()
+            .filter(|c| !matches!(c, ':' | ','))
+            .collect();
+        let Some((_, want)) = recorded.iter().rev().find(|(k, _)| *k == name) else {
+            continue;
+        };
+        let have = r.read.shorthash.as_deref().unwrap_or("?");
+        if !have.eq_ignore_ascii_case(want) {
+            out.push(format!(
+                "Lora {name}: {} has hash {have}, the infotext records {want}: the picture may differ",
+                r.file.path.display()
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,185 @@
+//! The merge of the active networks into a network's weights as it is built: A1111's
+//! `network_apply_weights` for every layer a network touches, computed from the checkpoint's
+//! own tensors (so a build without networks is the checkpoint exactly: the restore is exact).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::deps::{merge, NetworkModule};
+use candle_core::{DType, Tensor};
+use sumi_weights::{TensorPatch, Weights};
+
+/// One network's module on one layer, with the multiplier and rank limit in force.
+#[derive(Clone)]
+pub(crate) struct LayerNetwork {
+    /// The network's name as the prompt gives it (for A1111's "Networks with errors").
+    pub name: String,
+    /// The module.
+    pub module: Arc<NetworkModule>,
+    /// The network's text encoder or U-Net multiplier, as the layer belongs to either.
+    pub multiplier: f64,
+    /// The network's `dyn` rank limit.
+    pub dyn_dim: Option<usize>,
+}
+
+/// The layers the active networks change (canonical module prefix → its networks in prompt
+/// order), as a [`TensorPatch`] over the checkpoint's weights.
+pub(crate) struct MergePatch<'a> {
+    weights: &'a Weights,
+    layers: HashMap<String, Vec<LayerNetwork>>,
+    /// A tensor merged with its layer's other tensor, until the builder asks for it.
+    pending: Mutex<HashMap<String, Tensor>>,
+    /// Layers whose networks add a bias the layer does not have (not applied).
+    dropped_bias: Mutex<Vec<String>>,
+    /// Per network name, the layers it failed on.
+    errors: Mutex<Vec<(String, usize)>>,
+}
+
+impl<'a> MergePatch<'a> {
+    /// The patch of `layers` over `weights`.
+    pub fn new(weights: &'a Weights, layers: HashMap<String, Vec<LayerNetwork>>) -> Self {
+        Self {
+            weights,
+            layers,
+            pending: Mutex::new(HashMap::new()),
+            dropped_bias: Mutex::new(Vec::new()),
+            errors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Layers whose networks produced a bias for a layer without one (the network's bias
+    /// part is not applied there).
+    pub fn dropped_bias(&self) -> Vec<String> {
+        let mut v = self
+            .dropped_bias
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn split(name: &str) -> Option<(&str, bool)> {
+        if let Some(m) = name.strip_suffix(".weight") {
+            Some((m, true))
+        } else {
+            name.strip_suffix(".bias").map(|m| (m, false))
+        }
+    }
+
+    fn merged(
+        &self,
+        module: &str,
+        is_weight: bool,
+        original: Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let nets = &self.layers[module];
+        let dtype = original.dtype();
+        let device = original.device().clone();
+        let f32 = |t: Tensor| t.to_dtype(DType::F32);
+        let wname = format!("{module}.weight");
+        let bname = format!("{module}.bias");
+        let wrap = candle_core::Error::wrap;
+        let (weight, given_bias) = if is_weight {
+            (f32(original)?, None)
+        } else {
+            let w = self
+                .weights
+                .load(&wname, DType::F32, &device)
+                .map_err(wrap)?;
+            (w, Some(f32(original)?))
+        };
+        let bias = match given_bias {
+            Some(b) => Some(b),
+            None if self.weights.contains(&bname) => Some(
+                self.weights
+                    .load(&bname, DType::F32, &device)
+                    .map_err(wrap)?,
+            ),
+            None => None,
+        };
+        let had_bias = bias.is_some();
+        let (w, b) = self.fold(weight, bias, nets);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match (is_weight, b) {
+            (true, Some(b)) if had_bias => {
+                pending.insert(bname, b.to_dtype(dtype)?);
+            }
+            (true, Some(_)) => self
+                .dropped_bias
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(module.to_string()),
+            (false, Some(b)) => {
+                pending.insert(wname, w.to_dtype(dtype)?);
+                return b.to_dtype(dtype);
+            }
+            _ => {}
+        }
+        w.to_dtype(dtype)
+    }
+}
+
+impl MergePatch<'_> {
+    /// A1111's `network_apply_weights`: each network in order merges into the weight the
+    /// previous ones left; a network that fails on this layer is left out of it and counted
+    /// ("Networks with errors").
+    fn fold(
+        &self,
+        mut weight: Tensor,
+        mut bias: Option<Tensor>,
+        nets: &[LayerNetwork],
+    ) -> (Tensor, Option<Tensor>) {
+        for n in nets {
+            match merge(
+                &weight,
+                bias.as_ref(),
+                &[(n.module.as_ref(), n.multiplier, n.dyn_dim)],
+            ) {
+                Ok((w, b)) => {
+                    weight = w;
+                    bias = b;
+                }
+                Err(_) => {
+                    let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+                    match errors.iter_mut().find(|(k, _)| *k == n.name) {
+                        Some((_, c)) => *c += 1,
+                        None => errors.push((n.name.clone(), 1)),
+                    }
+                }
+            }
+        }
+        (weight, bias)
+    }
+
+    /// A1111's `Networks with errors: name (count), …` line, when any layer failed.
+    pub fn errors_line(&self) -> Option<String> {
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        (!errors.is_empty()).then(|| {
+            let list: Vec<String> = errors.iter().map(|(k, v)| format!("{k} ({v})")).collect();
+            format!("Networks with errors: {}", list.join(", "))
+        })
+    }
+}
+
+impl TensorPatch for MergePatch<'_> {
+    fn touches(&self, name: &str) -> bool {
+        Self::split(name).is_some_and(|(m, _)| self.layers.contains_key(m))
+    }
+
+    fn patch(&self, name: &str, original: Tensor) -> candle_core::Result<Tensor> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Some(t) = pending {
+            return Ok(t);
+        }
+        match Self::split(name) {
+            Some((module, is_weight)) => self.merged(module, is_weight, original),
+            None => Ok(original),
+        }
+    }
+}
