@@ -1,6 +1,9 @@
 //! Images in and out of JSON: base64 (with or without a `data:image/…;base64,` prefix) to
 //! file bytes, an [`Upload`] checked by its header (format, declared size) before the job is
 //! queued, its pixels decoded by the worker when the job's turn comes; PNG bytes to base64.
+//!
+//! Uploads stay in memory: an init image is handed to the pipeline's file loader as an
+//! anonymous in-memory file (`memfd`), never written to a temporary folder.
 
 use std::fmt;
 
@@ -126,16 +129,12 @@ impl Upload {
     }
 
     /// Decodes it as an init image exactly as `sumi img2img --init-image` decodes a file (EXIF
-    /// orientation, transparency flattened onto white): the pipeline's loader reads it from a
-    /// private temporary file. 400 when the pixels cannot be decoded.
+    /// orientation, transparency flattened onto white): the pipeline's loader reads it from an
+    /// anonymous in-memory file. 400 when the pixels cannot be decoded.
     pub fn decode_init_image(&self) -> Result<RgbImage, ApiError> {
-        let file = tempfile::NamedTempFile::new()
-            .and_then(|mut f| {
-                std::io::Write::write_all(&mut f, &self.bytes)?;
-                Ok(f)
-            })
-            .map_err(|e| ApiError::internal(format!("cannot buffer the image: {e}")))?;
-        sumi_pipeline::image::load_init_image(file.path(), MAX_IMAGE_PIXELS).map_err(|e| match e {
+        let file = MemFile::new(&self.bytes)
+            .map_err(|e| ApiError::internal(format!("cannot hold the image in memory: {e}")))?;
+        sumi_pipeline::image::load_init_image(&file.path(), MAX_IMAGE_PIXELS).map_err(|e| match e {
             sumi_pipeline::PipelineError::ImageTooLarge {
                 width,
                 height,
@@ -170,6 +169,47 @@ fn decode_reason(e: &image::ImageError) -> String {
             format!("image file is truncated ({e})")
         }
         _ => format!("not a readable image ({e})"),
+    }
+}
+
+/// An anonymous in-memory file holding an upload, for loaders that read files: a `memfd` on
+/// Linux (it lives in memory and ends with its last descriptor: a killed server leaves nothing
+/// behind); elsewhere a private temporary file, removed when dropped.
+struct MemFile {
+    #[cfg(target_os = "linux")]
+    fd: std::os::fd::OwnedFd,
+    #[cfg(not(target_os = "linux"))]
+    file: tempfile::NamedTempFile,
+}
+
+impl MemFile {
+    fn new(bytes: &[u8]) -> std::io::Result<Self> {
+        #[cfg(target_os = "linux")]
+        {
+            let fd = rustix::fs::memfd_create("sumi-upload", rustix::fs::MemfdFlags::CLOEXEC)?;
+            let mut file = std::fs::File::from(fd);
+            std::io::Write::write_all(&mut file, bytes)?;
+            Ok(Self { fd: file.into() })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut file = tempfile::NamedTempFile::new()?;
+            std::io::Write::write_all(&mut file, bytes)?;
+            Ok(Self { file })
+        }
+    }
+
+    /// A path that opens it (from its start, whatever was read before).
+    fn path(&self) -> std::path::PathBuf {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            std::path::PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.file.path().to_path_buf()
+        }
     }
 }
 
