@@ -22,6 +22,17 @@ pub enum ModelError {
         /// What is wrong.
         detail: String,
     },
+    /// An extra network's parts do not fit each other or the layer they change (the shapes
+    /// come from the network file).
+    #[error("{module} network, {part}: {detail}")]
+    Network {
+        /// The module type (`LoRA`, `LoHa`, …) or `merge`.
+        module: &'static str,
+        /// The network part (`lora_up.weight`, `alpha`, …) or `layer`.
+        part: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// A precision name that is not `f32`, `bf16` or `auto`.
     #[error("unknown precision `{0}` (expected f32, bf16 or auto)")]
     UnknownPrecision(String),

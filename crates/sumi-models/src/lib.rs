@@ -5,6 +5,7 @@
 pub mod clip;
 pub mod error;
 mod kernels;
+pub mod networks;
 pub mod nn;
 pub mod precision;
 pub mod taesd;
@@ -14,6 +15,7 @@ pub mod vae;
 
 pub use clip::{ClipConfig, ClipTextModel};
 pub use error::{ModelError, Result};
+pub use networks::NetworkModule;
 pub use precision::Precision;
 pub use taesd::{TaesdDecoder, TaesdEncoder};
 pub use unet::{UNet, UNetConfig};
