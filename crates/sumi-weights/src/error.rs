@@ -112,6 +112,14 @@ pub enum WeightsError {
         /// The stored dtype.
         dtype: String,
     },
+    /// A LoRA/LyCORIS network file that cannot be used (see [`crate::lora`]).
+    #[error("{path}: cannot use this network (LoRA/LyCORIS) file: {detail}")]
+    BadNetwork {
+        /// The file.
+        path: PathBuf,
+        /// The problem.
+        detail: String,
+    },
     /// An error from the tensor library.
     #[error("{path}: tensor `{name}`: {source}")]
     Tensor {

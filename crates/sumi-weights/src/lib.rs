@@ -14,6 +14,7 @@ pub mod embedding;
 pub mod error;
 pub mod hash;
 pub mod layout;
+pub mod lora;
 pub mod pickle;
 pub mod safetensors;
 pub mod store;

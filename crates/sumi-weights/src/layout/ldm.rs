@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 
 use super::{clip_key, open_clip, rename_inner, rename_prefix, Mapped, TEXT_ENCODER, UNET, VAE};
+use crate::detect::Family;
 
 /// Prefix of the U-Net in LDM files.
 pub const UNET_PREFIX: &str = "model.diffusion_model.";
@@ -221,6 +222,64 @@ pub fn map_key(key: &str, open_clip_layers: usize) -> Vec<Mapped> {
         return open_clip::map_key(rest, open_clip_layers);
     }
     Vec::new()
+}
+
+/// [`UNET_RESNET`] read backwards (diffusers `ResnetBlock2D` → LDM `ResBlock`).
+fn unet_resnet_back(tail: &str) -> String {
+    let back: Vec<(&str, &str)> = UNET_RESNET.iter().map(|&(a, b)| (b, a)).collect();
+    rename_inner(tail, &back)
+}
+
+fn unet_key_back(rest: &str) -> Option<String> {
+    let (src, dst, kind) = unet_table()
+        .iter()
+        .find(|(_, d, _)| rest.starts_with(d.as_str()))?;
+    let tail = &rest[dst.len()..];
+    let tail = if *kind == Block::Resnet {
+        unet_resnet_back(tail)
+    } else {
+        tail.to_string()
+    };
+    Some(format!("{UNET_PREFIX}{src}{tail}"))
+}
+
+fn vae_key_back(rest: &str) -> String {
+    let mut name = rest.to_string();
+    if let Some(i) = name.find("mid_block.attentions.0.") {
+        let cut = i + "mid_block.attentions.0.".len();
+        let back: Vec<(&str, &str)> = VAE_ATTN.iter().map(|&(a, b)| (b, a)).collect();
+        let inner = rename_inner(&name[cut..], &back);
+        name = format!("{}{inner}", &name[..cut]);
+    } else if name.contains("resnets.") {
+        name = name.replace(".conv_shortcut.", ".nin_shortcut.");
+    }
+    let back: Vec<(String, String)> = vae_table()
+        .iter()
+        .map(|(a, b)| (b.clone(), a.clone()))
+        .collect();
+    let name = rename_prefix(&name, &back).unwrap_or(name);
+    format!("{VAE_PREFIX}{name}")
+}
+
+/// The inverse of [`map_key`]: the LDM key a canonical tensor comes from (for the q/k/v
+/// tensors of an SD2 text encoder, the fused `in_proj_*` key and which third it is), or
+/// `None` for names outside the U-Net, the VAE and the text encoder. SD1 text-encoder keys
+/// come back with the `text_model.` prefix A1111's checkpoints use.
+pub fn unmap_key(canonical: &str, family: Family) -> Option<Mapped> {
+    if let Some(rest) = canonical.strip_prefix(UNET) {
+        return unet_key_back(rest).map(Mapped::whole);
+    }
+    if let Some(rest) = canonical.strip_prefix(VAE) {
+        return Some(Mapped::whole(vae_key_back(rest)));
+    }
+    let rest = canonical.strip_prefix(TEXT_ENCODER)?;
+    match family {
+        Family::Sd1 => Some(Mapped::whole(format!("{CLIP_PREFIX}text_model.{rest}"))),
+        Family::Sd2 => open_clip::unmap_key(rest).map(|m| Mapped {
+            name: format!("{OPEN_CLIP_PREFIX}{}", m.name),
+            part: m.part,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,38 @@ pub fn map_key(rest: &str, layers: usize) -> Vec<Mapped> {
         .unwrap_or_default()
 }
 
+/// The inverse of [`map_key`] for a canonical name without its `text_encoder.` prefix: the
+/// open_clip key (without `cond_stage_model.model.`), and for q/k/v which third of the fused
+/// `in_proj_*` tensor it is.
+pub fn unmap_key(rest: &str) -> Option<Mapped> {
+    let whole = |s: &str| Some(Mapped::whole(s.to_string()));
+    match rest {
+        "embeddings.token_embedding.weight" => return whole("token_embedding.weight"),
+        "embeddings.position_embedding.weight" => return whole("positional_embedding"),
+        "final_layer_norm.weight" => return whole("ln_final.weight"),
+        "final_layer_norm.bias" => return whole("ln_final.bias"),
+        _ => {}
+    }
+    let (n, inner) = rest.strip_prefix("encoder.layers.")?.split_once('.')?;
+    let n: usize = n.parse().ok()?;
+    let layer = format!("transformer.resblocks.{n}.");
+    if let Some(t) = inner.strip_prefix("self_attn.") {
+        for (i, p) in ["q_proj.", "k_proj.", "v_proj."].iter().enumerate() {
+            if let Some(kind) = t.strip_prefix(p) {
+                return Some(Mapped {
+                    name: format!("{layer}attn.in_proj_{kind}"),
+                    part: Some((i, 3)),
+                });
+            }
+        }
+    }
+    RESBLOCK.iter().find_map(|(s, d)| {
+        inner
+            .strip_prefix(d)
+            .map(|t| Mapped::whole(format!("{layer}{s}{t}")))
+    })
+}
+
 /// The number of resblocks among `keys` (open_clip keys without the model prefix).
 pub fn count_layers<'a>(keys: impl Iterator<Item = &'a str>) -> usize {
     keys.filter_map(|k| k.strip_prefix("transformer.resblocks."))
