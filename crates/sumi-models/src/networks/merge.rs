@@ -7,8 +7,6 @@ use super::common::{broadcast_shape, err};
 use super::NetworkModule;
 use crate::error::{ModelError, Result};
 
-const NAME: &str = "merge";
-
 /// One network that could not be merged into the layer, as A1111 logs and counts it
 /// ("Networks with errors: name (count)").
 #[derive(Debug)]
@@ -47,7 +45,7 @@ pub fn merge(
     let mut b = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
     for (module, multiplier, dyn_dim) in modules {
         let (new_w, ex_bias) = merge_weight(&w, module, *multiplier, *dyn_dim)?;
-        b = merge_bias(&new_w, b.as_ref(), ex_bias)?;
+        b = merge_bias(module.kind().name(), &new_w, b.as_ref(), ex_bias)?;
         w = new_w;
     }
     Ok((w, b))
@@ -74,7 +72,7 @@ pub fn merge_each(
             }
         };
         w = new_w;
-        match merge_bias(&w, b.as_ref(), ex_bias) {
+        match merge_bias(module.kind().name(), &w, b.as_ref(), ex_bias) {
             Ok(nb) => b = nb,
             Err(error) => failures.push(MergeFailure { index, error }),
         }
@@ -93,11 +91,12 @@ fn merge_weight(
     multiplier: f64,
     dyn_dim: Option<usize>,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    let name = module.kind().name();
     let (mut updown, ex_bias) = module.calc_updown(weight, multiplier, dyn_dim)?;
     if weight.rank() == 4 && weight.dims()[1] == 9 {
         if updown.rank() < 3 {
             return Err(err(
-                NAME,
+                name,
                 "updown",
                 format!(
                     "shape {:?} cannot take the inpainting pad (5 zero channels)",
@@ -110,7 +109,7 @@ fn merge_weight(
     }
     if broadcast_shape(weight.dims(), updown.dims()).as_deref() != Some(weight.dims()) {
         return Err(err(
-            NAME,
+            name,
             "updown",
             format!(
                 "shape {:?} does not add to the layer's weight {:?}",
@@ -125,6 +124,7 @@ fn merge_weight(
 /// `bias + ex_bias`, or `ex_bias` as the new bias (it must then have one value per output
 /// channel; A1111 takes any shape and fails later, in the layer's forward).
 fn merge_bias(
+    name: &'static str,
     weight: &Tensor,
     bias: Option<&Tensor>,
     ex_bias: Option<Tensor>,
@@ -137,7 +137,7 @@ fn merge_bias(
             let out = weight.dims().first().copied().unwrap_or(0);
             if ex.dims() != [out] {
                 return Err(err(
-                    NAME,
+                    name,
                     "ex_bias",
                     format!(
                         "shape {:?} cannot be the bias of a layer with {} output channels",
@@ -151,7 +151,7 @@ fn merge_bias(
         Some(b) => {
             if broadcast_shape(b.dims(), ex.dims()).as_deref() != Some(b.dims()) {
                 return Err(err(
-                    NAME,
+                    name,
                     "ex_bias",
                     format!(
                         "shape {:?} does not add to the layer's bias {:?}",

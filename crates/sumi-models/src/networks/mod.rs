@@ -54,6 +54,20 @@ pub enum ModuleKind {
 }
 
 impl ModuleKind {
+    /// The short name errors use (`"LoRA"`, `"LoHa"`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lora => "LoRA",
+            Self::Hada => "LoHa",
+            Self::Ia3 => "IA3",
+            Self::Lokr => "LoKr",
+            Self::Full => "full",
+            Self::Norm => "norm",
+            Self::Glora => "GLoRA",
+            Self::Oft => "OFT",
+        }
+    }
+
     /// A1111's class name (`"NetworkModuleLora"`, …).
     pub fn class_name(self) -> &'static str {
         match self {
