@@ -30,7 +30,7 @@ fn net(dir: &Path, rel: &str, metadata: &[(&str, &str)]) -> PathBuf {
 }
 
 fn names(lib: &NetworkLibrary) -> Vec<String> {
-    lib.all().map(|n| n.name.clone()).collect()
+    lib.all().iter().map(|n| n.name.clone()).collect()
 }
 
 #[test]
@@ -95,7 +95,8 @@ fn names_aliases_and_forbidden_aliases_resolve_as_a1111() {
     // a later file takes the name; the earlier one's alias still finds the earlier file
     assert_eq!(path("y"), Some(two.join("y.safetensors")));
     assert_eq!(path("why"), Some(one.join("y.safetensors")));
-    assert_eq!(lib.all().filter(|e| e.name == "y").count(), 1);
+    assert_eq!(lib.all().iter().filter(|e| e.name == "y").count(), 1);
+    assert_eq!(lib.all()[5].path, two.join("y.safetensors"));
 }
 
 /// The bytes the pinned hashes were computed on: an 8-byte header length (48), a 48-byte JSON

@@ -87,10 +87,13 @@ impl NetworkOnDisk {
 /// The networks of the LoRA folders, with A1111's name and alias tables.
 #[derive(Debug, Default)]
 pub struct NetworkLibrary {
-    /// Every file registered, in scan order (an alias may still point to a file whose name a
-    /// later file took over).
+    /// Every file registered: after the scan, the `available` networks first (by name, in the
+    /// order names were first seen), then the files that a later file of the same name
+    /// displaced and only an alias still reaches.
     files: Vec<NetworkOnDisk>,
-    /// `available_networks`: name → file, in the order names were first seen.
+    /// How many of `files` are A1111's `available_networks`.
+    available: usize,
+    /// During the scan: `available_networks` as (name, file), in the order names were first seen.
     names: Vec<(String, usize)>,
     by_name: HashMap<String, usize>,
     /// `available_network_aliases`: name or alias → file.
@@ -132,6 +135,7 @@ impl NetworkLibrary {
                 }
             }
         }
+        lib.arrange();
         Ok(lib)
     }
 
@@ -212,6 +216,35 @@ impl NetworkLibrary {
         self.aliases.insert(alias, i);
     }
 
+    /// Puts the available networks first, in the order of their names, so that [`Self::all`]
+    /// is a slice; the displaced files follow.
+    fn arrange(&mut self) {
+        let n = self.files.len();
+        let mut order: Vec<usize> = self.names.iter().map(|&(_, i)| i).collect();
+        let mut listed = vec![false; n];
+        for &i in &order {
+            listed[i] = true;
+        }
+        order.extend((0..n).filter(|&i| !listed[i]));
+        let mut new_index = vec![0; n];
+        for (new, &old) in order.iter().enumerate() {
+            new_index[old] = new;
+        }
+        let mut old: Vec<Option<NetworkOnDisk>> = std::mem::take(&mut self.files)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.files = order
+            .iter()
+            .filter_map(|&i| old.get_mut(i).and_then(Option::take))
+            .collect();
+        for i in self.by_name.values_mut().chain(self.aliases.values_mut()) {
+            *i = new_index[*i];
+        }
+        self.available = self.names.len();
+        self.names.clear();
+    }
+
     /// The file a prompt's `<lora:NAME:…>` means (A1111's `load_networks`): by file name
     /// when `NAME` lowercased is a forbidden alias, else by alias or name.
     pub fn find(&self, name: &str) -> Option<&NetworkOnDisk> {
@@ -225,8 +258,8 @@ impl NetworkLibrary {
 
     /// The networks by name (A1111's `available_networks`, what `/sdapi/v1/loras` lists), in
     /// the order names were first found; a name found twice gives its later file.
-    pub fn all(&self) -> impl Iterator<Item = &NetworkOnDisk> + '_ {
-        self.names.iter().map(|&(_, i)| &self.files[i])
+    pub fn all(&self) -> &[NetworkOnDisk] {
+        self.files.get(..self.available).unwrap_or(&[])
     }
 
     /// The name A1111 puts in prompts for `entry` (`get_alias` with the default "Alias from
