@@ -41,7 +41,7 @@ warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 torch.set_num_threads(2)
 ROOT = os.path.dirname(os.path.dirname(HERE))
-ARCH_SEED = {"sd1": 100, "sd2-v": 400}
+ARCH_SEED = {"sd1": 100, "sd1-inpaint": 200, "sd2-v": 400}  # make_tiny_models' seeds
 
 
 class Ctx:
@@ -457,6 +457,18 @@ def make_sd2_files(ctx, out):
 # ---------------------------------------------------------------------------------------------
 # cases
 
+def canonical_header(path):
+    """Rewrite a safetensors header with sorted keys: safetensors writes `__metadata__` in hash
+    order, which would make the files (and their sha256) differ from run to run."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header + raw[8 + n:])
+
+
 def read_network_file(path):
     if path.endswith(".safetensors"):
         return load_file(path)
@@ -507,11 +519,13 @@ def merge_cases():
                  "locon", "loha", "lokr", "lokr_full", "ia3", "full", "norm", "glora", "glora_lycoris4", "diag_oft", "boft", "dora"]:
         c.append(case_spec(f"sd1_{stem}", "sd1", (stem, 1.0, 1.0, None)))
     c.append(case_spec("sd1_alias_f16", "sd1", ("compvis_alias", 0.8, 0.8, None)))
-    c.append(case_spec("sd1_dyn", "sd1", ("lora_kohya", 1.0, 1.0, 2)))
+    c.append(case_spec("sd1_dyn", "sd1", ("lora_bundle", 1.0, 1.0, 1)))  # rank 2 -> first rank only
     c.append(case_spec("sd1_two_te_unet", "sd1", ("lora_kohya", 0.5, 1.2, None), ("loha", 1.0, -0.6, None)))
     c.append(case_spec("sd1_order", "sd1", ("dora", 0.7, 1.0, None), ("ia3", 1.0, 1.0, None),
                        ("glora", 1.0, 0.5, None), ("lora_kohya", 1.0, 1.0, None)))
     c.append(case_spec("sd1_oft_then_lora", "sd1", ("diag_oft", 1.0, 1.3, None), ("lora_peft", 0.4, 0.9, None)))
+    # an SD1 LoRA on the inpainting model: conv_in's 4-channel updown padded to 9 input channels
+    c.append(case_spec("sd1inpaint_lora_conv", "sd1-inpaint", ("lora_conv", 1.0, 0.8, None)))
     c.append(case_spec("sd2v_lora_te_unet", "sd2-v", ("lora_sd2", 0.6, 1.4, None)))
     c.append(case_spec("sd2v_partial", "sd2-v", ("lora_sd2_partial", 1.0, 1.0, None)))
     c.append(case_spec("sd2v_two", "sd2-v", ("loha_sd2", 0.7, 1.3, None), ("lora_sd2", 1.0, 0.5, None)))
@@ -614,6 +628,7 @@ def run_e2e(ctxs, out, files, bpe, cases_out):
                                   latents_rel_change_vs_no_networks=round(dlat, 4),
                                   image_mean_abs_change_vs_no_networks=round(float(diff.mean()), 3)))
     save_file(tensors, os.path.join(out, "e2e.safetensors"))
+    canonical_header(os.path.join(out, "e2e.safetensors"))
 
 
 def main():
@@ -625,6 +640,8 @@ def main():
     files.update(make_sd1_files(ctxs["sd1"], out))
     files.update(make_sd2_files(ctxs["sd2-v"], out))
     for rel, info in files.items():
+        if rel.endswith(".safetensors"):
+            canonical_header(os.path.join(out, rel))
         info["arch"] = rel.split("/")[0]
         info.update(file_info(os.path.join(out, rel)))
         info["name"] = os.path.splitext(os.path.basename(rel))[0]
@@ -661,6 +678,7 @@ def main():
         cases.append(spec)
         print(f"{spec['name']}: {len(changed)} tensors changed, errors {errors}, |dW|/|W| {spec['rel_change']}")
     save_file(expected, os.path.join(out, "expected.safetensors"))
+    canonical_header(os.path.join(out, "expected.safetensors"))
     e2e = []
     run_e2e(ctxs, out, files, bpe, e2e)
     with open(os.path.join(out, "cases.json"), "w") as f:
