@@ -196,9 +196,12 @@ impl InpaintArgs {
 fn infotext(c: &Common) -> Result<Option<Parameters>> {
     let text = match (&c.infotext, &c.from_png) {
         (Some(t), _) => t.clone(),
-        (None, Some(p)) => sumi_pipeline::png::read_parameters(p)
-            .with_context(|| format!("--from-png {}", p.display()))?
-            .with_context(|| format!("--from-png: {} has no A1111 parameters", p.display()))?,
+        (None, Some(p)) => {
+            crate::inputs::bounded_file(p, "--from-png", crate::inputs::MAX_PNG_BYTES)?;
+            sumi_pipeline::png::read_parameters(p)
+                .with_context(|| format!("--from-png {}", p.display()))?
+                .with_context(|| format!("--from-png: {} has no A1111 parameters", p.display()))?
+        }
         (None, None) => return Ok(None),
     };
     Ok(Some(parse_generation_parameters(&text)))
@@ -271,8 +274,24 @@ fn request(c: &Common, info: Option<&Parameters>, size: (u32, u32)) -> Result<Re
     })
 }
 
+/// Refuses FIFOs, devices and sockets among the files and folders a run reads, before
+/// anything opens them (opening a FIFO would wait for a writer forever).
+fn check_inputs(c: &Common) -> Result<()> {
+    crate::inputs::model(&c.model, "--model")?;
+    for (p, what) in [(&c.vae, "--vae"), (&c.taesd_decoder, "--taesd-decoder")] {
+        if let Some(p) = p {
+            crate::inputs::file(p, what)?;
+        }
+    }
+    if let Some(d) = &c.embeddings {
+        crate::inputs::folder(d, "--embeddings")?;
+    }
+    Ok(())
+}
+
 /// Runs `sumi txt2img`.
 pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
+    check_inputs(&a.common)?;
     let info = infotext(&a.common)?;
     let req = request(&a.common, info.as_ref(), (512, 512))?;
     run(&a.common, req)
@@ -280,6 +299,11 @@ pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
 
 /// Runs `sumi img2img`.
 pub fn img2img(a: Img2ImgArgs) -> Result<()> {
+    check_inputs(&a.common)?;
+    crate::inputs::file(&a.init_image, "--init-image")?;
+    if let Some(m) = &a.inpaint.mask {
+        crate::inputs::file(m, "--mask")?;
+    }
     let resize_mode: ResizeMode = a.resize_mode.parse().context("--resize-mode")?;
     let init = load_init_image(&a.init_image, MAX_INIT_PIXELS).context("--init-image")?;
     let info = infotext(&a.common)?;

@@ -1,10 +1,14 @@
 //! `sumi`: Stable Diffusion from the command line.
 
 mod generate;
+mod inputs;
 mod model_info;
 mod png_info;
 mod prompt;
 mod serve;
+mod terminal;
+
+use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +57,8 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // stdout closed by the reader (`sumi png-info x.png | head -0`): nothing left to say
+        Err(e) if terminal::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // one line, the option or file first, then each cause
             let mut msg = String::new();
@@ -65,7 +71,12 @@ fn main() -> std::process::ExitCode {
                     msg.push_str(&cause);
                 }
             }
-            eprintln!("error: {msg}");
+            // file data in the message is escaped; a closed stderr leaves only the exit status
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                terminal::escape_controls(&msg)
+            );
             std::process::ExitCode::from(2)
         }
     }

@@ -21,13 +21,14 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
+    crate::inputs::model(&a.path, "model-info")?;
     let ck = Checkpoint::open(&a.path, a.prediction)
         .with_context(|| format!("cannot identify {}", a.path.display()))?;
     let report = CheckpointReport::of(&ck)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        crate::terminal::println(&serde_json::to_string_pretty(&report.to_json())?)?;
     } else {
-        print!("{report}");
+        crate::terminal::print(&report.to_string())?;
     }
     Ok(())
 }

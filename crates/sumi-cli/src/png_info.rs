@@ -15,15 +15,17 @@ pub struct Args {
     json: bool,
 }
 
-/// Runs the command.
+/// Runs the command: a regular file of at most [`crate::inputs::MAX_PNG_BYTES`] is read,
+/// and its text printed with control characters escaped.
 pub fn run(a: Args) -> Result<()> {
+    crate::inputs::bounded_file(&a.path, "png-info", crate::inputs::MAX_PNG_BYTES)?;
     let text = sumi_pipeline::png::read_parameters(&a.path)
         .with_context(|| format!("cannot read {}", a.path.display()))?
         .with_context(|| format!("{} carries no A1111 parameters", a.path.display()))?;
     if a.json {
-        println!("{}", parse_generation_parameters(&text).to_json());
+        crate::terminal::println(&parse_generation_parameters(&text).to_json().to_string())?;
     } else {
-        println!("{text}");
+        crate::terminal::println(&text)?;
     }
     Ok(())
 }

@@ -42,20 +42,27 @@ pub fn run(a: Args) -> Result<()> {
     let read =
         ReadPrompt::new(&a.prompt, a.steps, a.negative).context("A1111 refuses this prompt")?;
     let ck = match &a.model {
-        Some(p) => Some(
-            Checkpoint::open(p, None).with_context(|| format!("cannot open {}", p.display()))?,
-        ),
+        Some(p) => {
+            crate::inputs::model(p, "--model")?;
+            Some(
+                Checkpoint::open(p, None)
+                    .with_context(|| format!("cannot open {}", p.display()))?,
+            )
+        }
         None => None,
     };
     let encoding = ReportEncoding {
         emphasis: a.emphasis,
         clip_skip: a.clip_skip,
     };
+    if let Some(d) = &a.embeddings {
+        crate::inputs::folder(d, "--embeddings")?;
+    }
     let report = PromptReport::new(read, ck.as_ref(), a.embeddings.as_deref(), encoding)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json()?)?);
+        crate::terminal::println(&serde_json::to_string_pretty(&report.to_json()?)?)?;
     } else {
-        print!("{report}");
+        crate::terminal::print(&report.to_string())?;
     }
     Ok(())
 }
