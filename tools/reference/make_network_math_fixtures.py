@@ -674,6 +674,55 @@ def build_cases():
     return C
 
 
+def build_error_cases():
+    """Parts A1111 refuses: (name, layer kind, parts). The stage it fails at is recorded:
+    `load` (create_module: the whole network fails to load) or `apply` (calc_updown or the add:
+    a RuntimeError is logged and the network skipped on that layer; another exception fails the
+    generation)."""
+    E = []
+
+    def add(name, kind, parts):
+        E.append((name, kind, parts))
+
+    add("err_lora_inner", "linear", {"lora_up.weight": r(OUT, 4), "lora_down.weight": r(3, IN)})
+    add("err_lora_on_norm", "norm", {"lora_up.weight": r(OUT, 2), "lora_down.weight": r(2, OUT)})
+    add("err_lora_down_3d_conv", "conv3x3", {"lora_up.weight": r(OUT, 2, 1, 1), "lora_down.weight": r(2, IN, 3)})
+    add("err_lora_3x3_on_1x1", "conv1x1", {"lora_up.weight": r(OUT, 2, 1, 1), "lora_down.weight": r(2, IN, 3, 3)})
+    add("err_lora_mid_linear", "linear", {"lora_up.weight": r(OUT, 2), "lora_down.weight": r(2, IN),
+                                          "lora_mid.weight": r(2, 2, 3, 3)})
+    add("err_lora_alpha_2", "linear", {"lora_up.weight": r(OUT, 2), "lora_down.weight": r(2, IN), "alpha": r(2)})
+    add("err_inpaint_9ch_lora", "inpaint", {"lora_up.weight": r(OUT, 2, 1, 1), "lora_down.weight": r(2, 9, 3, 3)})
+    add("err_lokr_conv_kron", "conv3x3", {"lokr_w1": r(2, 2), "lokr_w2": r(3, 3, 3, 3)})
+    add("err_lokr_linear_small", "linear", {"lokr_w1": r(2, 2), "lokr_w2": r(3, 3)})
+    add("err_oft_blocks_count", "linear", {"oft_blocks": r(3, 4, 4)})
+    add("err_oft_diag_size", "linear", {"oft_diag": r(2, 3, 3)})
+    add("err_boft_blocks", "linear", {"oft_blocks": r(2, 3, 4, 4)})
+    add("err_oft_on_norm", "norm", {"oft_blocks": r(2, 4, 4)})
+    add("err_oft_rescale", "linear", {"oft_blocks": r(2, 4, 4), "rescale": r(3)})
+    add("err_ia3_out_conv3x3", "conv3x3", {"weight": r(OUT), "on_input": s(0)})
+    add("err_ia3_no_on_input", "linear", {"weight": r(OUT)})
+    add("err_glora_conv1x1", "conv1x1", {"a1.weight": r(2, IN, 1, 1), "a2.weight": r(IN, 2, 1, 1),
+                                         "b1.weight": r(2, IN, 1, 1), "b2.weight": r(OUT, 2, 1, 1), "alpha": s(1.0)})
+    add("err_hada_t1", "conv3x3", {"hada_w1_a": r(2, OUT), "hada_w1_b": r(2, IN), "hada_w2_a": r(OUT, 2),
+                                   "hada_w2_b": r(2, IN), "hada_t1": r(3, 2, 3, 3)})
+    add("err_dora_on_norm", "norm", {"diff": r(OUT), "dora_scale": r(OUT)})
+    add("err_full_bias_shape", "linear", {"diff": r(OUT, IN), "diff_b": r(3)})
+    return E
+
+
+def run_error_case(layer, parts):
+    """The stage A1111 fails at and the exception's class."""
+    try:
+        module = create_module(Network(), NetworkWeights("diffusion_model_x", dict(parts), layer))
+    except Exception as e:  # noqa: BLE001 - any exception fails the network's load
+        return "load", type(e).__name__
+    try:
+        apply_weights(layer, [module])
+    except Exception as e:  # noqa: BLE001
+        return "apply", type(e).__name__
+    return None, None
+
+
 def main():
     out_dir = sys.argv[1]
     os.makedirs(out_dir, exist_ok=True)
@@ -707,12 +756,32 @@ def main():
             tensors[f"{name}/out_bias"] = layer.bias.detach().clone()
         cases.append({"name": name, "layer": kind, "bias": bias, "out_bias": layer.bias is not None,
                       "networks": net_meta})
+    errors = []
+    for name, kind, parts in build_error_cases():
+        layer = make_layer(kind)
+        with torch.no_grad():
+            layer.weight.copy_(r(*layer.weight.shape))
+            if layer.bias is not None:
+                layer.bias.copy_(r(*layer.bias.shape))
+        tensors[f"{name}/weight"] = layer.weight.detach().clone()
+        if layer.bias is not None:
+            tensors[f"{name}/bias"] = layer.bias.detach().clone()
+        for k, v in parts.items():
+            tensors[f"{name}/net0/{k}"] = v.clone()
+        stage, exc = run_error_case(layer, parts)
+        if stage is None:
+            raise AssertionError(f"{name}: A1111's restatement accepts it")
+        # What the layer holds after the failure (a failing bias add leaves the weight merged).
+        tensors[f"{name}/out_weight"] = layer.weight.detach().clone()
+        errors.append({"name": name, "layer": kind, "bias": layer.bias is not None, "parts": sorted(parts),
+                       "stage": stage, "exception": exc})
     tensors = {k: v.detach().float().contiguous() for k, v in tensors.items()}
     save_file(tensors, os.path.join(out_dir, "cases.safetensors"))
     with open(os.path.join(out_dir, "cases.json"), "w") as f:
         json.dump({"generator": "tools/reference/make_network_math_fixtures.py",
-                   "source": "A1111 v1.10.1 extensions-builtin/Lora", "cases": cases}, f, indent=1)
-    print(f"{len(cases)} cases, {len(tensors)} tensors")
+                   "source": "A1111 v1.10.1 extensions-builtin/Lora", "cases": cases,
+                   "errors": errors}, f, indent=1)
+    print(f"{len(cases)} cases, {len(errors)} error cases, {len(tensors)} tensors")
 
 
 if __name__ == "__main__":

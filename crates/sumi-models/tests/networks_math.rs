@@ -32,68 +32,106 @@ struct Case {
 
 const TOL: f64 = 1e-6;
 
-fn load() -> (Vec<Case>, HashMap<String, Tensor>) {
+/// A set of network parts A1111 refuses, and where: `load` (the network fails to load) or
+/// `apply` (the network is skipped on the layer).
+#[derive(Debug)]
+struct Refusal {
+    name: String,
+    layer: String,
+    bias: bool,
+    parts: Vec<String>,
+    stage: String,
+}
+
+struct Fixture {
+    cases: Vec<Case>,
+    refusals: Vec<Refusal>,
+    tensors: HashMap<String, Tensor>,
+}
+
+fn load() -> Fixture {
     let dir = fixture::fixtures().join("networks_math");
     let path = dir.join("cases.json");
     let doc = fixture::read_json(&path).unwrap_or_else(|e| panic!("{e}"));
-    let cases = fixture::Cases::from_document(&path, &doc, "/cases")
-        .and_then(|c| c.exactly(62))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_vec();
+    let list = |pointer: &str, n: usize| {
+        fixture::Cases::from_document(&path, &doc, pointer)
+            .and_then(|c| c.exactly(n))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_vec()
+    };
+    let (cases, refusals) = (list("/cases", 62), list("/errors", 20));
     // The cases are read as the document's own JSON values (this crate does not depend on
-    // serde to derive a case type): this line fixes their type to the document's.
-    let _same_type = [&cases[0], &doc];
+    // serde to derive a case type): these lines fix their type to the document's.
+    let _same_type = [&cases[0], &refusals[0], &doc];
+    let text = |v: &_, k: &str| -> String {
+        let v: &_ = v;
+        let _same: [&_; 2] = [v, &doc];
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("field {k}: {v}"))
+            .to_string()
+    };
+    let flag = |v: &_, k: &str| -> bool {
+        let v: &_ = v;
+        let _same: [&_; 2] = [v, &doc];
+        v[k].as_bool().unwrap_or_else(|| panic!("field {k}: {v}"))
+    };
+    let names = |v: &_| -> Vec<String> {
+        let v: &_ = v;
+        let _same: [&_; 2] = [v, &doc];
+        v["parts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no parts: {v}"))
+            .iter()
+            .map(|p| {
+                p.as_str()
+                    .unwrap_or_else(|| panic!("part name: {p}"))
+                    .to_string()
+            })
+            .collect()
+    };
     let cases = cases
         .iter()
         .map(|c| {
-            let text = |k: &str| {
-                c[k].as_str()
-                    .unwrap_or_else(|| panic!("case field {k}: {c}"))
-                    .to_string()
-            };
-            let flag = |v: &_, k: &str| -> bool {
-                let v: &_ = v;
-                let _same: [&_; 2] = [v, &doc];
-                v[k].as_bool().unwrap_or_else(|| panic!("field {k}: {v}"))
-            };
             let networks = c["networks"]
                 .as_array()
                 .unwrap_or_else(|| panic!("case without networks: {c}"))
                 .iter()
                 .map(|n| Net {
-                    parts: n["parts"]
-                        .as_array()
-                        .unwrap_or_else(|| panic!("network without parts: {n}"))
-                        .iter()
-                        .map(|p| {
-                            p.as_str()
-                                .unwrap_or_else(|| panic!("part name: {p}"))
-                                .to_string()
-                        })
-                        .collect(),
+                    parts: names(n),
                     multiplier: n["multiplier"]
                         .as_f64()
                         .unwrap_or_else(|| panic!("multiplier: {n}")),
                     dyn_dim: n["dyn_dim"].as_u64().map(|d| d as usize),
-                    kind: n["kind"]
-                        .as_str()
-                        .unwrap_or_else(|| panic!("kind: {n}"))
-                        .to_string(),
+                    kind: text(n, "kind"),
                     ex_bias: flag(n, "ex_bias"),
                 })
                 .collect();
             Case {
-                name: text("name"),
-                layer: text("layer"),
+                name: text(c, "name"),
+                layer: text(c, "layer"),
                 bias: flag(c, "bias"),
                 out_bias: flag(c, "out_bias"),
                 networks,
             }
         })
         .collect();
+    let refusals = refusals
+        .iter()
+        .map(|c| Refusal {
+            name: text(c, "name"),
+            layer: text(c, "layer"),
+            bias: flag(c, "bias"),
+            parts: names(c),
+            stage: text(c, "stage"),
+        })
+        .collect();
     let tensors =
         fixture::tensors(&dir.join("cases.safetensors")).unwrap_or_else(|e| panic!("{e}"));
-    (cases, tensors)
+    Fixture {
+        cases,
+        refusals,
+        tensors,
+    }
 }
 
 fn get<'a>(t: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
@@ -101,21 +139,25 @@ fn get<'a>(t: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
         .unwrap_or_else(|| panic!("fixture has no tensor {key}"))
 }
 
+/// Network `i`'s parts of fixture case `case`.
+fn parts(
+    case: &str,
+    i: usize,
+    names: &[String],
+    t: &HashMap<String, Tensor>,
+) -> BTreeMap<String, Tensor> {
+    names
+        .iter()
+        .map(|p| (p.clone(), get(t, &format!("{case}/net{i}/{p}")).clone()))
+        .collect()
+}
+
 fn modules(case: &Case, t: &HashMap<String, Tensor>) -> Vec<NetworkModule> {
     case.networks
         .iter()
         .enumerate()
         .map(|(i, net)| {
-            let parts: BTreeMap<String, Tensor> = net
-                .parts
-                .iter()
-                .map(|p| {
-                    (
-                        p.clone(),
-                        get(t, &format!("{}/net{i}/{p}", case.name)).clone(),
-                    )
-                })
-                .collect();
+            let parts = parts(&case.name, i, &net.parts, t);
             let m = NetworkModule::from_tensors(&parts)
                 .unwrap_or_else(|e| panic!("{}: {e}", case.name))
                 .unwrap_or_else(|| panic!("{}: no module type", case.name));
@@ -132,7 +174,9 @@ fn modules(case: &Case, t: &HashMap<String, Tensor>) -> Vec<NetworkModule> {
 
 #[test]
 fn every_type_matches_a1111() {
-    let (cases, t) = load();
+    let Fixture {
+        cases, tensors: t, ..
+    } = load();
     let mut worst: BTreeMap<String, f64> = BTreeMap::new();
     let mut plain: BTreeMap<String, f64> = BTreeMap::new();
     for case in &cases {
@@ -208,5 +252,63 @@ fn every_type_matches_a1111() {
             worst.contains_key(&format!("NetworkModule{kind}")),
             "no case of {kind}"
         );
+    }
+}
+
+#[test]
+fn what_a1111_refuses_is_an_error_at_the_same_stage() {
+    let Fixture {
+        refusals,
+        tensors: t,
+        ..
+    } = load();
+    for r in &refusals {
+        let weight = get(&t, &format!("{}/weight", r.name));
+        let bias = r.bias.then(|| get(&t, &format!("{}/bias", r.name)));
+        let loaded = NetworkModule::from_tensors(&parts(&r.name, 0, &r.parts, &t));
+        let module = match (r.stage.as_str(), loaded) {
+            ("load", Err(_)) => continue,
+            (_, Err(e)) => panic!(
+                "{} ({}): refused at load ({e}), A1111 at {}",
+                r.name, r.layer, r.stage
+            ),
+            (_, Ok(None)) => panic!("{}: no module type", r.name),
+            (_, Ok(Some(m))) => m,
+        };
+        let fits = module.check_layer(weight.dims());
+        match r.stage.as_str() {
+            "load" => assert!(
+                fits.is_err(),
+                "{} ({}): A1111 fails the load",
+                r.name,
+                r.layer
+            ),
+            "apply" => {
+                assert!(
+                    fits.is_ok(),
+                    "{} ({}): A1111 loads it: {fits:?}",
+                    r.name,
+                    r.layer
+                );
+                let merged = merge(weight, bias, &[(&module, 1.0, None)]);
+                assert!(
+                    merged.is_err(),
+                    "{} ({}): A1111 fails to apply it",
+                    r.name,
+                    r.layer
+                );
+                let out = merge_each(weight, bias, &[(&module, 1.0, None)]).unwrap();
+                assert_eq!(out.failures.len(), 1, "{}", r.name);
+                // What A1111 leaves: the weight as it was, or merged where only the bias failed.
+                let want = get(&t, &format!("{}/out_weight", r.name));
+                let e = rel_err(&out.weight, want);
+                assert!(
+                    e <= TOL,
+                    "{}: the weight A1111 leaves: rel err {e:e}",
+                    r.name
+                );
+            }
+            other => panic!("{}: unknown stage {other}", r.name),
+        }
     }
 }
