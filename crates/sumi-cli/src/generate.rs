@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -326,7 +326,7 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
 
 fn run(c: &Common, req: Request) -> Result<()> {
     req.validate()?;
-    let outputs = plan_outputs(
+    let mut outputs = crate::output::Outputs::plan(
         c.output.as_deref(),
         (req.batch_size * req.batch_count) as usize,
     )?;
@@ -350,20 +350,18 @@ fn run(c: &Common, req: Request) -> Result<()> {
         );
     }
     let mut bar = ProgressBar::new(c.quiet);
-    let mut written = 0usize;
     let mut write = |g: sumi_pipeline::Generated| -> sumi_pipeline::Result<()> {
-        let path = &outputs[written];
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| sumi_pipeline::PipelineError::OutputDir {
-                path: dir.to_path_buf(),
-                source: e,
-            })?;
-        }
         let info = pipe.infotext(&req, &g)?.to_string();
-        sumi_pipeline::png::write_png(path, &g.image, Some(&info))?;
+        let png = sumi_pipeline::png::encode_png(&g.image, Some(&info)).map_err(|reason| {
+            sumi_pipeline::PipelineError::PngWrite {
+                path: "outputs".into(),
+                reason,
+            }
+        })?;
+        let path = outputs.write(&png)?;
         eprint!("{}", if c.quiet { "" } else { "\n" });
-        println!("{} (seed {})", path.display(), g.seed);
-        written += 1;
+        // a closed stdout loses the names, not the images: the run goes on
+        let _ = crate::terminal::println(&format!("{} (seed {})", path.display(), g.seed));
         Ok(())
     };
     let warnings = pipe.generate_each(
@@ -379,45 +377,6 @@ fn run(c: &Common, req: Request) -> Result<()> {
         eprintln!("warning: {w}");
     }
     Ok(())
-}
-
-/// The files a run will write, checked up front so nothing is overwritten: `--output` as
-/// given for one image, `stem-0001.png`… for several; by default the next free numbers in
-/// ./outputs/.
-fn plan_outputs(output: Option<&Path>, n: usize) -> Result<Vec<PathBuf>> {
-    let paths: Vec<PathBuf> = match output {
-        Some(p) if n == 1 => vec![p.to_path_buf()],
-        Some(p) => {
-            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
-            let ext = p.extension().and_then(|s| s.to_str()).unwrap_or("png");
-            (1..=n)
-                .map(|i| p.with_file_name(format!("{stem}-{i:04}.{ext}")))
-                .collect()
-        }
-        None => {
-            let dir = PathBuf::from("outputs");
-            let next = std::fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_str()
-                        .and_then(|s| s.get(..5)?.parse::<u64>().ok())
-                })
-                .max()
-                .map_or(0, |m| m + 1);
-            (0..n as u64)
-                .map(|i| dir.join(format!("{:05}.png", next + i)))
-                .collect()
-        }
-    };
-    for p in &paths {
-        if p.exists() {
-            bail!("{} already exists; choose another --output", p.display());
-        }
-    }
-    Ok(paths)
 }
 
 /// A one-line progress display on stderr: batch, step, s/it, ETA.

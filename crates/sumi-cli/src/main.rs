@@ -3,6 +3,7 @@
 mod generate;
 mod inputs;
 mod model_info;
+mod output;
 mod png_info;
 mod prompt;
 mod serve;

@@ -1,7 +1,8 @@
 //! Issue 14's CLI leftovers through the binary: FIFOs and devices given as inputs are refused
 //! (exit 2, naming the option) instead of hanging, `png-info` reads bounded regular files only,
 //! control characters from PNG text and prompts are printed escaped, a closed stdout ends the
-//! command quietly.
+//! command quietly, two runs writing into one output folder both keep every image, and outputs
+//! honour the umask.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -201,4 +202,60 @@ fn a_closed_stdout_ends_quietly() {
         assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
         assert_eq!(err, "", "{args:?}");
     }
+}
+
+#[test]
+fn two_runs_in_one_output_folder_keep_every_image_with_the_umask() {
+    let d = tempfile::tempdir().unwrap();
+    let m = sumi_testkit::tiny_model("sd1", d.path());
+    let start = |seed: &str, umask: &str| {
+        Command::new("sh")
+            .current_dir(d.path())
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_sumi"))
+            .args(["txt2img", "--model"])
+            .arg(&m)
+            .args(FAST)
+            .args(["--batch-size", "3", "--seed", seed])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // both plan the same numbers (00000-00002) before either writes
+    let (a, b) = (start("1", "022"), start("2", "022"));
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(d.path().join("outputs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "00000.png",
+            "00001.png",
+            "00002.png",
+            "00003.png",
+            "00004.png",
+            "00005.png"
+        ]
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |n: &str| {
+        std::fs::metadata(d.path().join("outputs").join(n))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert!(names.iter().all(|n| mode(n) == 0o644));
+    let o = start("3", "027").wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(mode("00008.png"), 0o640);
 }
