@@ -480,7 +480,7 @@ def file_info(path):
     if path.endswith(".safetensors"):
         from safetensors import safe_open
         with safe_open(path, "pt") as f:
-            info["metadata"] = f.metadata() or {}
+            info["metadata"] = dict(sorted((f.metadata() or {}).items()))
             info["dtype"] = str(f.get_tensor(next(iter(f.keys()))).dtype).replace("torch.", "")
     else:
         info["dtype"] = "float32"
