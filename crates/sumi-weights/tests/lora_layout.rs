@@ -96,6 +96,22 @@ fn the_a1111_module_table_of_the_tiny_models() {
         "transformer_text_model_embeddings_token_embedding"
     );
     assert_eq!(r.target, Target::Inert(Inert::Embedding));
+    // a `_q_proj` name whose head is a layer but no OpenCLIP attention: filed, never applied
+    let r = ix
+        .resolve("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_q_proj")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.sd_key,
+        "diffusion_model_input_blocks_1_1_transformer_blocks_0_attn1_q_proj"
+    );
+    assert_eq!(r.target, Target::Inert(Inert::NotAttention));
+    // the fallbacks do not retry the `_q_proj` rule
+    assert_eq!(
+        ix.resolve("lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_q_proj")
+            .unwrap(),
+        None
+    );
     // the VAE is not in A1111's table
     assert_eq!(
         ix.resolve("first_stage_model_decoder_conv_in").unwrap(),
@@ -140,6 +156,13 @@ fn the_a1111_module_table_of_the_tiny_models() {
             module: "text_encoder.encoder.layers.2.mlp.fc2".into()
         }
     );
+    // the attention as a whole: A1111 counts an error and changes nothing
+    let r = ix
+        .resolve("lora_te_text_model_encoder_layers_0_self_attn")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.sd_key, "model_transformer_resblocks_0_attn");
+    assert_eq!(r.target, Target::Inert(Inert::WholeAttention));
     // the last resblock, which SD2 skips (Sumi keeps 3 of the tiny model's 4)
     let r = ix
         .resolve("lora_te_text_model_encoder_layers_3_mlp_fc1")

@@ -285,7 +285,7 @@ impl NetworkLibrary {
 
 /// Python's `os.path.splitext` on a file name: the extension starts at the last dot, unless
 /// everything before that dot is dots (`.pt` has no extension).
-fn splitext(name: &str) -> (&str, &str) {
+pub(crate) fn splitext(name: &str) -> (&str, &str) {
     match name.rfind('.') {
         Some(dot) if name[..dot].bytes().any(|b| b != b'.') => (&name[..dot], &name[dot..]),
         _ => (name, ""),

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::library::splitext;
 use super::targets::{AttentionPart, Inert, Resolved, Target, TargetIndex};
 use crate::ckpt::{CkptTensor, TorchArchive};
 use crate::dtype::{decode, StorageDtype};
@@ -164,9 +165,12 @@ fn torch_items(path: &Path, archive: &TorchArchive, root: Value) -> Result<Vec<(
 }
 
 fn open(path: &Path) -> Result<(Source, Vec<(String, Item)>)> {
-    let safetensors = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    // A1111's read_state_dict: `os.path.splitext(checkpoint_file)` → `.safetensors` (any case)
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let safetensors = splitext(&file_name).1.to_lowercase() == ".safetensors";
     if safetensors {
         let f = SafetensorsFile::open(path)?;
         let mut items: Vec<(String, Item)> = f
