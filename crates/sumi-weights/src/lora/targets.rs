@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use super::convert::{convert_diffusers_name_to_compvis, ConvertError};
+use super::convert::convert_diffusers_name_to_compvis;
 use crate::detect::Family;
 use crate::layout::ldm;
 
@@ -241,8 +241,8 @@ impl TargetIndex {
     /// `lora_unet` → `diffusion_model`, else `lora_te1_text_model` → `0_transformer_text_model`
     /// or `transformer_text_model`, else `oft_unet` → `diffusion_model`, then the `oft_diag`
     /// rule. `Ok(None)`: no layer (A1111's `keys_failed_to_match`). `Err`: A1111 raises on
-    /// this name (and fails to load the network).
-    pub fn resolve(&self, module_key: &str) -> Result<Option<Resolved>, ConvertError> {
+    /// this name (and fails to load the network); the message says why.
+    pub fn resolve(&self, module_key: &str) -> Result<Option<Resolved>, String> {
         let kn = module_key;
         // A1111: is_sd2 = 'model_transformer_resblocks' in network_layer_mapping
         let is_sd2 = self.slots.contains_key("model_transformer_resblocks");
