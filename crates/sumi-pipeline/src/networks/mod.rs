@@ -4,27 +4,30 @@
 //! `Lora hashes` for the infotext; a warning for every tag or key not applied.
 
 mod activation;
-mod deps;
 mod patch;
 mod state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use deps::TargetIndex;
+use candle_core::{DType, Tensor};
 use sumi_models::{ClipTextModel, UNet};
 use sumi_weights::embedding::Embedding;
+use sumi_weights::lora::TargetIndex;
 use sumi_weights::TensorPatch;
 
 pub use activation::{activations, Activations, LoraActivation};
-pub use deps::NetworkOnDisk;
 pub(crate) use state::NetworkState;
+pub use sumi_weights::lora::NetworkOnDisk;
 
 use crate::error::Result;
 use crate::generate::Pipeline;
 use crate::request::Request;
-use patch::{LayerNetwork, MergePatch};
+use patch::{add_errors, errors_line, LayerNetwork, MergePatch};
 use state::{layers, Resolved, SetKey};
+
+/// Canonical tensor name → merged tensor.
+pub type MergedTensors = Vec<(String, Tensor)>;
 
 /// The networks in force for one job.
 pub(crate) struct Active {
@@ -42,7 +45,9 @@ pub(crate) struct Active {
 
 /// The network files in `dirs` as A1111 lists them (`list_available_networks`).
 pub fn list_loras(dirs: &[std::path::PathBuf]) -> Result<Vec<NetworkOnDisk>> {
-    Ok(deps::NetworkLibrary::scan(dirs)?.all().to_vec())
+    Ok(sumi_weights::lora::NetworkLibrary::scan(dirs)?
+        .all()
+        .to_vec())
 }
 
 impl Pipeline {
@@ -56,6 +61,51 @@ impl Pipeline {
         self.networks.refresh()
     }
 
+    /// The checkpoint tensors the LoRAs of `prompt` change, merged as a job would merge them
+    /// (canonical name → merged tensor, f32, stored shape), with the job's warnings; the
+    /// networks in use are not touched. For checks and tools.
+    pub fn merged_tensors(&self, prompt: &str) -> Result<(MergedTensors, Vec<String>)> {
+        let asked = activations(prompt)?;
+        let mut warnings = asked.warnings;
+        let index = TargetIndex::new(self.checkpoint.weights.names(), self.model.facts.family);
+        let weights = &self.checkpoint.weights;
+        let resolved = self.networks.resolve(
+            &asked.loras,
+            weights,
+            &index,
+            self.clip_width,
+            &mut warnings,
+        )?;
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for te in [true, false] {
+            let (layers, _) = layers(&resolved, te);
+            let mut modules: Vec<String> = layers.keys().cloned().collect();
+            modules.sort();
+            let patch = MergePatch::new(weights, layers);
+            for m in modules {
+                for name in [format!("{m}.weight"), format!("{m}.bias")] {
+                    if weights.contains(&name) {
+                        let t = weights.load(&name, DType::F32, &self.device)?;
+                        out.push((name.clone(), patch.patch(&name, t)?));
+                    }
+                }
+            }
+            add_errors(&mut errors, patch.errors());
+        }
+        warnings.extend(errors_line(&errors));
+        Ok((out, warnings))
+    }
+
+    /// A tensor of the checkpoint as stored (canonical name, f32), for checks against
+    /// [`Self::merged_tensors`].
+    pub fn checkpoint_tensor(&self, name: &str) -> Result<Tensor> {
+        Ok(self
+            .checkpoint
+            .weights
+            .load(name, DType::F32, &self.device)?)
+    }
+
     /// Brings the U-Net and the text encoder to the networks `prompt` asks for (rebuilding only
     /// the one whose set changed) and says what is in force.
     pub(crate) fn activate_networks(&self, req: &Request) -> Result<Active> {
@@ -65,17 +115,23 @@ impl Pipeline {
             Vec::new()
         } else {
             let index = TargetIndex::new(self.checkpoint.weights.names(), self.model.facts.family);
-            self.networks
-                .resolve(&asked.loras, &index, self.clip_width, &mut warnings)?
+            let weights = &self.checkpoint.weights;
+            self.networks.resolve(
+                &asked.loras,
+                weights,
+                &index,
+                self.clip_width,
+                &mut warnings,
+            )?
         };
-        for r in &resolved {
-            warnings.extend(r.read.notes.iter().cloned());
-        }
         if let Some(recorded) = &req.lora_hashes {
             warnings.extend(hash_mismatches(&resolved, recorded));
         }
-        let unet = self.unet_with(&resolved, &mut warnings)?;
-        let clip = self.clip_with(&resolved, &mut warnings)?;
+        // A1111 counts the layers each network failed on over both networks, text encoder first
+        let mut errors = Vec::new();
+        let clip = self.clip_with(&resolved, &mut warnings, &mut errors)?;
+        let unet = self.unet_with(&resolved, &mut warnings, &mut errors)?;
+        warnings.extend(errors_line(&errors));
         let mut embeddings = self.embeddings.clone();
         for r in &resolved {
             for e in &r.read.embeddings {
@@ -98,20 +154,26 @@ impl Pipeline {
         })
     }
 
-    fn unet_with(&self, resolved: &[Resolved], warnings: &mut Vec<String>) -> Result<Arc<UNet>> {
+    fn unet_with(
+        &self,
+        resolved: &[Resolved],
+        warnings: &mut Vec<String>,
+        errors: &mut Vec<(String, usize)>,
+    ) -> Result<Arc<UNet>> {
         let (layers, key) = layers(resolved, false);
         let build = |patch: Option<&dyn TensorPatch>| {
             self.checkpoint
                 .unet_patched(self.weight_dtype, &self.device, patch)
         };
         let slots = (&self.unet, &self.networks.unet_set);
-        self.rebuilt(slots, key, layers, build, warnings)
+        self.rebuilt(slots, key, layers, build, (warnings, errors))
     }
 
     fn clip_with(
         &self,
         resolved: &[Resolved],
         warnings: &mut Vec<String>,
+        errors: &mut Vec<(String, usize)>,
     ) -> Result<Arc<ClipTextModel>> {
         let (layers, key) = layers(resolved, true);
         let build = |patch: Option<&dyn TensorPatch>| {
@@ -119,7 +181,7 @@ impl Pipeline {
                 .clip_patched(self.weight_dtype, &self.device, patch)
         };
         let slots = (&self.clip, &self.networks.clip_set);
-        self.rebuilt(slots, key, layers, build, warnings)
+        self.rebuilt(slots, key, layers, build, (warnings, errors))
     }
 
     /// The network in `slot`, rebuilt with `layers` merged when the set it holds is not `key`.
@@ -131,7 +193,7 @@ impl Pipeline {
         key: SetKey,
         layers: HashMap<String, Vec<LayerNetwork>>,
         build: impl Fn(Option<&dyn TensorPatch>) -> Result<T>,
-        warnings: &mut Vec<String>,
+        (warnings, errors): (&mut Vec<String>, &mut Vec<(String, usize)>),
     ) -> Result<Arc<T>> {
         let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,7 +210,7 @@ impl Pipeline {
                 return Err(e);
             }
         };
-        warnings.extend(patch.errors_line());
+        add_errors(errors, patch.errors());
         for m in patch.dropped_bias() {
             warnings.push(format!(
                 "{m}: the network's bias is not applied (the layer has none)"

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::deps::{merge, NetworkModule};
 use candle_core::{DType, Tensor};
+use sumi_models::networks::{merge_each, NetworkModule};
 use sumi_weights::{TensorPatch, Weights};
 
 /// One network's module on one layer, with the multiplier and rank limit in force.
@@ -16,11 +16,16 @@ pub(crate) struct LayerNetwork {
     pub name: String,
     /// The module.
     pub module: Arc<NetworkModule>,
+    /// Whether its `ex_bias` is added (A1111 drops it for OpenCLIP's q, k and v).
+    pub keeps_bias: bool,
     /// The network's text encoder or U-Net multiplier, as the layer belongs to either.
     pub multiplier: f64,
     /// The network's `dyn` rank limit.
     pub dyn_dim: Option<usize>,
 }
+
+/// Error counts per network name (A1111's `extra_network_lora.errors`), in first-seen order.
+pub(crate) type ErrorCounts = Vec<(String, usize)>;
 
 /// The layers the active networks change (canonical module prefix → its networks in prompt
 /// order), as a [`TensorPatch`] over the checkpoint's weights.
@@ -32,7 +37,7 @@ pub(crate) struct MergePatch<'a> {
     /// Layers whose networks add a bias the layer does not have (not applied).
     dropped_bias: Mutex<Vec<String>>,
     /// Per network name, the layers it failed on.
-    errors: Mutex<Vec<(String, usize)>>,
+    errors: Mutex<ErrorCounts>,
 }
 
 impl<'a> MergePatch<'a> {
@@ -60,6 +65,14 @@ impl<'a> MergePatch<'a> {
         v
     }
 
+    /// Per network name, the layers it failed on.
+    pub fn errors(&self) -> ErrorCounts {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn split(name: &str) -> Option<(&str, bool)> {
         if let Some(m) = name.strip_suffix(".weight") {
             Some((m, true))
@@ -68,6 +81,8 @@ impl<'a> MergePatch<'a> {
         }
     }
 
+    /// The layer `module` merged; `original` is its weight (`is_weight`) or its bias, and the
+    /// other of the two waits in `pending` for the builder.
     fn merged(
         &self,
         module: &str,
@@ -77,30 +92,21 @@ impl<'a> MergePatch<'a> {
         let nets = &self.layers[module];
         let dtype = original.dtype();
         let device = original.device().clone();
-        let f32 = |t: Tensor| t.to_dtype(DType::F32);
         let wname = format!("{module}.weight");
         let bname = format!("{module}.bias");
         let wrap = candle_core::Error::wrap;
-        let (weight, given_bias) = if is_weight {
-            (f32(original)?, None)
+        let load = |n: &str| self.weights.load(n, DType::F32, &device).map_err(wrap);
+        let (weight, bias) = if is_weight {
+            let b = match self.weights.contains(&bname) {
+                true => Some(load(&bname)?),
+                false => None,
+            };
+            (original.to_dtype(DType::F32)?, b)
         } else {
-            let w = self
-                .weights
-                .load(&wname, DType::F32, &device)
-                .map_err(wrap)?;
-            (w, Some(f32(original)?))
-        };
-        let bias = match given_bias {
-            Some(b) => Some(b),
-            None if self.weights.contains(&bname) => Some(
-                self.weights
-                    .load(&bname, DType::F32, &device)
-                    .map_err(wrap)?,
-            ),
-            None => None,
+            (load(&wname)?, Some(original.to_dtype(DType::F32)?))
         };
         let had_bias = bias.is_some();
-        let (w, b) = self.fold(weight, bias, nets);
+        let (w, b) = self.fold(weight, bias, nets)?;
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match (is_weight, b) {
             (true, Some(b)) if had_bias => {
@@ -119,9 +125,7 @@ impl<'a> MergePatch<'a> {
         }
         w.to_dtype(dtype)
     }
-}
 
-impl MergePatch<'_> {
     /// A1111's `network_apply_weights`: each network in order merges into the weight the
     /// previous ones left; a network that fails on this layer is left out of it and counted
     /// ("Networks with errors").
@@ -130,37 +134,44 @@ impl MergePatch<'_> {
         mut weight: Tensor,
         mut bias: Option<Tensor>,
         nets: &[LayerNetwork],
-    ) -> (Tensor, Option<Tensor>) {
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let mut failed = Vec::new();
         for n in nets {
-            match merge(
-                &weight,
-                bias.as_ref(),
-                &[(n.module.as_ref(), n.multiplier, n.dyn_dim)],
-            ) {
-                Ok((w, b)) => {
-                    weight = w;
-                    bias = b;
-                }
-                Err(_) => {
-                    let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-                    match errors.iter_mut().find(|(k, _)| *k == n.name) {
-                        Some((_, c)) => *c += 1,
-                        None => errors.push((n.name.clone(), 1)),
-                    }
-                }
+            let one = [(n.module.as_ref(), n.multiplier, n.dyn_dim)];
+            let given = if n.keeps_bias { bias.as_ref() } else { None };
+            let out = merge_each(&weight, given, &one).map_err(candle_core::Error::wrap)?;
+            if !out.failures.is_empty() {
+                failed.push((n.name.clone(), out.failures.len()));
+            }
+            weight = out.weight;
+            if n.keeps_bias {
+                bias = out.bias;
             }
         }
-        (weight, bias)
+        add_errors(
+            &mut self.errors.lock().unwrap_or_else(|e| e.into_inner()),
+            failed,
+        );
+        Ok((weight, bias))
     }
+}
 
-    /// A1111's `Networks with errors: name (count), …` line, when any layer failed.
-    pub fn errors_line(&self) -> Option<String> {
-        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        (!errors.is_empty()).then(|| {
-            let list: Vec<String> = errors.iter().map(|(k, v)| format!("{k} ({v})")).collect();
-            format!("Networks with errors: {}", list.join(", "))
-        })
+/// Adds `more` error counts into `into`, keeping first-seen order.
+pub(crate) fn add_errors(into: &mut ErrorCounts, more: ErrorCounts) {
+    for (name, n) in more {
+        match into.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, c)) => *c += n,
+            None => into.push((name, n)),
+        }
     }
+}
+
+/// A1111's `Networks with errors: name (count), …` line, when any layer failed.
+pub(crate) fn errors_line(errors: &[(String, usize)]) -> Option<String> {
+    (!errors.is_empty()).then(|| {
+        let list: Vec<String> = errors.iter().map(|(k, v)| format!("{k} ({v})")).collect();
+        format!("Networks with errors: {}", list.join(", "))
+    })
 }
 
 impl TensorPatch for MergePatch<'_> {

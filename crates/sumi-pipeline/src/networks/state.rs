@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::deps::NetworkModule;
-use super::deps::{read_network, NetworkLibrary, NetworkOnDisk, TargetIndex};
 use candle_core::Tensor;
+use sumi_models::networks::NetworkModule;
 use sumi_weights::embedding::Embedding;
+use sumi_weights::lora::{read_network, AttentionPart, NetworkLibrary, NetworkOnDisk, TargetIndex};
+use sumi_weights::Weights;
 
 use super::activation::LoraActivation;
 use super::patch::LayerNetwork;
@@ -22,8 +23,8 @@ use crate::error::{PipelineError, Result};
 pub(crate) struct ReadNetwork {
     /// The file's modification time when read (a newer file is read again, as A1111).
     mtime: Option<SystemTime>,
-    /// Its modules: (canonical module prefix, text encoder layer?, module).
-    pub modules: Vec<(String, bool, Arc<NetworkModule>)>,
+    /// Its modules.
+    pub modules: Vec<ModuleOnLayer>,
     /// Its bundled textual inversions usable with this model.
     pub embeddings: Vec<Embedding>,
     /// Lines about the file (keys that matched no layer, bundled embeddings not used).
@@ -109,6 +110,7 @@ impl NetworkState {
     pub fn resolve(
         &self,
         tags: &[LoraActivation],
+        weights: &Weights,
         index: &TargetIndex,
         width: usize,
         warnings: &mut Vec<String>,
@@ -126,8 +128,9 @@ impl NetworkState {
                 missing.push(&tag.name);
                 continue;
             };
-            match self.read_cached(&file, index, width) {
+            match self.read_cached(&file, weights, index, width) {
                 Ok(read) => {
+                    warnings.extend(read.notes.iter().cloned());
                     keep.insert(file.path.clone(), read.clone());
                     out.push(Resolved {
                         tag: tag.clone(),
@@ -163,6 +166,7 @@ impl NetworkState {
     fn read_cached(
         &self,
         file: &NetworkOnDisk,
+        weights: &Weights,
         index: &TargetIndex,
         width: usize,
     ) -> Result<Arc<ReadNetwork>> {
@@ -178,34 +182,70 @@ impl NetworkState {
                 return Ok(r.clone());
             }
         }
-        Ok(Arc::new(read_file(file, path, index, width, now)?))
+        Ok(Arc::new(read_file(file, weights, index, width, now)?))
     }
+}
+
+/// One module of a network on one layer: (canonical module prefix, text encoder layer?,
+/// keeps its `ex_bias`?, module).
+pub(crate) type ModuleOnLayer = (String, bool, bool, Arc<NetworkModule>);
+
+/// A1111's `create_module` for one module's parts: no type accepting them, or parts a type
+/// refuses for the layer (its load-time checks), fail the whole network.
+fn module_of(
+    path: &Path,
+    sd_key: &str,
+    tensors: &std::collections::BTreeMap<String, Tensor>,
+    layer_shape: Option<&[usize]>,
+) -> Result<NetworkModule> {
+    let fail = |detail: String| PipelineError::Network {
+        path: path.to_path_buf(),
+        detail: format!("{sd_key}: {detail}"),
+    };
+    let module = NetworkModule::from_tensors(tensors)
+        .map_err(|e| fail(e.to_string()))?
+        .ok_or_else(|| {
+            fail(format!(
+                "Could not find a module type that would accept those keys: {}",
+                tensors.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+    if let Some(shape) = layer_shape {
+        module.check_layer(shape).map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(module)
 }
 
 /// Reads one network file against the model.
 fn read_file(
     file: &NetworkOnDisk,
-    path: &Path,
+    weights: &Weights,
     index: &TargetIndex,
     width: usize,
     mtime: Option<SystemTime>,
 ) -> Result<ReadNetwork> {
+    let path = file.path.as_path();
     let net = read_network(path, index)?;
     let mut modules = Vec::with_capacity(net.targets.len());
     for t in &net.targets {
-        let module = NetworkModule::from_tensors(&t.tensors)
-            .map_err(|e| PipelineError::Network {
-                path: path.to_path_buf(),
-                detail: format!("{}: {e}", t.sd_key),
-            })?
-            .ok_or_else(|| PipelineError::Network {
-                path: path.to_path_buf(),
-                detail: format!(
-                    "Could not find a module type that would accept those keys: {}",
-                    t.tensors.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            })?;
-        modules.push((t.module.clone(), t.text_encoder, Arc::new(module)));
+        // SD2's OpenCLIP q/k/v come out of one in_proj: A1111 checks nothing per part
+        let shape = match t.attention {
+            None => weights.shape(&format!("{}.weight", t.module)),
+            Some(_) => None,
+        };
+        let module = module_of(path, &t.sd_key, &t.tensors, shape)?;
+        // A1111 drops the ex_bias of OpenCLIP's q, k and v (only out_proj's is added)
+        let keeps_bias = matches!(t.attention, None | Some(AttentionPart::Out));
+        modules.push((
+            t.module.clone(),
+            t.text_encoder,
+            keeps_bias,
+            Arc::new(module),
+        ));
+    }
+    // modules A1111 matches and never applies must still be of a known type
+    for m in &net.inert {
+        module_of(path, &m.sd_key, &m.tensors, None)?;
     }
     let mut notes = Vec::new();
     if !net.unmatched.is_empty() {
@@ -221,13 +261,27 @@ fn read_file(
                 .join(", ")
         ));
     }
+    if !net.inert.is_empty() {
+        let list: Vec<String> = net
+            .inert
+            .iter()
+            .map(|m| format!("{} ({})", m.sd_key, m.reason.describe()))
+            .collect();
+        notes.push(format!(
+            "{}: {} modules are not applied, as in A1111: {}",
+            path.display(),
+            list.len(),
+            list.join(", ")
+        ));
+    }
     let mut embeddings = Vec::new();
-    for (name, data) in &net.bundled_embeddings {
-        match bundled_embedding(path, name, data, width) {
+    for b in &net.bundled_embeddings {
+        match bundled_embedding(path, &b.name, b.vectors.as_ref(), width) {
             Ok(e) => embeddings.push(e),
             Err(why) => notes.push(format!(
-                "{}: bundled embedding {name} not used: {why}",
-                path.display()
+                "{}: bundled embedding {} not used: {why}",
+                path.display(),
+                b.name
             )),
         }
     }
@@ -247,39 +301,25 @@ fn read_file(
     })
 }
 
-/// A1111's `create_embedding_from_data` for a bundled textual inversion (`string_to_param`).
+/// A bundled textual inversion as A1111 registers it, when this model can use it.
 fn bundled_embedding(
     path: &Path,
     name: &str,
-    data: &std::collections::BTreeMap<String, Tensor>,
+    vectors: Option<&Tensor>,
     width: usize,
 ) -> std::result::Result<Embedding, String> {
-    let params: Vec<&Tensor> = data
-        .iter()
-        .filter(|(k, _)| k.split('.').next() == Some("string_to_param"))
-        .map(|(_, v)| v)
-        .collect();
-    let vectors = match params.as_slice() {
-        [one] => (*one).clone(),
-        [] => return Err("it has no string_to_param vectors".into()),
-        _ => return Err("embedding file has multiple terms in it".into()),
-    };
-    let vectors = match vectors.dims() {
-        [w] => vectors.reshape((1, *w)),
-        [_, _] => Ok(vectors),
-        d => return Err(format!("vectors of shape {d:?}")),
-    }
-    .map_err(|e| e.to_string())?;
-    if vectors.dims()[1] != width {
+    let vectors = vectors
+        .ok_or("its vectors are not one text encoder's (SDXL clip_l/clip_g, or not 1-D/2-D)")?;
+    let w = vectors.dims().last().copied().unwrap_or(0);
+    if w != width {
         return Err(format!(
-            "its vectors are {} wide, this model's text encoder {width}",
-            vectors.dims()[1]
+            "its vectors are {w} wide, this model's text encoder {width}"
         ));
     }
     Ok(Embedding {
         name: name.to_string(),
         path: path.join(name),
-        vectors,
+        vectors: vectors.clone(),
         step: None,
     })
 }
@@ -295,7 +335,7 @@ pub(crate) fn layers(
     for r in resolved {
         let multiplier = if text_encoder { r.tag.te } else { r.tag.unet };
         let mut any = false;
-        for (module, te, m) in &r.read.modules {
+        for (module, te, keeps_bias, m) in &r.read.modules {
             if *te != text_encoder {
                 continue;
             }
@@ -306,6 +346,7 @@ pub(crate) fn layers(
                 .push(LayerNetwork {
                     name: r.tag.name.clone(),
                     module: m.clone(),
+                    keeps_bias: *keeps_bias,
                     multiplier,
                     dyn_dim: r.tag.dyn_dim,
                 });

@@ -40,3 +40,83 @@ pub fn cases(rel: &str, min: usize) -> (Value, Cases<Value>) {
 pub fn reference(rel: &str) -> HashMap<String, Tensor> {
     sumi_testkit::fixture::tensors(&root().join(rel)).unwrap()
 }
+
+/// The request of an end-to-end fixture case `c` (sampler, schedule, RNG, seed, steps, CFG,
+/// batch, size (`width`/`height` or `size`), img2img's strength and resize mode) with its
+/// prompts.
+pub fn case_request(
+    c: &Value,
+    size: u32,
+    (prompt, negative_prompt): (&str, &str),
+    init: &image::RgbImage,
+) -> sumi_pipeline::Request {
+    let (sampler, scheduler) = sumi_sampling::names::parse_sampler_and_scheduler(
+        c["sampler"].as_str().unwrap(),
+        c["scheduler"].as_str(),
+    )
+    .unwrap();
+    let resize_mode =
+        sumi_pipeline::image::ResizeMode::from_index(c["resize_mode"].as_u64().unwrap_or(0) as u8)
+            .unwrap();
+    sumi_pipeline::Request {
+        prompt: prompt.into(),
+        negative_prompt: negative_prompt.into(),
+        seed: c["seed"].as_i64().unwrap(),
+        subseed: 0,
+        steps: c["steps"].as_u64().unwrap() as u32,
+        cfg_scale: c["cfg"].as_f64().unwrap(),
+        sampler,
+        scheduler,
+        width: c["width"].as_u64().map_or(size, |v| v as u32),
+        height: c["height"].as_u64().map_or(size, |v| v as u32),
+        rng: c["rng"].as_str().unwrap().parse().unwrap(),
+        batch_size: c["batch"].as_u64().unwrap() as u32,
+        img2img: (c["mode"] == "img2img").then(|| sumi_pipeline::Img2Img {
+            init_image: init.clone(),
+            resize_mode,
+            denoising_strength: c["strength"].as_f64().unwrap(),
+            inpaint: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Checks generated images against fixture case `name` of `reference`: final latents within
+/// 1e-4 of max(|ref|, 1), pixels (when the fixture has them) within one level. Returns the
+/// latents' max |diff| and the pixels' (`None` without reference pixels).
+pub fn check_images(
+    reference: &HashMap<String, Tensor>,
+    name: &str,
+    out: &[sumi_pipeline::Generated],
+) -> (f32, Option<f32>) {
+    use candle_core::{DType, Device};
+    let lat = Tensor::stack(
+        &out.iter().map(|g| g.latents.clone()).collect::<Vec<_>>(),
+        0,
+    )
+    .unwrap();
+    let want = &reference[&format!("{name}/latents")];
+    let d = max_abs(&(&lat - want).unwrap());
+    let m = max_abs(want);
+    assert!(d / m.max(1.0) < 1e-4, "{name}: latents {d} vs max {m}");
+    let Some(img_want) = reference.get(&format!("{name}/image")) else {
+        return (d, None);
+    };
+    let img_want = img_want.to_dtype(DType::F32).unwrap();
+    let px: Vec<Tensor> = out
+        .iter()
+        .map(|g| {
+            let (w, h) = g.image.dimensions();
+            Tensor::from_vec(
+                g.image.as_raw().clone(),
+                (h as usize, w as usize, 3),
+                &Device::Cpu,
+            )
+            .unwrap()
+        })
+        .collect();
+    let px = Tensor::stack(&px, 0).unwrap().to_dtype(DType::F32).unwrap();
+    let pd = max_abs(&(&px - &img_want).unwrap());
+    assert!(pd <= 1.0, "{name}: pixels differ by {pd} levels");
+    (d, Some(pd))
+}

@@ -1,0 +1,276 @@
+//! LoRA/LyCORIS against A1111 v1.10.1's Lora extension restated in Python
+//! (`tools/reference/lora_ref.py`, fixtures by `make_lora_fixtures.py`), on the tiny SD1 and
+//! SD2-v models: every merged tensor within 1e-6 relative of A1111's, exactly the tensors A1111
+//! changes, its error counts; end-to-end latents within 1e-4 and pixels within one level; and
+//! the restore: a job without networks after jobs with them is bit-identical to a fresh load.
+
+use std::collections::{BTreeSet, HashMap};
+
+use candle_core::Tensor;
+use serde_json::Value;
+use sumi_pipeline::{LoadOptions, Pipeline, Request};
+
+mod common;
+use common::{max_abs, root, tiny_model};
+
+/// The tiny `arch` model with the LoRA folder `fixtures/lora/<folder>`.
+fn pipeline_with(arch: &str, folder: &str, dir: &std::path::Path) -> Pipeline {
+    let opts = LoadOptions {
+        lora_dirs: vec![root().join("lora").join(folder)],
+        ..Default::default()
+    };
+    Pipeline::load(&tiny_model(arch, dir), &opts).unwrap()
+}
+
+/// The tiny `arch` model with its own LoRA folder.
+fn pipeline(arch: &str, dir: &std::path::Path) -> Pipeline {
+    pipeline_with(arch, arch, dir)
+}
+
+/// The `<lora:…>` tags of a case's networks, in order.
+fn tags(networks: &Value) -> String {
+    networks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let mut t = format!(
+                "<lora:{}:te={}:unet={}",
+                n["name"].as_str().unwrap(),
+                n["te"].as_f64().unwrap(),
+                n["unet"].as_f64().unwrap()
+            );
+            if let Some(d) = n["dyn"].as_u64() {
+                t.push_str(&format!(":dyn={d}"));
+            }
+            t + ">"
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn rel(a: &Tensor, b: &Tensor) -> f64 {
+    sumi_testkit::rel_err(a, b)
+}
+
+#[test]
+fn merged_weights_match_a1111() {
+    let (_, cases) = common::cases("lora/cases.json", 27);
+    let expected = common::reference("lora/expected.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipes: HashMap<String, Pipeline> = HashMap::new();
+    let mut worst = 0f64;
+    for c in &cases {
+        let name = c["name"].as_str().unwrap();
+        let arch = c["arch"].as_str().unwrap();
+        let file = c["files"][0].as_str().unwrap();
+        let folder = file.split('/').next().unwrap();
+        let pipe = pipes
+            .entry(arch.to_string())
+            .or_insert_with(|| pipeline_with(arch, folder, dir.path()));
+        let (merged, warnings) = pipe.merged_tensors(&tags(&c["networks"])).unwrap();
+        let merged: HashMap<String, Tensor> = merged.into_iter().collect();
+        let mut want_changed = BTreeSet::new();
+        for pair in c["tensors"].as_array().unwrap() {
+            let ldm = pair[0].as_str().unwrap();
+            let want = &expected[&format!("{name}/{ldm}")];
+            let names: Vec<&str> = pair[1]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let parts: Vec<Tensor> = names
+                .iter()
+                .map(|n| {
+                    want_changed.insert(n.to_string());
+                    merged
+                        .get(*n)
+                        .unwrap_or_else(|| panic!("{name}: {n} not merged"))
+                        .clone()
+                })
+                .collect();
+            let got = Tensor::cat(&parts, 0)
+                .unwrap()
+                .reshape(want.shape())
+                .unwrap();
+            let e = rel(&got, want);
+            worst = worst.max(e);
+            assert!(e <= 1e-6, "{name}: {ldm} relative error {e:.2e}");
+        }
+        assert_eq!(
+            c["tensors"].as_array().unwrap().len(),
+            c["changed"].as_u64().unwrap() as usize,
+            "{name}"
+        );
+        // every other tensor the networks touched is left as it was (a failed layer, a zero change)
+        let original: HashMap<String, Tensor> = pipe
+            .merged_tensors("")
+            .map(|(m, _)| m.into_iter().collect())
+            .unwrap();
+        assert!(original.is_empty());
+        for (n, t) in &merged {
+            if !want_changed.contains(n) {
+                let diff = touched_change(pipe, n, t);
+                assert_eq!(
+                    diff, 0.0,
+                    "{name}: {n} changed by {diff} though A1111 leaves it"
+                );
+            }
+        }
+        // A1111's error counts
+        let errors = c["errors"].as_object().unwrap();
+        if errors.is_empty() {
+            assert!(
+                !warnings
+                    .iter()
+                    .any(|w| w.starts_with("Networks with errors")),
+                "{name}: {warnings:?}"
+            );
+        } else {
+            let line: Vec<String> = errors
+                .iter()
+                .map(|(k, v)| format!("{k} ({})", v.as_u64().unwrap()))
+                .collect();
+            let line = format!("Networks with errors: {}", line.join(", "));
+            assert!(
+                warnings.contains(&line),
+                "{name}: {warnings:?} lacks {line}"
+            );
+        }
+        // keys that match no layer are named
+        let unmatched: usize = c["unmatched"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|v| v.as_array().unwrap())
+            .filter(|k| !k.as_str().unwrap().starts_with("bundle_emb."))
+            .count();
+        if unmatched > 0 {
+            let said = format!("{unmatched} keys match no layer");
+            assert!(
+                warnings.iter().any(|w| w.contains(&said)),
+                "{name}: {warnings:?} lacks '{said}'"
+            );
+        }
+    }
+    println!("{} cases, worst relative error {worst:.2e}", cases.len());
+}
+
+/// max |merged − stored| for a tensor the networks touched.
+fn touched_change(pipe: &Pipeline, name: &str, merged: &Tensor) -> f32 {
+    let stored = pipe.checkpoint_tensor(name).unwrap();
+    max_abs(&(merged - stored.reshape(merged.shape()).unwrap()).unwrap())
+}
+
+#[test]
+fn images_match_a1111_and_the_restore_is_exact() {
+    let path = root().join("lora/cases.json");
+    let doc = sumi_testkit::fixture::read_json(&path).unwrap();
+    let cases = sumi_testkit::Cases::<Value>::from_document(&path, &doc, "/e2e")
+        .and_then(|c| c.exactly(4))
+        .unwrap();
+    let reference = common::reference("lora/e2e.safetensors");
+    let init = image::open(root().join("generate/init.png"))
+        .unwrap()
+        .to_rgb8();
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipes: HashMap<String, Pipeline> = HashMap::new();
+    for c in &cases {
+        let name = c["name"].as_str().unwrap();
+        let arch = c["arch"].as_str().unwrap();
+        let pipe = pipes
+            .entry(arch.to_string())
+            .or_insert_with(|| pipeline(arch, dir.path()));
+        let size = doc["size"].as_u64().unwrap() as u32;
+        let prompts = (
+            c["prompt"].as_str().unwrap(),
+            c["negative_prompt"].as_str().unwrap(),
+        );
+        let req = common::case_request(c, size, prompts, &init);
+        let (out, warnings) = pipe
+            .generate(&req, &mut |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
+        assert!(
+            !warnings.iter().any(|w| w.contains("not found")),
+            "{name}: {warnings:?}"
+        );
+        let (d, pd) = common::check_images(&reference, name, &out);
+        assert!(pd.is_some(), "{name}: the fixture has no pixels");
+        println!("{name}: latents max |diff| {d:.2e}, pixels max diff {pd:?}");
+        // the infotext names each network with its short hash
+        let info = pipe.infotext(&req, &out[0]).unwrap().to_string();
+        assert!(info.contains("Lora hashes: \""), "{name}: {info}");
+    }
+    // restore: after the networks, a job without them is the checkpoint's own, bit for bit
+    let sd1 = pipes.get("sd1").unwrap();
+    let plain = Request {
+        prompt: "a photograph of an astronaut riding a horse".into(),
+        seed: 5,
+        steps: 3,
+        width: 64,
+        height: 64,
+        ..Default::default()
+    };
+    let go = &mut |_: &sumi_pipeline::Progress<'_>| std::ops::ControlFlow::Continue(());
+    let three = Request {
+        prompt: format!(
+            "{} <lora:lora_kohya:0.7> <lora:loha:1> <lora:locon:0.5>",
+            plain.prompt
+        ),
+        ..plain.clone()
+    };
+    let with = sd1.generate(&three, go).unwrap().0;
+    let after = sd1.generate(&plain, go).unwrap().0;
+    let fresh = pipeline("sd1", dir.path()).generate(&plain, go).unwrap().0;
+    assert_ne!(with[0].image.as_raw(), fresh[0].image.as_raw());
+    assert_eq!(after[0].image.as_raw(), fresh[0].image.as_raw());
+    assert_eq!(
+        sumi_testkit::max_abs_diff(&after[0].latents, &fresh[0].latents),
+        0.0
+    );
+}
+
+#[test]
+fn unknown_names_and_kinds_are_warned_and_the_image_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = pipeline("sd1", dir.path());
+    let req = Request {
+        prompt: "a cat <lora:nowhere:1> <hypernet:h:1> <lyco:lokr:0.5>".into(),
+        negative_prompt: "<lora:lora_kohya:1>".into(),
+        seed: 1,
+        steps: 2,
+        width: 64,
+        height: 64,
+        ..Default::default()
+    };
+    let go = &mut |_: &sumi_pipeline::Progress<'_>| std::ops::ControlFlow::Continue(());
+    let (out, warnings) = pipe.generate(&req, go).unwrap();
+    assert_eq!(out.len(), 1);
+    assert!(
+        warnings.contains(&"Lora not found: nowhere".to_string()),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("hypernetwork <hypernet:h:1>")),
+        "{warnings:?}"
+    );
+    // the LyCORIS alias applies, the negative prompt's tag does not
+    let info = pipe.infotext(&req, &out[0]).unwrap().to_string();
+    assert!(info.contains("Lora hashes: \"lokr: "), "{info}");
+    assert!(!info.contains("lora_kohya: "), "{info}");
+    // a recorded hash that differs is named
+    let pasted = Request {
+        lora_hashes: Some("lokr: 000000000000".into()),
+        ..req
+    };
+    let (_, warnings) = pipe.generate(&pasted, go).unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("Lora lokr:") && w.contains("000000000000")),
+        "{warnings:?}"
+    );
+}
