@@ -274,3 +274,39 @@ fn unknown_names_and_kinds_are_warned_and_the_image_is_made() {
         "{warnings:?}"
     );
 }
+
+/// A network file that cannot be read (garbage, cut short) is named in a warning and the image
+/// is made without it, as A1111 reports the load error and goes on; the other networks apply.
+#[test]
+fn a_bad_file_is_named_and_the_others_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let loras = dir.path().join("loras");
+    std::fs::create_dir(&loras).unwrap();
+    std::fs::write(
+        loras.join("garbage.safetensors"),
+        b"\xff\xff\xff\xff not a header",
+    )
+    .unwrap();
+    let good = std::fs::read(root().join("lora/sd1/lora_kohya.safetensors")).unwrap();
+    std::fs::write(loras.join("cut.safetensors"), &good[..good.len() / 2]).unwrap();
+    std::fs::write(loras.join("lora_kohya.safetensors"), &good).unwrap();
+    let opts = LoadOptions {
+        lora_dirs: vec![loras.clone()],
+        ..Default::default()
+    };
+    let pipe = Pipeline::load(&tiny_model("sd1", dir.path()), &opts).unwrap();
+    let (merged, warnings) = pipe
+        .merged_tensors("<lora:garbage:1> <lora:cut:1> <lora:lora_kohya:1>")
+        .unwrap();
+    for bad in ["garbage.safetensors", "cut.safetensors"] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("loading network") && w.contains(bad)),
+            "{bad}: {warnings:?}"
+        );
+    }
+    let (alone, _) = pipe.merged_tensors("<lora:lora_kohya:1>").unwrap();
+    assert_eq!(merged.len(), alone.len());
+    assert!(!merged.is_empty());
+}
