@@ -37,7 +37,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
         let p = e.path();
         if p.is_dir() {
             walk(&p, out, depth + 1);
-        } else if is_checkpoint(&p) {
+        } else if is_checkpoint(&p) && p.is_file() {
+            // a FIFO, device or socket named like a checkpoint is no checkpoint (reading it
+            // would block the listing)
             out.push(p);
         }
     }
@@ -55,7 +57,7 @@ impl Checkpoints {
     /// The sha256 of `path`, cached.
     pub fn sha256(&self, path: &Path) -> Option<String> {
         let meta = std::fs::metadata(path).ok()?;
-        if meta.is_dir() {
+        if !meta.is_file() {
             return None;
         }
         let key = (path.to_path_buf(), meta.len(), meta.modified().ok());

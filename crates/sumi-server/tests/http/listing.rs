@@ -21,6 +21,10 @@ fn sd_models_and_switching_through_the_options() {
     let b = fake_model(&dir, "tiny_b");
     let c = fake_model(&dir.join("sub"), "tiny_c");
     std::fs::write(dir.join("notes.txt"), "not a checkpoint").unwrap();
+    // a FIFO named like a checkpoint is not listed (reading it would block the listing)
+    let fifo = dir.join("trap.safetensors");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()));
     let mut cfg = sumi_server::Config::new(a.clone());
     cfg.models_dir = Some(dir.clone());
     let s = TestServer::start(cfg, Fake::new(0));
