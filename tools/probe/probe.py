@@ -622,6 +622,15 @@ def server_image_probes(s):
 
 
 def fifo_server_probe(sumi, d, model):
+    os.mkfifo(f"{d}/serve_fifo.safetensors")
+    s = Server(sumi, ["--model", f"{d}/serve_fifo.safetensors"], d, auth=False)
+    try:
+        rc = s.p.wait(15)
+    except subprocess.TimeoutExpired:
+        rc = None
+    s.stop(timeout=2)
+    report("FIFO as sumi serve --model", rc == 2, f"exit {rc} (None: still waiting after 15 s)",
+           "hang")
     os.makedirs(f"{d}/models_fifo")
     os.link(model, f"{d}/models_fifo/good.safetensors")
     os.mkfifo(f"{d}/models_fifo/trap.safetensors")

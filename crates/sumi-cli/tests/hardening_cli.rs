@@ -119,6 +119,15 @@ fn fifos_and_devices_are_refused_not_waited_on() {
         let o = run(c);
         refused(&o, "a FIFO, refused");
     }
+    // a FIFO inside a diffusers folder given as the model
+    let unet_fifo = dir.join("diffusers/unet/trap.safetensors");
+    mkfifo(&unet_fifo);
+    let mut c = sumi(dir);
+    c.arg("model-info").arg(dir.join("diffusers"));
+    refused(
+        &run(c),
+        &format!("{} is a FIFO, refused", unet_fifo.display()),
+    );
     // and nothing was written meanwhile
     assert!(!dir.join("outputs").exists());
 }
