@@ -396,7 +396,8 @@ impl ProgressBar {
     }
 
     fn update(&mut self, p: &Progress<'_>) {
-        if self.quiet {
+        // before sampling (the prompts being encoded) there is no step to show
+        if self.quiet || p.denoised.is_none() {
             return;
         }
         let now = Instant::now();

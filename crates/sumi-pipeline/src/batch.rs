@@ -116,7 +116,7 @@ impl Pipeline {
             batch_count: req.batch_count,
             step: s.i,
             steps: s.steps,
-            denoised: s.denoised,
+            denoised: Some(s.denoised),
         }) {
             ControlFlow::Continue(()) => ControlFlow::Continue(()),
             ControlFlow::Break(why) => {

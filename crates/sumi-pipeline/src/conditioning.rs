@@ -19,6 +19,7 @@
 //!
 //! SD2 pads with id 0 after the first end token of each chunk; SD1 pads with the end token.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -241,6 +242,8 @@ pub struct TextEncoder<'a> {
     opts: ConditioningOptions,
     vectors: HashMap<String, Tensor>,
     index: EmbeddingIndex,
+    /// Asked before each chunk is encoded: `true` stops with [`PipelineError::Interrupted`].
+    interrupt: Option<RefCell<&'a mut dyn FnMut() -> bool>>,
 }
 
 impl<'a> TextEncoder<'a> {
@@ -277,12 +280,20 @@ impl<'a> TextEncoder<'a> {
             pad: clip_pad(facts),
             skip,
             index: embedding_index(tok, embeddings),
+            interrupt: None,
             vectors: embeddings
                 .iter()
                 .map(|e| (e.name.clone(), e.vectors.clone()))
                 .collect(),
             opts,
         })
+    }
+
+    /// Asks `interrupted` before each chunk is encoded; when it answers `true` the encoding
+    /// stops with [`PipelineError::Interrupted`].
+    pub fn with_interrupt(mut self, interrupted: &'a mut dyn FnMut() -> bool) -> Self {
+        self.interrupt = Some(RefCell::new(interrupted));
+        self
     }
 
     /// The CLIP skip in force (1 for SD2 whatever was asked).
@@ -359,6 +370,11 @@ impl<'a> TextEncoder<'a> {
         let empty = Chunk::empty(len);
         let mut zs = Vec::with_capacity(count);
         for i in 0..count {
+            if let Some(asked) = &self.interrupt {
+                if (asked.borrow_mut())() {
+                    return Err(PipelineError::Interrupted);
+                }
+            }
             let chunks: Vec<&Chunk> = batch
                 .iter()
                 .map(|p| p.chunks.get(i).unwrap_or(&empty))

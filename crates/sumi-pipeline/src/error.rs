@@ -26,6 +26,9 @@ pub enum PipelineError {
         #[source]
         source: sumi_models::ModelError,
     },
+    /// The caller's progress callback asked to stop while the prompts were encoded.
+    #[error("interrupted while the prompts were encoded")]
+    Interrupted,
     /// An extra-network file that cannot be applied to this model.
     #[error("{path}: {detail}")]
     Network {

@@ -66,8 +66,11 @@ pub struct Progress<'a> {
     pub step: usize,
     /// Sampler steps in this run.
     pub steps: usize,
-    /// The step's prediction of the clean latents `[batch, 4, h/8, w/8]` (for previews).
-    pub denoised: &'a Tensor,
+    /// The step's prediction of the clean latents `[batch, 4, h/8, w/8]` (for previews);
+    /// `None` before sampling, while the prompts are encoded (a long prompt takes a while:
+    /// the callback is asked between text-encoder chunks, so an interrupt stops the job
+    /// there, with no image).
+    pub denoised: Option<&'a Tensor>,
 }
 
 /// One output image and what made it.
@@ -201,21 +204,39 @@ impl Pipeline {
         // 3. image in (with its mask): the source's latents, inpainting's blend and conditioning
         let init = self.prepare_init(req, shape, size, seed)?;
 
-        // 4. conditioning
+        // 4. conditioning, asking `on_step` between chunks (an interrupt ends the job here)
         let opts = ConditioningOptions {
             clip_skip: req.clip_skip,
             ..Default::default()
         };
-        let te = TextEncoder::new(
-            &active.clip,
-            &self.device,
-            &self.model.facts,
-            &active.embeddings,
-            opts,
-        )?;
         let timeline = Timeline::new(req.steps);
-        let cond = te.prompt(&req.prompt, &timeline)?;
-        let uncond = te.negative(&req.negative_prompt, &timeline)?;
+        let (cond, uncond) = {
+            let mut interrupted = || {
+                let p = Progress {
+                    batch: 0,
+                    batch_count: req.batch_count,
+                    step: 0,
+                    steps: plan.steps(),
+                    denoised: None,
+                };
+                on_step(&p) == ControlFlow::Break(Stop::Interrupt)
+            };
+            let te = TextEncoder::new(
+                &active.clip,
+                &self.device,
+                &self.model.facts,
+                &active.embeddings,
+                opts,
+            )?
+            .with_interrupt(&mut interrupted);
+            let conds = te
+                .prompt(&req.prompt, &timeline)
+                .and_then(|c| Ok((c, te.negative(&req.negative_prompt, &timeline)?)));
+            match conds {
+                Err(PipelineError::Interrupted) => return Ok(active.warnings),
+                other => other?,
+            }
+        };
 
         // 5. batch by batch: noise → sampler → decode → images
         let inputs = BatchInputs {

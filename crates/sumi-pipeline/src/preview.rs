@@ -49,7 +49,7 @@ pub struct PreviewLatents(Tensor);
 impl PreviewLatents {
     /// Image `index` of the batch a step predicted (none when the batch has no such image).
     pub fn of(progress: &Progress<'_>, index: usize) -> Option<Self> {
-        Self::from_batch(progress.denoised, index)
+        Self::from_batch(progress.denoised?, index)
     }
 
     /// The batch's first image, the one A1111 previews.

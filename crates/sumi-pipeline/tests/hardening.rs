@@ -197,3 +197,51 @@ fn truncated_png_and_jpeg_are_refused() {
         }
     }
 }
+
+/// A long prompt (finding 5): the progress callback is asked between text-encoder chunks, so
+/// an interrupt stops the job while the prompts are encoded, with no image made.
+#[test]
+fn an_interrupt_stops_a_long_prompt_while_it_is_encoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = Pipeline::load(
+        &common::tiny_model("sd1", dir.path()),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    // 40 chunks of 75 tokens
+    let req = Request {
+        prompt: "cat ".repeat(40 * 75),
+        seed: 1,
+        steps: 2,
+        width: 64,
+        height: 64,
+        ..Request::default()
+    };
+    let mut asked = 0;
+    let (images, _) = pipe
+        .generate(&req, &mut |p| {
+            assert!(p.denoised.is_none(), "sampling began");
+            asked += 1;
+            if asked == 3 {
+                ControlFlow::Break(sumi_pipeline::Stop::Interrupt)
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert!(images.is_empty());
+    assert_eq!(asked, 3);
+    // not interrupted: asked once per chunk (40 of the prompt, 1 of the empty negative), then
+    // at every step
+    let (mut encoding, mut steps) = (0, 0);
+    let (images, _) = pipe
+        .generate(&req, &mut |p| {
+            match p.denoised {
+                None => encoding += 1,
+                Some(_) => steps += 1,
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!((images.len(), encoding, steps), (1, 41, 2));
+}

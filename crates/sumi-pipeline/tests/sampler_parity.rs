@@ -169,8 +169,8 @@ fn compare(fx: &Fixture, label: &str, runs: Vec<(&serde_json::Value, Request)>) 
         });
         let mut calls = 0usize;
         let out = pipe
-            .generate(&req, &mut |_| {
-                calls += 1;
+            .generate(&req, &mut |p| {
+                calls += usize::from(p.denoised.is_some());
                 ControlFlow::Continue(())
             })
             .unwrap()

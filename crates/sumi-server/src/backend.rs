@@ -50,6 +50,8 @@ pub struct Step {
     pub steps: usize,
     /// The preview of the batch's first image at this step, if one can be made.
     pub preview: Option<Preview>,
+    /// Not a sampler step: the prompts are being encoded (only an interrupt is asked for).
+    pub encoding: bool,
 }
 
 /// One generated image with what made it.

@@ -81,6 +81,7 @@ impl Model for PipelineModel {
                 step: p.step,
                 steps: p.steps,
                 preview,
+                encoding: p.denoised.is_none(),
             })
         };
         let mut image = |g: Generated| -> sumi_pipeline::Result<()> {

@@ -244,6 +244,10 @@ fn generate(
     let mut last = Instant::now();
     let mut interrupted = false;
     let mut on_step = |s: &Step| {
+        if s.encoding {
+            // the prompts are being encoded: no step to count or show, an interrupt stops here
+            return stop_request(state, cancel, &mut interrupted);
+        }
         let now = Instant::now();
         state.metrics.step(now.duration_since(last).as_secs_f64());
         last = now;

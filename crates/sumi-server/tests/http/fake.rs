@@ -213,6 +213,7 @@ impl Model for FakeModel {
                     step,
                     steps: req.steps as usize,
                     preview: Some(preview),
+                    encoding: false,
                 };
                 if let ControlFlow::Break(stop) = on_step(&s) {
                     stopped = Some(stop);
