@@ -72,6 +72,16 @@ pub fn run(a: Args) -> Result<()> {
             bail!("--models-dir {}: not a folder", d.display());
         }
     }
+    // a FIFO (device, socket) given as a file would block the start for good
+    crate::inputs::model(&a.model, "--model")?;
+    for (p, what) in [(&a.vae, "--vae"), (&a.preview_decoder, "--preview-decoder")] {
+        if let Some(p) = p {
+            crate::inputs::file(p, what)?;
+        }
+    }
+    if let Some(d) = &a.embeddings {
+        crate::inputs::folder(d, "--embeddings")?;
+    }
     if a.queue == 0 {
         bail!("--queue: must be at least 1");
     }
