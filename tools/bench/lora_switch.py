@@ -13,7 +13,13 @@
       LoRA A (first apply), (c) A again (no rebuild), (d) LoRA B (switch), (d2) B again,
       (e) no LoRA (restore), (e2) none again; the server's VmHWM after (a) and after (e2).
   lora_switch.py cli SUMI CKPT LORA_DIR PRECISION OUT_DIR
-      `SUMI txt2img`, 1 step, without and with LoRA A, each a whole process.
+      `SUMI txt2img`, 1 step, without and with LoRA A (twice each), each a whole process.
+  lora_switch.py rss SUMI CKPT LORA_DIR PRECISION
+      as serve, 1-step jobs only: none, A, B, none (memory after each network change).
+  lora_switch.py report SERVE_JSON CLI_JSON
+      the BENCH lines (lora_switch.sh).
+
+SERVER_LOG=FILE keeps the server's output; PERF_DATA=FILE records `perf record -g` of the server during job PERF_JOB (default d, the switch).
 
 Each measurement prints the CPU other processes used meanwhile (from /proc/stat, less this
 benchmark's own processes), in % of one core: a busy neighbour makes a number meaningless.
@@ -144,6 +150,7 @@ class Meter:
 
     def __enter__(self):
         self.t0, self.b0, self.o0 = time.monotonic(), machine_busy(), self.own_cpu()
+        self.own_s = 0.0
         self.s0 = os.times()
         return self
 
@@ -151,7 +158,9 @@ class Meter:
         self.wall = time.monotonic() - self.t0
         s1 = os.times()
         me = (s1.user + s1.system - self.s0.user - self.s0.system) * HZ
-        other = (machine_busy() - self.b0) - (self.own_cpu() - self.o0) - me
+        own = self.own_cpu() - self.o0
+        self.own_s = own / HZ
+        other = (machine_busy() - self.b0) - own - me
         self.other_pct = max(0.0, other / HZ / max(self.wall, 1e-9) * 100)
 
 
@@ -168,11 +177,19 @@ def job(steps, lora):
             "seed": 1, "sampler_name": "DPM++ 2M", "cfg_scale": 7, "batch_size": 1, "n_iter": 1}
 
 
-def serve(sumi, ckpt, lora_dir, precision):
+PLANS = {
+    "serve": [("a", 20, None), ("b", 1, "lora_a"), ("c", 1, "lora_a"), ("d", 1, "lora_b"), ("d2", 1, "lora_b"),
+              ("e", 1, None), ("e2", 1, None)],
+    # memory only: 1-step jobs alternating networks, VmHWM/RssAnon after each
+    "rss": [("none", 1, None), ("a", 1, "lora_a"), ("b", 1, "lora_b"), ("none2", 1, None)],
+}
+
+
+def serve(sumi, ckpt, lora_dir, precision, plan="serve"):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = tempfile.TemporaryFile()
+    log = open(os.environ["SERVER_LOG"], "wb") if os.environ.get("SERVER_LOG") else tempfile.TemporaryFile()
     t0 = time.monotonic()
     srv = subprocess.Popen([sumi, "serve", "--model", ckpt, "--lora-dir", lora_dir, "--precision", precision,
                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
@@ -188,16 +205,23 @@ def serve(sumi, ckpt, lora_dir, precision):
                 time.sleep(0.5)
         print(f"server up in {time.monotonic() - t0:.1f} s, RSS {vm(srv.pid, 'VmRSS') >> 10} MiB", file=sys.stderr)
         res = {}
-        plan = [("a", 20, None), ("b", 1, "lora_a"), ("c", 1, "lora_a"), ("d", 1, "lora_b"), ("d2", 1, "lora_b"),
-                ("e", 1, None), ("e2", 1, None)]
-        for key, steps, lora in plan:
+        for key, steps, lora in PLANS[plan]:
+            perf = None
+            if os.environ.get("PERF_DATA") and key == os.environ.get("PERF_JOB", "d"):  # optional profile
+                perf = subprocess.Popen(["perf", "record", "-F", "199", "-g", "-p", str(srv.pid), "-o",
+                                         os.environ["PERF_DATA"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             with Meter(lambda: proc_cpu(srv.pid)) as m:
                 r = post(port, job(steps, lora))
+            if perf:
+                perf.send_signal(2)
+                perf.wait(timeout=120)
             info = json.loads(r["info"])
             hashes = "Lora hashes" in info.get("infotexts", [""])[0]
-            res[key] = {"wall_s": round(m.wall, 2), "other_pct": round(m.other_pct), "lora": lora, "steps": steps,
+            res[key] = {"wall_s": round(m.wall, 2), "cpu_s": round(m.own_s, 2), "other_pct": round(m.other_pct),
+                        "lora": lora, "steps": steps,
                         "warnings": info.get("warnings", []), "lora_hashes_in_infotext": hashes,
-                        "vmhwm_kib": vm(srv.pid, "VmHWM"), "vmrss_kib": vm(srv.pid, "VmRSS")}
+                        "vmhwm_kib": vm(srv.pid, "VmHWM"), "vmrss_kib": vm(srv.pid, "VmRSS"),
+                        "rssanon_kib": vm(srv.pid, "RssAnon")}
             if bool(lora) != hashes or res[key]["warnings"]:
                 print(f"WARNING job {key}: lora={lora} hashes in infotext={hashes} "
                       f"warnings={res[key]['warnings']}", file=sys.stderr)
@@ -226,10 +250,39 @@ def cli(sumi, ckpt, lora_dir, precision, out):
             sys.exit(f"{key}: exit {p.returncode}\n{p.stderr}")
         e, u, s, rss = open(os.path.join(out, "time.txt")).read().split()[-4:]
         other = (machine_busy() - b0) - (float(u) + float(s)) * HZ
-        res[key] = {"wall_s": float(e), "other_pct": round(max(0, other / HZ / wall * 100)),
+        res[key] = {"wall_s": float(e), "cpu_s": round(float(u) + float(s), 2),
+                    "other_pct": round(max(0, other / HZ / wall * 100)),
                     "peak_rss_kib": int(rss), "stderr": p.stderr.strip()[-300:]}
         print(f"  {key}: {json.dumps(res[key])}", file=sys.stderr)
     return res
+
+
+def report(s, c):
+    """The BENCH lines of a serve and a cli run (their JSON)."""
+    s, c = json.loads(s), json.loads(c)
+    for k in "a b c d d2 e e2".split():
+        j = s[k]
+        print(f"  job {k}: {j['steps']} step(s) lora={j['lora']} {j['wall_s']:.2f} s, server CPU {j['cpu_s']:.1f} s, "
+              f"other processes {j['other_pct']}% of a core, VmHWM {j['vmhwm_kib'] >> 10} MiB, "
+              f"warnings {j['warnings']}")
+    for unit, f in (("wall", "wall_s"), ("cpu", "cpu_s")):
+        w = {k: v[f] for k, v in s.items()}
+        ref = w["a"]
+        for name, cost in (("apply", w["b"] - w["c"]), ("switch", w["d"] - w["c"]),
+                           ("switch-vs-d2", w["d"] - w["d2"]), ("restore", w["e"] - w["e2"])):
+            print(f"BENCH lora-{name}-{unit} {cost:.2f} s ratio={cost / ref:.3f} "
+                  f"(of the 20-step job, {ref:.1f} s; limit 0.10)")
+    a, e = s["a"]["vmhwm_kib"], s["e2"]["vmhwm_kib"]
+    print(f"BENCH lora-rss vmhwm-after-a={a >> 10} MiB vmhwm-after-e2={e >> 10} MiB ratio={e / a:.3f} (limit < 1.10)")
+    for k, v in c.items():
+        print(f"  {k}: {v['wall_s']:.2f} s, CPU {v['cpu_s']:.1f} s, peak RSS {v['peak_rss_kib'] >> 10} MiB, "
+              f"other processes {v['other_pct']}% of a core")
+    for unit, f in (("wall", "wall_s"), ("cpu", "cpu_s")):
+        plain = min(c["cli_plain"][f], c["cli_plain2"][f])
+        lora = min(c["cli_lora"][f], c["cli_lora2"][f])
+        print(f"BENCH lora-cli-{unit} plain={plain:.2f} s lora={lora:.2f} s apply={lora - plain:.2f} s (best of 2 each)")
+    print(f"BENCH lora-cli-rss plain={c['cli_plain']['peak_rss_kib'] >> 10} MiB "
+          f"lora={c['cli_lora']['peak_rss_kib'] >> 10} MiB")
 
 
 def main():
@@ -238,8 +291,12 @@ def main():
         make_loras(*args)
     elif cmd == "serve":
         print(json.dumps(serve(*args)))
+    elif cmd == "rss":
+        print(json.dumps(serve(*args, plan="rss")))
     elif cmd == "cli":
         print(json.dumps(cli(*args)))
+    elif cmd == "report":
+        report(*args)
     else:
         sys.exit(__doc__)
 

@@ -10,11 +10,12 @@
 # HTTP API: (a) one 20-step 512x512 job without LoRA (the reference), 1-step jobs (b) with A
 # (first apply), (c) A again, (d) B (switch), (d2) B again, (e) none (restore), (e2) none again;
 # and `sumi txt2img`, 1 step, whole processes, without and with A. Prints
-#   BENCH lora-apply|lora-switch|lora-restore <s> ratio=<s / (a)>   (limit of issue 15: 0.10)
+#   BENCH lora-{apply,switch,restore}-{wall,cpu} <s> ratio=<s / (a)>   (limit of issue 15: 0.10)
 #   BENCH lora-rss vmhwm-after-a=<MiB> vmhwm-after-e2=<MiB> ratio=<e2/a>   (limit: < 1.10)
-#   BENCH lora-cli plain=<s> lora=<s> apply=<s>
+#   BENCH lora-cli-{wall,cpu} plain=<s> lora=<s> apply=<s>
 # where a cost is the job's time less the same job without a rebuild: apply b-c, switch d-c,
-# restore e-e2 (also d-d2 as a second switch figure). Each job's line has the CPU other
+# restore e-e2 (also d-d2 as a second switch figure), in wall seconds and in the server's (the
+# CLI's) CPU seconds, which a busy machine disturbs less. Each job's line has the CPU other
 # processes used meanwhile (% of one core); a number taken beside a busy neighbour means little.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,23 +42,4 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
      "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 s=$("$PY" tools/bench/lora_switch.py serve "$SUMI" "$CKPT" "$LORAS" "$PRECISION")
 c=$("$PY" tools/bench/lora_switch.py cli "$SUMI" "$CKPT" "$LORAS" "$PRECISION" "$WORK")
-"$PY" - "$s" "$c" <<'EOF'
-import json, sys
-s, c = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-w = {k: v["wall_s"] for k, v in s.items()}
-ref = w["a"]
-for k in "a b c d d2 e e2".split():
-    j = s[k]
-    print(f"  job {k}: {j['steps']} step(s) lora={j['lora']} {j['wall_s']:.2f} s, other processes "
-          f"{j['other_pct']}% of a core, VmHWM {j['vmhwm_kib'] >> 10} MiB, warnings {j['warnings']}")
-for name, cost in (("lora-apply", w["b"] - w["c"]), ("lora-switch", w["d"] - w["c"]),
-                   ("lora-switch-vs-d2", w["d"] - w["d2"]), ("lora-restore", w["e"] - w["e2"])):
-    print(f"BENCH {name} {cost:.2f} s ratio={cost / ref:.3f} (of the 20-step job, {ref:.1f} s; limit 0.10)")
-a, e = s["a"]["vmhwm_kib"], s["e2"]["vmhwm_kib"]
-print(f"BENCH lora-rss vmhwm-after-a={a >> 10} MiB vmhwm-after-e2={e >> 10} MiB ratio={e / a:.3f} (limit < 1.10)")
-for k, v in c.items():
-    print(f"  {k}: {v['wall_s']:.2f} s, peak RSS {v['peak_rss_kib'] >> 10} MiB, other processes {v['other_pct']}% of a core")
-plain = min(c["cli_plain"]["wall_s"], c["cli_plain2"]["wall_s"])
-lora = min(c["cli_lora"]["wall_s"], c["cli_lora2"]["wall_s"])
-print(f"BENCH lora-cli plain={plain:.2f} s lora={lora:.2f} s apply={lora - plain:.2f} s (best of 2 each)")
-EOF
+"$PY" tools/bench/lora_switch.py report "$s" "$c"
