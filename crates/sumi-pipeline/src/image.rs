@@ -157,6 +157,15 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
             reason: "not a PNG, JPEG or WebP image".into(),
         });
     };
+    if matches!(format, ImageFormat::Png | ImageFormat::WebP) {
+        let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(read_err)?);
+        crate::image_check::check_container(&mut file)
+            .map_err(read_err)?
+            .map_err(|reason| PipelineError::ImageDecode {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+    }
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
     let (width, height) = decoder.dimensions();
     if u64::from(width) * u64::from(height) > max_pixels {
@@ -177,7 +186,15 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
             })?;
     }
     let orientation = decoder.orientation().map_err(decode_err)?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    // a decoder that panics on crafted data fails this image, not the process
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        DynamicImage::from_decoder(decoder)
+    }))
+    .map_err(|_| PipelineError::ImageDecode {
+        path: path.to_path_buf(),
+        reason: "the image decoder failed on this file (malformed data)".into(),
+    })?;
+    let mut img = decoded.map_err(decode_err)?;
     img.apply_orientation(orientation);
     Ok(img)
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod generate;
 mod generated_infotext;
 pub mod image;
+pub mod image_check;
 pub mod infotext;
 mod init;
 pub mod inpaint;

@@ -245,3 +245,24 @@ fn an_interrupt_stops_a_long_prompt_while_it_is_encoded() {
         .unwrap();
     assert_eq!((images.len(), encoding, steps), (1, 41, 2));
 }
+
+/// Fuzzing findings (fuzz/findings/): a PNG whose palette is not whole RGB entries (png 0.18
+/// panicked) and a WebP whose EXIF chunk declares 4 GiB (image-webp allocated it) are refused
+/// with a decode error naming the file.
+#[test]
+fn fuzzed_png_and_webp_are_refused() {
+    let findings = common::root().join("../fuzz/findings");
+    for (file, says) in [
+        ("png_short_palette_panic.png", "palette of 49 bytes"),
+        ("webp_exif_chunk_4gib.webp", "past the end of the file"),
+    ] {
+        let path = findings.join(file);
+        match load_image(&path, 1 << 26) {
+            Err(PipelineError::ImageDecode { path: p, reason }) => {
+                assert_eq!(p, path);
+                assert!(reason.contains(says), "{file}: {reason}");
+            }
+            other => panic!("{file}: {other:?}"),
+        }
+    }
+}

@@ -157,8 +157,14 @@ impl Upload {
     /// Decodes it as any image (a mask), as decoded (no orientation applied). 400 when the
     /// pixels cannot be decoded.
     pub fn decode_image(&self) -> Result<DynamicImage, ApiError> {
-        image::load_from_memory(&self.bytes)
-            .map_err(|e| ApiError::bad_request(format!("{}: {}", self.field, decode_reason(&e))))
+        let bad = |reason: String| ApiError::bad_request(format!("{}: {reason}", self.field));
+        sumi_pipeline::image_check::check_container(&mut std::io::Cursor::new(&self.bytes[..]))
+            .map_err(|e| bad(e.to_string()))?
+            .map_err(bad)?;
+        // a decoder that panics on crafted data fails this request, not the worker
+        std::panic::catch_unwind(|| image::load_from_memory(&self.bytes))
+            .map_err(|_| bad("the image decoder failed on this image (malformed data)".into()))?
+            .map_err(|e| bad(decode_reason(&e)))
     }
 }
 
