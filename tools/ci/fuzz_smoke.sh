@@ -20,6 +20,7 @@ cargo +nightly fuzz --version >/dev/null 2>&1 ||
     skip "cargo-fuzz is not installed (cargo install cargo-fuzz --locked)"
 
 secs="${SUMI_FUZZ_SECONDS:-60}"
+[ "$secs" = 0 ] && skip "SUMI_FUZZ_SECONDS=0"
 # the same flags for build and run, so that run does not rebuild
 flags=(--debug-assertions --codegen-units 16)
 targets="${SUMI_FUZZ_TARGETS:-$(cargo +nightly fuzz list)}"
