@@ -310,3 +310,34 @@ fn a_bad_file_is_named_and_the_others_apply() {
     assert_eq!(merged.len(), alone.len());
     assert!(!merged.is_empty());
 }
+
+/// A network's bundled embedding is used in the prompt while the network is named (A1111
+/// registers it with the network): at multiplier 0 the weights are the checkpoint's, so a
+/// prompt without the embedding's name gives the plain picture and one with it another.
+#[test]
+fn a_bundled_embedding_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = pipeline("sd1", dir.path());
+    let go = &mut |_: &sumi_pipeline::Progress<'_>| std::ops::ControlFlow::Continue(());
+    let mut image = |prompt: &str| {
+        let req = Request {
+            prompt: prompt.into(),
+            seed: 3,
+            steps: 2,
+            width: 64,
+            height: 64,
+            ..Default::default()
+        };
+        let (out, warnings) = pipe.generate(&req, go).unwrap();
+        assert!(
+            !warnings.iter().any(|w| w.contains("bundled embedding")),
+            "{warnings:?}"
+        );
+        out[0].image.clone()
+    };
+    assert_eq!(image("a cat <lora:lora_bundle:0>"), image("a cat"));
+    assert_ne!(
+        image("a tinybundle cat <lora:lora_bundle:0>"),
+        image("a tinybundle cat")
+    );
+}
