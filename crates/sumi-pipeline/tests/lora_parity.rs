@@ -104,11 +104,6 @@ fn merged_weights_match_a1111() {
             "{name}"
         );
         // every other tensor the networks touched is left as it was (a failed layer, a zero change)
-        let original: HashMap<String, Tensor> = pipe
-            .merged_tensors("")
-            .map(|(m, _)| m.into_iter().collect())
-            .unwrap();
-        assert!(original.is_empty());
         for (n, t) in &merged {
             if !want_changed.contains(n) {
                 let diff = touched_change(pipe, n, t);

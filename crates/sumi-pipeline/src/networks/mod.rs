@@ -51,6 +51,12 @@ pub fn list_loras(dirs: &[std::path::PathBuf]) -> Result<Vec<NetworkOnDisk>> {
 }
 
 impl Pipeline {
+    /// The model's layers by A1111's names (made once).
+    fn target_index(&self) -> &TargetIndex {
+        self.networks
+            .index(|| TargetIndex::new(self.checkpoint.weights.names(), self.model.facts.family))
+    }
+
     /// The LoRAs in the LoRA folders (A1111's `/sdapi/v1/loras`), listed on first use.
     pub fn loras(&self) -> Result<Vec<NetworkOnDisk>> {
         self.networks.list()
@@ -67,15 +73,11 @@ impl Pipeline {
     pub fn merged_tensors(&self, prompt: &str) -> Result<(MergedTensors, Vec<String>)> {
         let asked = activations(prompt)?;
         let mut warnings = asked.warnings;
-        let index = TargetIndex::new(self.checkpoint.weights.names(), self.model.facts.family);
+        let index = self.target_index();
         let weights = &self.checkpoint.weights;
-        let resolved = self.networks.resolve(
-            &asked.loras,
-            weights,
-            &index,
-            self.clip_width,
-            &mut warnings,
-        )?;
+        let resolved =
+            self.networks
+                .resolve(&asked.loras, weights, index, self.clip_width, &mut warnings)?;
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for te in [true, false] {
@@ -114,15 +116,10 @@ impl Pipeline {
         let resolved = if asked.loras.is_empty() {
             Vec::new()
         } else {
-            let index = TargetIndex::new(self.checkpoint.weights.names(), self.model.facts.family);
+            let index = self.target_index();
             let weights = &self.checkpoint.weights;
-            self.networks.resolve(
-                &asked.loras,
-                weights,
-                &index,
-                self.clip_width,
-                &mut warnings,
-            )?
+            self.networks
+                .resolve(&asked.loras, weights, index, self.clip_width, &mut warnings)?
         };
         if let Some(recorded) = &req.lora_hashes {
             warnings.extend(hash_mismatches(&resolved, recorded));

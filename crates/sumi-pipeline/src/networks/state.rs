@@ -55,6 +55,8 @@ pub(crate) struct NetworkState {
     pub unet_set: Mutex<SetKey>,
     /// The set the current text encoder was built with.
     pub clip_set: Mutex<SetKey>,
+    /// The model's layers by A1111's names (made once, on the first job with a network).
+    index: std::sync::OnceLock<TargetIndex>,
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {
@@ -70,7 +72,13 @@ impl NetworkState {
             read: Mutex::new(HashMap::new()),
             unet_set: Mutex::new(Vec::new()),
             clip_set: Mutex::new(Vec::new()),
+            index: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The model's layers by A1111's names, made by `make` on first use.
+    pub fn index(&self, make: impl FnOnce() -> TargetIndex) -> &TargetIndex {
+        self.index.get_or_init(make)
     }
 
     /// The folders listed again (A1111's refresh).
