@@ -1,6 +1,7 @@
 //! `sumi-models`: the networks of Stable Diffusion 1.x/2.x — CLIP text encoder, U-Net,
-//! VAE and TAESD — built from a name-scoped `VarBuilder` whose names are the canonical
-//! (diffusers/transformers) module paths. Knows nothing of files, prompts or samplers.
+//! VAE, TAESD — and the upscaler networks, built from a name-scoped `VarBuilder` whose names
+//! are the canonical (diffusers/transformers) module paths. Knows nothing of files, prompts or
+//! samplers.
 
 pub mod clip;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod precision;
 pub mod taesd;
 pub mod unet;
 pub mod unet_blocks;
+pub mod upscalers;
 pub mod vae;
 
 pub use clip::{ClipConfig, ClipTextModel};

@@ -1,0 +1,281 @@
+//! Upscaler networks against spandrel 0.4.2 on tiny random-weight files in every key layout
+//! Sumi reads (fixtures from `tools/reference/make_upscaler_fixtures.py`): the architecture and
+//! sizes detected as spandrel detects them, outputs within 1e-4 of spandrel's; crafted state
+//! dicts get typed errors, never a panic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use sumi_models::upscalers::{detect, EsrganLayout, UpscalerConfig, UpscalerError, UpscalerNet};
+use sumi_testkit::fixture::{fixtures, read_json, tensors};
+use sumi_testkit::measure::rel_err;
+use sumi_weights::ckpt::TorchArchive;
+use sumi_weights::pickle::Value;
+use sumi_weights::StorageDtype;
+
+fn dir() -> std::path::PathBuf {
+    fixtures().join("upscalers")
+}
+
+/// A `.pth` state dict as the fixtures store it: top-level, or inside `params_ema`/`params`.
+fn read_pth(path: &Path) -> HashMap<String, Tensor> {
+    let (archive, root) = TorchArchive::open(path).unwrap();
+    let Value::Dict(mut d) = root else {
+        panic!("{path:?}: root is not a dict")
+    };
+    if let Some(i) = d.iter().position(|(k, v)| {
+        matches!(k, Value::Str(s) if s == "params_ema" || s == "params")
+            && matches!(v, Value::Dict(_))
+    }) {
+        let Value::Dict(inner) = d.swap_remove(i).1 else {
+            unreachable!()
+        };
+        d = inner;
+    }
+    let mut out = HashMap::new();
+    for (k, v) in d {
+        let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
+            continue;
+        };
+        let ct = archive.tensor(name.clone(), *t).unwrap();
+        assert_eq!(ct.dtype, StorageDtype::F32, "{name}");
+        let bytes = archive.bytes(&ct);
+        let t = Tensor::from_raw_buffer(&bytes, DType::F32, &ct.shape, &Device::Cpu).unwrap();
+        out.insert(name, t);
+    }
+    assert!(!out.is_empty(), "{path:?}: no tensors");
+    out
+}
+
+fn read_model(file: &str) -> HashMap<String, Tensor> {
+    let path = dir().join(file);
+    if file.ends_with(".pth") {
+        read_pth(&path)
+    } else {
+        tensors(&path).unwrap()
+    }
+}
+
+fn layout(name: &str) -> EsrganLayout {
+    match name {
+        "Old" => EsrganLayout::Old,
+        "New" => EsrganLayout::New,
+        "Bsrgan" => EsrganLayout::Bsrgan,
+        "Plus" => EsrganLayout::Plus,
+        other => panic!("unknown layout {other}"),
+    }
+}
+
+#[test]
+fn every_layout_matches_spandrel() {
+    let doc = read_json(&dir().join("cases.json")).unwrap();
+    let cases = doc["models"].as_array().unwrap();
+    assert_eq!(
+        cases.len(),
+        9,
+        "the nine layouts/scales of the fixture script"
+    );
+    let io = tensors(&dir().join("io.safetensors")).unwrap();
+    let x = &io["input"];
+    let mut seen_layouts = std::collections::BTreeSet::new();
+    for case in cases {
+        let file = case["file"].as_str().unwrap();
+        let net = UpscalerNet::new(read_model(file), DType::F32, &Device::Cpu)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let cfg = net.config();
+        assert_eq!(
+            cfg.architecture(),
+            case["architecture"].as_str().unwrap(),
+            "{file}"
+        );
+        assert_eq!(
+            cfg.scale() as u64,
+            case["scale"].as_u64().unwrap(),
+            "{file}"
+        );
+        let (cin, cout) = cfg.channels();
+        assert_eq!(
+            cin as u64,
+            case["input_channels"].as_u64().unwrap(),
+            "{file}"
+        );
+        assert_eq!(
+            cout as u64,
+            case["output_channels"].as_u64().unwrap(),
+            "{file}"
+        );
+        let e = &case["expect"];
+        let n = |k: &str| e[k].as_u64().unwrap() as usize;
+        match cfg {
+            UpscalerConfig::Esrgan(c) => {
+                assert_eq!(c.layout, layout(e["layout"].as_str().unwrap()), "{file}");
+                seen_layouts.insert(format!("{:?}", c.layout));
+                assert_eq!(c.in_channels, n("in_channels"), "{file}");
+                assert_eq!(c.num_feat, n("num_feat"), "{file}");
+                assert_eq!(c.num_block, n("num_block"), "{file}");
+                assert_eq!(c.upsamples, n("upsamples"), "{file}");
+                assert_eq!(
+                    c.shuffle_factor,
+                    e["shuffle"].as_u64().map(|v| v as usize),
+                    "{file}"
+                );
+                assert_eq!(
+                    c.num_grow_ch as u64,
+                    doc["growth_channels"].as_u64().unwrap()
+                );
+                assert_eq!(c.plus, c.layout == EsrganLayout::Plus);
+            }
+            UpscalerConfig::Compact(c) => {
+                seen_layouts.insert("Compact".into());
+                assert_eq!(c.num_feat, n("num_feat"), "{file}");
+                assert_eq!(c.num_conv, n("num_conv"), "{file}");
+                assert_eq!(c.scale, n("scale"), "{file}");
+            }
+        }
+        let stem = file.rsplit_once('.').unwrap().0;
+        let want = &io[&format!("out.{stem}")];
+        let got = net.forward(x).unwrap();
+        assert_eq!(got.dims(), want.dims(), "{file}");
+        let err = rel_err(&got, want);
+        eprintln!("{file}: relative error {err:.2e}");
+        assert!(err < 1e-4, "{file}: relative error {err}");
+    }
+    assert_eq!(seen_layouts.len(), 5, "{seen_layouts:?}");
+}
+
+fn shapes(pairs: &[(&str, &[usize])]) -> BTreeMap<String, Vec<usize>> {
+    pairs
+        .iter()
+        .map(|(k, s)| (k.to_string(), s.to_vec()))
+        .collect()
+}
+
+#[test]
+fn unknown_architecture_names_the_keys_looked_for() {
+    let s = shapes(&[
+        ("encoder.conv_in.weight", &[4, 3, 3, 3]),
+        ("decoder.x", &[1]),
+    ]);
+    let e = detect(&s).unwrap_err();
+    let UpscalerError::UnknownArchitecture { count, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(*count, 2);
+    let msg = e.to_string();
+    for k in [
+        "body.0.weight",
+        "conv_first.weight",
+        "model.1.sub.0.RDB1.conv1.0.weight",
+    ] {
+        assert!(msg.contains(k), "{msg}");
+    }
+    assert!(msg.contains("encoder.conv_in.weight"), "{msg}");
+    let e = UpscalerNet::new(HashMap::new(), DType::F32, &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(e, UpscalerError::UnknownArchitecture { count: 0, .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn crafted_sizes_are_refused() {
+    let rdb = "model.1.sub.0.RDB1.conv1.0.weight";
+    let cases: Vec<(BTreeMap<String, Vec<usize>>, &str)> = vec![
+        // a huge feature count
+        (
+            shapes(&[
+                ("model.0.weight", &[1 << 40, 3, 3, 3]),
+                (rdb, &[32, 64, 3, 3]),
+                ("model.1.sub.1.weight", &[64, 64, 3, 3]),
+                ("model.4.weight", &[3, 64, 3, 3]),
+            ]),
+            "num_feat",
+        ),
+        // an index far beyond any real network
+        (
+            shapes(&[
+                ("model.0.weight", &[64, 3, 3, 3]),
+                (rdb, &[32, 64, 3, 3]),
+                ("model.99999999999.weight", &[3, 64, 3, 3]),
+            ]),
+            "top-level layers",
+        ),
+        // a block index overflowing usize
+        (
+            shapes(&[
+                ("model.0.weight", &[64, 3, 3, 3]),
+                (rdb, &[32, 64, 3, 3]),
+                (
+                    "model.1.sub.99999999999999999999999.weight",
+                    &[64, 64, 3, 3],
+                ),
+                ("model.4.weight", &[3, 64, 3, 3]),
+            ]),
+            "not an index",
+        ),
+        // a kernel of the wrong rank
+        (
+            shapes(&[
+                ("model.0.weight", &[64]),
+                (rdb, &[32, 64, 3, 3]),
+                ("model.1.sub.1.weight", &[64, 64, 3, 3]),
+                ("model.4.weight", &[3, 64, 3, 3]),
+            ]),
+            "dimensions",
+        ),
+        // Compact with a pixel-shuffle width no scale explains
+        (
+            shapes(&[
+                ("body.0.weight", &[8, 3, 3, 3]),
+                ("body.1.weight", &[8]),
+                ("body.2.weight", &[7, 8, 3, 3]),
+                ("body.2.bias", &[7]),
+            ]),
+            "scale",
+        ),
+        // Compact scale 64
+        (
+            shapes(&[
+                ("body.0.weight", &[8, 3, 3, 3]),
+                ("body.1.weight", &[8]),
+                ("body.2.bias", &[3 * 64 * 64]),
+            ]),
+            "scale is 64",
+        ),
+    ];
+    for (s, want) in cases {
+        let e = detect(&s).unwrap_err();
+        assert!(matches!(e, UpscalerError::Invalid { .. }), "{e}");
+        assert!(e.to_string().contains(want), "{e} (expected {want:?})");
+    }
+}
+
+#[test]
+fn missing_and_misshaped_tensors_are_named() {
+    let mut t = read_model("esrgan_old_x4.pth");
+    t.remove("model.1.sub.0.RDB2.conv3.0.bias");
+    let e = UpscalerNet::new(t, DType::F32, &Device::Cpu).unwrap_err();
+    assert!(matches!(e, UpscalerError::Model { .. }), "{e}");
+    assert!(e.to_string().contains("RDB2.conv3.0.bias"), "{e}");
+    let mut t = read_model("compact_x4.pth");
+    t.insert(
+        "body.4.weight".into(),
+        Tensor::zeros((6, 5, 3, 3), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = UpscalerNet::new(t, DType::F32, &Device::Cpu).unwrap_err();
+    assert!(e.to_string().contains("body.4.weight"), "{e}");
+}
+
+#[test]
+fn wrong_input_channels_are_refused() {
+    let net = UpscalerNet::new(
+        read_model("compact_x2.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let x = Tensor::zeros((1, 4, 8, 8), DType::F32, &Device::Cpu).unwrap();
+    let e = net.forward(&x).unwrap_err();
+    assert!(e.to_string().contains("3 channels"), "{e}");
+}
