@@ -13,7 +13,11 @@ Then A1111's `upscaler_utils.upscale_with_model` (Pillow grid tiling, `images.sp
 `combine_grid`), `Upscaler.upscale` (the pass loop) and `images.resize_image`'s `resize`,
 restated over a spandrel model with small tiles, and Pillow NEAREST resizes.
 
-Usage: make_upscaler_fixtures.py OUT_DIR
+Pillow must be 9.5.0, the version A1111 v1.10.1 pins (newer Pillow sometimes runs Lanczos's
+vertical pass first, which moves pixels); as in make_inpaint_fixtures.py:
+    tools/reference/.venv/bin/pip install --no-deps --target tools/reference/.pil95 pillow==9.5.0
+Usage:
+    tools/reference/.venv/bin/python tools/reference/make_upscaler_fixtures.py fixtures/upscalers
 """
 import importlib
 import json
@@ -21,11 +25,17 @@ import math
 import os
 import sys
 
-import numpy as np
-import spandrel
-import torch
-from PIL import Image
-from safetensors.torch import save_file
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.environ.get("PIL95", os.path.join(HERE, ".pil95")))
+
+import PIL  # noqa: E402
+import numpy as np  # noqa: E402
+import spandrel  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+assert PIL.__version__ == "9.5.0", f"A1111 v1.10.1 pins Pillow 9.5.0; this is {PIL.__version__}"
 
 GC = 3  # dense-block growth channels of the fixtures (real files: 32)
 

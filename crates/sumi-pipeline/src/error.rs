@@ -49,6 +49,10 @@ pub enum PipelineError {
     /// Building the conditioning failed (prompt encoding, embeddings, the schedule's cond).
     #[error("conditioning: {0}")]
     Conditioning(String),
+    /// An upscaler cannot be used: an unknown name, a file of unknown architecture, a size
+    /// over the limits (boxed: it is large, and rare).
+    #[error(transparent)]
+    Upscale(Box<crate::upscale::UpscaleError>),
     /// A tensor operation failed, in whichever stage (conditioning, init latents, sampling
     /// glue, decode).
     #[error("tensor operation: {0}")]

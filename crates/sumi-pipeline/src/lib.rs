@@ -34,6 +34,7 @@ pub mod png;
 pub mod preview;
 pub mod prompt_report;
 pub mod request;
+pub mod upscale;
 pub mod vocab;
 
 pub use checkpoint::Checkpoint;

@@ -1,0 +1,372 @@
+//! Upscalers as A1111 v1.10.1 runs them (`modules/upscaler.py`, `modules/images.py`
+//! `resize_image`, `modules/upscaler_utils.py`): the built-ins `None`, `Lanczos` and `Nearest`
+//! (Pillow-exact) and model files (RRDBNet/ESRGAN, SRVGGNetCompact, see
+//! [`sumi_models::upscalers`]) found in upscaler folders, listed by an [`UpscalerRegistry`].
+//!
+//! [`resize_with_upscaler`] is `resize_image`'s `resize(im, w, h)` for the hires fix, extras
+//! and img2img: when the target is larger, [`Upscaler::upscale`] runs up to three passes of
+//! the upscaler until the size is reached, then a Lanczos resize to the exact size. Models run
+//! in A1111's overlapping tiles ([`TileOptions`], [`upscale_with_model`]).
+
+mod load;
+mod registry;
+mod tile;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{DType, Device};
+use image::RgbImage;
+use sumi_models::upscalers::{UpscalerError, UpscalerNet};
+
+pub use load::{read_state_dict, MAX_UPSCALER_FILE_BYTES};
+pub use registry::{UpscalerRegistry, MAX_SCAN_DEPTH, MAX_SCAN_FILES, UPSCALER_EXTENSIONS};
+pub use tile::{resize_nearest, upscale_with_model};
+
+use crate::error::Result;
+use crate::image::resize_lanczos;
+use crate::request::MAX_SIDE;
+
+/// A1111's `ESRGAN_tile` default.
+pub const DEFAULT_TILE: u32 = 192;
+/// A1111's `ESRGAN_tile_overlap` default.
+pub const DEFAULT_TILE_OVERLAP: u32 = 8;
+/// Largest tile accepted (A1111's slider: 512).
+pub const MAX_TILE: u32 = 4096;
+/// Most pixels an intermediate pass may produce (a 4× model on a 2896² image).
+pub const MAX_INTERMEDIATE_PIXELS: u64 = 1 << 27;
+
+/// Why an upscale cannot be done.
+#[derive(Debug, thiserror::Error)]
+pub enum UpscaleError {
+    /// No upscaler has that name.
+    #[error("unknown upscaler `{name}`; the upscalers are: {}", known.join(", "))]
+    UnknownUpscaler {
+        /// The name asked for.
+        name: String,
+        /// The names there are, in A1111's order.
+        known: Vec<String>,
+    },
+    /// An upscaler file that cannot be read.
+    #[error("{path}: cannot read the upscaler file: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An upscaler file larger than [`MAX_UPSCALER_FILE_BYTES`].
+    #[error("{path}: the upscaler file has {size} bytes, more than the limit of {max}")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A file whose content is not an upscaler state dict.
+    #[error("{path}: {detail}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The weights are of no architecture Sumi builds, or do not fit theirs.
+    #[error("{path}: {source}")]
+    Architecture {
+        /// The file.
+        path: PathBuf,
+        /// The detection or build error.
+        #[source]
+        source: UpscalerError,
+    },
+    /// The network failed on an image.
+    #[error("upscaler network: {0}")]
+    Network(#[source] UpscalerError),
+    /// A model whose output is not an RGB image.
+    #[error("the upscaler's output has {found} channels, not 3")]
+    Channels {
+        /// The channel count.
+        found: usize,
+    },
+    /// Tile options that cannot be used.
+    #[error("tile size {tile} with overlap {overlap}: {detail}")]
+    Tile {
+        /// The tile size.
+        tile: u32,
+        /// The overlap.
+        overlap: u32,
+        /// What is allowed.
+        detail: String,
+    },
+    /// A target size outside the limits.
+    #[error("cannot upscale to {width}x{height}: {detail}")]
+    Size {
+        /// The width.
+        width: u64,
+        /// The height.
+        height: u64,
+        /// The limit it breaks.
+        detail: String,
+    },
+    /// A scale that is not a positive finite number.
+    #[error("upscale factor {0} is not a positive number")]
+    Scale(f64),
+}
+
+impl From<UpscaleError> for crate::error::PipelineError {
+    fn from(e: UpscaleError) -> Self {
+        Self::Upscale(Box::new(e))
+    }
+}
+
+/// A1111's tiling options (`ESRGAN_tile`, `ESRGAN_tile_overlap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileOptions {
+    /// Tile size in input pixels; 0 runs the whole image at once.
+    pub tile: u32,
+    /// Overlap between tiles in input pixels (less than `tile`).
+    pub overlap: u32,
+}
+
+impl Default for TileOptions {
+    fn default() -> Self {
+        Self {
+            tile: DEFAULT_TILE,
+            overlap: DEFAULT_TILE_OVERLAP,
+        }
+    }
+}
+
+impl TileOptions {
+    /// Checks `overlap < tile ≤ MAX_TILE` (any overlap with tile 0).
+    pub fn check(self) -> Result<()> {
+        let detail = if self.tile > MAX_TILE {
+            format!("the tile size is at most {MAX_TILE}")
+        } else if self.tile > 0 && self.overlap >= self.tile {
+            "the overlap must be smaller than the tile".to_string()
+        } else {
+            return Ok(());
+        };
+        Err(UpscaleError::Tile {
+            tile: self.tile,
+            overlap: self.overlap,
+            detail,
+        }
+        .into())
+    }
+}
+
+/// What an upscaler does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpscalerKind {
+    /// `UpscalerNone`: the image unchanged (`resize_image` then resizes with Lanczos).
+    None,
+    /// `UpscalerLanczos`: Pillow LANCZOS to `int(w·scale) × int(h·scale)`.
+    Lanczos,
+    /// `UpscalerNearest`: Pillow NEAREST likewise.
+    Nearest,
+    /// A model file, loaded on first use.
+    Model {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// One upscaler as A1111's `UpscalerData` lists it.
+#[derive(Debug)]
+pub struct Upscaler {
+    name: String,
+    kind: UpscalerKind,
+    scale: u32,
+    net: OnceLock<Arc<UpscalerNet>>,
+}
+
+impl Upscaler {
+    /// A built-in or model upscaler named `name`; `scale` is the scale A1111 lists it with.
+    pub fn new(name: impl Into<String>, kind: UpscalerKind, scale: u32) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            scale,
+            net: OnceLock::new(),
+        }
+    }
+
+    /// A model upscaler from a file, named by its stem as A1111 names ESRGAN-folder files.
+    pub fn from_file(path: &Path) -> Self {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self::new(
+            name,
+            UpscalerKind::Model {
+                path: path.to_path_buf(),
+            },
+            4,
+        )
+    }
+
+    /// The name (`None`, `Lanczos`, `R-ESRGAN 4x+`, `4x-UltraSharp`, …).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it does.
+    pub fn kind(&self) -> &UpscalerKind {
+        &self.kind
+    }
+
+    /// The scale A1111 lists (`UpscalerData.scale`: 4 for model files, 2 for `R-ESRGAN 2x+`).
+    pub fn scale(&self) -> u32 {
+        self.scale
+    }
+
+    /// The model file, for model upscalers.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.kind {
+            UpscalerKind::Model { path } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The network of a model upscaler, read and built on first use (then kept); `None` for
+    /// the built-ins.
+    pub fn network(&self) -> Result<Option<Arc<UpscalerNet>>> {
+        let UpscalerKind::Model { path } = &self.kind else {
+            return Ok(None);
+        };
+        if let Some(n) = self.net.get() {
+            return Ok(Some(n.clone()));
+        }
+        let tensors = read_state_dict(path)?;
+        let net = UpscalerNet::new(tensors, DType::F32, &Device::Cpu).map_err(|source| {
+            UpscaleError::Architecture {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let (cin, cout) = net.config().channels();
+        if (cin, cout) != (3, 3) {
+            return Err(UpscaleError::BadFile {
+                path: path.clone(),
+                detail: format!(
+                    "the network maps {cin} channels to {cout}; upscalers map RGB to RGB"
+                ),
+            }
+            .into());
+        }
+        Ok(Some(self.net.get_or_init(|| Arc::new(net)).clone()))
+    }
+
+    /// `do_upscale`: one pass (a model's own scale; `int(w·scale)` for Lanczos/Nearest).
+    fn do_upscale(&self, img: &RgbImage, scale: f64, tile: TileOptions) -> Result<RgbImage> {
+        let scaled = |v: u32| (f64::from(v) * scale) as u64;
+        let (w, h) = (scaled(img.width()), scaled(img.height()));
+        match &self.kind {
+            UpscalerKind::None => Ok(img.clone()),
+            UpscalerKind::Lanczos => {
+                let (w, h) = check_size(w, h, MAX_SIDE)?;
+                resize_lanczos(img, w, h)
+            }
+            UpscalerKind::Nearest => {
+                let (w, h) = check_size(w, h, MAX_SIDE)?;
+                Ok(resize_nearest(img, w, h))
+            }
+            UpscalerKind::Model { .. } => {
+                let net = self.network()?.expect("a model upscaler has a network");
+                let s = net.scale() as u64;
+                let (ow, oh) = (u64::from(img.width()) * s, u64::from(img.height()) * s);
+                if ow * oh > MAX_INTERMEDIATE_PIXELS {
+                    return Err(UpscaleError::Size {
+                        width: ow,
+                        height: oh,
+                        detail: format!("a pass may make at most {MAX_INTERMEDIATE_PIXELS} pixels"),
+                    }
+                    .into());
+                }
+                upscale_with_model(&net, img, tile)
+            }
+        }
+    }
+
+    /// `Upscaler.upscale(img, scale)`: passes of the upscaler (at most three, at least one, and
+    /// none once a pass leaves the size unchanged) until the image is at least
+    /// `(w·scale)//8·8 × (h·scale)//8·8`, then Pillow LANCZOS to exactly that size.
+    pub fn upscale(&self, img: &RgbImage, scale: f64, tile: TileOptions) -> Result<RgbImage> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(UpscaleError::Scale(scale).into());
+        }
+        let dest = |v: u32| ((f64::from(v) * scale) / 8.0).floor() as u64 * 8;
+        let (dest_w, dest_h) = check_size(dest(img.width()), dest(img.height()), MAX_SIDE)?;
+        let mut img = img.clone();
+        for i in 0..3 {
+            if img.width() >= dest_w && img.height() >= dest_h && (i > 0 || scale != 1.0) {
+                break;
+            }
+            let shape = img.dimensions();
+            img = self.do_upscale(&img, scale, tile)?;
+            if shape == img.dimensions() {
+                break;
+            }
+        }
+        if img.dimensions() != (dest_w, dest_h) {
+            img = resize_lanczos(&img, dest_w, dest_h)?;
+        }
+        Ok(img)
+    }
+}
+
+/// Checks `1 ≤ width, height ≤ max_side`.
+fn check_size(width: u64, height: u64, max_side: u32) -> Result<(u32, u32)> {
+    let ok = |v: u64| (1..=u64::from(max_side)).contains(&v);
+    if ok(width) && ok(height) {
+        return Ok((width as u32, height as u32));
+    }
+    Err(UpscaleError::Size {
+        width,
+        height,
+        detail: format!("each side must be 1 to {max_side} pixels"),
+    }
+    .into())
+}
+
+/// `images.resize_image`'s `resize(im, w, h)` with an upscaler: `None` resizes with Lanczos;
+/// any other upscaler runs [`Upscaler::upscale`] by `max(w / im.w, h / im.h)` when that is
+/// above 1, then Lanczos to exactly `w × h` if the size differs. The one door for the hires
+/// fix, extras and img2img resizing.
+pub fn resize_with_upscaler(
+    img: &RgbImage,
+    width: u32,
+    height: u32,
+    upscaler: &Upscaler,
+    tile: TileOptions,
+) -> Result<RgbImage> {
+    let (width, height) = check_size(width.into(), height.into(), MAX_SIDE)?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(UpscaleError::Size {
+            width: img.width().into(),
+            height: img.height().into(),
+            detail: "the source image is empty".into(),
+        }
+        .into());
+    }
+    if upscaler.kind == UpscalerKind::None {
+        return resize_lanczos(img, width, height);
+    }
+    let scale = (f64::from(width) / f64::from(img.width()))
+        .max(f64::from(height) / f64::from(img.height()));
+    let mut im = if scale > 1.0 {
+        upscaler.upscale(img, scale, tile)?
+    } else {
+        img.clone()
+    };
+    if im.dimensions() != (width, height) {
+        im = resize_lanczos(&im, width, height)?;
+    }
+    Ok(im)
+}

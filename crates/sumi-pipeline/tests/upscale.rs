@@ -1,0 +1,349 @@
+//! A1111's upscale loop, `resize_image`'s resize with an upscaler and its tiled model
+//! inference, against the restatement over spandrel in
+//! `tools/reference/make_upscaler_fixtures.py` (fixtures in `fixtures/upscalers/`): tiled
+//! outputs within one pixel level, the pass loop's and the final Lanczos's sizes, Pillow
+//! NEAREST exactly; the registry's names and order; unknown names, files of unknown
+//! architecture and sizes over the limits as typed errors.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+use sumi_pipeline::error::PipelineError;
+use sumi_pipeline::upscale::{
+    read_state_dict, resize_nearest, resize_with_upscaler, upscale_with_model, TileOptions,
+    UpscaleError, Upscaler, UpscalerKind, UpscalerRegistry,
+};
+use sumi_testkit::fixture::{fixtures, read_json, tensors};
+use sumi_testkit::measure::rel_err;
+
+fn dir() -> PathBuf {
+    fixtures().join("upscalers")
+}
+
+struct Fixture {
+    doc: serde_json::Value,
+    images: HashMap<String, Tensor>,
+}
+
+fn fixture() -> Fixture {
+    Fixture {
+        doc: read_json(&dir().join("cases.json")).unwrap(),
+        images: tensors(&dir().join("images.safetensors")).unwrap(),
+    }
+}
+
+impl Fixture {
+    fn image(&self, key: &str) -> RgbImage {
+        let t = self
+            .images
+            .get(key)
+            .unwrap_or_else(|| panic!("no image {key}"));
+        let (h, w, c) = t.dims3().unwrap();
+        assert_eq!(c, 3);
+        let v = t.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        RgbImage::from_raw(w as u32, h as u32, v).unwrap()
+    }
+
+    fn cases(&self, key: &str, n: usize) -> &Vec<serde_json::Value> {
+        let c = self.doc[key].as_array().unwrap();
+        assert_eq!(c.len(), n, "{key}");
+        c
+    }
+}
+
+fn model(file: &str) -> Upscaler {
+    Upscaler::from_file(&dir().join(file))
+}
+
+/// The largest difference in pixel levels, and how many values differ at all.
+fn level_diff(a: &RgbImage, b: &RgbImage) -> (u8, usize) {
+    assert_eq!(a.dimensions(), b.dimensions());
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .fold((0, 0), |(m, n), (x, y)| {
+            (m.max(x.abs_diff(*y)), n + usize::from(x != y))
+        })
+}
+
+fn tile(case: &serde_json::Value) -> TileOptions {
+    TileOptions {
+        tile: case["tile"].as_u64().unwrap() as u32,
+        overlap: case["overlap"].as_u64().unwrap() as u32,
+    }
+}
+
+#[test]
+fn files_load_by_detection_as_spandrel_reads_them() {
+    let f = fixture();
+    let io = tensors(&dir().join("io.safetensors")).unwrap();
+    for case in f.cases("models", 9) {
+        let file = case["file"].as_str().unwrap();
+        let u = model(file);
+        let net = u.network().unwrap().expect("a model upscaler");
+        assert_eq!(
+            net.scale() as u64,
+            case["scale"].as_u64().unwrap(),
+            "{file}"
+        );
+        let stem = file.rsplit_once('.').unwrap().0;
+        let y = net.forward(&io["input"]).unwrap();
+        let err = rel_err(&y, &io[&format!("out.{stem}")]);
+        assert!(err < 1e-4, "{file}: {err}");
+    }
+}
+
+#[test]
+fn tiling_matches_a1111_within_one_level() {
+    let f = fixture();
+    for case in f.cases("tiling", 5) {
+        let u = model(case["model"].as_str().unwrap());
+        let net = u.network().unwrap().unwrap();
+        let src = f.image(case["image"].as_str().unwrap());
+        let want = f.image(case["output"].as_str().unwrap());
+        let got = upscale_with_model(&net, &src, tile(case)).unwrap();
+        let (max, n) = level_diff(&got, &want);
+        eprintln!("{case}: max {max} levels, {n} values differ");
+        assert!(max <= 1, "{case}: {max} levels");
+    }
+}
+
+#[test]
+fn upscale_loop_passes_and_final_lanczos() {
+    let f = fixture();
+    let small = f.image("small");
+    for case in f.cases("loops", 5) {
+        let name = case["upscaler"].as_str().unwrap();
+        let u = match name {
+            "Lanczos" => Upscaler::new("Lanczos", UpscalerKind::Lanczos, 4),
+            "Nearest" => Upscaler::new("Nearest", UpscalerKind::Nearest, 4),
+            file => model(file),
+        };
+        let scale = case["scale"].as_f64().unwrap();
+        let want = f.image(case["output"].as_str().unwrap());
+        let dest = |v: u32| ((f64::from(v) * scale) / 8.0).floor() as u32 * 8;
+        assert_eq!(
+            want.dimensions(),
+            (dest(small.width()), dest(small.height()))
+        );
+        let got = u.upscale(&small, scale, tile(case)).unwrap();
+        let (max, n) = level_diff(&got, &want);
+        eprintln!("{case}: max {max} levels, {n} values differ");
+        assert!(max <= 1, "{case}: {max} levels");
+    }
+    // the 2× model asked for 5×: 12×10 → 24×20 → 48×40 → 96×80 (three passes), then Lanczos
+    // to 56×48; stopping after two passes would give a different picture
+    let u = model("compact_x2.safetensors");
+    let opts = TileOptions {
+        tile: 16,
+        overlap: 4,
+    };
+    let three = u.upscale(&small, 5.0, opts).unwrap();
+    assert_eq!(three.dimensions(), (56, 48));
+    let net = u.network().unwrap().unwrap();
+    let mut two = small.clone();
+    for _ in 0..2 {
+        two = upscale_with_model(&net, &two, opts).unwrap();
+    }
+    let two = sumi_pipeline::image::resize_lanczos(&two, 56, 48).unwrap();
+    assert!(level_diff(&two, &three).0 > 8);
+}
+
+#[test]
+fn resize_with_upscaler_matches_resize_image() {
+    let f = fixture();
+    let small = f.image("small");
+    for case in f.cases("resizes", 3) {
+        let u = match case["upscaler"].as_str().unwrap() {
+            "Lanczos" => Upscaler::new("Lanczos", UpscalerKind::Lanczos, 4),
+            file => model(file),
+        };
+        let (w, h) = (
+            case["width"].as_u64().unwrap() as u32,
+            case["height"].as_u64().unwrap() as u32,
+        );
+        let want = f.image(case["output"].as_str().unwrap());
+        let got = resize_with_upscaler(&small, w, h, &u, tile(case)).unwrap();
+        assert_eq!(got.dimensions(), (w, h));
+        let (max, n) = level_diff(&got, &want);
+        eprintln!("{case}: max {max} levels, {n} values differ");
+        assert!(max <= 1, "{case}: {max} levels");
+    }
+    // None is a plain Lanczos resize
+    let none = Upscaler::new("None", UpscalerKind::None, 4);
+    let got = resize_with_upscaler(&small, 30, 17, &none, TileOptions::default()).unwrap();
+    let want = sumi_pipeline::image::resize_lanczos(&small, 30, 17).unwrap();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn nearest_is_pillow_exact() {
+    let f = fixture();
+    let small = f.image("small");
+    for case in f.cases("nearest", 6) {
+        let (w, h) = (
+            case["width"].as_u64().unwrap() as u32,
+            case["height"].as_u64().unwrap() as u32,
+        );
+        let want = f.image(case["output"].as_str().unwrap());
+        assert_eq!(resize_nearest(&small, w, h), want, "{case}");
+    }
+}
+
+/// The upscale error inside a pipeline error (panics on any other).
+fn upscale_err(e: &PipelineError) -> &UpscaleError {
+    match e {
+        PipelineError::Upscale(u) => u,
+        other => panic!("not an upscale error: {other}"),
+    }
+}
+
+fn copy(name: &str, to: &Path) {
+    std::fs::copy(dir().join(name), to).unwrap();
+}
+
+#[test]
+fn registry_names_and_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    copy("esrgan_new_x4.pth", &d.join("RealESRGAN_x4plus.pth"));
+    copy("esrgan_old_x4.pth", &d.join("4x-UltraSharp.pth"));
+    std::fs::create_dir(d.join("sub")).unwrap();
+    copy("compact_x2.safetensors", &d.join("sub/anime.safetensors"));
+    copy("esrgan_new_x2.pth", &d.join("RealESRGAN_x2plus.pth"));
+    std::fs::write(d.join("notes.txt"), "not a model").unwrap();
+    let r = UpscalerRegistry::scan(&[d.to_path_buf()]).unwrap();
+    let names = r.names();
+    assert_eq!(
+        names,
+        [
+            "None",
+            "Lanczos",
+            "Nearest",
+            "4x-UltraSharp",
+            "anime",
+            "R-ESRGAN 2x+",
+            "R-ESRGAN 4x+"
+        ]
+    );
+    let u = r.get("R-ESRGAN 4x+").unwrap();
+    assert_eq!(u.scale(), 4);
+    assert_eq!(u.path().unwrap(), d.join("RealESRGAN_x4plus.pth"));
+    assert_eq!(r.get("R-ESRGAN 2x+").unwrap().scale(), 2);
+    // the file's real scale, once loaded
+    assert_eq!(
+        r.get("R-ESRGAN 2x+")
+            .unwrap()
+            .network()
+            .unwrap()
+            .unwrap()
+            .scale(),
+        2
+    );
+    assert!(r.get("None").unwrap().network().unwrap().is_none());
+
+    let e = r.get("R-ESRGAN 8x").unwrap_err();
+    assert!(
+        matches!(upscale_err(&e), UpscaleError::UnknownUpscaler { .. }),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("`R-ESRGAN 8x`"), "{msg}");
+    for n in &names {
+        assert!(msg.contains(n.as_str()), "{msg}");
+    }
+    let e = UpscalerRegistry::scan(&[d.join("absent")]).unwrap_err();
+    assert!(matches!(upscale_err(&e), UpscaleError::Io { .. }), "{e}");
+}
+
+#[test]
+fn bad_files_are_typed_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // a checkpoint that is no upscaler
+    let vae = d.join("vae.safetensors");
+    let t = Tensor::zeros((4, 3, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &HashMap::from([("decoder.conv_in.weight".to_string(), t)]),
+        &vae,
+    )
+    .unwrap();
+    let e = Upscaler::from_file(&vae).network().unwrap_err();
+    assert!(
+        matches!(upscale_err(&e), UpscaleError::Architecture { .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("unknown upscaler architecture"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("decoder.conv_in.weight"), "{e}");
+    // a file over the size limit is refused before it is read (sparse: no disk used)
+    let big = d.join("big.pth");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(sumi_pipeline::upscale::MAX_UPSCALER_FILE_BYTES + 1)
+        .unwrap();
+    let e = read_state_dict(&big).unwrap_err();
+    assert!(
+        matches!(upscale_err(&e), UpscaleError::FileTooLarge { .. }),
+        "{e}"
+    );
+    // an empty file and a truncated archive
+    let empty = d.join("empty.pth");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(
+        read_state_dict(&empty).unwrap_err(),
+        PipelineError::Weights(_)
+    ));
+    let bytes = std::fs::read(dir().join("compact_x4.pth")).unwrap();
+    let cut = d.join("cut.pth");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(matches!(
+        read_state_dict(&cut).unwrap_err(),
+        PipelineError::Weights(_)
+    ));
+    let e = Upscaler::from_file(&d.join("missing.pth"))
+        .network()
+        .unwrap_err();
+    assert!(matches!(upscale_err(&e), UpscaleError::Io { .. }), "{e}");
+}
+
+#[test]
+fn sizes_over_the_limits_are_refused() {
+    let small = RgbImage::new(12, 10);
+    let lanczos = Upscaler::new("Lanczos", UpscalerKind::Lanczos, 4);
+    let opts = TileOptions::default();
+    for (w, h) in [(4097, 100), (100, 0), (0, 0)] {
+        let e = resize_with_upscaler(&small, w, h, &lanczos, opts).unwrap_err();
+        assert!(matches!(upscale_err(&e), UpscaleError::Size { .. }), "{e}");
+    }
+    // (12 · 0.5) // 8 · 8 = 0
+    let e = lanczos.upscale(&small, 0.5, opts).unwrap_err();
+    assert!(matches!(upscale_err(&e), UpscaleError::Size { .. }), "{e}");
+    for s in [f64::NAN, -1.0, 0.0, f64::INFINITY] {
+        let e = lanczos.upscale(&small, s, opts).unwrap_err();
+        assert!(matches!(upscale_err(&e), UpscaleError::Scale(_)), "{e}");
+    }
+    let u = model("compact_x4.pth");
+    let net = u.network().unwrap().unwrap();
+    for bad in [
+        TileOptions {
+            tile: 16,
+            overlap: 16,
+        },
+        TileOptions {
+            tile: 8192,
+            overlap: 8,
+        },
+    ] {
+        let e = upscale_with_model(&net, &small, bad).unwrap_err();
+        assert!(matches!(upscale_err(&e), UpscaleError::Tile { .. }), "{e}");
+    }
+    // a 4× pass past the intermediate pixel limit (4096² · 16 > 2^27)
+    let huge = RgbImage::new(4096, 4096);
+    let e = u.upscale(&huge, 1.0, opts).unwrap_err();
+    assert!(e.to_string().contains("a pass may make at most"), "{e}");
+}
