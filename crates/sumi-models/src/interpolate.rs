@@ -100,10 +100,10 @@ const VEC_LANES: usize = 16;
 /// `interpolate` on the CPU in float32; see the module documentation). Any batch and channel
 /// count; upscaling and downscaling, each axis on its own.
 ///
-/// A tensor that is not f32 is converted to f32, resized, and converted back to its dtype (A1111
-/// resizes half-precision latents in half precision: such a result can differ from A1111's in
-/// the last bit of the half). Errors: a tensor that is not 4-D, a zero dimension or size, or an
-/// output too large to address.
+/// A tensor that is not f32 is converted to f32, resized, and converted back to its dtype
+/// (torch resizes an f16/bf16 tensor with its own reduced-precision kernels: such a result can
+/// differ from torch's in the last bit of the half). Errors: a tensor that is not 4-D, a zero
+/// dimension or size, or an output too large to address.
 pub fn interpolate(
     x: &Tensor,
     height: usize,
