@@ -5,6 +5,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod interpolate;
 mod kernels;
 pub mod networks;
 pub mod nn;
@@ -17,6 +18,7 @@ pub mod vae;
 
 pub use clip::{ClipConfig, ClipTextModel};
 pub use error::{ModelError, Result};
+pub use interpolate::{interpolate, LatentUpscaleMode};
 pub use networks::NetworkModule;
 pub use precision::Precision;
 pub use taesd::{TaesdDecoder, TaesdEncoder};
