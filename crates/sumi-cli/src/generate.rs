@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use sumi_pipeline::image::{load_image, load_init_image, ResizeMode};
 use sumi_pipeline::infotext::{parse_generation_parameters, Parameters};
 use sumi_pipeline::{
-    parse_sampler_and_scheduler, Img2Img, Inpaint, LoadOptions, MaskedContent, NoiseSource,
+    parse_sampler_and_scheduler, Hires, Img2Img, Inpaint, LoadOptions, MaskedContent, NoiseSource,
     Pipeline, Progress, Request,
 };
 
@@ -75,6 +75,10 @@ pub struct Common {
     /// repeatable).
     #[arg(long = "lora-dir", value_name = "DIR")]
     lora_dirs: Vec<PathBuf>,
+    /// A folder of upscaler model files (ESRGAN/Real-ESRGAN .pth or .safetensors) for the hires
+    /// fix and upscaling, named by file name (searched recursively; repeatable).
+    #[arg(long = "upscaler-dir", value_name = "DIR")]
+    upscaler_dirs: Vec<PathBuf>,
     /// An external VAE file.
     #[arg(long)]
     vae: Option<PathBuf>,
@@ -104,6 +108,109 @@ pub struct Common {
 pub struct Txt2ImgArgs {
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    hires: HiresArgs,
+}
+
+/// The hires fix: a second, img2img pass at a larger size (on when --hr-scale or
+/// --hr-resize-x/-y is given, or when the infotext has one).
+#[derive(clap::Args, Debug)]
+pub struct HiresArgs {
+    /// Hires fix: upscale the first pass by this factor [2].
+    #[arg(long)]
+    hr_scale: Option<f64>,
+    /// Hires fix: target width (with --hr-resize-y too: fill and crop, as A1111).
+    #[arg(long)]
+    hr_resize_x: Option<u32>,
+    /// Hires fix: target height.
+    #[arg(long)]
+    hr_resize_y: Option<u32>,
+    /// Hires fix upscaler: Latent, "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic
+    /// antialiased)", "Latent (nearest)", "Latent (nearest-exact)", None, Lanczos, Nearest or an
+    /// upscaler model's name [Latent].
+    #[arg(long)]
+    hr_upscaler: Option<String>,
+    /// Hires fix: steps of the second pass, 0 = the same as --steps [0].
+    #[arg(long)]
+    hr_second_pass_steps: Option<u32>,
+    /// Hires fix: denoising strength of the second pass [0.7].
+    #[arg(long)]
+    hr_denoising_strength: Option<f64>,
+    /// Hires fix: sampler of the second pass [the first pass's].
+    #[arg(long)]
+    hr_sampler: Option<String>,
+    /// Hires fix: schedule type of the second pass [the first pass's].
+    #[arg(long)]
+    hr_scheduler: Option<String>,
+    /// Hires fix: prompt of the second pass [the prompt].
+    #[arg(long)]
+    hr_prompt: Option<String>,
+    /// Hires fix: negative prompt of the second pass [the negative prompt].
+    #[arg(long)]
+    hr_negative_prompt: Option<String>,
+}
+
+impl HiresArgs {
+    /// The hires settings from the options, else from the infotext (A1111's paste rule: a
+    /// `Denoising strength` and any hires size or upscaler), else none.
+    fn to_hires(&self, info: Option<&Parameters>, req: &Request) -> Result<Option<Hires>> {
+        let given =
+            self.hr_scale.is_some() || self.hr_resize_x.is_some() || self.hr_resize_y.is_some();
+        let from_info = info.is_some_and(|p| {
+            p.get("Denoising strength").is_some()
+                && ["Hires upscale", "Hires upscaler", "Hires resize-1"]
+                    .iter()
+                    .any(|k| p.get(k).is_some())
+        });
+        if !given && !from_info {
+            return Ok(None);
+        }
+        let info = info.filter(|_| from_info);
+        let text = |given: &Option<String>, key: &str, same: &str| {
+            given
+                .clone()
+                .or_else(|| info.and_then(|p| p.get(key)).map(str::to_string))
+                .filter(|v| !v.is_empty() && v != same)
+        };
+        let sampler_name = text(&self.hr_sampler, "Hires sampler", "Use same sampler");
+        let scheduler_name = text(
+            &self.hr_scheduler,
+            "Hires schedule type",
+            "Use same scheduler",
+        );
+        let sampler = match &sampler_name {
+            Some(n) => Some(
+                parse_sampler_and_scheduler(n, None)
+                    .context("--hr-sampler")?
+                    .0,
+            ),
+            None => None,
+        };
+        let scheduler = match &scheduler_name {
+            Some(n) => {
+                let s = sampler.unwrap_or(req.sampler);
+                Some(
+                    parse_sampler_and_scheduler(s.label(), Some(n))
+                        .context("--hr-scheduler")?
+                        .1,
+                )
+            }
+            None => None,
+        };
+        Ok(Some(Hires {
+            scale: pick(self.hr_scale, info, "Hires upscale", 2.0)?,
+            resize_x: pick(self.hr_resize_x, info, "Hires resize-1", 0)?,
+            resize_y: pick(self.hr_resize_y, info, "Hires resize-2", 0)?,
+            second_pass_steps: pick(self.hr_second_pass_steps, info, "Hires steps", 0)?,
+            denoising_strength: pick(self.hr_denoising_strength, info, "Denoising strength", 0.7)?,
+            upscaler: text(&self.hr_upscaler, "Hires upscaler", ""),
+            sampler,
+            scheduler,
+            prompt: text(&self.hr_prompt, "Hires prompt", "").unwrap_or_default(),
+            negative_prompt: text(&self.hr_negative_prompt, "Hires negative prompt", "")
+                .unwrap_or_default(),
+        }))
+    }
 }
 
 /// `sumi img2img`.
@@ -293,7 +400,8 @@ fn check_inputs(c: &Common) -> Result<()> {
 pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
     check_inputs(&a.common)?;
     let info = infotext(&a.common)?;
-    let req = request(&a.common, info.as_ref(), (512, 512))?;
+    let mut req = request(&a.common, info.as_ref(), (512, 512))?;
+    req.hires = a.hires.to_hires(info.as_ref(), &req)?;
     run(&a.common, req)
 }
 
@@ -333,6 +441,7 @@ fn run(c: &Common, req: Request) -> Result<()> {
     let opts = LoadOptions {
         embeddings: c.embeddings.clone(),
         lora_dirs: c.lora_dirs.clone(),
+        upscaler_dirs: c.upscaler_dirs.clone(),
         vae: c.vae.clone(),
         taesd_decoder: c.taesd_decoder.clone(),
         precision: c.precision,
@@ -408,9 +517,14 @@ impl ProgressBar {
         let per = now.duration_since(self.start).as_secs_f64() / done as f64;
         let eta = per * (p.steps - done) as f64;
         let mut e = std::io::stderr();
+        let pass = if p.passes > 1 {
+            ["  first pass", "  hires pass"][p.pass.min(1) as usize]
+        } else {
+            ""
+        };
         let _ = write!(
             e,
-            "\rbatch {}/{}  step {done}/{}  {per:.2}s/it  ETA {eta:.0}s   ",
+            "\rbatch {}/{}{pass}  step {done}/{}  {per:.2}s/it  ETA {eta:.0}s   ",
             p.batch + 1,
             p.batch_count,
             p.steps

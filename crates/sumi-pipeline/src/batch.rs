@@ -4,6 +4,8 @@
 
 use std::ops::ControlFlow;
 
+use candle_core::Tensor;
+
 use sumi_sampling::noise::batch_seeds;
 use sumi_sampling::{ImageRng, ImageRngOptions, Plan, SamplerNoise, Step};
 
@@ -77,6 +79,8 @@ pub(crate) struct BatchInputs<'a> {
     pub conds: Conds<'a>,
     /// One image's latent shape.
     pub shape: LatentShape,
+    /// Which pass of how many (the hires fix runs two per batch): `(0, 1)` without it.
+    pub pass: (u32, u32),
 }
 
 impl Pipeline {
@@ -87,6 +91,20 @@ impl Pipeline {
         batch: BatchSeeds,
         on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
     ) -> Result<BatchOutcome> {
+        let (latents, stop) = self.sample_batch(inputs, &batch, on_step)?;
+        let images = self.finish_batch(inputs, &batch, &latents)?;
+        Ok(BatchOutcome { images, stop })
+    }
+
+    /// The sampler part of a batch: noise (each image generator's first draw) → the sampler
+    /// over the guided U-Net from `inputs.init.latents` (img2img) or from noise → A1111's final
+    /// latent blend → the NaN check. Returns the latents and the stop asked for, if any.
+    pub(crate) fn sample_batch(
+        &self,
+        inputs: &BatchInputs<'_>,
+        batch: &BatchSeeds,
+        on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
+    ) -> Result<(Tensor, Option<Stop>)> {
         let BatchInputs {
             req,
             plan,
@@ -114,6 +132,8 @@ impl Pipeline {
         let mut report = |s: &Step<'_>| match on_step(&Progress {
             batch: batch.index,
             batch_count: req.batch_count,
+            pass: inputs.pass.0,
+            passes: inputs.pass.1,
             step: s.i,
             steps: s.steps,
             denoised: Some(s.denoised),
@@ -137,9 +157,20 @@ impl Pipeline {
         };
         // A1111's `devices.test_for_nans(samples_ddim, "unet")`, before the decode
         crate::decode::check_finite(&latents, NanStage::Unet)?;
-        // 4. decode, with the original pixels outside the mask over the result
-        let pictures = self.decode(&latents, init.mask.as_ref())?;
-        let images = pictures
+        Ok((latents, stop))
+    }
+
+    /// The pictures of a batch: decoded, with the original pixels outside the mask over the
+    /// result, and what made each.
+    pub(crate) fn finish_batch(
+        &self,
+        inputs: &BatchInputs<'_>,
+        batch: &BatchSeeds,
+        latents: &Tensor,
+    ) -> Result<Vec<Generated>> {
+        let init = inputs.init;
+        let pictures = self.decode(latents, init.mask.as_ref())?;
+        pictures
             .into_iter()
             .zip(batch.seeds.iter().zip(&batch.subseeds))
             .enumerate()
@@ -157,8 +188,7 @@ impl Pipeline {
                         .collect(),
                 })
             })
-            .collect::<Result<_>>()?;
-        Ok(BatchOutcome { images, stop })
+            .collect()
     }
 
     /// A1111's `CFGDenoiser` over the U-Net for one batch.

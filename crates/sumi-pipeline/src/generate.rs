@@ -17,12 +17,12 @@ use sumi_weights::Prediction;
 
 use crate::batch::{BatchInputs, BatchSeeds, Conds};
 use crate::checkpoint::{Checkpoint, ModelIdentity};
-use crate::conditioning::{ConditioningOptions, TextEncoder};
+use crate::conditioning::{ConditioningOptions, MultiCond, ScheduledCond, TextEncoder};
 use crate::embedding_report::{load_embeddings, EmbeddingReport};
 use crate::error::{PipelineError, Result};
 use crate::image::effective_size;
 use crate::init::LatentShape;
-use crate::networks::NetworkState;
+use crate::networks::{Active, NetworkState};
 use crate::request::Request;
 
 /// How to load a pipeline.
@@ -42,6 +42,9 @@ pub struct LoadOptions {
     /// Folders of LoRA/LyCORIS files, used by name in `<lora:name:…>` tags (A1111's
     /// `--lora-dir`); searched recursively, in order.
     pub lora_dirs: Vec<PathBuf>,
+    /// Folders of upscaler model files (ESRGAN, Real-ESRGAN, …) for the hires fix and
+    /// [`Pipeline::upscale`], listed by file name (A1111's `--esrgan-models-path` and kin).
+    pub upscaler_dirs: Vec<PathBuf>,
 }
 
 /// What a progress callback may ask of a running job (A1111's Interrupt and Skip buttons).
@@ -62,6 +65,10 @@ pub struct Progress<'a> {
     pub batch: u32,
     /// Batches in the request.
     pub batch_count: u32,
+    /// The pass of this batch (0-based; the hires fix's second pass is 1).
+    pub pass: u32,
+    /// Passes per batch: 2 with the hires fix, else 1.
+    pub passes: u32,
     /// Sampler step (0-based).
     pub step: usize,
     /// Sampler steps in this run.
@@ -112,6 +119,8 @@ pub struct Pipeline {
     pub(crate) vae_path: Option<PathBuf>,
     pub(crate) taesd: Option<TaesdDecoder>,
     pub(crate) vae_hash: std::sync::OnceLock<Option<String>>,
+    /// The image upscalers (built-in and the upscaler folders' model files).
+    pub(crate) upscalers: crate::upscale::UpscalerRegistry,
 }
 
 impl Pipeline {
@@ -161,6 +170,7 @@ impl Pipeline {
             device,
             hash: std::sync::OnceLock::new(),
             vae_hash: std::sync::OnceLock::new(),
+            upscalers: crate::upscale::UpscalerRegistry::scan(&opts.upscaler_dirs)?,
         })
     }
 
@@ -205,40 +215,31 @@ impl Pipeline {
         let init = self.prepare_init(req, shape, size, seed)?;
 
         // 4. conditioning, asking `on_step` between chunks (an interrupt ends the job here)
-        let opts = ConditioningOptions {
-            clip_skip: req.clip_skip,
-            ..Default::default()
-        };
-        let timeline = Timeline::new(req.steps);
-        let (cond, uncond) = {
-            let mut interrupted = || {
-                let p = Progress {
-                    batch: 0,
-                    batch_count: req.batch_count,
-                    step: 0,
-                    steps: plan.steps(),
-                    denoised: None,
-                };
-                on_step(&p) == ControlFlow::Break(Stop::Interrupt)
-            };
-            let te = TextEncoder::new(
-                &active.clip,
-                &self.device,
-                &self.model.facts,
-                &active.embeddings,
-                opts,
-            )?
-            .with_interrupt(&mut interrupted);
-            let conds = te
-                .prompt(&req.prompt, &timeline)
-                .and_then(|c| Ok((c, te.negative(&req.negative_prompt, &timeline)?)));
-            match conds {
-                Err(PipelineError::Interrupted) => return Ok(active.warnings),
-                other => other?,
-            }
+        let timeline = Timeline::new(conditioning_steps(req.sampler, req.steps));
+        let encoded = self.encode_prompts(
+            &active,
+            (&req.prompt, &req.negative_prompt),
+            &timeline,
+            req,
+            plan.steps(),
+            on_step,
+        )?;
+        let Some((cond, uncond)) = encoded else {
+            return Ok(active.warnings);
         };
 
-        // 5. batch by batch: noise → sampler → decode → images
+        // 5. the hires fix's second pass: its networks, plan and conditioning
+        let passes = 1 + u32::from(req.hires.is_some());
+        let mut warnings = active.warnings.clone();
+        let hires = match &req.hires {
+            None => None,
+            Some(h) => match self.prepare_hires(req, h, &active, &mut warnings, on_step)? {
+                Some(run) => Some(run),
+                None => return Ok(warnings),
+            },
+        };
+
+        // 6. batch by batch: noise → sampler → decode → images
         let inputs = BatchInputs {
             unet: &active.unet,
             extra_params: &active.extra_params,
@@ -250,10 +251,14 @@ impl Pipeline {
                 uncond: &uncond,
             },
             shape,
+            pass: (0, passes),
         };
         for n in 0..req.batch_count {
             let batch = BatchSeeds::of(req, n, seed, subseed);
-            let outcome = self.run_batch(&inputs, batch, on_step)?;
+            let outcome = match &hires {
+                None => self.run_batch(&inputs, batch, on_step)?,
+                Some(hr) => self.run_hires_batch(&inputs, hr, batch, on_step)?,
+            };
             for g in outcome.images {
                 on_image(g)?;
             }
@@ -261,7 +266,51 @@ impl Pipeline {
                 break;
             }
         }
-        Ok(active.warnings)
+        Ok(warnings)
+    }
+
+    /// The conditioning of a prompt and a negative prompt with the networks of `active`;
+    /// `None` when `on_step` interrupts between text-encoder chunks.
+    pub(crate) fn encode_prompts(
+        &self,
+        active: &Active,
+        (prompt, negative): (&str, &str),
+        timeline: &Timeline,
+        req: &Request,
+        steps: usize,
+        on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
+    ) -> Result<Option<(MultiCond, Vec<ScheduledCond>)>> {
+        let opts = ConditioningOptions {
+            clip_skip: req.clip_skip,
+            ..Default::default()
+        };
+        let mut interrupted = || {
+            let p = Progress {
+                batch: 0,
+                batch_count: req.batch_count,
+                pass: 0,
+                passes: 1 + u32::from(req.hires.is_some()),
+                step: 0,
+                steps,
+                denoised: None,
+            };
+            on_step(&p) == ControlFlow::Break(Stop::Interrupt)
+        };
+        let te = TextEncoder::new(
+            &active.clip,
+            &self.device,
+            &self.model.facts,
+            &active.embeddings,
+            opts,
+        )?
+        .with_interrupt(&mut interrupted);
+        let conds = te
+            .prompt(prompt, timeline)
+            .and_then(|c| Ok((c, te.negative(negative, timeline)?)));
+        match conds {
+            Err(PipelineError::Interrupted) => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     /// The model's prediction type, in the sampler's terms.
@@ -280,6 +329,17 @@ impl Pipeline {
     }
 }
 
+/// The step count prompt schedules are read against: A1111's `sampler_config.total_steps`,
+/// twice the steps for second-order samplers (their denoiser is called about twice a step,
+/// and the conditioning's step counter counts calls).
+pub(crate) fn conditioning_steps(sampler: sumi_sampling::SamplerKind, steps: u32) -> u32 {
+    if sampler.options().second_order {
+        steps.saturating_mul(2)
+    } else {
+        steps
+    }
+}
+
 /// The sampler run a request asks for.
 fn plan_request(req: &Request) -> PlanRequest {
     PlanRequest {
@@ -294,7 +354,7 @@ fn plan_request(req: &Request) -> PlanRequest {
 }
 
 /// A parameter the sampler plan refuses is a request error naming it.
-fn request_error(e: SamplingError) -> PipelineError {
+pub(crate) fn request_error(e: SamplingError) -> PipelineError {
     match e {
         SamplingError::InvalidParameter { what, detail } => PipelineError::Request {
             field: what,

@@ -43,7 +43,9 @@ impl Pipeline {
             denoising_strength: req
                 .img2img
                 .as_ref()
-                .map(|i| Number::Float(i.denoising_strength)),
+                .map(|i| i.denoising_strength)
+                .or(req.hires.as_ref().map(|h| h.denoising_strength))
+                .map(Number::Float),
             vae_hash: self
                 .vae_path
                 .as_ref()

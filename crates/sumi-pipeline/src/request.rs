@@ -3,6 +3,8 @@
 
 use sumi_sampling::{NoiseSource, SamplerKind, Scheduler};
 
+pub use crate::hires::Hires;
+
 use crate::error::{PipelineError, Result};
 use crate::image::ResizeMode;
 
@@ -182,6 +184,8 @@ pub struct Request {
     /// The `Lora hashes` of the infotext the request was read from: a LoRA whose file's hash
     /// differs from the one recorded is named in a warning.
     pub lora_hashes: Option<String>,
+    /// The hires fix (txt2img only): a second, img2img pass at a larger size.
+    pub hires: Option<Hires>,
 }
 
 impl Default for Request {
@@ -208,11 +212,12 @@ impl Default for Request {
             img2img: None,
             inpainting_mask_weight: 1.0,
             lora_hashes: None,
+            hires: None,
         }
     }
 }
 
-fn bad(field: &'static str, detail: impl Into<String>) -> PipelineError {
+pub(crate) fn bad(field: &'static str, detail: impl Into<String>) -> PipelineError {
     PipelineError::Request {
         field,
         detail: detail.into(),
@@ -288,6 +293,15 @@ impl Request {
             if let Some(m) = &i.inpaint {
                 m.validate(i)?;
             }
+        }
+        if let Some(h) = &self.hires {
+            if self.img2img.is_some() {
+                return Err(bad(
+                    "enable-hr",
+                    "the hires fix is a txt2img pass (A1111 has none for img2img)",
+                ));
+            }
+            h.validate(self)?;
         }
         let w = self.inpainting_mask_weight;
         if !w.is_finite() || !(0.0..=1.0).contains(&w) {

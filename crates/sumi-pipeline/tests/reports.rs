@@ -248,6 +248,8 @@ fn taesd_preview_of_a_real_photo() {
     let progress = sumi_pipeline::Progress {
         batch: 0,
         batch_count: 1,
+        pass: 0,
+        passes: 1,
         step: 0,
         steps: 1,
         denoised: Some(&latents),

@@ -42,7 +42,8 @@ impl fmt::Debug for Preview {
 /// One finished sampler step of a running job.
 #[derive(Debug, Clone)]
 pub struct Step {
-    /// Batch index (0-based) of the request's `batch_count`.
+    /// Job index (0-based) in A1111's count: the batch, or with the hires fix
+    /// `2 · batch + pass`.
     pub batch: u32,
     /// Sampler step (0-based).
     pub step: usize,

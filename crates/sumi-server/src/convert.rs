@@ -7,7 +7,7 @@
 use sumi_pipeline::image::ResizeMode;
 use sumi_pipeline::request::{MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_SIDE, MAX_STEPS};
 use sumi_pipeline::{
-    fixed_seed, parse_sampler_and_scheduler, Img2Img, Inpaint, MaskedContent, PipelineError,
+    fixed_seed, parse_sampler_and_scheduler, Hires, Img2Img, Inpaint, MaskedContent, PipelineError,
     Request,
 };
 
@@ -101,11 +101,6 @@ pub fn prepare(
     f: &GenerationFields,
     opts: &GenOptions,
 ) -> Result<Prepared, ApiError> {
-    if f.enable_hr == Some(true) {
-        return Err(ApiError::invalid(
-            "enable_hr: the hires fix is not supported by Sumi yet",
-        ));
-    }
     if let Some(s) = f.script_name.as_deref().filter(|s| !s.trim().is_empty()) {
         return Err(ApiError::not_found(format!(
             "script_name: script '{s}' not found"
@@ -159,7 +154,11 @@ pub fn prepare(
         img2img: None,
         inpainting_mask_weight: opts.inpainting_mask_weight,
         lora_hashes: None,
+        hires: None,
     };
+    if endpoint == Endpoint::Txt2Img && f.enable_hr == Some(true) {
+        hires(f, &mut request)?;
+    }
     let mut uploads = None;
     if endpoint == Endpoint::Img2Img {
         let (i, u) = img2img(f)?;
@@ -175,6 +174,66 @@ pub fn prepare(
         checkpoint: None,
         uploads,
     })
+}
+
+/// A1111's hires fix fields: `firstphase_width/height` (the old API's first pass size), the
+/// scale or resize, steps, strength, upscaler, sampler, schedule and prompts. A checkpoint of
+/// its own for the second pass is refused (Sumi runs both passes on one model).
+fn hires(f: &GenerationFields, request: &mut Request) -> Result<(), ApiError> {
+    let given = |s: &Option<String>, same: &str| {
+        s.clone()
+            .filter(|v| !v.trim().is_empty() && v.as_str() != same)
+    };
+    if let Some(c) = given(&f.hr_checkpoint_name, "Use same checkpoint") {
+        return Err(ApiError::invalid(format!(
+            "hr_checkpoint_name: '{c}': a checkpoint of its own for the hires pass is not \
+             supported by Sumi yet (leave it empty to use the same one)"
+        )));
+    }
+    let (fw, fh) = (
+        f.firstphase_width.unwrap_or(0),
+        f.firstphase_height.unwrap_or(0),
+    );
+    if fw != 0 || fh != 0 {
+        request.width = ranged("firstphase_width", fw, 64, MAX_SIDE, " pixels")?;
+        request.height = ranged("firstphase_height", fh, 64, MAX_SIDE, " pixels")?;
+    }
+    let sampler_name = given(&f.hr_sampler_name, "Use same sampler");
+    let scheduler_name = given(&f.hr_scheduler, "Use same scheduler");
+    let (sampler, scheduler) = match (&sampler_name, &scheduler_name) {
+        (None, None) => (None, None),
+        (Some(s), sch) => {
+            let (k, sch2) = parse_sampler_and_scheduler(s, sch.as_deref())
+                .map_err(|e| ApiError::not_found(format!("hr_sampler_name: {e}")))?;
+            let explicit = sch.is_some() || sch2 != sumi_pipeline::Scheduler::Automatic;
+            (Some(k), explicit.then_some(sch2))
+        }
+        (None, Some(sch)) => {
+            let (_, k) = parse_sampler_and_scheduler(request.sampler.label(), Some(sch))
+                .map_err(|e| ApiError::not_found(format!("hr_scheduler: {e}")))?;
+            (None, Some(k))
+        }
+    };
+    let size = |field: &str, v: Option<i64>| ranged(field, v.unwrap_or(0), 0, MAX_SIDE, " pixels");
+    request.hires = Some(Hires {
+        scale: f.hr_scale.unwrap_or(2.0),
+        resize_x: size("hr_resize_x", f.hr_resize_x)?,
+        resize_y: size("hr_resize_y", f.hr_resize_y)?,
+        second_pass_steps: ranged(
+            "hr_second_pass_steps",
+            f.hr_second_pass_steps.unwrap_or(0),
+            0,
+            MAX_STEPS,
+            "",
+        )?,
+        denoising_strength: f.denoising_strength.unwrap_or(0.75),
+        upscaler: f.hr_upscaler.clone().filter(|u| !u.is_empty()),
+        sampler,
+        scheduler,
+        prompt: f.hr_prompt.clone().unwrap_or_default(),
+        negative_prompt: f.hr_negative_prompt.clone().unwrap_or_default(),
+    });
+    Ok(())
 }
 
 /// The img2img part: resize mode, strength and the optional mask settings, with the image

@@ -17,7 +17,12 @@ pub fn processed_js(p: &Prepared, out: &GenOutput) -> String {
     let all_subseeds: Vec<u64> = (0..n).map(|i| subseed + i).collect();
     let all_prompts = vec![req.prompt.clone(); n as usize];
     let all_negative = vec![req.negative_prompt.clone(); n as usize];
-    let denoising = req.img2img.as_ref().map_or(0.75, |i| i.denoising_strength);
+    let denoising = req
+        .img2img
+        .as_ref()
+        .map(|i| i.denoising_strength)
+        .or(req.hires.as_ref().map(|h| h.denoising_strength))
+        .unwrap_or(0.75);
     let obj = json!({
         "prompt": req.prompt,
         "all_prompts": all_prompts,

@@ -23,6 +23,19 @@ const FIELDS: [(&str, &str); 11] = [
     ("Image CFG scale", "image_cfg_scale"),
 ];
 
+/// Infotext keys of the hires fix and the txt2img fields they fill (A1111's paste fields).
+const HIRES_FIELDS: [(&str, &str); 9] = [
+    ("Hires upscale", "hr_scale"),
+    ("Hires upscaler", "hr_upscaler"),
+    ("Hires steps", "hr_second_pass_steps"),
+    ("Hires resize-1", "hr_resize_x"),
+    ("Hires resize-2", "hr_resize_y"),
+    ("Hires sampler", "hr_sampler_name"),
+    ("Hires schedule type", "hr_scheduler"),
+    ("Hires prompt", "hr_prompt"),
+    ("Hires negative prompt", "hr_negative_prompt"),
+];
+
 /// Infotext keys that are settings.
 const SETTINGS: [(&str, &str); 2] = [
     ("Clip skip", "CLIP_stop_at_last_layers"),
@@ -47,12 +60,29 @@ pub fn apply(endpoint: Endpoint, sent: &mut Map<String, Value>) {
     };
     fill("prompt", json!(p.prompt));
     fill("negative_prompt", json!(p.negative_prompt));
+    // A1111's paste rule for txt2img: the hires fix is on when the infotext has a denoising
+    // strength and any hires size or upscaler
+    let hires = endpoint == Endpoint::Txt2Img
+        && p.get("Denoising strength").is_some()
+        && ["Hires upscale", "Hires upscaler", "Hires resize-1"]
+            .iter()
+            .any(|k| p.get(k).is_some());
     for (key, field) in FIELDS {
-        if field == "denoising_strength" && endpoint == Endpoint::Txt2Img {
+        if field == "denoising_strength" && endpoint == Endpoint::Txt2Img && !hires {
             continue;
         }
         if let Some(v) = p.get(key) {
             fill(field, json!(v.trim()));
+        }
+    }
+    if hires {
+        fill("enable_hr", json!(true));
+        for (key, field) in HIRES_FIELDS {
+            if let Some(v) = p.get(key) {
+                // prompts as written, numbers and names trimmed
+                let prompt = field.ends_with("prompt");
+                fill(field, json!(if prompt { v } else { v.trim() }));
+            }
         }
     }
     let mut over = match sent.get("override_settings") {

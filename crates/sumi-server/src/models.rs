@@ -64,6 +64,30 @@ pub struct GenerationFields {
     pub send_images: Option<bool>,
     #[serde(default, deserialize_with = "lax::boolean")]
     pub enable_hr: Option<bool>,
+    #[serde(default, deserialize_with = "lax::float")]
+    pub hr_scale: Option<f64>,
+    #[serde(default, deserialize_with = "lax::string")]
+    pub hr_upscaler: Option<String>,
+    #[serde(default, deserialize_with = "lax::int")]
+    pub hr_second_pass_steps: Option<i64>,
+    #[serde(default, deserialize_with = "lax::int")]
+    pub hr_resize_x: Option<i64>,
+    #[serde(default, deserialize_with = "lax::int")]
+    pub hr_resize_y: Option<i64>,
+    #[serde(default, deserialize_with = "lax::string")]
+    pub hr_checkpoint_name: Option<String>,
+    #[serde(default, deserialize_with = "lax::string")]
+    pub hr_sampler_name: Option<String>,
+    #[serde(default, deserialize_with = "lax::string")]
+    pub hr_scheduler: Option<String>,
+    #[serde(default, deserialize_with = "lax::string")]
+    pub hr_prompt: Option<String>,
+    #[serde(default, deserialize_with = "lax::string")]
+    pub hr_negative_prompt: Option<String>,
+    #[serde(default, deserialize_with = "lax::int")]
+    pub firstphase_width: Option<i64>,
+    #[serde(default, deserialize_with = "lax::int")]
+    pub firstphase_height: Option<i64>,
     #[serde(default, deserialize_with = "lax::string")]
     pub script_name: Option<String>,
     // img2img

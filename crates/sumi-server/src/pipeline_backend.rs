@@ -77,7 +77,7 @@ impl Model for PipelineModel {
                 Preview::new(move || previewer.render(&latent).map_err(|e| e.to_string()))
             });
             on_step(&Step {
-                batch: p.batch,
+                batch: p.batch * p.passes + p.pass,
                 step: p.step,
                 steps: p.steps,
                 preview,

@@ -238,7 +238,8 @@ fn generate(
     let mut out = GenOutput::default();
     {
         let mut p = state.progress_lock();
-        p.begin(name, req.batch_count);
+        // A1111 counts the hires fix's second pass as a job of its own
+        p.begin(name, req.batch_count * (1 + u32::from(req.hires.is_some())));
         out.job_timestamp = p.job_timestamp.clone();
     }
     let mut last = Instant::now();

@@ -87,7 +87,24 @@ fn cases() -> Vec<(&'static str, Value, u16, &'static str)> {
             422,
             "subseed_strength",
         ),
-        (t2i, small(json!({"enable_hr": true})), 422, "enable_hr"),
+        (
+            t2i,
+            small(json!({"enable_hr": true, "hr_checkpoint_name": "other.safetensors"})),
+            422,
+            "hr_checkpoint_name",
+        ),
+        (
+            t2i,
+            small(json!({"enable_hr": true, "hr_scale": 100})),
+            422,
+            "hr_scale",
+        ),
+        (
+            t2i,
+            small(json!({"enable_hr": true, "hr_resize_x": 9000})),
+            422,
+            "hr_resize_x",
+        ),
         (
             t2i,
             small(json!({"script_name": "x/y/z plot"})),

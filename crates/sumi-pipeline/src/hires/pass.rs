@@ -1,0 +1,272 @@
+//! The hires fix's second pass over one batch, as A1111's `sample_hr_pass`: the first pass's
+//! latents resized (a latent mode) or its pictures decoded, upscaled and encoded again (an
+//! image upscaler); A1111's crop; fresh noise from the same seeds at the new size; an img2img
+//! run with "exact steps" (`hr_second_pass_steps or steps`), the hires sampler, schedule,
+//! strength and conditioning; decode.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use sumi_models::UNet;
+use sumi_sampling::{Plan, PlanRequest, Strength};
+
+use super::upscale::{resize_latents, resize_pictures, HiresUpscaler};
+use super::{Hires, HiresTarget};
+use crate::batch::{BatchInputs, BatchOutcome, BatchSeeds, Conds};
+use crate::conditioning::{MultiCond, ScheduledCond};
+use crate::error::Result;
+use crate::generate::conditioning_steps;
+use crate::generate::{Pipeline, Progress, Stop};
+use crate::image::to_signed_chw;
+use crate::init::{Init, LatentShape};
+use crate::networks::{activations, Active};
+use crate::request::Request;
+use sumi_prompt::Timeline;
+
+/// What the second pass of every batch shares, prepared once per request.
+pub(crate) struct HiresRun {
+    /// The upscale to and the crop after.
+    pub target: HiresTarget,
+    /// How the first pass is enlarged.
+    pub upscaler: HiresUpscaler,
+    /// The sampler run (img2img, exact steps).
+    pub plan: Plan,
+    /// The U-Net with the hires prompt's networks.
+    pub unet: Arc<UNet>,
+    /// The hires prompt's conditioning.
+    pub cond: MultiCond,
+    /// The hires negative prompt's conditioning.
+    pub uncond: Vec<ScheduledCond>,
+    /// Infotext keys of the hires fix, before the networks'.
+    pub params: Vec<(String, String)>,
+}
+
+impl HiresRun {
+    /// The second pass's sampler run (A1111's `sample_img2img` with `steps` given: exact steps).
+    pub fn plan(pipe: &Pipeline, h: &Hires, req: &crate::request::Request) -> Result<Plan> {
+        let r = PlanRequest {
+            sampler: h.sampler(req),
+            scheduler: h.scheduler(req),
+            steps: h.steps(req) as usize,
+            img2img: Some(Strength {
+                denoising: h.denoising_strength,
+                exact_steps: true,
+            }),
+        };
+        Plan::new(&r, &pipe.schedule).map_err(crate::generate::request_error)
+    }
+}
+
+impl Pipeline {
+    /// Prepares the second pass of `req` once: its plan, the upscaler (an unknown name is an
+    /// error listing the known ones), the hires prompt's networks (merged anew only where they
+    /// differ from the first pass's) and its conditioning, read on A1111's hires timeline.
+    /// `None` when `on_step` interrupts while the prompts are encoded.
+    pub(crate) fn prepare_hires(
+        &self,
+        req: &Request,
+        h: &Hires,
+        first: &Active,
+        warnings: &mut Vec<String>,
+        on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
+    ) -> Result<Option<HiresRun>> {
+        let plan = HiresRun::plan(self, h, req)?;
+        let upscaler = HiresUpscaler::parse(h.upscaler.as_deref());
+        if let HiresUpscaler::Image(name) = &upscaler {
+            self.upscalers.get(name)?;
+        }
+        let prompt = h.prompt(req);
+        let same =
+            prompt == req.prompt || activations(prompt)?.loras == activations(&req.prompt)?.loras;
+        let own;
+        let active = if same {
+            first
+        } else {
+            let hr_req = Request {
+                prompt: prompt.to_string(),
+                lora_hashes: None,
+                img2img: None,
+                ..req.clone()
+            };
+            own = self.activate_networks(&hr_req)?;
+            for w in &own.warnings {
+                if !warnings.contains(w) {
+                    warnings.push(w.clone());
+                }
+            }
+            &own
+        };
+        let timeline = Timeline {
+            steps: conditioning_steps(req.sampler, req.steps),
+            hires_steps: Some(conditioning_steps(h.sampler(req), h.steps(req))),
+            old_scheduling: false,
+        };
+        let negative = h.negative_prompt(req);
+        let conds = self.encode_prompts(
+            active,
+            (prompt, negative),
+            &timeline,
+            req,
+            plan.steps(),
+            on_step,
+        )?;
+        let Some((cond, uncond)) = conds else {
+            return Ok(None);
+        };
+        Ok(Some(HiresRun {
+            target: h.target(req.width, req.height),
+            upscaler,
+            plan,
+            unet: active.unet.clone(),
+            cond,
+            uncond,
+            params: h.infotext_params(req),
+        }))
+    }
+
+    /// One batch with the hires fix: the first pass, then the second at the target size.
+    /// An interrupt during the first pass hands over its pictures at the first size (A1111
+    /// returns before the second pass); a skip there runs no second-pass step (A1111's sampler
+    /// stops at its first call and returns the upscaled latents as they are).
+    pub(crate) fn run_hires_batch(
+        &self,
+        first: &BatchInputs<'_>,
+        hr: &HiresRun,
+        batch: BatchSeeds,
+        on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
+    ) -> Result<BatchOutcome> {
+        let (latents, stop) = self.sample_batch(first, &batch, on_step)?;
+        if stop == Some(Stop::Interrupt) {
+            let images = self.finish_batch(first, &batch, &latents)?;
+            return Ok(BatchOutcome { images, stop });
+        }
+        let (start, image_cond) = self.hires_start(first, hr, &latents)?;
+        let (_, _, h, w) = start.dims4()?;
+        let init = Init {
+            latents: Some(start),
+            mask: None,
+            blend: None,
+            image_cond,
+            params: first
+                .init
+                .params
+                .iter()
+                .chain(&hr.params)
+                .cloned()
+                .collect(),
+        };
+        let inputs = BatchInputs {
+            unet: &hr.unet,
+            extra_params: first.extra_params,
+            req: first.req,
+            plan: &hr.plan,
+            init: &init,
+            conds: Conds {
+                cond: &hr.cond,
+                uncond: &hr.uncond,
+            },
+            shape: LatentShape {
+                channels: 4,
+                height: h,
+                width: w,
+            },
+            pass: (1, 2),
+        };
+        let (latents, stop) = match stop {
+            Some(Stop::Skip) => (init.latents.clone().unwrap_or(latents), stop),
+            _ => self.sample_batch(&inputs, &batch, on_step)?,
+        };
+        let images = self.finish_batch(&inputs, &batch, &latents)?;
+        Ok(BatchOutcome { images, stop })
+    }
+
+    /// The second pass's start latents (upscaled and cropped) and, for inpainting checkpoints,
+    /// its image conditioning.
+    fn hires_start(
+        &self,
+        first: &BatchInputs<'_>,
+        hr: &HiresRun,
+        latents: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let t = hr.target;
+        let (th, tw) = (t.height as usize / 8, t.width as usize / 8);
+        let n = latents.dim(0)?;
+        let (samples, cond_source) = match &hr.upscaler {
+            HiresUpscaler::Latent(mode) => {
+                let samples = resize_latents(latents, th, tw, *mode)?;
+                // A1111 decodes the upscaled latents for the conditioning only where the mask
+                // weight asks for the picture
+                let source = if self.model.facts.inpaint && first.req.inpainting_mask_weight < 1.0 {
+                    Some(self.vae.decode(&samples).map_err(|e| self.model_err(e))?)
+                } else {
+                    None
+                };
+                (samples, source)
+            }
+            HiresUpscaler::Image(name) => {
+                let pictures = self.decode(latents, None)?;
+                let mut signed = Vec::with_capacity(n);
+                let mut unit = Vec::with_capacity(n);
+                for p in &pictures {
+                    let up = resize_pictures(&self.upscalers, p, t.width, t.height, name)?;
+                    let (w, h) = (up.width() as usize, up.height() as usize);
+                    signed.push(Tensor::from_vec(
+                        to_signed_chw(&up),
+                        (1, 3, h, w),
+                        &self.device,
+                    )?);
+                    unit.push(Tensor::from_vec(
+                        crate::image::to_unit_chw(&up),
+                        (1, 3, h, w),
+                        &self.device,
+                    )?);
+                }
+                let x = Tensor::cat(&signed, 0)?;
+                let samples = self.vae.encode(&x).map_err(|e| self.model_err(e))?;
+                // A1111 passes the [0, 1] pictures as the conditioning's source
+                (samples, Some(Tensor::cat(&unit, 0)?))
+            }
+        };
+        let (_, _, h, w) = samples.dims4()?;
+        let (ty, tx) = (t.truncate_y as usize, t.truncate_x as usize);
+        let samples = samples
+            .narrow(2, ty / 2, h - ty / 2 - ty.div_ceil(2))?
+            .narrow(3, tx / 2, w - tx / 2 - tx.div_ceil(2))?
+            .contiguous()?;
+        let image_cond = self.hires_image_cond(&samples, cond_source.as_ref(), first, t)?;
+        Ok((samples, image_cond))
+    }
+
+    /// Inpainting checkpoints' extra input for the second pass, image by image (A1111's
+    /// `txt2img_image_conditioning` or `img2img_image_conditioning` of the upscaled batch; the
+    /// crop applies to the latents, so the conditioning is cropped the same way).
+    fn hires_image_cond(
+        &self,
+        samples: &Tensor,
+        source: Option<&Tensor>,
+        first: &BatchInputs<'_>,
+        t: HiresTarget,
+    ) -> Result<Option<Tensor>> {
+        if !self.model.facts.inpaint {
+            return Ok(None);
+        }
+        let (n, _, h, w) = samples.dims4()?;
+        let shape = LatentShape {
+            channels: 4,
+            height: t.height as usize / 8,
+            width: t.width as usize / 8,
+        };
+        let weight = first.req.inpainting_mask_weight;
+        let mut rows = Vec::with_capacity(n);
+        for i in 0..n {
+            let src = source.map(|s| s.narrow(0, i, 1)).transpose()?;
+            let c = self.inpainting_conditioning(shape, 1, src.as_ref(), None, weight)?;
+            if let Some(c) = c {
+                let (ty, tx) = (t.truncate_y as usize, t.truncate_x as usize);
+                rows.push(c.narrow(2, ty / 2, h)?.narrow(3, tx / 2, w)?);
+            }
+        }
+        Ok(Some(Tensor::cat(&rows, 0)?.contiguous()?))
+    }
+}
