@@ -279,3 +279,96 @@ fn wrong_input_channels_are_refused() {
     let e = net.forward(&x).unwrap_err();
     assert!(e.to_string().contains("3 channels"), "{e}");
 }
+
+/// The shapes of a Real-ESRGAN-layout RRDBNet (`RealESRGAN_x4plus.pth`'s `params_ema`).
+fn real_esrgan_shapes(in_ch: usize, blocks: usize) -> BTreeMap<String, Vec<usize>> {
+    let mut s = BTreeMap::new();
+    let mut conv = |name: String, cout: usize, cin: usize| {
+        s.insert(format!("{name}.weight"), vec![cout, cin, 3, 3]);
+        s.insert(format!("{name}.bias"), vec![cout]);
+    };
+    conv("conv_first".into(), 64, in_ch);
+    for b in 0..blocks {
+        for r in 1..=3 {
+            for c in 1..=5 {
+                let cout = if c == 5 { 64 } else { 32 };
+                conv(format!("body.{b}.rdb{r}.conv{c}"), cout, 64 + 32 * (c - 1));
+            }
+        }
+    }
+    for n in ["conv_body", "conv_up1", "conv_up2", "conv_hr"] {
+        conv(n.into(), 64, 64);
+    }
+    conv("conv_last".into(), 3, 64);
+    s
+}
+
+/// The shapes of an SRVGGNetCompact with `num_conv` body convolutions, 4×.
+fn compact_shapes(num_conv: usize) -> BTreeMap<String, Vec<usize>> {
+    let mut s = BTreeMap::new();
+    for i in 0..=num_conv {
+        s.insert(
+            format!("body.{}.weight", 2 * i),
+            vec![64, if i == 0 { 3 } else { 64 }, 3, 3],
+        );
+        s.insert(format!("body.{}.bias", 2 * i), vec![64]);
+        s.insert(format!("body.{}.weight", 2 * i + 1), vec![64]);
+    }
+    let last = 2 * num_conv + 2;
+    s.insert(format!("body.{last}.weight"), vec![48, 64, 3, 3]);
+    s.insert(format!("body.{last}.bias"), vec![48]);
+    s
+}
+
+#[test]
+fn real_file_layouts_are_detected_at_full_size() {
+    // RealESRGAN_x4plus, RealESRGAN_x4plus_anime_6B, RealESRGAN_x2plus
+    for (in_ch, blocks, scale, shuffle) in [(3, 23, 4, None), (3, 6, 4, None), (12, 23, 2, Some(2))]
+    {
+        let cfg = detect(&real_esrgan_shapes(in_ch, blocks)).unwrap();
+        let UpscalerConfig::Esrgan(c) = &cfg else {
+            panic!("{cfg:?}")
+        };
+        assert_eq!(
+            (
+                c.layout,
+                c.num_feat,
+                c.num_block,
+                c.num_grow_ch,
+                c.shuffle_factor
+            ),
+            (EsrganLayout::New, 64, blocks, 32, shuffle)
+        );
+        assert_eq!((cfg.scale(), cfg.channels()), (scale, (3, 3)));
+    }
+    // 4x-UltraSharp and other old-arch ESRGAN files: the same tensors under old names
+    let new: HashMap<_, _> = real_esrgan_shapes(3, 23).into_iter().collect();
+    let old: BTreeMap<String, Vec<usize>> =
+        sumi_models::upscalers::to_old_arch(new, EsrganLayout::New)
+            .into_iter()
+            .collect();
+    assert!(old.contains_key("model.1.sub.22.RDB3.conv5.0.weight"));
+    assert_eq!(old["model.10.weight"], [3, 64, 3, 3]);
+    let cfg = detect(&old).unwrap();
+    let UpscalerConfig::Esrgan(c) = &cfg else {
+        panic!("{cfg:?}")
+    };
+    assert_eq!(
+        (c.layout, c.num_block, cfg.scale()),
+        (EsrganLayout::Old, 23, 4)
+    );
+    // realesr-general-x4v3 (32 body convs) and realesr-animevideov3 (16)
+    for n in [32, 16] {
+        let cfg = detect(&compact_shapes(n)).unwrap();
+        assert_eq!(
+            cfg,
+            UpscalerConfig::Compact(sumi_models::upscalers::CompactConfig {
+                in_channels: 3,
+                out_channels: 3,
+                num_feat: 64,
+                num_conv: n,
+                scale: 4,
+            })
+        );
+    }
+}
