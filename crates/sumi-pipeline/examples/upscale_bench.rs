@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use sumi_pipeline::upscale::{upscale_with_model, TileOptions, Upscaler};
+use sumi_pipeline::upscale::{keep_going, upscale_with_model, TileOptions, Upscaler};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -23,11 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let net = u.network()?.ok_or("not a model file")?;
     eprintln!("load {:.2}s", t0.elapsed().as_secs_f64());
-    let mut out = upscale_with_model(&net, &img, tile)?; // warm-up
+    let mut out = upscale_with_model(&net, &img, tile, &mut keep_going)?; // warm-up
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        out = upscale_with_model(&net, &img, tile)?;
+        out = upscale_with_model(&net, &img, tile, &mut keep_going)?;
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);

@@ -12,8 +12,8 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 use sumi_pipeline::error::PipelineError;
 use sumi_pipeline::upscale::{
-    read_state_dict, resize_nearest, resize_with_upscaler, upscale_with_model, TileOptions,
-    UpscaleError, Upscaler, UpscalerKind, UpscalerRegistry,
+    keep_going, read_state_dict, resize_nearest, resize_with_upscaler, upscale_with_model,
+    TileOptions, UpscaleError, Upscaler, UpscalerKind, UpscalerRegistry,
 };
 use sumi_testkit::fixture::{fixtures, read_json, tensors};
 use sumi_testkit::measure::rel_err;
@@ -103,7 +103,7 @@ fn tiling_matches_a1111_within_one_level() {
         let net = u.network().unwrap().unwrap();
         let src = f.image(case["image"].as_str().unwrap());
         let want = f.image(case["output"].as_str().unwrap());
-        let got = upscale_with_model(&net, &src, tile(case)).unwrap();
+        let got = upscale_with_model(&net, &src, tile(case), &mut keep_going).unwrap();
         let (max, n) = level_diff(&got, &want);
         eprintln!("{case}: max {max} levels, {n} values differ");
         assert!(max <= 1, "{case}: {max} levels");
@@ -128,7 +128,9 @@ fn upscale_loop_passes_and_final_lanczos() {
             want.dimensions(),
             (dest(small.width()), dest(small.height()))
         );
-        let got = u.upscale(&small, scale, tile(case)).unwrap();
+        let got = u
+            .upscale(&small, scale, tile(case), &mut keep_going)
+            .unwrap();
         let (max, n) = level_diff(&got, &want);
         eprintln!("{case}: max {max} levels, {n} values differ");
         assert!(max <= 1, "{case}: {max} levels");
@@ -140,12 +142,12 @@ fn upscale_loop_passes_and_final_lanczos() {
         tile: 16,
         overlap: 4,
     };
-    let three = u.upscale(&small, 5.0, opts).unwrap();
+    let three = u.upscale(&small, 5.0, opts, &mut keep_going).unwrap();
     assert_eq!(three.dimensions(), (56, 48));
     let net = u.network().unwrap().unwrap();
     let mut two = small.clone();
     for _ in 0..2 {
-        two = upscale_with_model(&net, &two, opts).unwrap();
+        two = upscale_with_model(&net, &two, opts, &mut keep_going).unwrap();
     }
     let two = sumi_pipeline::image::resize_lanczos(&two, 56, 48).unwrap();
     assert!(level_diff(&two, &three).0 > 8);
@@ -165,7 +167,7 @@ fn resize_with_upscaler_matches_resize_image() {
             case["height"].as_u64().unwrap() as u32,
         );
         let want = f.image(case["output"].as_str().unwrap());
-        let got = resize_with_upscaler(&small, w, h, &u, tile(case)).unwrap();
+        let got = resize_with_upscaler(&small, w, h, &u, tile(case), &mut keep_going).unwrap();
         assert_eq!(got.dimensions(), (w, h));
         let (max, n) = level_diff(&got, &want);
         eprintln!("{case}: max {max} levels, {n} values differ");
@@ -173,7 +175,15 @@ fn resize_with_upscaler_matches_resize_image() {
     }
     // None is a plain Lanczos resize
     let none = Upscaler::new("None", UpscalerKind::None, 4);
-    let got = resize_with_upscaler(&small, 30, 17, &none, TileOptions::default()).unwrap();
+    let got = resize_with_upscaler(
+        &small,
+        30,
+        17,
+        &none,
+        TileOptions::default(),
+        &mut keep_going,
+    )
+    .unwrap();
     let want = sumi_pipeline::image::resize_lanczos(&small, 30, 17).unwrap();
     assert_eq!(got, want);
 }
@@ -317,14 +327,18 @@ fn sizes_over_the_limits_are_refused() {
     let lanczos = Upscaler::new("Lanczos", UpscalerKind::Lanczos, 4);
     let opts = TileOptions::default();
     for (w, h) in [(4097, 100), (100, 0), (0, 0)] {
-        let e = resize_with_upscaler(&small, w, h, &lanczos, opts).unwrap_err();
+        let e = resize_with_upscaler(&small, w, h, &lanczos, opts, &mut keep_going).unwrap_err();
         assert!(matches!(upscale_err(&e), UpscaleError::Size { .. }), "{e}");
     }
     // (12 · 0.5) // 8 · 8 = 0
-    let e = lanczos.upscale(&small, 0.5, opts).unwrap_err();
+    let e = lanczos
+        .upscale(&small, 0.5, opts, &mut keep_going)
+        .unwrap_err();
     assert!(matches!(upscale_err(&e), UpscaleError::Size { .. }), "{e}");
     for s in [f64::NAN, -1.0, 0.0, f64::INFINITY] {
-        let e = lanczos.upscale(&small, s, opts).unwrap_err();
+        let e = lanczos
+            .upscale(&small, s, opts, &mut keep_going)
+            .unwrap_err();
         assert!(matches!(upscale_err(&e), UpscaleError::Scale(_)), "{e}");
     }
     let u = model("compact_x4.pth");
@@ -339,11 +353,45 @@ fn sizes_over_the_limits_are_refused() {
             overlap: 8,
         },
     ] {
-        let e = upscale_with_model(&net, &small, bad).unwrap_err();
+        let e = upscale_with_model(&net, &small, bad, &mut keep_going).unwrap_err();
         assert!(matches!(upscale_err(&e), UpscaleError::Tile { .. }), "{e}");
     }
     // a 4× pass past the intermediate pixel limit (4096² · 16 > 2^27)
     let huge = RgbImage::new(4096, 4096);
-    let e = u.upscale(&huge, 1.0, opts).unwrap_err();
+    let e = u.upscale(&huge, 1.0, opts, &mut keep_going).unwrap_err();
     assert!(e.to_string().contains("a pass may make at most"), "{e}");
+}
+
+#[test]
+fn tiles_are_reported_and_can_interrupt() {
+    let small = fixture().image("small");
+    let u = model("compact_x2.safetensors");
+    let opts = TileOptions {
+        tile: 16,
+        overlap: 4,
+    };
+    let mut seen = Vec::new();
+    let out = u
+        .upscale(&small, 5.0, opts, &mut |p| {
+            seen.push((p.pass, p.done, p.total));
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(out.dimensions(), (56, 48));
+    // 12×10: one tile; 24×20: 2×2 tiles; 48×40: 4 columns × 3 rows (split_grid's counts)
+    let want: Vec<_> = [(0, 1), (1, 4), (2, 12)]
+        .into_iter()
+        .flat_map(|(pass, n)| (0..n).map(move |d| (pass, d, n)))
+        .collect();
+    assert_eq!(seen, want);
+    let e = u
+        .upscale(&small, 5.0, opts, &mut |p| {
+            if (p.pass, p.done) == (1, 2) {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .unwrap_err();
+    assert!(matches!(upscale_err(&e), UpscaleError::Interrupted), "{e}");
 }
