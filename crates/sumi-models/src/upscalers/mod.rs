@@ -14,7 +14,7 @@ mod rrdb;
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use compact::Compact;
@@ -23,6 +23,7 @@ pub use ops::{pixel_shuffle, pixel_unshuffle};
 pub use rrdb::RrdbNet;
 
 use crate::error::ModelError;
+use crate::precision::Precision;
 
 /// Most feature channels accepted (real files: 64; the activations of a tile scale with it).
 pub const MAX_FEATURES: usize = 512;
@@ -191,9 +192,14 @@ impl std::fmt::Debug for UpscalerNet {
 
 impl UpscalerNet {
     /// Detects the architecture of a state dict (already unwrapped from `params_ema` and the
-    /// like; common `module.`/`netG.` prefixes are removed here) and builds it. `dtype` F32
-    /// runs in f32; BF16 gives the crate's bf16 convolution path (activations f32).
-    pub fn new(tensors: HashMap<String, Tensor>, dtype: DType, device: &Device) -> Result<Self> {
+    /// like; common `module.`/`netG.` prefixes are removed here) and builds it in `precision`
+    /// (bf16: the crate's bf16 convolutions, activations f32; within 2e-2 of f32).
+    pub fn new(
+        tensors: HashMap<String, Tensor>,
+        precision: Precision,
+        device: &Device,
+    ) -> Result<Self> {
+        let dtype = precision.weight_dtype();
         let tensors = canonicalize(tensors);
         let shapes: BTreeMap<String, Vec<usize>> = tensors
             .iter()
