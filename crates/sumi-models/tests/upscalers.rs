@@ -266,6 +266,36 @@ fn missing_and_misshaped_tensors_are_named() {
     );
     let e = UpscalerNet::new(t, Precision::F32, &Device::Cpu).unwrap_err();
     assert!(e.to_string().contains("body.4.weight"), "{e}");
+    // a tensor the network does not have (spandrel loads strictly)
+    for file in [
+        "compact_x4.pth",
+        "esrgan_old_x4.pth",
+        "esrgan_plus_x4.safetensors",
+    ] {
+        let mut t = read_model(file);
+        let n = t.len();
+        t.insert(
+            "model.7.noise.weight".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let e = UpscalerNet::new(t, Precision::F32, &Device::Cpu).unwrap_err();
+        assert!(matches!(e, UpscalerError::Invalid { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("1 tensors the network does not have, e.g. model.7.noise.weight"),
+            "{e}"
+        );
+        // and every tensor of the real file is one it has
+        let cfg = UpscalerNet::new(read_model(file), Precision::F32, &Device::Cpu)
+            .unwrap()
+            .config()
+            .clone();
+        assert_eq!(
+            sumi_models::upscalers::expected_keys(&cfg).len(),
+            n,
+            "{file}"
+        );
+    }
 }
 
 #[test]

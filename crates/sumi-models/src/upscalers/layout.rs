@@ -2,7 +2,7 @@
 //! (`__helpers/canonicalize.py`, `architectures/ESRGAN/__init__.py`,
 //! `architectures/Compact/__init__.py`). spandrel tries `Compact` before `ESRGAN`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use candle_core::Tensor;
 
@@ -344,4 +344,69 @@ fn upconv_key(k: &str) -> Option<(usize, &str)> {
     };
     let d = d.to_digit(10)? as usize;
     matches!(kind, "weight" | "bias").then_some((d, kind))
+}
+
+/// Every tensor name the network of `config` has (old-arch names for RRDBNet): spandrel loads
+/// the state dict strictly, so a tensor outside this set is an error there, and here.
+pub fn expected_keys(config: &UpscalerConfig) -> BTreeSet<String> {
+    let mut k = BTreeSet::new();
+    let mut conv = |name: String| {
+        k.insert(format!("{name}.weight"));
+        k.insert(format!("{name}.bias"));
+    };
+    match config {
+        UpscalerConfig::Esrgan(c) => {
+            conv("model.0".into());
+            for b in 0..c.num_block {
+                for r in 1..=3 {
+                    for j in 1..=5 {
+                        conv(format!("model.1.sub.{b}.RDB{r}.conv{j}.0"));
+                    }
+                }
+            }
+            conv(format!("model.1.sub.{}", c.num_block));
+            for i in 1..=c.upsamples {
+                conv(format!("model.{}", 3 * i));
+            }
+            conv(format!("model.{}", 3 * c.upsamples + 2));
+            conv(format!("model.{}", 3 * c.upsamples + 4));
+            if c.plus {
+                for b in 0..c.num_block {
+                    for r in 1..=3 {
+                        k.insert(format!("model.1.sub.{b}.RDB{r}.conv1x1.weight"));
+                    }
+                }
+            }
+        }
+        UpscalerConfig::Compact(c) => {
+            for i in 0..=c.num_conv + 1 {
+                conv(format!("body.{}", 2 * i));
+            }
+            for i in 0..=c.num_conv {
+                k.insert(format!("body.{}.weight", 2 * i + 1));
+            }
+        }
+    }
+    k
+}
+
+/// Refuses tensors the network does not have, naming a few (spandrel's strict load).
+pub(super) fn check_unexpected<'a>(
+    config: &UpscalerConfig,
+    keys: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    let expected = expected_keys(config);
+    let extra: Vec<&String> = keys.filter(|k| !expected.contains(*k)).collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let sample: Vec<&str> = extra.iter().take(4).map(|s| s.as_str()).collect();
+    Err(invalid(
+        config.architecture(),
+        format!(
+            "{} tensors the network does not have, e.g. {}",
+            extra.len(),
+            sample.join(", ")
+        ),
+    ))
 }

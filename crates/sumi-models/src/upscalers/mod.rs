@@ -18,7 +18,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use compact::Compact;
-pub use layout::{canonicalize, detect, to_old_arch};
+pub use layout::{canonicalize, detect, expected_keys, to_old_arch};
 pub use ops::{pixel_shuffle, pixel_unshuffle};
 pub use rrdb::RrdbNet;
 
@@ -211,10 +211,12 @@ impl UpscalerNet {
         let net = match &config {
             UpscalerConfig::Esrgan(c) => {
                 let old = to_old_arch(tensors, c.layout);
+                layout::check_unexpected(&config, old.keys())?;
                 let vb = VarBuilder::from_tensors(old, dtype, device);
                 Net::Esrgan(Box::new(RrdbNet::new(vb, c).map_err(model)?))
             }
             UpscalerConfig::Compact(c) => {
+                layout::check_unexpected(&config, tensors.keys())?;
                 let vb = VarBuilder::from_tensors(tensors, dtype, device);
                 Net::Compact(Compact::new(vb, c).map_err(model)?)
             }
