@@ -94,7 +94,12 @@ fn files_load_by_detection_as_spandrel_reads_them() {
         assert!(err < 1e-4, "{file}: {err}");
         // the bf16 path: near, not equal
         let bf16 = model(file).with_precision(sumi_models::Precision::Bf16);
-        let y = bf16.network().unwrap().unwrap().forward(&io["input"]).unwrap();
+        let y = bf16
+            .network()
+            .unwrap()
+            .unwrap()
+            .forward(&io["input"])
+            .unwrap();
         let err = rel_err(&y, &io[&format!("out.{stem}")]);
         assert!(err < 2e-2 && err > 1e-6, "{file} bf16: {err}");
     }
@@ -229,6 +234,7 @@ fn registry_names_and_order() {
     copy("compact_x2.safetensors", &d.join("sub/anime.safetensors"));
     copy("esrgan_new_x2.pth", &d.join("RealESRGAN_x2plus.pth"));
     std::fs::write(d.join("notes.txt"), "not a model").unwrap();
+    std::fs::write(d.join("sd15.ckpt"), "not listed").unwrap();
     let r = UpscalerRegistry::scan(&[d.to_path_buf()]).unwrap();
     let names = r.names();
     assert_eq!(
@@ -399,4 +405,23 @@ fn tiles_are_reported_and_can_interrupt() {
         })
         .unwrap_err();
     assert!(matches!(upscale_err(&e), UpscaleError::Interrupted), "{e}");
+}
+
+#[test]
+fn the_registry_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>(_: &T) {}
+    let r = UpscalerRegistry::scan(&[dir()]).unwrap();
+    shared(&r);
+    // the fixtures folder: the three built-ins, the nine model files and the two tensor files
+    // of the fixtures, listed by stem without being read
+    assert_eq!(r.entries().len(), 14, "{:?}", r.names());
+    let e = r.get("io").unwrap().network().unwrap_err();
+    assert!(
+        matches!(upscale_err(&e), UpscaleError::Architecture { .. }),
+        "{e}"
+    );
+    let u = r.get("compact_x2").unwrap();
+    let a = u.network().unwrap().unwrap();
+    let b = std::thread::scope(|s| s.spawn(|| u.network().unwrap().unwrap()).join().unwrap());
+    assert!(std::sync::Arc::ptr_eq(&a, &b), "the network is built once");
 }
