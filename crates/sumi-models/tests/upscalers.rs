@@ -180,6 +180,42 @@ fn unknown_architecture_names_the_keys_looked_for() {
 }
 
 #[test]
+fn architectures_not_built_are_named() {
+    let swinir = [
+        ("conv_first.weight", &[180usize, 3, 3, 3][..]),
+        ("layers.0.residual_group.blocks.0.norm1.weight", &[180]),
+        ("layers.0.residual_group.blocks.0.mlp.fc1.bias", &[360]),
+        (
+            "layers.0.residual_group.blocks.0.attn.relative_position_index",
+            &[64, 64],
+        ),
+    ];
+    let mut swin2sr = swinir.to_vec();
+    swin2sr.push(("patch_embed.proj.weight", &[180, 3, 1, 1]));
+    let dat = [
+        ("conv_first.weight", &[180usize, 3, 3, 3][..]),
+        ("before_RG.1.weight", &[180]),
+        ("layers.0.blocks.0.attn.attns.0.rpe_biases", &[225, 2]),
+    ];
+    for (s, arch) in [
+        (&swinir[..], "SwinIR"),
+        (&swin2sr[..], "Swin2SR"),
+        (&dat[..], "DAT"),
+    ] {
+        let e = detect(&shapes(s)).unwrap_err();
+        assert!(
+            matches!(e, UpscalerError::NotBuilt { arch: a } if a == arch),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{arch} upscalers are not supported yet")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn crafted_sizes_are_refused() {
     let rdb = "model.1.sub.0.RDB1.conv1.0.weight";
     let cases: Vec<(BTreeMap<String, Vec<usize>>, &str)> = vec![

@@ -44,6 +44,46 @@ const ESRGAN_KEYS: &[(EsrganLayout, &[&str])] = &[
     ),
 ];
 
+/// Architectures spandrel reads that Sumi does not build yet, by (part of) spandrel's key
+/// condition, in spandrel's order: named in the error instead of "unknown".
+const NOT_BUILT: &[(&str, &[&str])] = &[
+    (
+        "HAT",
+        &[
+            "relative_position_index_SA",
+            "conv_first.weight",
+            "layers.0.residual_group.blocks.0.norm1.weight",
+            "layers.0.residual_group.overlap_attn.qkv.weight",
+        ],
+    ),
+    (
+        "Swin2SR",
+        &[
+            "layers.0.residual_group.blocks.0.norm1.weight",
+            "patch_embed.proj.weight",
+            "conv_first.weight",
+            "layers.0.residual_group.blocks.0.mlp.fc1.bias",
+            "layers.0.residual_group.blocks.0.attn.relative_position_index",
+        ],
+    ),
+    (
+        "SwinIR",
+        &[
+            "layers.0.residual_group.blocks.0.norm1.weight",
+            "layers.0.residual_group.blocks.0.mlp.fc1.bias",
+            "layers.0.residual_group.blocks.0.attn.relative_position_index",
+        ],
+    ),
+    (
+        "DAT",
+        &[
+            "conv_first.weight",
+            "before_RG.1.weight",
+            "layers.0.blocks.0.attn.attns.0.rpe_biases",
+        ],
+    ),
+];
+
 /// spandrel's `remove_common_prefix(state, ["module.", "netG."])`: each prefix removed when
 /// every key has it (in that order).
 pub fn canonicalize(mut tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
@@ -64,6 +104,9 @@ pub fn detect(shapes: &BTreeMap<String, Vec<usize>>) -> Result<UpscalerConfig> {
     let has_all = |keys: &[&str]| keys.iter().all(|k| shapes.contains_key(*k));
     if has_all(COMPACT_KEYS) {
         return compact_config(shapes).map(UpscalerConfig::Compact);
+    }
+    if let Some((arch, _)) = NOT_BUILT.iter().find(|(_, keys)| has_all(keys)) {
+        return Err(UpscalerError::NotBuilt { arch });
     }
     if ESRGAN_KEYS.iter().any(|(_, keys)| has_all(keys)) {
         return esrgan_config(shapes).map(UpscalerConfig::Esrgan);

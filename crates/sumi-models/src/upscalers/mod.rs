@@ -50,6 +50,15 @@ pub enum UpscalerError {
         /// A few of its keys.
         sample: String,
     },
+    /// An architecture spandrel reads (and A1111 lists) that Sumi does not build yet.
+    #[error(
+        "{arch} upscalers are not supported yet (Sumi builds ESRGAN/Real-ESRGAN RRDBNet and \
+         SRVGGNetCompact models)"
+    )]
+    NotBuilt {
+        /// spandrel's architecture id.
+        arch: &'static str,
+    },
     /// The architecture is known but a size or tensor does not fit it.
     #[error("{arch}: {detail}")]
     Invalid {
