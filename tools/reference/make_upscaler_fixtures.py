@@ -39,15 +39,20 @@ assert PIL.__version__ == "9.5.0", f"A1111 v1.10.1 pins Pillow 9.5.0; this is {P
 
 GC = 3  # dense-block growth channels of the fixtures (real files: 32)
 
-block = importlib.import_module("spandrel.architectures.__arch_helpers.block")
-_rrdb_init = block.RRDB.__init__
 
 
-def _small_rrdb_init(self, *args, gc=32, **kw):
-    _rrdb_init(self, *args, gc=GC, **kw)
+def shrink_growth():
+    """spandrel's RRDB blocks with GC growth channels instead of 32 (done by main only, so
+    that tools/bench/upscale.py can import the A1111 restatement below)."""
+    block = importlib.import_module("spandrel.architectures.__arch_helpers.block")
+    rrdb_init = block.RRDB.__init__
+
+    def small_rrdb_init(self, *args, gc=32, **kw):
+        rrdb_init(self, *args, gc=GC, **kw)
+
+    block.RRDB.__init__ = small_rrdb_init
 
 
-block.RRDB.__init__ = _small_rrdb_init
 ESRGAN = spandrel.architectures.ESRGAN.ESRGAN
 Compact = spandrel.architectures.Compact.Compact
 
@@ -274,6 +279,7 @@ def u8(img):
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
+    shrink_growth()
     gen = torch.Generator().manual_seed(20261206)
     rng = np.random.default_rng(20261206)
     x = torch.rand((1, 3, 9, 11), generator=gen)

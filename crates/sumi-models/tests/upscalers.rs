@@ -8,6 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use sumi_models::upscalers::{detect, EsrganLayout, UpscalerConfig, UpscalerError, UpscalerNet};
+use sumi_models::Precision;
 use sumi_testkit::fixture::{fixtures, read_json, tensors};
 use sumi_testkit::measure::rel_err;
 use sumi_weights::ckpt::TorchArchive;
@@ -81,7 +82,7 @@ fn every_layout_matches_spandrel() {
     let mut seen_layouts = std::collections::BTreeSet::new();
     for case in cases {
         let file = case["file"].as_str().unwrap();
-        let net = UpscalerNet::new(read_model(file), DType::F32, &Device::Cpu)
+        let net = UpscalerNet::new(read_model(file), Precision::F32, &Device::Cpu)
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         let cfg = net.config();
         assert_eq!(
@@ -171,11 +172,47 @@ fn unknown_architecture_names_the_keys_looked_for() {
         assert!(msg.contains(k), "{msg}");
     }
     assert!(msg.contains("encoder.conv_in.weight"), "{msg}");
-    let e = UpscalerNet::new(HashMap::new(), DType::F32, &Device::Cpu).unwrap_err();
+    let e = UpscalerNet::new(HashMap::new(), Precision::F32, &Device::Cpu).unwrap_err();
     assert!(
         matches!(e, UpscalerError::UnknownArchitecture { count: 0, .. }),
         "{e}"
     );
+}
+
+#[test]
+fn architectures_not_built_are_named() {
+    let swinir = [
+        ("conv_first.weight", &[180usize, 3, 3, 3][..]),
+        ("layers.0.residual_group.blocks.0.norm1.weight", &[180]),
+        ("layers.0.residual_group.blocks.0.mlp.fc1.bias", &[360]),
+        (
+            "layers.0.residual_group.blocks.0.attn.relative_position_index",
+            &[64, 64],
+        ),
+    ];
+    let mut swin2sr = swinir.to_vec();
+    swin2sr.push(("patch_embed.proj.weight", &[180, 3, 1, 1]));
+    let dat = [
+        ("conv_first.weight", &[180usize, 3, 3, 3][..]),
+        ("before_RG.1.weight", &[180]),
+        ("layers.0.blocks.0.attn.attns.0.rpe_biases", &[225, 2]),
+    ];
+    for (s, arch) in [
+        (&swinir[..], "SwinIR"),
+        (&swin2sr[..], "Swin2SR"),
+        (&dat[..], "DAT"),
+    ] {
+        let e = detect(&shapes(s)).unwrap_err();
+        assert!(
+            matches!(e, UpscalerError::NotBuilt { arch: a } if a == arch),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{arch} upscalers are not supported yet")),
+            "{e}"
+        );
+    }
 }
 
 #[test]
@@ -255,7 +292,7 @@ fn crafted_sizes_are_refused() {
 fn missing_and_misshaped_tensors_are_named() {
     let mut t = read_model("esrgan_old_x4.pth");
     t.remove("model.1.sub.0.RDB2.conv3.0.bias");
-    let e = UpscalerNet::new(t, DType::F32, &Device::Cpu).unwrap_err();
+    let e = UpscalerNet::new(t, Precision::F32, &Device::Cpu).unwrap_err();
     assert!(matches!(e, UpscalerError::Model { .. }), "{e}");
     assert!(e.to_string().contains("RDB2.conv3.0.bias"), "{e}");
     let mut t = read_model("compact_x4.pth");
@@ -263,19 +300,160 @@ fn missing_and_misshaped_tensors_are_named() {
         "body.4.weight".into(),
         Tensor::zeros((6, 5, 3, 3), DType::F32, &Device::Cpu).unwrap(),
     );
-    let e = UpscalerNet::new(t, DType::F32, &Device::Cpu).unwrap_err();
+    let e = UpscalerNet::new(t, Precision::F32, &Device::Cpu).unwrap_err();
     assert!(e.to_string().contains("body.4.weight"), "{e}");
+    // a tensor the network does not have (spandrel loads strictly)
+    for file in [
+        "compact_x4.pth",
+        "esrgan_old_x4.pth",
+        "esrgan_plus_x4.safetensors",
+    ] {
+        let mut t = read_model(file);
+        let n = t.len();
+        t.insert(
+            "model.7.noise.weight".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let e = UpscalerNet::new(t, Precision::F32, &Device::Cpu).unwrap_err();
+        assert!(matches!(e, UpscalerError::Invalid { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("1 tensors the network does not have, e.g. model.7.noise.weight"),
+            "{e}"
+        );
+        // and every tensor of the real file is one it has
+        let cfg = UpscalerNet::new(read_model(file), Precision::F32, &Device::Cpu)
+            .unwrap()
+            .config()
+            .clone();
+        assert_eq!(
+            sumi_models::upscalers::expected_keys(&cfg).len(),
+            n,
+            "{file}"
+        );
+    }
 }
 
 #[test]
 fn wrong_input_channels_are_refused() {
     let net = UpscalerNet::new(
         read_model("compact_x2.safetensors"),
-        DType::F32,
+        Precision::F32,
         &Device::Cpu,
     )
     .unwrap();
     let x = Tensor::zeros((1, 4, 8, 8), DType::F32, &Device::Cpu).unwrap();
     let e = net.forward(&x).unwrap_err();
     assert!(e.to_string().contains("3 channels"), "{e}");
+}
+
+/// The shapes of a Real-ESRGAN-layout RRDBNet (`RealESRGAN_x4plus.pth`'s `params_ema`).
+fn real_esrgan_shapes(in_ch: usize, blocks: usize) -> BTreeMap<String, Vec<usize>> {
+    let mut s = BTreeMap::new();
+    let mut conv = |name: String, cout: usize, cin: usize| {
+        s.insert(format!("{name}.weight"), vec![cout, cin, 3, 3]);
+        s.insert(format!("{name}.bias"), vec![cout]);
+    };
+    conv("conv_first".into(), 64, in_ch);
+    for b in 0..blocks {
+        for r in 1..=3 {
+            for c in 1..=5 {
+                let cout = if c == 5 { 64 } else { 32 };
+                conv(format!("body.{b}.rdb{r}.conv{c}"), cout, 64 + 32 * (c - 1));
+            }
+        }
+    }
+    for n in ["conv_body", "conv_up1", "conv_up2", "conv_hr"] {
+        conv(n.into(), 64, 64);
+    }
+    conv("conv_last".into(), 3, 64);
+    s
+}
+
+/// The shapes of an SRVGGNetCompact with `num_conv` body convolutions, 4×.
+fn compact_shapes(num_conv: usize) -> BTreeMap<String, Vec<usize>> {
+    let mut s = BTreeMap::new();
+    for i in 0..=num_conv {
+        s.insert(
+            format!("body.{}.weight", 2 * i),
+            vec![64, if i == 0 { 3 } else { 64 }, 3, 3],
+        );
+        s.insert(format!("body.{}.bias", 2 * i), vec![64]);
+        s.insert(format!("body.{}.weight", 2 * i + 1), vec![64]);
+    }
+    let last = 2 * num_conv + 2;
+    s.insert(format!("body.{last}.weight"), vec![48, 64, 3, 3]);
+    s.insert(format!("body.{last}.bias"), vec![48]);
+    s
+}
+
+#[test]
+fn real_file_layouts_are_detected_at_full_size() {
+    // RealESRGAN_x4plus, RealESRGAN_x4plus_anime_6B, RealESRGAN_x2plus
+    for (in_ch, blocks, scale, shuffle) in [(3, 23, 4, None), (3, 6, 4, None), (12, 23, 2, Some(2))]
+    {
+        let cfg = detect(&real_esrgan_shapes(in_ch, blocks)).unwrap();
+        let UpscalerConfig::Esrgan(c) = &cfg else {
+            panic!("{cfg:?}")
+        };
+        assert_eq!(
+            (
+                c.layout,
+                c.num_feat,
+                c.num_block,
+                c.num_grow_ch,
+                c.shuffle_factor
+            ),
+            (EsrganLayout::New, 64, blocks, 32, shuffle)
+        );
+        assert_eq!((cfg.scale(), cfg.channels()), (scale, (3, 3)));
+    }
+    // 4x-UltraSharp and other old-arch ESRGAN files: the same tensors under old names
+    let new: HashMap<_, _> = real_esrgan_shapes(3, 23).into_iter().collect();
+    let old: BTreeMap<String, Vec<usize>> =
+        sumi_models::upscalers::to_old_arch(new, EsrganLayout::New)
+            .into_iter()
+            .collect();
+    assert!(old.contains_key("model.1.sub.22.RDB3.conv5.0.weight"));
+    assert_eq!(old["model.10.weight"], [3, 64, 3, 3]);
+    let cfg = detect(&old).unwrap();
+    let UpscalerConfig::Esrgan(c) = &cfg else {
+        panic!("{cfg:?}")
+    };
+    assert_eq!(
+        (c.layout, c.num_block, cfg.scale()),
+        (EsrganLayout::Old, 23, 4)
+    );
+    // realesr-general-x4v3 (32 body convs) and realesr-animevideov3 (16)
+    for n in [32, 16] {
+        let cfg = detect(&compact_shapes(n)).unwrap();
+        assert_eq!(
+            cfg,
+            UpscalerConfig::Compact(sumi_models::upscalers::CompactConfig {
+                in_channels: 3,
+                out_channels: 3,
+                num_feat: 64,
+                num_conv: n,
+                scale: 4,
+            })
+        );
+    }
+}
+
+#[test]
+fn bf16_path_stays_near_spandrel() {
+    let io = tensors(&dir().join("io.safetensors")).unwrap();
+    for (file, stem) in [
+        ("esrgan_new_x4.pth", "esrgan_new_x4"),
+        ("esrgan_new_x2.pth", "esrgan_new_x2"),
+        ("compact_x4.pth", "compact_x4"),
+    ] {
+        let net = UpscalerNet::new(read_model(file), Precision::Bf16, &Device::Cpu).unwrap();
+        let got = net.forward(&io["input"]).unwrap();
+        let want = &io[&format!("out.{stem}")];
+        let err = rel_err(&got, want);
+        eprintln!("{file} bf16: relative error {err:.2e}");
+        // bf16 weights (8 significant bits) but not an f32 result
+        assert!(err < 2e-2 && err > 1e-6, "{file}: {err}");
+    }
 }

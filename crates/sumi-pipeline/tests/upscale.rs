@@ -12,8 +12,8 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 use sumi_pipeline::error::PipelineError;
 use sumi_pipeline::upscale::{
-    read_state_dict, resize_nearest, resize_with_upscaler, upscale_with_model, TileOptions,
-    UpscaleError, Upscaler, UpscalerKind, UpscalerRegistry,
+    keep_going, read_state_dict, resize_nearest, resize_with_upscaler, upscale_with_model,
+    TileOptions, UpscaleError, Upscaler, UpscalerKind, UpscalerRegistry,
 };
 use sumi_testkit::fixture::{fixtures, read_json, tensors};
 use sumi_testkit::measure::rel_err;
@@ -92,6 +92,16 @@ fn files_load_by_detection_as_spandrel_reads_them() {
         let y = net.forward(&io["input"]).unwrap();
         let err = rel_err(&y, &io[&format!("out.{stem}")]);
         assert!(err < 1e-4, "{file}: {err}");
+        // the bf16 path: near, not equal
+        let bf16 = model(file).with_precision(sumi_models::Precision::Bf16);
+        let y = bf16
+            .network()
+            .unwrap()
+            .unwrap()
+            .forward(&io["input"])
+            .unwrap();
+        let err = rel_err(&y, &io[&format!("out.{stem}")]);
+        assert!(err < 2e-2 && err > 1e-6, "{file} bf16: {err}");
     }
 }
 
@@ -103,7 +113,7 @@ fn tiling_matches_a1111_within_one_level() {
         let net = u.network().unwrap().unwrap();
         let src = f.image(case["image"].as_str().unwrap());
         let want = f.image(case["output"].as_str().unwrap());
-        let got = upscale_with_model(&net, &src, tile(case)).unwrap();
+        let got = upscale_with_model(&net, &src, tile(case), &mut keep_going).unwrap();
         let (max, n) = level_diff(&got, &want);
         eprintln!("{case}: max {max} levels, {n} values differ");
         assert!(max <= 1, "{case}: {max} levels");
@@ -128,7 +138,9 @@ fn upscale_loop_passes_and_final_lanczos() {
             want.dimensions(),
             (dest(small.width()), dest(small.height()))
         );
-        let got = u.upscale(&small, scale, tile(case)).unwrap();
+        let got = u
+            .upscale(&small, scale, tile(case), &mut keep_going)
+            .unwrap();
         let (max, n) = level_diff(&got, &want);
         eprintln!("{case}: max {max} levels, {n} values differ");
         assert!(max <= 1, "{case}: {max} levels");
@@ -140,12 +152,12 @@ fn upscale_loop_passes_and_final_lanczos() {
         tile: 16,
         overlap: 4,
     };
-    let three = u.upscale(&small, 5.0, opts).unwrap();
+    let three = u.upscale(&small, 5.0, opts, &mut keep_going).unwrap();
     assert_eq!(three.dimensions(), (56, 48));
     let net = u.network().unwrap().unwrap();
     let mut two = small.clone();
     for _ in 0..2 {
-        two = upscale_with_model(&net, &two, opts).unwrap();
+        two = upscale_with_model(&net, &two, opts, &mut keep_going).unwrap();
     }
     let two = sumi_pipeline::image::resize_lanczos(&two, 56, 48).unwrap();
     assert!(level_diff(&two, &three).0 > 8);
@@ -165,7 +177,7 @@ fn resize_with_upscaler_matches_resize_image() {
             case["height"].as_u64().unwrap() as u32,
         );
         let want = f.image(case["output"].as_str().unwrap());
-        let got = resize_with_upscaler(&small, w, h, &u, tile(case)).unwrap();
+        let got = resize_with_upscaler(&small, w, h, &u, tile(case), &mut keep_going).unwrap();
         assert_eq!(got.dimensions(), (w, h));
         let (max, n) = level_diff(&got, &want);
         eprintln!("{case}: max {max} levels, {n} values differ");
@@ -173,7 +185,15 @@ fn resize_with_upscaler_matches_resize_image() {
     }
     // None is a plain Lanczos resize
     let none = Upscaler::new("None", UpscalerKind::None, 4);
-    let got = resize_with_upscaler(&small, 30, 17, &none, TileOptions::default()).unwrap();
+    let got = resize_with_upscaler(
+        &small,
+        30,
+        17,
+        &none,
+        TileOptions::default(),
+        &mut keep_going,
+    )
+    .unwrap();
     let want = sumi_pipeline::image::resize_lanczos(&small, 30, 17).unwrap();
     assert_eq!(got, want);
 }
@@ -214,6 +234,7 @@ fn registry_names_and_order() {
     copy("compact_x2.safetensors", &d.join("sub/anime.safetensors"));
     copy("esrgan_new_x2.pth", &d.join("RealESRGAN_x2plus.pth"));
     std::fs::write(d.join("notes.txt"), "not a model").unwrap();
+    std::fs::write(d.join("sd15.ckpt"), "not listed").unwrap();
     let r = UpscalerRegistry::scan(&[d.to_path_buf()]).unwrap();
     let names = r.names();
     assert_eq!(
@@ -317,14 +338,18 @@ fn sizes_over_the_limits_are_refused() {
     let lanczos = Upscaler::new("Lanczos", UpscalerKind::Lanczos, 4);
     let opts = TileOptions::default();
     for (w, h) in [(4097, 100), (100, 0), (0, 0)] {
-        let e = resize_with_upscaler(&small, w, h, &lanczos, opts).unwrap_err();
+        let e = resize_with_upscaler(&small, w, h, &lanczos, opts, &mut keep_going).unwrap_err();
         assert!(matches!(upscale_err(&e), UpscaleError::Size { .. }), "{e}");
     }
     // (12 · 0.5) // 8 · 8 = 0
-    let e = lanczos.upscale(&small, 0.5, opts).unwrap_err();
+    let e = lanczos
+        .upscale(&small, 0.5, opts, &mut keep_going)
+        .unwrap_err();
     assert!(matches!(upscale_err(&e), UpscaleError::Size { .. }), "{e}");
     for s in [f64::NAN, -1.0, 0.0, f64::INFINITY] {
-        let e = lanczos.upscale(&small, s, opts).unwrap_err();
+        let e = lanczos
+            .upscale(&small, s, opts, &mut keep_going)
+            .unwrap_err();
         assert!(matches!(upscale_err(&e), UpscaleError::Scale(_)), "{e}");
     }
     let u = model("compact_x4.pth");
@@ -339,11 +364,64 @@ fn sizes_over_the_limits_are_refused() {
             overlap: 8,
         },
     ] {
-        let e = upscale_with_model(&net, &small, bad).unwrap_err();
+        let e = upscale_with_model(&net, &small, bad, &mut keep_going).unwrap_err();
         assert!(matches!(upscale_err(&e), UpscaleError::Tile { .. }), "{e}");
     }
     // a 4× pass past the intermediate pixel limit (4096² · 16 > 2^27)
     let huge = RgbImage::new(4096, 4096);
-    let e = u.upscale(&huge, 1.0, opts).unwrap_err();
+    let e = u.upscale(&huge, 1.0, opts, &mut keep_going).unwrap_err();
     assert!(e.to_string().contains("a pass may make at most"), "{e}");
+}
+
+#[test]
+fn tiles_are_reported_and_can_interrupt() {
+    let small = fixture().image("small");
+    let u = model("compact_x2.safetensors");
+    let opts = TileOptions {
+        tile: 16,
+        overlap: 4,
+    };
+    let mut seen = Vec::new();
+    let out = u
+        .upscale(&small, 5.0, opts, &mut |p| {
+            seen.push((p.pass, p.done, p.total));
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(out.dimensions(), (56, 48));
+    // 12×10: one tile; 24×20: 2×2 tiles; 48×40: 4 columns × 3 rows (split_grid's counts)
+    let want: Vec<_> = [(0, 1), (1, 4), (2, 12)]
+        .into_iter()
+        .flat_map(|(pass, n)| (0..n).map(move |d| (pass, d, n)))
+        .collect();
+    assert_eq!(seen, want);
+    let e = u
+        .upscale(&small, 5.0, opts, &mut |p| {
+            if (p.pass, p.done) == (1, 2) {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .unwrap_err();
+    assert!(matches!(upscale_err(&e), UpscaleError::Interrupted), "{e}");
+}
+
+#[test]
+fn the_registry_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>(_: &T) {}
+    let r = UpscalerRegistry::scan(&[dir()]).unwrap();
+    shared(&r);
+    // the fixtures folder: the three built-ins, the nine model files and the two tensor files
+    // of the fixtures, listed by stem without being read
+    assert_eq!(r.entries().len(), 14, "{:?}", r.names());
+    let e = r.get("io").unwrap().network().unwrap_err();
+    assert!(
+        matches!(upscale_err(&e), UpscaleError::Architecture { .. }),
+        "{e}"
+    );
+    let u = r.get("compact_x2").unwrap();
+    let a = u.network().unwrap().unwrap();
+    let b = std::thread::scope(|s| s.spawn(|| u.network().unwrap().unwrap()).join().unwrap());
+    assert!(std::sync::Arc::ptr_eq(&a, &b), "the network is built once");
 }

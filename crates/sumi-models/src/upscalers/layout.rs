@@ -2,7 +2,7 @@
 //! (`__helpers/canonicalize.py`, `architectures/ESRGAN/__init__.py`,
 //! `architectures/Compact/__init__.py`). spandrel tries `Compact` before `ESRGAN`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use candle_core::Tensor;
 
@@ -44,6 +44,46 @@ const ESRGAN_KEYS: &[(EsrganLayout, &[&str])] = &[
     ),
 ];
 
+/// Architectures spandrel reads that Sumi does not build yet, by (part of) spandrel's key
+/// condition, in spandrel's order: named in the error instead of "unknown".
+const NOT_BUILT: &[(&str, &[&str])] = &[
+    (
+        "HAT",
+        &[
+            "relative_position_index_SA",
+            "conv_first.weight",
+            "layers.0.residual_group.blocks.0.norm1.weight",
+            "layers.0.residual_group.overlap_attn.qkv.weight",
+        ],
+    ),
+    (
+        "Swin2SR",
+        &[
+            "layers.0.residual_group.blocks.0.norm1.weight",
+            "patch_embed.proj.weight",
+            "conv_first.weight",
+            "layers.0.residual_group.blocks.0.mlp.fc1.bias",
+            "layers.0.residual_group.blocks.0.attn.relative_position_index",
+        ],
+    ),
+    (
+        "SwinIR",
+        &[
+            "layers.0.residual_group.blocks.0.norm1.weight",
+            "layers.0.residual_group.blocks.0.mlp.fc1.bias",
+            "layers.0.residual_group.blocks.0.attn.relative_position_index",
+        ],
+    ),
+    (
+        "DAT",
+        &[
+            "conv_first.weight",
+            "before_RG.1.weight",
+            "layers.0.blocks.0.attn.attns.0.rpe_biases",
+        ],
+    ),
+];
+
 /// spandrel's `remove_common_prefix(state, ["module.", "netG."])`: each prefix removed when
 /// every key has it (in that order).
 pub fn canonicalize(mut tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
@@ -64,6 +104,9 @@ pub fn detect(shapes: &BTreeMap<String, Vec<usize>>) -> Result<UpscalerConfig> {
     let has_all = |keys: &[&str]| keys.iter().all(|k| shapes.contains_key(*k));
     if has_all(COMPACT_KEYS) {
         return compact_config(shapes).map(UpscalerConfig::Compact);
+    }
+    if let Some((arch, _)) = NOT_BUILT.iter().find(|(_, keys)| has_all(keys)) {
+        return Err(UpscalerError::NotBuilt { arch });
     }
     if ESRGAN_KEYS.iter().any(|(_, keys)| has_all(keys)) {
         return esrgan_config(shapes).map(UpscalerConfig::Esrgan);
@@ -344,4 +387,69 @@ fn upconv_key(k: &str) -> Option<(usize, &str)> {
     };
     let d = d.to_digit(10)? as usize;
     matches!(kind, "weight" | "bias").then_some((d, kind))
+}
+
+/// Every tensor name the network of `config` has (old-arch names for RRDBNet): spandrel loads
+/// the state dict strictly, so a tensor outside this set is an error there, and here.
+pub fn expected_keys(config: &UpscalerConfig) -> BTreeSet<String> {
+    let mut k = BTreeSet::new();
+    let mut conv = |name: String| {
+        k.insert(format!("{name}.weight"));
+        k.insert(format!("{name}.bias"));
+    };
+    match config {
+        UpscalerConfig::Esrgan(c) => {
+            conv("model.0".into());
+            for b in 0..c.num_block {
+                for r in 1..=3 {
+                    for j in 1..=5 {
+                        conv(format!("model.1.sub.{b}.RDB{r}.conv{j}.0"));
+                    }
+                }
+            }
+            conv(format!("model.1.sub.{}", c.num_block));
+            for i in 1..=c.upsamples {
+                conv(format!("model.{}", 3 * i));
+            }
+            conv(format!("model.{}", 3 * c.upsamples + 2));
+            conv(format!("model.{}", 3 * c.upsamples + 4));
+            if c.plus {
+                for b in 0..c.num_block {
+                    for r in 1..=3 {
+                        k.insert(format!("model.1.sub.{b}.RDB{r}.conv1x1.weight"));
+                    }
+                }
+            }
+        }
+        UpscalerConfig::Compact(c) => {
+            for i in 0..=c.num_conv + 1 {
+                conv(format!("body.{}", 2 * i));
+            }
+            for i in 0..=c.num_conv {
+                k.insert(format!("body.{}.weight", 2 * i + 1));
+            }
+        }
+    }
+    k
+}
+
+/// Refuses tensors the network does not have, naming a few (spandrel's strict load).
+pub(super) fn check_unexpected<'a>(
+    config: &UpscalerConfig,
+    keys: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    let expected = expected_keys(config);
+    let extra: Vec<&String> = keys.filter(|k| !expected.contains(*k)).collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let sample: Vec<&str> = extra.iter().take(4).map(|s| s.as_str()).collect();
+    Err(invalid(
+        config.architecture(),
+        format!(
+            "{} tensors the network does not have, e.g. {}",
+            extra.len(),
+            sample.join(", ")
+        ),
+    ))
 }

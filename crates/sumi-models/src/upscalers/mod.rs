@@ -14,15 +14,16 @@ mod rrdb;
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use compact::Compact;
-pub use layout::{canonicalize, detect, to_old_arch};
+pub use layout::{canonicalize, detect, expected_keys, to_old_arch};
 pub use ops::{pixel_shuffle, pixel_unshuffle};
 pub use rrdb::RrdbNet;
 
 use crate::error::ModelError;
+use crate::precision::Precision;
 
 /// Most feature channels accepted (real files: 64; the activations of a tile scale with it).
 pub const MAX_FEATURES: usize = 512;
@@ -48,6 +49,15 @@ pub enum UpscalerError {
         count: usize,
         /// A few of its keys.
         sample: String,
+    },
+    /// An architecture spandrel reads (and A1111 lists) that Sumi does not build yet.
+    #[error(
+        "{arch} upscalers are not supported yet (Sumi builds ESRGAN/Real-ESRGAN RRDBNet and \
+         SRVGGNetCompact models)"
+    )]
+    NotBuilt {
+        /// spandrel's architecture id.
+        arch: &'static str,
     },
     /// The architecture is known but a size or tensor does not fit it.
     #[error("{arch}: {detail}")]
@@ -191,9 +201,14 @@ impl std::fmt::Debug for UpscalerNet {
 
 impl UpscalerNet {
     /// Detects the architecture of a state dict (already unwrapped from `params_ema` and the
-    /// like; common `module.`/`netG.` prefixes are removed here) and builds it. `dtype` F32
-    /// runs in f32; BF16 gives the crate's bf16 convolution path (activations f32).
-    pub fn new(tensors: HashMap<String, Tensor>, dtype: DType, device: &Device) -> Result<Self> {
+    /// like; common `module.`/`netG.` prefixes are removed here) and builds it in `precision`
+    /// (bf16: the crate's bf16 convolutions, activations f32; within 2e-2 of f32).
+    pub fn new(
+        tensors: HashMap<String, Tensor>,
+        precision: Precision,
+        device: &Device,
+    ) -> Result<Self> {
+        let dtype = precision.weight_dtype();
         let tensors = canonicalize(tensors);
         let shapes: BTreeMap<String, Vec<usize>> = tensors
             .iter()
@@ -205,10 +220,12 @@ impl UpscalerNet {
         let net = match &config {
             UpscalerConfig::Esrgan(c) => {
                 let old = to_old_arch(tensors, c.layout);
+                layout::check_unexpected(&config, old.keys())?;
                 let vb = VarBuilder::from_tensors(old, dtype, device);
                 Net::Esrgan(Box::new(RrdbNet::new(vb, c).map_err(model)?))
             }
             UpscalerConfig::Compact(c) => {
+                layout::check_unexpected(&config, tensors.keys())?;
                 let vb = VarBuilder::from_tensors(tensors, dtype, device);
                 Net::Compact(Compact::new(vb, c).map_err(model)?)
             }

@@ -12,12 +12,14 @@ mod load;
 mod registry;
 mod tile;
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use image::RgbImage;
 use sumi_models::upscalers::{UpscalerError, UpscalerNet};
+use sumi_models::Precision;
 
 pub use load::{read_state_dict, MAX_UPSCALER_FILE_BYTES};
 pub use registry::{UpscalerRegistry, MAX_SCAN_DEPTH, MAX_SCAN_FILES, UPSCALER_EXTENSIONS};
@@ -112,6 +114,9 @@ pub enum UpscaleError {
         /// The limit it breaks.
         detail: String,
     },
+    /// The caller's `on_tile` callback asked to stop.
+    #[error("the upscale was interrupted")]
+    Interrupted,
     /// A scale that is not a positive finite number.
     #[error("upscale factor {0} is not a positive number")]
     Scale(f64),
@@ -121,6 +126,22 @@ impl From<UpscaleError> for crate::error::PipelineError {
     fn from(e: UpscaleError) -> Self {
         Self::Upscale(Box::new(e))
     }
+}
+
+/// Where a model upscale is, for progress reports and interruption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileProgress {
+    /// The upscaler pass (0 to 2) of [`Upscaler::upscale`].
+    pub pass: usize,
+    /// Tiles of this pass finished.
+    pub done: usize,
+    /// Tiles of this pass.
+    pub total: usize,
+}
+
+/// An `on_tile` callback that never stops the upscale.
+pub fn keep_going(_: TileProgress) -> ControlFlow<()> {
+    ControlFlow::Continue(())
 }
 
 /// A1111's tiling options (`ESRGAN_tile`, `ESRGAN_tile_overlap`).
@@ -182,6 +203,7 @@ pub struct Upscaler {
     name: String,
     kind: UpscalerKind,
     scale: u32,
+    precision: Precision,
     net: OnceLock<Arc<UpscalerNet>>,
 }
 
@@ -192,8 +214,17 @@ impl Upscaler {
             name: name.into(),
             kind,
             scale,
+            precision: Precision::F32,
             net: OnceLock::new(),
         }
+    }
+
+    /// The same upscaler computing in `precision` (f32 by default, as A1111 on the CPU; bf16
+    /// stays within 2e-2 of it). Set before the network is first used.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self.net = OnceLock::new();
+        self
     }
 
     /// A model upscaler from a file, named by its stem as A1111 names ESRGAN-folder files.
@@ -244,7 +275,7 @@ impl Upscaler {
             return Ok(Some(n.clone()));
         }
         let tensors = read_state_dict(path)?;
-        let net = UpscalerNet::new(tensors, DType::F32, &Device::Cpu).map_err(|source| {
+        let net = UpscalerNet::new(tensors, self.precision, &Device::Cpu).map_err(|source| {
             UpscaleError::Architecture {
                 path: path.clone(),
                 source,
@@ -264,7 +295,14 @@ impl Upscaler {
     }
 
     /// `do_upscale`: one pass (a model's own scale; `int(w·scale)` for Lanczos/Nearest).
-    fn do_upscale(&self, img: &RgbImage, scale: f64, tile: TileOptions) -> Result<RgbImage> {
+    fn do_upscale(
+        &self,
+        img: &RgbImage,
+        scale: f64,
+        tile: TileOptions,
+        pass: usize,
+        on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
+    ) -> Result<RgbImage> {
         let scaled = |v: u32| (f64::from(v) * scale) as u64;
         let (w, h) = (scaled(img.width()), scaled(img.height()));
         match &self.kind {
@@ -289,7 +327,9 @@ impl Upscaler {
                     }
                     .into());
                 }
-                upscale_with_model(&net, img, tile)
+                upscale_with_model(&net, img, tile, &mut |p| {
+                    on_tile(TileProgress { pass, ..p })
+                })
             }
         }
     }
@@ -297,7 +337,14 @@ impl Upscaler {
     /// `Upscaler.upscale(img, scale)`: passes of the upscaler (at most three, at least one, and
     /// none once a pass leaves the size unchanged) until the image is at least
     /// `(w·scale)//8·8 × (h·scale)//8·8`, then Pillow LANCZOS to exactly that size.
-    pub fn upscale(&self, img: &RgbImage, scale: f64, tile: TileOptions) -> Result<RgbImage> {
+    /// `on_tile` hears of each model tile and may interrupt (see [`upscale_with_model`]).
+    pub fn upscale(
+        &self,
+        img: &RgbImage,
+        scale: f64,
+        tile: TileOptions,
+        on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
+    ) -> Result<RgbImage> {
         if !(scale.is_finite() && scale > 0.0) {
             return Err(UpscaleError::Scale(scale).into());
         }
@@ -309,7 +356,7 @@ impl Upscaler {
                 break;
             }
             let shape = img.dimensions();
-            img = self.do_upscale(&img, scale, tile)?;
+            img = self.do_upscale(&img, scale, tile, i, on_tile)?;
             if shape == img.dimensions() {
                 break;
             }
@@ -338,13 +385,15 @@ fn check_size(width: u64, height: u64, max_side: u32) -> Result<(u32, u32)> {
 /// `images.resize_image`'s `resize(im, w, h)` with an upscaler: `None` resizes with Lanczos;
 /// any other upscaler runs [`Upscaler::upscale`] by `max(w / im.w, h / im.h)` when that is
 /// above 1, then Lanczos to exactly `w × h` if the size differs. The one door for the hires
-/// fix, extras and img2img resizing.
+/// fix, extras and img2img resizing; `on_tile` as for [`Upscaler::upscale`] (pass
+/// `&mut keep_going` for none).
 pub fn resize_with_upscaler(
     img: &RgbImage,
     width: u32,
     height: u32,
     upscaler: &Upscaler,
     tile: TileOptions,
+    on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
 ) -> Result<RgbImage> {
     let (width, height) = check_size(width.into(), height.into(), MAX_SIDE)?;
     if img.width() == 0 || img.height() == 0 {
@@ -361,7 +410,7 @@ pub fn resize_with_upscaler(
     let scale = (f64::from(width) / f64::from(img.width()))
         .max(f64::from(height) / f64::from(img.height()));
     let mut im = if scale > 1.0 {
-        upscaler.upscale(img, scale, tile)?
+        upscaler.upscale(img, scale, tile, on_tile)?
     } else {
         img.clone()
     };

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use super::{UpscaleError, Upscaler, UpscalerKind};
 use crate::error::Result;
 
-/// The file extensions read as upscaler models (A1111's ESRGAN folder: `.pt`, `.pth`;
-/// spandrel also reads `.safetensors` and `.ckpt`).
-pub const UPSCALER_EXTENSIONS: &[&str] = &["pth", "pt", "ckpt", "safetensors"];
+/// The file extensions listed as upscaler models: A1111's (`.pt`, `.pth`) and `.safetensors`,
+/// which spandrel reads and newer upscalers ship as.
+pub const UPSCALER_EXTENSIONS: &[&str] = &["pth", "pt", "safetensors"];
 /// Deepest sub-folder walked (A1111's `walk_files` has no bound).
 pub const MAX_SCAN_DEPTH: usize = 8;
 /// Most model files listed.

@@ -8,11 +8,13 @@
 //! (uint8), rows likewise into the image. Tiles are converted to uint8 one by one (clamp to
 //! [0, 1], ×255, round half to even), as A1111 does, before any blending.
 
+use std::ops::ControlFlow;
+
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 use sumi_models::upscalers::UpscalerNet;
 
-use super::{TileOptions, UpscaleError};
+use super::{TileOptions, TileProgress, UpscaleError};
 use crate::error::Result;
 
 /// `pil_image_to_torch_bgr`: `[1, 3, h, w]` f32, BGR, `u8 / 255` computed in f64 as numpy does.
@@ -122,25 +124,32 @@ fn origins(len: u32, tile: u32, overlap: u32) -> Vec<i64> {
 }
 
 /// `upscaler_utils.upscale_with_model`: `img` through `net`, in overlapping tiles of
-/// `opts.tile` pixels (the whole image at once when `opts.tile` is 0).
+/// `opts.tile` pixels (the whole image at once when `opts.tile` is 0). `on_tile` hears of each
+/// tile before it runs (`done` tiles of `total` finished; `pass` is left 0) and stops the
+/// upscale with [`UpscaleError::Interrupted`] by breaking (A1111 checks `state.interrupted`
+/// there).
 pub fn upscale_with_model(
     net: &UpscalerNet,
     img: &RgbImage,
     opts: TileOptions,
+    on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
 ) -> Result<RgbImage> {
     opts.check()?;
     if opts.tile == 0 {
+        notify(on_tile, 0, 1)?;
         return upscale_patch(net, img);
     }
     let (tile, overlap) = (opts.tile, opts.overlap);
     let (w, h) = img.dimensions();
     let xs = origins(w, tile, overlap);
     let ys = origins(h, tile, overlap);
+    let total = xs.len() * ys.len();
     let mut rows = Vec::with_capacity(ys.len());
     let mut scale = 1i64;
     for &y in &ys {
         let mut row = Vec::with_capacity(xs.len());
         for &x in &xs {
+            notify(on_tile, rows.len() * xs.len() + row.len(), total)?;
             let out = upscale_patch(net, &crop(img, x, y, tile, tile))?;
             // scale_factor = output.width // tile.width
             scale = i64::from(out.width() / tile);
@@ -184,6 +193,22 @@ pub fn upscale_with_model(
         paste(&mut combined, &rest, 0, y + i64::from(ov), |_, _| 255);
     }
     Ok(combined)
+}
+
+fn notify(
+    on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
+    done: usize,
+    total: usize,
+) -> Result<()> {
+    let p = TileProgress {
+        pass: 0,
+        done,
+        total,
+    };
+    match on_tile(p) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(UpscaleError::Interrupted.into()),
+    }
 }
 
 /// Pillow's `Image.resize((width, height), NEAREST)`: `ImagingScaleAffine`, the source
