@@ -4,6 +4,14 @@
 //! resize with A1111's crop, a second pass with its own steps, sampler, schedule and prompt,
 //! SD1, SD2-v and an inpainting checkpoint, batch 2 — final latents within 1e-5 of
 //! max(1, max |reference|), pictures within 1 level.
+//!
+//! The image-upscaler cases start their second pass from the first pass's 8-bit pictures: a
+//! float32 rounding that moves one value across a truncation boundary changes a level there,
+//! and the final latents move with it. The reference against itself, with its denoiser outputs
+//! scaled by `1 + 1e-6·randn`, moves their final latents 1.0e-5 – 2.3e-5 (the latent cases:
+//! 4.7e-6; CFG 3 does not help: 1.8e-5 – 2.0e-5). Their pictures are kept in the fixture and
+//! held within 1 level; their latents are held to [`IMAGE_PATH_TOLERANCE`], twice the worst
+//! self-sensitivity measured.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -18,6 +26,9 @@ use sumi_testkit::rel_err_floor;
 
 /// The relative error bound of the end-to-end suites.
 const TOLERANCE: f64 = 1e-5;
+
+/// The latent bound of the image-upscaler cases (see the module doc).
+const IMAGE_PATH_TOLERANCE: f64 = 5e-5;
 
 /// The cases the fixture holds.
 const CASES: usize = 18;
@@ -70,7 +81,7 @@ fn hires_fix_matches_a1111() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(image_cases.len(), 4, "cases with pictures");
+    assert_eq!(image_cases.len(), 7, "cases with pictures");
     let dir = tempfile::tempdir().unwrap();
     let mut loaded: HashMap<String, Pipeline> = HashMap::new();
     let (mut worst, mut worst_px) = (0f64, 0u8);
@@ -114,7 +125,19 @@ fn hires_fix_matches_a1111() {
             max_abs(&(&lat - r).unwrap())
         );
         worst = worst.max(rel);
-        if rel > TOLERANCE {
+        let latent_path = c["hr_upscaler"]
+            .as_str()
+            .is_none_or(|u| u.starts_with("Latent"));
+        let bound = if latent_path {
+            TOLERANCE
+        } else {
+            assert!(
+                image_cases.contains(&name),
+                "{name}: its pictures are compared"
+            );
+            IMAGE_PATH_TOLERANCE
+        };
+        if rel > bound {
             failed.push(format!("{name}: latents {rel:.2e} relative"));
         }
         if image_cases.contains(&name) {
