@@ -92,7 +92,7 @@ impl Pipeline {
         on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
     ) -> Result<BatchOutcome> {
         let (latents, stop) = self.sample_batch(inputs, &batch, on_step)?;
-        let images = self.finish_batch(inputs, &batch, &latents)?;
+        let images = self.finish_batch(inputs.init, inputs.extra_params, &batch, &latents)?;
         Ok(BatchOutcome { images, stop })
     }
 
@@ -164,11 +164,11 @@ impl Pipeline {
     /// result, and what made each.
     pub(crate) fn finish_batch(
         &self,
-        inputs: &BatchInputs<'_>,
+        init: &Init,
+        extra_params: &[(String, String)],
         batch: &BatchSeeds,
         latents: &Tensor,
     ) -> Result<Vec<Generated>> {
-        let init = inputs.init;
         let pictures = self.decode(latents, init.mask.as_ref())?;
         pictures
             .into_iter()
@@ -180,12 +180,7 @@ impl Pipeline {
                     seed,
                     subseed,
                     latents: latents.get(i)?,
-                    extra_params: init
-                        .params
-                        .iter()
-                        .chain(inputs.extra_params)
-                        .cloned()
-                        .collect(),
+                    extra_params: init.params.iter().chain(extra_params).cloned().collect(),
                 })
             })
             .collect()

@@ -197,3 +197,54 @@ fn hires_infotext_reads_back() {
         ]
     );
 }
+
+/// A1111's API suite asks for the hires fix at strength 0: `setup_img2img_steps` then builds a
+/// 0-step schedule (`[0]`), no step runs, and the second pass hands over the upscaled latents
+/// as they are.
+#[test]
+fn strength_zero_passes_the_upscaled_latents_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = Pipeline::load(&tiny_model("sd1", dir.path()), &LoadOptions::default()).unwrap();
+    let (sampler, scheduler) = parse_sampler_and_scheduler("Euler a", None).unwrap();
+    let mut req = Request {
+        prompt: "example prompt".into(),
+        seed: 7,
+        steps: 3,
+        sampler,
+        scheduler,
+        width: 64,
+        height: 64,
+        ..Default::default()
+    };
+    let first = pipe
+        .generate(&req, &mut |_| ControlFlow::Continue(()))
+        .unwrap()
+        .0;
+    req.hires = Some(Hires {
+        denoising_strength: 0.0,
+        upscaler: Some("Latent (nearest)".into()),
+        ..Default::default()
+    });
+    let mut steps = [0usize; 2];
+    let out = pipe
+        .generate(&req, &mut |p| {
+            if p.denoised.is_some() {
+                steps[p.pass as usize] += 1;
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap()
+        .0;
+    assert_eq!(steps, [3, 0]);
+    assert_eq!(out[0].latents.dims(), [4, 16, 16]);
+    // nearest 2×: every first-pass latent four times
+    let up = first[0]
+        .latents
+        .unsqueeze(0)
+        .unwrap()
+        .upsample_nearest2d(16, 16)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    assert_eq!(max_abs(&(&out[0].latents - &up).unwrap()), 0.0);
+}

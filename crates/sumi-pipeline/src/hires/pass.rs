@@ -30,8 +30,9 @@ pub(crate) struct HiresRun {
     pub target: HiresTarget,
     /// How the first pass is enlarged.
     pub upscaler: HiresUpscaler,
-    /// The sampler run (img2img, exact steps).
-    pub plan: Plan,
+    /// The sampler run (img2img, exact steps); `None` at strength 0, where A1111's schedule
+    /// has no step and the upscaled latents are handed over as they are.
+    pub plan: Option<Plan>,
     /// The U-Net with the hires prompt's networks.
     pub unet: Arc<UNet>,
     /// The hires prompt's conditioning.
@@ -71,7 +72,11 @@ impl Pipeline {
         warnings: &mut Vec<String>,
         on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
     ) -> Result<Option<HiresRun>> {
-        let plan = HiresRun::plan(self, h, req)?;
+        let plan = if h.denoising_strength > 0.0 {
+            Some(HiresRun::plan(self, h, req)?)
+        } else {
+            None
+        };
         let upscaler = HiresUpscaler::parse(h.upscaler.as_deref());
         if let HiresUpscaler::Image(name) = &upscaler {
             self.upscalers.get(name)?;
@@ -108,7 +113,7 @@ impl Pipeline {
             (prompt, negative),
             &timeline,
             req,
-            plan.steps(),
+            plan.as_ref().map_or(0, Plan::steps),
             on_step,
         )?;
         let Some((cond, uncond)) = conds else {
@@ -138,7 +143,7 @@ impl Pipeline {
     ) -> Result<BatchOutcome> {
         let (latents, stop) = self.sample_batch(first, &batch, on_step)?;
         if stop == Some(Stop::Interrupt) {
-            let images = self.finish_batch(first, &batch, &latents)?;
+            let images = self.finish_batch(first.init, first.extra_params, &batch, &latents)?;
             return Ok(BatchOutcome { images, stop });
         }
         let (start, image_cond) = self.hires_start(first, hr, &latents)?;
@@ -156,28 +161,32 @@ impl Pipeline {
                 .cloned()
                 .collect(),
         };
-        let inputs = BatchInputs {
-            unet: &hr.unet,
-            extra_params: first.extra_params,
-            req: first.req,
-            plan: &hr.plan,
-            init: &init,
-            conds: Conds {
-                cond: &hr.cond,
-                uncond: &hr.uncond,
-            },
-            shape: LatentShape {
-                channels: 4,
-                height: h,
-                width: w,
-            },
-            pass: (1, 2),
+        let (latents, stop) = match (&hr.plan, stop) {
+            (Some(plan), None) => {
+                let inputs = BatchInputs {
+                    unet: &hr.unet,
+                    extra_params: first.extra_params,
+                    req: first.req,
+                    plan,
+                    init: &init,
+                    conds: Conds {
+                        cond: &hr.cond,
+                        uncond: &hr.uncond,
+                    },
+                    shape: LatentShape {
+                        channels: 4,
+                        height: h,
+                        width: w,
+                    },
+                    pass: (1, 2),
+                };
+                self.sample_batch(&inputs, &batch, on_step)?
+            }
+            // strength 0 (no step) or a skip during the first pass (A1111's sampler stops at
+            // its first call): the upscaled latents as they are
+            _ => (init.latents.clone().unwrap_or(latents), stop),
         };
-        let (latents, stop) = match stop {
-            Some(Stop::Skip) => (init.latents.clone().unwrap_or(latents), stop),
-            _ => self.sample_batch(&inputs, &batch, on_step)?,
-        };
-        let images = self.finish_batch(&inputs, &batch, &latents)?;
+        let images = self.finish_batch(&init, first.extra_params, &batch, &latents)?;
         Ok(BatchOutcome { images, stop })
     }
 

@@ -58,12 +58,7 @@ pub(crate) fn resize_pictures(
     name: &str,
 ) -> Result<RgbImage> {
     let up = upscalers.get(name)?;
-    resize_with_upscaler(
-        im,
-        width,
-        height,
-        up,
-        TileOptions::default(),
-        &mut |_| std::ops::ControlFlow::Continue(()),
-    )
+    resize_with_upscaler(im, width, height, up, TileOptions::default(), &mut |_| {
+        std::ops::ControlFlow::Continue(())
+    })
 }
