@@ -8,6 +8,7 @@ mod png_info;
 mod prompt;
 mod serve;
 mod terminal;
+mod upscale;
 
 use std::io::Write;
 
@@ -40,6 +41,8 @@ enum Command {
     Prompt(prompt::Args),
     /// Serve the A1111-compatible HTTP API and a web page.
     Serve(serve::Args),
+    /// Upscale a picture as A1111's Extras tab does.
+    Upscale(upscale::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Prompt(a) => prompt::run(a),
         Command::PngInfo(a) => png_info::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Upscale(a) => upscale::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -22,6 +22,7 @@ pub mod embedding_report;
 pub mod error;
 pub mod generate;
 mod generated_infotext;
+pub mod extras;
 pub mod hires;
 pub mod image;
 pub mod image_check;

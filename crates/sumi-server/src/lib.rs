@@ -16,6 +16,7 @@ pub mod body;
 pub mod checkpoints;
 pub mod conn;
 pub mod convert;
+pub mod extras;
 pub mod error;
 pub mod guard;
 pub mod images;

@@ -128,24 +128,11 @@ pub async fn scripts() -> Json<Value> {
     Json(json!({ "txt2img": [], "img2img": [] }))
 }
 
-/// `GET /sdapi/v1/upscalers`: the resamplers img2img uses (no upscaler models).
-pub async fn upscalers() -> Json<Value> {
-    let item = |name: &str| json!({ "name": name, "model_name": Value::Null, "model_path": Value::Null, "model_url": Value::Null, "scale": 4 });
-    Json(json!([item("None"), item("Lanczos"), item("Nearest")]))
-}
-
-/// `GET /sdapi/v1/latent-upscale-modes`.
+/// `GET /sdapi/v1/latent-upscale-modes`: A1111's latent modes, in its order.
 pub async fn latent_upscale_modes() -> Json<Value> {
-    let names = [
-        "Latent",
-        "Latent (antialiased)",
-        "Latent (bicubic)",
-        "Latent (bicubic antialiased)",
-        "Latent (nearest)",
-        "Latent (nearest-exact)",
-    ];
+    let modes = sumi_pipeline::hires::LATENT_UPSCALE_MODES;
     Json(Value::Array(
-        names.iter().map(|n| json!({ "name": n })).collect(),
+        modes.iter().map(|m| json!({ "name": m.a1111_name() })).collect(),
     ))
 }
 

@@ -8,6 +8,7 @@ mod api;
 mod common;
 mod control;
 mod errors;
+mod extras;
 mod fake;
 mod listing;
 mod security;

@@ -1,0 +1,405 @@
+//! A1111's Extras API (`modules/api/api.py` `extras_single_image_api` /
+//! `extras_batch_images_api`, `ExtrasBaseRequest`'s fields and defaults) over
+//! [`sumi_pipeline::extras`], and the upscaler listings (`/upscalers`, `/realesrgan-models`)
+//! from the upscaler folders (`Config.load.upscaler_dirs`).
+//!
+//! The work runs off the async runtime (`spawn_blocking`), one Extras job at a time (A1111
+//! holds its queue lock), and stops at the next model tile when the client goes away. Fields
+//! A1111 accepts but Sumi does not do are refused with a 422 naming them: face restoration
+//! (`gfpgan_visibility`, `codeformer_visibility` above 0). `upscale_first` is accepted as A1111
+//! does: its `run_extras` never reads it. Other unknown fields are ignored, as pydantic does.
+//! An unknown upscaler is a 404 listing the known ones (A1111 answers a 500 `AssertionError`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use image::RgbImage;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sumi_pipeline::extras::{
+    encode_png_with_texts, html_info, output_texts, upscale_extras, ExtrasRequest, ExtrasResize,
+};
+use sumi_pipeline::upscale::{TileOptions, UpscaleError, UpscalerRegistry};
+use sumi_pipeline::PipelineError;
+
+use crate::body::{json_object, read_body};
+use crate::error::ApiError;
+use crate::images::{decode_base64, encode_base64, Upload, MAX_REQUEST_PIXELS};
+use crate::{lax, AppState};
+
+/// `ExtrasBaseRequest` (and the single image's `image`, the batch's `imageList`).
+#[derive(Debug, Default, Deserialize)]
+struct Fields {
+    #[serde(default, deserialize_with = "lax::int")]
+    resize_mode: Option<i64>,
+    #[serde(default, deserialize_with = "lax::boolean")]
+    show_extras_results: Option<bool>,
+    #[serde(default, deserialize_with = "lax::float")]
+    gfpgan_visibility: Option<f64>,
+    #[serde(default, deserialize_with = "lax::float")]
+    codeformer_visibility: Option<f64>,
+    #[serde(default, deserialize_with = "lax::float")]
+    codeformer_weight: Option<f64>,
+    #[serde(default, deserialize_with = "lax::float")]
+    upscaling_resize: Option<f64>,
+    #[serde(default, deserialize_with = "lax::int")]
+    upscaling_resize_w: Option<i64>,
+    #[serde(default, deserialize_with = "lax::int")]
+    upscaling_resize_h: Option<i64>,
+    #[serde(default, deserialize_with = "lax::boolean")]
+    upscaling_crop: Option<bool>,
+    #[serde(default, deserialize_with = "lax::string")]
+    upscaler_1: Option<String>,
+    #[serde(default, deserialize_with = "lax::string")]
+    upscaler_2: Option<String>,
+    #[serde(default, deserialize_with = "lax::float")]
+    extras_upscaler_2_visibility: Option<f64>,
+    #[serde(default, deserialize_with = "lax::boolean")]
+    upscale_first: Option<bool>,
+    #[serde(default, deserialize_with = "lax::string")]
+    image: Option<String>,
+    #[serde(default, rename = "imageList")]
+    image_list: Option<Vec<FileData>>,
+}
+
+/// `FileData`: `{data, name}`.
+#[derive(Debug, Deserialize)]
+struct FileData {
+    data: String,
+    #[allow(dead_code)] // A1111 uses it for file names only, which the API does not save
+    name: String,
+}
+
+fn parse(sent: Map<String, Value>) -> Result<Fields, ApiError> {
+    serde_path_to_error::deserialize(Value::Object(sent)).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid(format!("{path}: {}", e.inner()))
+    })
+}
+
+/// A field `0 ≤ v ≤ 1` (pydantic's `ge=0, le=1, allow_inf_nan=False`).
+fn unit(field: &str, v: Option<f64>) -> Result<f64, ApiError> {
+    let v = v.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&v) {
+        return Err(ApiError::invalid(format!(
+            "{field}: {v} is not between 0 and 1"
+        )));
+    }
+    Ok(v)
+}
+
+/// The pipeline request from A1111's fields, with its defaults; 422 for values out of
+/// A1111's ranges and for the face restoration Sumi does not do.
+fn request(f: &Fields) -> Result<ExtrasRequest, ApiError> {
+    for (field, v) in [
+        ("gfpgan_visibility", f.gfpgan_visibility),
+        ("codeformer_visibility", f.codeformer_visibility),
+    ] {
+        if unit(field, v)? > 0.0 {
+            return Err(ApiError::invalid(format!(
+                "{field}: face restoration (GFPGAN, CodeFormer) is not supported by Sumi; send 0"
+            )));
+        }
+    }
+    unit("codeformer_weight", f.codeformer_weight)?;
+    let _ = (f.show_extras_results, f.upscale_first); // read by A1111 (or not) without effect
+    let side = |field: &str, v: Option<i64>| -> Result<u32, ApiError> {
+        let v = v.unwrap_or(512);
+        u32::try_from(v)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| ApiError::invalid(format!("{field}: {v} is not at least 1")))
+    };
+    let resize = match f.resize_mode.unwrap_or(0) {
+        0 => {
+            let scale = f.upscaling_resize.unwrap_or(2.0);
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(ApiError::invalid(format!(
+                    "upscaling_resize: {scale} is not greater than 0"
+                )));
+            }
+            ExtrasResize::By {
+                scale,
+                max_side_length: 0,
+            }
+        }
+        1 => ExtrasResize::To {
+            width: side("upscaling_resize_w", f.upscaling_resize_w)?,
+            height: side("upscaling_resize_h", f.upscaling_resize_h)?,
+            crop: f.upscaling_crop.unwrap_or(true),
+        },
+        m => {
+            return Err(ApiError::invalid(format!(
+                "resize_mode: {m} is not 0 (by upscaling_resize) or 1 (to upscaling_resize_w/h)"
+            )))
+        }
+    };
+    Ok(ExtrasRequest {
+        resize,
+        upscaler_1: f.upscaler_1.clone().unwrap_or_else(|| "None".into()),
+        upscaler_2: f.upscaler_2.clone().unwrap_or_else(|| "None".into()),
+        upscaler_2_visibility: unit(
+            "extras_upscaler_2_visibility",
+            f.extras_upscaler_2_visibility,
+        )?,
+        tile: TileOptions::default(),
+    })
+}
+
+/// The registries already scanned, by folder list (A1111 lists upscalers at start; a
+/// registry keeps the networks it has built).
+type Registries = Mutex<Vec<(Vec<PathBuf>, Arc<UpscalerRegistry>)>>;
+
+/// The upscalers of the server's upscaler folders, scanned once.
+pub fn registry(s: &AppState) -> Result<Arc<UpscalerRegistry>, ApiError> {
+    static CACHE: OnceLock<Registries> = OnceLock::new();
+    let dirs = &s.config.load.upscaler_dirs;
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some((_, r)) = cache.iter().find(|(d, _)| d == dirs) {
+        return Ok(r.clone());
+    }
+    let r = Arc::new(
+        UpscalerRegistry::scan(dirs)
+            .map_err(|e| ApiError::internal(format!("cannot list the upscalers: {e}")))?,
+    );
+    cache.push((dirs.clone(), r.clone()));
+    Ok(r)
+}
+
+/// A pipeline error as an answer: unknown upscaler 404 (with the list), the request's sizes
+/// and fields 422, an unusable upscaler file or anything else 500.
+fn answer(e: PipelineError) -> ApiError {
+    match &e {
+        PipelineError::Upscale(u) => match **u {
+            UpscaleError::UnknownUpscaler { .. } => ApiError::not_found(e.to_string()),
+            UpscaleError::Size { .. } | UpscaleError::Scale(_) | UpscaleError::Tile { .. } => {
+                ApiError::invalid(e.to_string())
+            }
+            UpscaleError::Interrupted => ApiError::unavailable(e.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        },
+        PipelineError::Request { .. } => ApiError::invalid(e.to_string()),
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+/// Sets the flag when the handler is dropped before the work is done (the client went away).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// An input PNG's text chunks (none for other formats), carried to the output as A1111 does.
+type Texts = Vec<(String, String)>;
+
+/// Reads the header of the image sent as `field` and its text chunks.
+fn upload(field: &str, text: &str) -> Result<(Upload, Texts), ApiError> {
+    let bytes = decode_base64(field, text)?;
+    let texts = sumi_pipeline::png::text_chunks(&bytes).unwrap_or_default();
+    Ok((Upload::inspect(field, bytes)?, texts))
+}
+
+/// Upscales each uploaded image; `(html_info, base64 PNGs)`.
+async fn run(
+    s: &Arc<AppState>,
+    uploads: Vec<(Upload, Texts)>,
+    req: ExtrasRequest,
+) -> Result<(String, Vec<String>), ApiError> {
+    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let registry = registry(s)?;
+    // unknown names fail before the queue and before any pixel is decoded
+    for name in [&req.upscaler_1, &req.upscaler_2] {
+        if name != "None" {
+            registry.get(name).map_err(answer)?;
+        }
+    }
+    let _permit = ONE_AT_A_TIME
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancel.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut infotext = String::new();
+        let mut images = Vec::with_capacity(uploads.len());
+        for (up, texts) in uploads {
+            let img: RgbImage = up.decode_init_image()?;
+            let mut on_tile = |_| {
+                if cancel.load(Ordering::SeqCst) {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            };
+            let out = upscale_extras(&img, &req, &registry, &mut on_tile).map_err(answer)?;
+            infotext = out.infotext();
+            let png = encode_png_with_texts(&out.image, &output_texts(&texts, &infotext))
+                .map_err(|e| ApiError::internal(format!("cannot encode the PNG: {e}")))?;
+            images.push(encode_base64(&png));
+        }
+        Ok((html_info(&infotext), images))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+/// Reads the body and its fields (body limit, timeouts, draining as the generation routes).
+async fn read_fields(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Fields, ApiError> {
+    if s.draining.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable("the server is shutting down"));
+    }
+    let bytes = read_body(headers, body, s.config.body_limit, s.timeouts.body).await?;
+    let sent = json_object(&bytes)?;
+    drop(bytes);
+    parse(sent)
+}
+
+/// Checks the declared sizes of all the images together.
+fn check_total(uploads: &[(Upload, Texts)]) -> Result<(), ApiError> {
+    let total: u64 = uploads.iter().map(|(u, _)| u.pixels()).sum();
+    if total > MAX_REQUEST_PIXELS {
+        return Err(ApiError::invalid(format!(
+            "the images have {total} pixels together, over the limit of {MAX_REQUEST_PIXELS}"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /sdapi/v1/extra-single-image`: `{"image": b64, …}` → `{"html_info", "image"}`.
+pub async fn extra_single_image(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let f = read_fields(&s, &headers, body).await?;
+    let req = request(&f)?;
+    let text = f.image.as_deref().unwrap_or("");
+    let (html, mut images) = run(&s, vec![upload("image", text)?], req).await?;
+    let image = images.pop().unwrap_or_default();
+    Ok(Json(json!({ "html_info": html, "image": image })))
+}
+
+/// `POST /sdapi/v1/extra-batch-images`: `{"imageList": [{data, name}], …}` →
+/// `{"html_info", "images"}` (`html_info` of the last image, as A1111).
+pub async fn extra_batch_images(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let f = read_fields(&s, &headers, body).await?;
+    let req = request(&f)?;
+    let Some(list) = &f.image_list else {
+        return Err(ApiError::invalid("imageList: field required"));
+    };
+    let uploads = list
+        .iter()
+        .enumerate()
+        .map(|(i, d)| upload(&format!("imageList[{i}].data"), &d.data))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_total(&uploads)?;
+    let (html, images) = run(&s, uploads, req).await?;
+    Ok(Json(json!({ "html_info": html, "images": images })))
+}
+
+/// `GET /sdapi/v1/upscalers`: A1111's `get_upscalers` over the registry (`model_name`
+/// `ESRGAN_4x` for files of the ESRGAN folder, null for the built-ins and Real-ESRGAN).
+pub async fn upscalers(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let r = registry(&s)?;
+    let items = r
+        .entries()
+        .iter()
+        .map(|u| {
+            let path = u.path().map(|p| p.to_string_lossy().into_owned());
+            let model_name = (path.is_some() && !is_real_esrgan(u.name())).then_some("ESRGAN_4x");
+            json!({
+                "name": u.name(),
+                "model_name": model_name,
+                "model_path": path,
+                "model_url": Value::Null,
+                "scale": u.scale(),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+fn is_real_esrgan(name: &str) -> bool {
+    name.starts_with("R-ESRGAN ")
+}
+
+/// `GET /sdapi/v1/realesrgan-models`: A1111's shape (`name`, `path`, `scale`) for the
+/// Real-ESRGAN files found.
+pub async fn realesrgan_models(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let r = registry(&s)?;
+    let items = r
+        .entries()
+        .iter()
+        .filter(|u| u.path().is_some() && is_real_esrgan(u.name()))
+        .map(|u| {
+            json!({
+                "name": u.name(),
+                "path": u.path().map(|p| p.to_string_lossy().into_owned()),
+                "scale": u.scale(),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(v: Value) -> Fields {
+        parse(v.as_object().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a1111_defaults() {
+        let r = request(&Fields::default()).unwrap();
+        assert_eq!(r, ExtrasRequest::default());
+        let r = request(&fields(json!({"resize_mode": 1, "upscaling_crop": false}))).unwrap();
+        assert_eq!(
+            r.resize,
+            ExtrasResize::To {
+                width: 512,
+                height: 512,
+                crop: false
+            }
+        );
+    }
+
+    #[test]
+    fn refused_fields_are_named() {
+        for (v, field) in [
+            (json!({"gfpgan_visibility": 0.5}), "gfpgan_visibility"),
+            (json!({"codeformer_visibility": 1}), "codeformer_visibility"),
+            (json!({"codeformer_weight": 2}), "codeformer_weight"),
+            (json!({"resize_mode": 2}), "resize_mode"),
+            (json!({"upscaling_resize": 0}), "upscaling_resize"),
+            (
+                json!({"resize_mode": 1, "upscaling_resize_w": 0}),
+                "upscaling_resize_w",
+            ),
+            (
+                json!({"extras_upscaler_2_visibility": -0.1}),
+                "extras_upscaler_2_visibility",
+            ),
+        ] {
+            let e = request(&fields(v)).unwrap_err();
+            assert_eq!(e.status.as_u16(), 422);
+            assert!(e.detail.starts_with(field), "{}", e.detail);
+        }
+    }
+}
