@@ -230,6 +230,10 @@ pub struct Img2ImgArgs {
     /// A1111's "do exact steps": run exactly --steps steps whatever the strength.
     #[arg(long)]
     exact_steps: bool,
+    /// A1111's "Resize by": work at the init image's size times this (`int(w·F) × int(h·F)`),
+    /// e.g. 0.25 for a 4032×3024 phone photo.
+    #[arg(long, value_name = "F", conflicts_with_all = ["width", "height"])]
+    scale: Option<f64>,
     #[command(flatten)]
     inpaint: InpaintArgs,
 }
@@ -416,6 +420,14 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
     let init = load_init_image(&a.init_image, MAX_INIT_PIXELS).context("--init-image")?;
     let info = infotext(&a.common)?;
     let mut req = request(&a.common, info.as_ref(), init.dimensions())?;
+    if let Some(f) = a.scale {
+        if !(f.is_finite() && f > 0.0 && f <= 16.0) {
+            bail!("--scale: {f} is outside (0, 16]");
+        }
+        // A1111's img2img: width = int(image.width * scale_by)
+        req.width = (f64::from(init.width()) * f) as u32;
+        req.height = (f64::from(init.height()) * f) as u32;
+    }
     req.exact_steps = a.exact_steps;
     req.img2img = Some(Img2Img {
         init_image: init,

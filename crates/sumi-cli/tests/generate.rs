@@ -582,3 +582,103 @@ fn unipc_with_fewer_steps_than_its_order_is_refused() {
     );
     ok(run("3"));
 }
+
+#[test]
+fn hires_fix_records_a1111s_keys_and_from_png_reproduces_it() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    ok(sumi(d.path())
+        .args(["txt2img", "--model"])
+        .arg(&m)
+        .args([
+            "--prompt",
+            "a red apple",
+            "--seed",
+            "12",
+            "--sampler",
+            "Euler a",
+            "--hr-scale",
+            "1.5",
+            "--hr-upscaler",
+            "Latent (bicubic antialiased)",
+            "--hr-second-pass-steps",
+            "2",
+            "--hr-denoising-strength",
+            "0.55",
+            "--hr-sampler",
+            "DPM++ 2M",
+            "--output",
+            "hr.png",
+        ])
+        .args(FAST)
+        .output()
+        .unwrap());
+    let img = image::open(d.path().join("hr.png")).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (96, 96));
+    let info = ok(sumi(d.path())
+        .args(["png-info", "hr.png"])
+        .output()
+        .unwrap());
+    assert!(
+        info.contains("Size: 64x64, ")
+            && info.contains("Denoising strength: 0.55, ")
+            && info.contains(
+                "Hires sampler: DPM++ 2M, Hires schedule type: Karras, Hires upscale: 1.5, \
+                 Hires steps: 2, Hires upscaler: Latent (bicubic antialiased), Version"
+            ),
+        "{info}"
+    );
+    ok(sumi(d.path())
+        .args(["txt2img", "--model"])
+        .arg(&m)
+        .args(["--from-png", "hr.png", "--output", "again.png", "--quiet"])
+        .output()
+        .unwrap());
+    let again = image::open(d.path().join("again.png")).unwrap().to_rgb8();
+    assert_eq!(
+        img.as_raw(),
+        again.as_raw(),
+        "--from-png did not reproduce the hires picture"
+    );
+    // an unknown upscaler is refused with the list
+    fails(
+        sumi(d.path())
+            .args(["txt2img", "--model"])
+            .arg(&m)
+            .args(["--hr-scale", "2", "--hr-upscaler", "R-ESRGAN 9x"])
+            .args(FAST)
+            .output()
+            .unwrap(),
+        "Latent (nearest-exact)",
+    );
+}
+
+#[test]
+fn img2img_resize_by_scales_the_init_image() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path());
+    // the 128×128 init image at 0.5: a 64×64 picture
+    ok(sumi(d.path())
+        .args(["img2img", "--model"])
+        .arg(&m)
+        .arg("--init-image")
+        .arg(init_png())
+        .args([
+            "--scale", "0.5", "--steps", "2", "--quiet", "--output", "s.png",
+        ])
+        .output()
+        .unwrap());
+    let img = image::open(d.path().join("s.png")).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (64, 64));
+    fails(
+        sumi(d.path())
+            .args(["img2img", "--model"])
+            .arg(&m)
+            .arg("--init-image")
+            .arg(init_png())
+            .args(["--scale", "0", "--quiet"])
+            .output()
+            .unwrap(),
+        "--scale",
+    );
+}

@@ -132,7 +132,10 @@ pub async fn scripts() -> Json<Value> {
 pub async fn latent_upscale_modes() -> Json<Value> {
     let modes = sumi_pipeline::hires::LATENT_UPSCALE_MODES;
     Json(Value::Array(
-        modes.iter().map(|m| json!({ "name": m.a1111_name() })).collect(),
+        modes
+            .iter()
+            .map(|m| json!({ "name": m.a1111_name() }))
+            .collect(),
     ))
 }
 

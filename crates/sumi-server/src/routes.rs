@@ -49,11 +49,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/loras", get(crate::loras::loras))
         .route("/upscalers", get(crate::extras::upscalers))
         .route("/realesrgan-models", get(crate::extras::realesrgan_models))
-        .route("/extra-single-image", post(crate::extras::extra_single_image))
-        .route("/extra-batch-images", post(crate::extras::extra_batch_images))
+        .route(
+            "/extra-single-image",
+            post(crate::extras::extra_single_image),
+        )
+        .route(
+            "/extra-batch-images",
+            post(crate::extras::extra_batch_images),
+        )
         .route("/latent-upscale-modes", get(listing::latent_upscale_modes))
         .route("/scripts", get(listing::scripts))
         .route("/prompt-styles", get(listing::empty_list))
+        // Sumi has no hypernetworks (a `<hypernet:…>` tag is named in a warning) and no face
+        // restorers (asking for one is a 422): both lists are empty
+        .route("/hypernetworks", get(listing::empty_list))
+        .route("/face-restorers", get(listing::empty_list))
         .route("/memory", get(listing::memory))
         .route("/cmd-flags", get(listing::cmd_flags));
     Router::new()

@@ -79,7 +79,20 @@ impl Pipeline {
         };
         let upscaler = HiresUpscaler::parse(h.upscaler.as_deref());
         if let HiresUpscaler::Image(name) = &upscaler {
-            self.upscalers.get(name)?;
+            if self.upscalers.get(name).is_err() {
+                let known: Vec<String> = super::LATENT_UPSCALE_MODES
+                    .iter()
+                    .map(|m| m.a1111_name().to_string())
+                    .chain(self.upscalers.names())
+                    .collect();
+                return Err(crate::error::PipelineError::Request {
+                    field: "hr-upscaler",
+                    detail: format!(
+                        "could not find upscaler named `{name}`; the hires fix's upscalers are: {}",
+                        known.join(", ")
+                    ),
+                });
+            }
         }
         let prompt = h.prompt(req);
         let same =

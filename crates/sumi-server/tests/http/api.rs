@@ -222,6 +222,33 @@ fn an_infotext_fills_the_fields_not_given() {
     let r = s.fake.last();
     assert_eq!((r.prompt.as_str(), r.steps), ("cat", 2));
     assert_eq!(r.img2img.as_ref().unwrap().denoising_strength, 0.3);
+    // a hires infotext turns the hires fix on, as A1111's paste fields do
+    let (st, v) = post(
+        &s,
+        "/sdapi/v1/txt2img",
+        &json!({"infotext": "cat\nSteps: 2, Sampler: Euler a, Size: 64x64, Denoising strength: 0.45, \
+                Hires sampler: DPM++ 2M, Hires upscale: 1.5, Hires steps: 3, Hires upscaler: Latent (nearest)"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let h = s.fake.last().hires.expect("hires fix on");
+    assert_eq!(
+        (h.scale, h.second_pass_steps, h.denoising_strength, h.upscaler.as_deref()),
+        (1.5, 3, 0.45, Some("Latent (nearest)"))
+    );
+    assert_eq!(h.sampler.map(|k| k.label()), Some("DPM++ 2M"));
+    // the API's own fields: firstphase size, resize, unknown checkpoints refused
+    let (st, v) = post(
+        &s,
+        "/sdapi/v1/txt2img",
+        &json!({"enable_hr": true, "hr_resize_x": 128, "hr_resize_y": 96, "width": 64, "height": 64,
+                "denoising_strength": 0.3, "hr_upscaler": "Lanczos", "hr_prompt": "dog", "steps": 2}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let r = s.fake.last();
+    let h = r.hires.as_ref().unwrap();
+    assert_eq!((h.resize_x, h.resize_y, h.prompt.as_str()), (128, 96, "dog"));
+    assert_eq!(h.denoising_strength, 0.3);
+    assert_eq!(v["parameters"]["enable_hr"], true);
 }
 
 #[test]
