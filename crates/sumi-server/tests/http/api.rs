@@ -232,7 +232,12 @@ fn an_infotext_fills_the_fields_not_given() {
     assert_eq!(st, 200, "{v}");
     let h = s.fake.last().hires.expect("hires fix on");
     assert_eq!(
-        (h.scale, h.second_pass_steps, h.denoising_strength, h.upscaler.as_deref()),
+        (
+            h.scale,
+            h.second_pass_steps,
+            h.denoising_strength,
+            h.upscaler.as_deref()
+        ),
         (1.5, 3, 0.45, Some("Latent (nearest)"))
     );
     assert_eq!(h.sampler.map(|k| k.label()), Some("DPM++ 2M"));
@@ -246,7 +251,10 @@ fn an_infotext_fills_the_fields_not_given() {
     assert_eq!(st, 200, "{v}");
     let r = s.fake.last();
     let h = r.hires.as_ref().unwrap();
-    assert_eq!((h.resize_x, h.resize_y, h.prompt.as_str()), (128, 96, "dog"));
+    assert_eq!(
+        (h.resize_x, h.resize_y, h.prompt.as_str()),
+        (128, 96, "dog")
+    );
     assert_eq!(h.denoising_strength, 0.3);
     assert_eq!(v["parameters"]["enable_hr"], true);
 }
