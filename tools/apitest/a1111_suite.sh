@@ -3,7 +3,8 @@
 # check (the A1111 source is not available to CI). Extract the suite with
 #   git --git-dir=<a1111 mirror> archive v1.10.1 test | tar -x -C DIR
 # Usage: tools/apitest/a1111_suite.sh DIR/test MODEL [pytest args, e.g. test files]
-# Needs pytest and pytest-base-url (A1111's requirements-test.txt) in $PYTHON (default: the
+# Needs pytest and pytest-base-url (A1111's requirements-test.txt; pinned in
+# tools/reference/setup_env.sh) in $PYTHON (default: the
 # reference venv's python), and target/release/sumi (or $SUMI).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
