@@ -406,6 +406,14 @@ pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
     let info = infotext(&a.common)?;
     let mut req = request(&a.common, info.as_ref(), (512, 512))?;
     req.hires = a.hires.to_hires(info.as_ref(), &req)?;
+    // A1111 switches checkpoints for such a second pass; Sumi runs both on --model
+    let other = info.as_ref().and_then(|p| p.get("Hires checkpoint"));
+    if let Some(c) = other.filter(|c| req.hires.is_some() && *c != "Use same checkpoint") {
+        eprintln!(
+            "warning: the infotext's `Hires checkpoint: {c}` is not applied: Sumi runs the hires \
+             pass on --model"
+        );
+    }
     run(&a.common, req)
 }
 

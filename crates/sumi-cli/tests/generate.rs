@@ -634,6 +634,26 @@ fn hires_fix_records_a1111s_keys_and_from_png_reproduces_it() {
         .args(["--from-png", "hr.png", "--output", "again.png", "--quiet"])
         .output()
         .unwrap());
+    // a hires pass on another checkpoint is named, not silently dropped
+    let text = ok(sumi(d.path())
+        .args(["png-info", "hr.png"])
+        .output()
+        .unwrap());
+    let o = sumi(d.path())
+        .args(["txt2img", "--model"])
+        .arg(&m)
+        .arg("--infotext")
+        .arg(text.trim_end().to_string() + ", Hires checkpoint: other_model")
+        .args(["--output", "other.png", "--quiet"])
+        .output()
+        .unwrap();
+    ok(o.clone());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("`Hires checkpoint: other_model` is not applied"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let again = image::open(d.path().join("again.png")).unwrap().to_rgb8();
     assert_eq!(
         img.as_raw(),
