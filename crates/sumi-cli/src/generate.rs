@@ -163,6 +163,27 @@ impl HiresArgs {
                     .any(|k| p.get(k).is_some())
         });
         if !given && !from_info {
+            let set = [
+                ("--hr-upscaler", self.hr_upscaler.is_some()),
+                (
+                    "--hr-second-pass-steps",
+                    self.hr_second_pass_steps.is_some(),
+                ),
+                (
+                    "--hr-denoising-strength",
+                    self.hr_denoising_strength.is_some(),
+                ),
+                ("--hr-sampler", self.hr_sampler.is_some()),
+                ("--hr-scheduler", self.hr_scheduler.is_some()),
+                ("--hr-prompt", self.hr_prompt.is_some()),
+                ("--hr-negative-prompt", self.hr_negative_prompt.is_some()),
+            ];
+            // a hires option without the hires fix would be dropped: say so instead
+            if let Some((flag, _)) = set.iter().find(|(_, on)| *on) {
+                bail!(
+                    "{flag}: the hires fix is off; turn it on with --hr-scale or --hr-resize-x/-y"
+                );
+            }
             return Ok(None);
         }
         let info = info.filter(|_| from_info);

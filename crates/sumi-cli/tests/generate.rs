@@ -671,6 +671,17 @@ fn hires_fix_records_a1111s_keys_and_from_png_reproduces_it() {
             .unwrap(),
         "Latent (nearest-exact)",
     );
+    // a hires option without the hires fix is refused, not dropped
+    fails(
+        sumi(d.path())
+            .args(["txt2img", "--model"])
+            .arg(&m)
+            .args(["--hr-upscaler", "Lanczos"])
+            .args(FAST)
+            .output()
+            .unwrap(),
+        "--hr-upscaler: the hires fix is off",
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! `Upscaler.upscale`), not the size asked for; the second upscaler runs on the original image
 //! with the same arguments as the first.
 
+pub use crate::png::encode_png_with_texts;
 use std::ops::ControlFlow;
 
 use image::RgbImage;
@@ -298,14 +299,7 @@ pub fn upscale_extras(
     on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
 ) -> Result<ExtrasOutput> {
     check_request(req)?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(UpscaleError::Size {
-            width: img.width().into(),
-            height: img.height().into(),
-            detail: "the source image is empty".into(),
-        }
-        .into());
-    }
+    crate::upscale::check_source(img)?;
     if req.upscaler_1 == "None" {
         return Ok(ExtrasOutput {
             image: img.clone(),
@@ -350,30 +344,6 @@ fn set(info: &mut Vec<(String, String)>, key: &str, value: String) {
         Some(slot) => slot.1 = value,
         None => info.push((key.to_string(), value)),
     }
-}
-
-/// Encodes an 8-bit RGB PNG with `texts` (key, value) as text chunks after `IHDR`, in order, as
-/// Pillow writes `PngInfo.add_text` items (A1111's `encode_pil_to_base64` and `save_image`).
-pub fn encode_png_with_texts(
-    image: &RgbImage,
-    texts: &[(String, String)],
-) -> std::result::Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, image.width(), image.height());
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc.write_header().map_err(|e| e.to_string())?;
-        for (k, v) in texts {
-            let (ty, data) = crate::png::text_chunk(k, v);
-            w.write_chunk(png::chunk::ChunkType(ty), &data)
-                .map_err(|e| e.to_string())?;
-        }
-        w.write_image_data(image.as_raw())
-            .map_err(|e| e.to_string())?;
-        w.finish().map_err(|e| e.to_string())?;
-    }
-    Ok(out)
 }
 
 /// The text chunks A1111 writes on an Extras output (`run_postprocessing` with

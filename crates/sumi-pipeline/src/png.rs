@@ -59,14 +59,27 @@ pub fn encode_png(
     image: &RgbImage,
     parameters: Option<&str>,
 ) -> std::result::Result<Vec<u8>, String> {
+    let texts: Vec<(String, String)> = parameters
+        .map(|t| (PARAMETERS_KEY.to_string(), t.to_string()))
+        .into_iter()
+        .collect();
+    encode_png_with_texts(image, &texts)
+}
+
+/// Encodes an 8-bit RGB PNG with `texts` (key, value) as text chunks after `IHDR`, in order, as
+/// Pillow writes `PngInfo.add_text` items (A1111's `encode_pil_to_base64` and `save_image`).
+pub fn encode_png_with_texts(
+    image: &RgbImage,
+    texts: &[(String, String)],
+) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, image.width(), image.height());
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         let mut w = enc.write_header().map_err(|e| e.to_string())?;
-        if let Some(text) = parameters {
-            let (ty, data) = text_chunk(PARAMETERS_KEY, text);
+        for (k, v) in texts {
+            let (ty, data) = text_chunk(k, v);
             w.write_chunk(png::chunk::ChunkType(ty), &data)
                 .map_err(|e| e.to_string())?;
         }

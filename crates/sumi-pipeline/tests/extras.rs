@@ -4,55 +4,22 @@
 //! within one level (measured: 0), sizes, infotexts and `html_info` exactly; Pillow's
 //! `Image.blend` exactly; unknown names, bad fields and sizes over the limits as typed errors.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
-use candle_core::Tensor;
 use image::RgbImage;
 use sumi_pipeline::error::PipelineError;
 use sumi_pipeline::extras::{
     blend, html_info, output_texts, upscale_extras, ExtrasRequest, ExtrasResize,
 };
 use sumi_pipeline::upscale::{keep_going, TileOptions, UpscaleError, UpscalerRegistry};
-use sumi_testkit::fixture::{fixtures, read_json, tensors};
 
-fn dir() -> PathBuf {
-    fixtures().join("extras")
-}
+mod common;
+use common::ImageFixture;
 
-struct Fixture {
-    doc: serde_json::Value,
-    images: HashMap<String, Tensor>,
-}
-
-fn fixture() -> Fixture {
-    Fixture {
-        doc: read_json(&dir().join("cases.json")).unwrap(),
-        images: tensors(&dir().join("images.safetensors")).unwrap(),
-    }
-}
-
-impl Fixture {
-    fn image(&self, key: &str) -> RgbImage {
-        let t = self
-            .images
-            .get(key)
-            .unwrap_or_else(|| panic!("no image {key}"));
-        let (h, w, c) = t.dims3().unwrap();
-        assert_eq!(c, 3);
-        let v = t.flatten_all().unwrap().to_vec1::<u8>().unwrap();
-        RgbImage::from_raw(w as u32, h as u32, v).unwrap()
-    }
-
-    fn list(&self, key: &str, n: usize) -> &Vec<serde_json::Value> {
-        let c = self.doc[key].as_array().unwrap();
-        assert_eq!(c.len(), n, "{key}");
-        c
-    }
+fn fixture() -> ImageFixture {
+    ImageFixture::open("extras")
 }
 
 fn registry() -> UpscalerRegistry {
-    UpscalerRegistry::scan(&[fixtures().join("upscalers")]).unwrap()
+    UpscalerRegistry::scan(&[common::root().join("upscalers")]).unwrap()
 }
 
 /// The largest difference in pixel levels, and how many values differ at all.
@@ -98,7 +65,7 @@ fn extras_match_a1111() {
     };
     let reg = registry();
     let mut worst = 0;
-    for c in f.list("cases", 12) {
+    for c in f.cases("cases", 12) {
         let name = c["name"].as_str().unwrap();
         let src = f.image(c["image"].as_str().unwrap());
         let out = upscale_extras(&src, &request(c, tile), &reg, &mut keep_going)
@@ -125,7 +92,7 @@ fn extras_match_a1111() {
 #[test]
 fn blend_is_pillows() {
     let f = fixture();
-    for b in f.list("blends", 9) {
+    for b in f.cases("blends", 9) {
         let alpha = b["alpha"].as_f64().unwrap();
         let out = blend(
             &f.image(b["a"].as_str().unwrap()),

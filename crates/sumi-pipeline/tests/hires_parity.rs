@@ -171,33 +171,6 @@ fn hires_fix_matches_a1111() {
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
-#[test]
-fn hires_infotext_reads_back() {
-    let req = Request {
-        prompt: "a cat".into(),
-        hires: Some(Hires {
-            scale: 1.5,
-            second_pass_steps: 7,
-            upscaler: Some("Latent (nearest-exact)".into()),
-            denoising_strength: 0.55,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let params = req.hires.as_ref().unwrap().infotext_params(&req);
-    assert_eq!(
-        params,
-        [
-            ("Hires upscale".to_string(), "1.5".to_string()),
-            ("Hires steps".to_string(), "7".to_string()),
-            (
-                "Hires upscaler".to_string(),
-                "Latent (nearest-exact)".to_string()
-            ),
-        ]
-    );
-}
-
 /// A1111's API suite asks for the hires fix at strength 0: `setup_img2img_steps` then builds a
 /// 0-step schedule (`[0]`), no step runs, and the second pass hands over the upscaled latents
 /// as they are.

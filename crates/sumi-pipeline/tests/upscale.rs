@@ -15,42 +15,18 @@ use sumi_pipeline::upscale::{
     keep_going, read_state_dict, resize_nearest, resize_with_upscaler, upscale_with_model,
     TileOptions, UpscaleError, Upscaler, UpscalerKind, UpscalerRegistry,
 };
-use sumi_testkit::fixture::{fixtures, read_json, tensors};
+use sumi_testkit::fixture::tensors;
 use sumi_testkit::measure::rel_err;
 
+mod common;
+use common::ImageFixture;
+
 fn dir() -> PathBuf {
-    fixtures().join("upscalers")
+    common::root().join("upscalers")
 }
 
-struct Fixture {
-    doc: serde_json::Value,
-    images: HashMap<String, Tensor>,
-}
-
-fn fixture() -> Fixture {
-    Fixture {
-        doc: read_json(&dir().join("cases.json")).unwrap(),
-        images: tensors(&dir().join("images.safetensors")).unwrap(),
-    }
-}
-
-impl Fixture {
-    fn image(&self, key: &str) -> RgbImage {
-        let t = self
-            .images
-            .get(key)
-            .unwrap_or_else(|| panic!("no image {key}"));
-        let (h, w, c) = t.dims3().unwrap();
-        assert_eq!(c, 3);
-        let v = t.flatten_all().unwrap().to_vec1::<u8>().unwrap();
-        RgbImage::from_raw(w as u32, h as u32, v).unwrap()
-    }
-
-    fn cases(&self, key: &str, n: usize) -> &Vec<serde_json::Value> {
-        let c = self.doc[key].as_array().unwrap();
-        assert_eq!(c.len(), n, "{key}");
-        c
-    }
+fn fixture() -> ImageFixture {
+    ImageFixture::open("upscalers")
 }
 
 fn model(file: &str) -> Upscaler {

@@ -86,8 +86,17 @@ impl HiresTarget {
 impl Hires {
     /// The target of a first pass of `width × height` pixels (A1111's arithmetic: `int()` of
     /// the scaled size, floor divisions for the resizes).
+    /// A first pass of no pixels has no target (all zeros).
     pub fn target(&self, width: u32, height: u32) -> HiresTarget {
         let (w, h) = (u64::from(width), u64::from(height));
+        if w == 0 || h == 0 {
+            return HiresTarget {
+                width: 0,
+                height: 0,
+                truncate_x: 0,
+                truncate_y: 0,
+            };
+        }
         let (rx, ry) = (u64::from(self.resize_x), u64::from(self.resize_y));
         let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         let (mut tx, mut ty) = (0, 0);
@@ -291,6 +300,7 @@ mod tests {
             (665, 665, 0, 0)
         );
         assert_eq!(t.latent_size(), (83, 83));
+        assert_eq!(hires(2.0, 100, 0).target(0, 512).latent_size(), (0, 0));
         // width only: height follows the first pass's ratio, floored
         let t = hires(2.0, 1000, 0).target(512, 768);
         assert_eq!((t.width, t.height), (1000, 1500));
@@ -340,6 +350,15 @@ mod tests {
                 "Hires steps: 10",
                 "Hires upscaler: Latent (bicubic)"
             ]
+        );
+        // a fractional scale as Python writes it
+        let h = Hires {
+            scale: 1.5,
+            ..Default::default()
+        };
+        assert_eq!(
+            h.infotext_params(&req),
+            [("Hires upscale".to_string(), "1.5".to_string())]
         );
         let h = Hires {
             resize_x: 1024,

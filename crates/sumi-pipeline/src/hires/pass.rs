@@ -280,15 +280,26 @@ impl Pipeline {
             width: t.width as usize / 8,
         };
         let weight = first.req.inpainting_mask_weight;
-        let mut rows = Vec::with_capacity(n);
-        for i in 0..n {
-            let src = source.map(|s| s.narrow(0, i, 1)).transpose()?;
-            let c = self.inpainting_conditioning(shape, 1, src.as_ref(), None, weight)?;
-            if let Some(c) = c {
-                let (ty, tx) = (t.truncate_y as usize, t.truncate_x as usize);
-                rows.push(c.narrow(2, ty / 2, h)?.narrow(3, tx / 2, w)?);
+        let cond = match source {
+            // a blank picture, the same for every image: encoded once
+            None => self.inpainting_conditioning(shape, n, None, None, weight)?,
+            Some(s) => {
+                let mut rows = Vec::with_capacity(n);
+                for i in 0..n {
+                    let src = s.narrow(0, i, 1)?;
+                    rows.extend(self.inpainting_conditioning(
+                        shape,
+                        1,
+                        Some(&src),
+                        None,
+                        weight,
+                    )?);
+                }
+                Some(Tensor::cat(&rows, 0)?)
             }
-        }
-        Ok(Some(Tensor::cat(&rows, 0)?.contiguous()?))
+        };
+        let (ty, tx) = (t.truncate_y as usize, t.truncate_x as usize);
+        cond.map(|c| Ok(c.narrow(2, ty / 2, h)?.narrow(3, tx / 2, w)?.contiguous()?))
+            .transpose()
     }
 }

@@ -368,6 +368,19 @@ impl Upscaler {
     }
 }
 
+/// Refuses an empty source picture.
+pub(crate) fn check_source(img: &RgbImage) -> Result<()> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(UpscaleError::Size {
+            width: img.width().into(),
+            height: img.height().into(),
+            detail: "the source image is empty".into(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Checks `1 ≤ width, height ≤ max_side`.
 fn check_size(width: u64, height: u64, max_side: u32) -> Result<(u32, u32)> {
     let ok = |v: u64| (1..=u64::from(max_side)).contains(&v);
@@ -396,14 +409,7 @@ pub fn resize_with_upscaler(
     on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
 ) -> Result<RgbImage> {
     let (width, height) = check_size(width.into(), height.into(), MAX_SIDE)?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(UpscaleError::Size {
-            width: img.width().into(),
-            height: img.height().into(),
-            detail: "the source image is empty".into(),
-        }
-        .into());
-    }
+    check_source(img)?;
     if upscaler.kind == UpscalerKind::None {
         return resize_lanczos(img, width, height);
     }

@@ -120,3 +120,42 @@ pub fn check_images(
     assert!(pd <= 1.0, "{name}: pixels differ by {pd} levels");
     (d, Some(pd))
 }
+
+/// A fixture folder of image-op cases: `cases.json` and the 8-bit pictures of
+/// `images.safetensors` (`[h, w, 3]` each), as the upscaler and Extras generators write them.
+pub struct ImageFixture {
+    /// `cases.json`.
+    pub doc: Value,
+    /// The pictures by name.
+    pub images: HashMap<String, Tensor>,
+}
+
+impl ImageFixture {
+    /// `fixtures/<folder>`, refused when a file is missing or empty.
+    pub fn open(folder: &str) -> Self {
+        let dir = root().join(folder);
+        Self {
+            doc: sumi_testkit::fixture::read_json(&dir.join("cases.json")).unwrap(),
+            images: sumi_testkit::fixture::tensors(&dir.join("images.safetensors")).unwrap(),
+        }
+    }
+
+    /// The picture `key`.
+    pub fn image(&self, key: &str) -> image::RgbImage {
+        let t = self
+            .images
+            .get(key)
+            .unwrap_or_else(|| panic!("no image {key}"));
+        let (h, w, c) = t.dims3().unwrap();
+        assert_eq!(c, 3);
+        let v = t.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        image::RgbImage::from_raw(w as u32, h as u32, v).unwrap()
+    }
+
+    /// The case list `key`, which must hold exactly `n` cases.
+    pub fn cases(&self, key: &str, n: usize) -> &Vec<Value> {
+        let c = self.doc[key].as_array().unwrap();
+        assert_eq!(c.len(), n, "{key}");
+        c
+    }
+}
