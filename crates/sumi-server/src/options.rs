@@ -1,9 +1,11 @@
-//! `/sdapi/v1/options`: A1111's settings that Sumi honours (clip skip, noise source, exact steps,
-//! inpainting mask weight), with A1111's defaults. The other options A1111 v1.10.1 defines are
-//! accepted, kept and echoed back (so clients that set them, as webuiapi's `set_options`, work),
-//! each value at most [`MAX_VALUE_BYTES`] of JSON; a key A1111 does not define is refused 422
-//! naming it (A1111 fails on it too), so the store is bounded (~315 keys × 4 KiB). The three
-//! options A1111's API may not set (`restrict_api`) are ignored, as A1111 does.
+//! `/sdapi/v1/options`: every option of A1111 v1.10.1 with its default (as a fresh A1111 answers,
+//! so clients that read settings at start-up find every key), where Sumi honours one (clip skip,
+//! noise source, exact steps, inpainting mask weight) or reports what it does (previews, saving)
+//! its own value. The other options are accepted, kept and echoed back (so clients that set them,
+//! as webuiapi's `set_options`, work), each value at most [`MAX_VALUE_BYTES`] of JSON; a key A1111
+//! does not define is refused 422 naming it (A1111 fails on it too), so the store is bounded
+//! (317 keys × 4 KiB). The three options A1111's API may not set (`restrict_api`) are ignored, as
+//! A1111 does.
 //! `sd_model_checkpoint` is the loaded checkpoint's title (setting it switches the model; see
 //! `routes`).
 
@@ -15,8 +17,17 @@ use crate::error::ApiError;
 /// The largest value one setting may hold, as JSON text.
 pub const MAX_VALUE_BYTES: usize = 4096;
 
-/// A1111 v1.10.1's option keys, one a line (`#` lines are comments).
-const A1111_OPTIONS: &str = include_str!("../assets/a1111_options.txt");
+/// A1111 v1.10.1's options and their defaults on a fresh install, as a JSON object (written by
+/// `tools/reference/a1111_options.py` from A1111's source).
+const A1111_OPTIONS: &str = include_str!("../assets/a1111_options.json");
+
+/// [`A1111_OPTIONS`] read.
+fn a1111_options() -> &'static Map<String, Value> {
+    static OPTIONS: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    OPTIONS.get_or_init(|| {
+        serde_json::from_str(A1111_OPTIONS).expect("assets/a1111_options.json is a JSON object")
+    })
+}
 
 /// A1111's options that its API may not set (`restrict_api=True`): accepted and ignored.
 const API_RESTRICTED: [&str; 3] = [
@@ -27,10 +38,7 @@ const API_RESTRICTED: [&str; 3] = [
 
 /// Whether `key` is one of A1111 v1.10.1's options.
 pub fn is_a1111_option(key: &str) -> bool {
-    A1111_OPTIONS
-        .lines()
-        .any(|l| l == key && !l.starts_with('#'))
-        || API_RESTRICTED.contains(&key)
+    a1111_options().contains_key(key)
 }
 
 /// Checks the settings of a `POST /options` before any is kept: each key must be an A1111
@@ -57,7 +65,7 @@ pub fn check_new(sent: Map<String, Value>) -> Result<Map<String, Value>, ApiErro
         .collect())
 }
 
-/// The options map with A1111's defaults for the keys Sumi reads or reports.
+/// Every A1111 option with its default, the ones Sumi reads or reports with Sumi's value.
 pub fn defaults(preview_taesd: bool) -> Map<String, Value> {
     let pairs = [
         ("sd_vae", json!("Automatic")),
@@ -86,7 +94,9 @@ pub fn defaults(preview_taesd: bool) -> Map<String, Value> {
         ("sd_checkpoint_cache", json!(0)),
         ("sd_vae_checkpoint_cache", json!(0)),
     ];
-    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    let mut all = a1111_options().clone();
+    all.extend(pairs.into_iter().map(|(k, v)| (k.to_string(), v)));
+    all
 }
 
 /// The settings a generation reads, from the options overlaid with a request's
@@ -187,12 +197,27 @@ mod tests {
         for k in ["", "#", "no_such_option", "SD_VAE"] {
             assert!(!is_a1111_option(k), "{k}");
         }
-        assert_eq!(
-            A1111_OPTIONS
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .count(),
-            313
-        );
+        for k in API_RESTRICTED {
+            assert!(is_a1111_option(k), "{k}");
+        }
+        assert_eq!(a1111_options().len(), 317);
+    }
+
+    #[test]
+    fn every_option_has_a1111s_default_unless_sumi_reports_its_own() {
+        let d = defaults(false);
+        assert_eq!(d.len(), 317);
+        // A1111's defaults, of several kinds
+        assert_eq!(d["send_seed"], json!(true));
+        assert_eq!(d["jpeg_quality"], json!(80));
+        assert_eq!(d["img_downscale_threshold"], json!(4.0));
+        assert_eq!(d["enable_prompt_comments"], json!(true));
+        assert_eq!(d["quicksettings_list"], json!(["sd_model_checkpoint"]));
+        assert_eq!(d["outdir_txt2img_samples"], json!("outputs/txt2img-images"));
+        assert_eq!(d["sd_model_checkpoint"], Value::Null);
+        // what Sumi does instead of A1111's default
+        assert_eq!(d["samples_save"], json!(false));
+        assert_eq!(d["show_progress_type"], json!("Approx cheap"));
+        assert_eq!(defaults(true)["show_progress_type"], json!("TAESD"));
     }
 }

@@ -267,19 +267,21 @@ fn options_keep_a1111_settings_only_each_bounded() {
         assert!(detail.len() < 300, "the detail echoes the key whole");
     }
     assert_eq!(get(&s, "/sdapi/v1/options").1, before);
+    // every A1111 option is there with its default (a fresh A1111 answers so)
+    assert_eq!(before.as_object().unwrap().len(), 317);
+    assert_eq!(before["send_seed"], true);
+    assert_eq!(before["jpeg_quality"], 80);
+    assert_eq!(before["api_useragent"], "");
     // A1111's options are kept and echoed; those its API may not set are ignored
     let (st, v) = set(serde_json::json!({
-        "jpeg_quality": 80,
+        "jpeg_quality": 95,
         "samples_filename_pattern": "[seed]",
         "api_useragent": "x",
     }));
     assert_eq!((st, v), (200, Value::Null));
     let after = get(&s, "/sdapi/v1/options").1;
-    assert_eq!(after["jpeg_quality"], 80);
+    assert_eq!(after["jpeg_quality"], 95);
     assert_eq!(after["samples_filename_pattern"], "[seed]");
-    assert_eq!(after.get("api_useragent"), None);
-    assert_eq!(
-        after.as_object().unwrap().len(),
-        before.as_object().unwrap().len() + 2
-    );
+    assert_eq!(after["api_useragent"], "");
+    assert_eq!(after.as_object().unwrap().len(), 317);
 }
