@@ -59,6 +59,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/latent-upscale-modes", get(listing::latent_upscale_modes))
         .route("/scripts", get(listing::scripts))
+        // no selectable script has arguments to describe yet
+        .route("/script-info", get(listing::empty_list))
+        // A1111 lists only extensions installed from a git remote: none here
+        .route("/extensions", get(listing::empty_list))
         .route("/prompt-styles", get(listing::empty_list))
         // Sumi has no hypernetworks (a `<hypernet:…>` tag is named in a warning) and no face
         // restorers (asking for one is a 422): both lists are empty

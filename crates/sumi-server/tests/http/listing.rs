@@ -273,6 +273,8 @@ fn listings_page_health_and_metrics() {
     assert_eq!(get(&s, "/sdapi/v1/loras").1, json!([]));
     assert_eq!(get(&s, "/sdapi/v1/hypernetworks"), (200, json!([])));
     assert_eq!(get(&s, "/sdapi/v1/face-restorers"), (200, json!([])));
+    assert_eq!(get(&s, "/sdapi/v1/script-info"), (200, json!([])));
+    assert_eq!(get(&s, "/sdapi/v1/extensions"), (200, json!([])));
     assert_eq!(
         get(&s, "/sdapi/v1/scripts").1,
         json!({"txt2img": [], "img2img": []})
