@@ -138,3 +138,35 @@ fn a_taesd_preview_decoder_gives_full_size_previews() {
     post(&s, "/sdapi/v1/interrupt", &json!({}));
     assert_eq!(job.join().unwrap().0, 200);
 }
+
+/// The next log line of `s` that starts with `start` (10 s at most).
+fn log_line(s: &Server, start: &str) -> String {
+    let rx = s.log.lock().unwrap();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.starts_with(start) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line starting {start:?}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn one_log_line_per_request_with_method_path_status_and_time() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let s = Server::start(&m, &[]);
+    assert_eq!(get(&s, "/sdapi/v1/samplers?x=secret").0, 200);
+    let line = log_line(&s, "GET /sdapi/v1/samplers");
+    let parts: Vec<&str> = line.split(' ').collect();
+    assert_eq!(parts.len(), 4, "{line}");
+    assert_eq!(parts[2], "200");
+    let secs: f64 = parts[3].strip_suffix('s').unwrap().parse().unwrap();
+    assert!((0.0..10.0).contains(&secs), "{line}");
+    // a refused request has its line too, without the query
+    let (st, _) = post(&s, "/sdapi/v1/txt2img", &json!({"steps": -1}));
+    assert_eq!(st, 422);
+    assert!(log_line(&s, "POST /sdapi/v1/txt2img").contains(" 422 "));
+    assert_eq!(get(&s, "/no/such/path").0, 404);
+    assert!(log_line(&s, "GET /no/such/path").contains(" 404 "));
+}

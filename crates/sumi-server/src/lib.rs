@@ -10,6 +10,7 @@
 //! request's header does not arrive within [`Timeouts::header`] (idle connections too), and a
 //! request whose body does not arrive within [`Timeouts::body`] is answered 408.
 
+pub mod access_log;
 pub mod auth;
 pub mod backend;
 pub mod body;

@@ -87,6 +87,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             crate::guard::check,
         ))
         .layer(axum::extract::DefaultBodyLimit::disable())
+        // outermost, so that a request the guard or the authentication refuses has its line
+        .layer(axum::middleware::from_fn(crate::access_log::log))
         .with_state(state)
 }
 
