@@ -1,16 +1,18 @@
 //! `sumi txt2img` and `sumi img2img`: clap → `Request` → `Pipeline::generate` → PNG files.
 
-use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::progress_bar::ProgressBar;
+use crate::ranged::between;
 use anyhow::{bail, Context, Result};
 use sumi_pipeline::image::{load_image, load_init_image, ResizeMode};
 use sumi_pipeline::infotext::{parse_generation_parameters, Parameters};
+use sumi_pipeline::request::{MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_MASK_BLUR, MAX_SIDE, MAX_STEPS};
 use sumi_pipeline::{
     parse_sampler_and_scheduler, Hires, Img2Img, Inpaint, LoadOptions, MaskedContent, NoiseSource,
-    Pipeline, Progress, Request,
+    Pipeline, Request,
 };
 
 /// Largest init image accepted, in pixels.
@@ -39,7 +41,7 @@ pub struct Common {
     #[arg(long)]
     subseed_strength: Option<f32>,
     /// Sampling steps [20].
-    #[arg(long)]
+    #[arg(long, value_parser = between::<u32>(1, MAX_STEPS.into()))]
     steps: Option<u32>,
     /// Classifier-free guidance scale [7].
     #[arg(long)]
@@ -51,22 +53,22 @@ pub struct Common {
     #[arg(long)]
     scheduler: Option<String>,
     /// Width in pixels [512, or the init image's width].
-    #[arg(long)]
+    #[arg(long, value_parser = between::<u32>(64, MAX_SIDE.into()))]
     width: Option<u32>,
     /// Height in pixels [512, or the init image's height].
-    #[arg(long)]
+    #[arg(long, value_parser = between::<u32>(64, MAX_SIDE.into()))]
     height: Option<u32>,
     /// Noise source: gpu, cpu or nv [gpu].
     #[arg(long)]
     rng: Option<String>,
     /// CLIP skip, 1 = last layer [1].
-    #[arg(long)]
+    #[arg(long, value_parser = between::<usize>(1, 12))]
     clip_skip: Option<usize>,
     /// Images per run.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = between::<u32>(1, MAX_BATCH_SIZE.into()))]
     batch_size: u32,
     /// Runs.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = between::<u32>(1, MAX_BATCH_COUNT.into()))]
     batch_count: u32,
     /// Textual-inversion embeddings folder.
     #[arg(long)]
@@ -120,10 +122,10 @@ pub struct HiresArgs {
     #[arg(long)]
     hr_scale: Option<f64>,
     /// Hires fix: target width (with --hr-resize-y too: fill and crop, as A1111).
-    #[arg(long)]
+    #[arg(long, value_parser = between::<u32>(0, MAX_SIDE.into()))]
     hr_resize_x: Option<u32>,
     /// Hires fix: target height.
-    #[arg(long)]
+    #[arg(long, value_parser = between::<u32>(0, MAX_SIDE.into()))]
     hr_resize_y: Option<u32>,
     /// Hires fix upscaler: Latent, "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic
     /// antialiased)", "Latent (nearest)", "Latent (nearest-exact)", None, Lanczos, Nearest or an
@@ -131,7 +133,7 @@ pub struct HiresArgs {
     #[arg(long)]
     hr_upscaler: Option<String>,
     /// Hires fix: steps of the second pass, 0 = the same as --steps [0].
-    #[arg(long)]
+    #[arg(long, value_parser = between::<u32>(0, MAX_STEPS.into()))]
     hr_second_pass_steps: Option<u32>,
     /// Hires fix: denoising strength of the second pass [0.7].
     #[arg(long)]
@@ -266,13 +268,14 @@ pub struct InpaintArgs {
     #[arg(long)]
     mask: Option<PathBuf>,
     /// Mask blur in pixels, across and down [4].
-    #[arg(long, conflicts_with_all = ["mask_blur_x", "mask_blur_y"])]
+    #[arg(long, conflicts_with_all = ["mask_blur_x", "mask_blur_y"],
+          value_parser = between::<u32>(0, MAX_MASK_BLUR.into()))]
     mask_blur: Option<u32>,
     /// Mask blur across [4].
-    #[arg(long)]
+    #[arg(long, value_parser = between::<u32>(0, MAX_MASK_BLUR.into()))]
     mask_blur_x: Option<u32>,
     /// Mask blur down [4].
-    #[arg(long)]
+    #[arg(long, value_parser = between::<u32>(0, MAX_MASK_BLUR.into()))]
     mask_blur_y: Option<u32>,
     /// Change what is not masked instead.
     #[arg(long)]
@@ -284,7 +287,7 @@ pub struct InpaintArgs {
     #[arg(long)]
     inpaint_full_res: bool,
     /// Pixels around the masked area for --inpaint-full-res [32].
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = between::<u32>(0, MAX_SIDE.into()))]
     inpaint_full_res_padding: u32,
     /// Inpainting checkpoints: how much of the source they see, 0–1 [1].
     #[arg(long, default_value_t = 1.0)]
@@ -500,6 +503,7 @@ fn run(c: &Common, req: Request) -> Result<()> {
         );
     }
     let mut bar = ProgressBar::new(c.quiet);
+    let on_terminal = bar.on_terminal();
     let mut write = |g: sumi_pipeline::Generated| -> sumi_pipeline::Result<()> {
         let info = pipe.infotext(&req, &g)?.to_string();
         let png = sumi_pipeline::png::encode_png(&g.image, Some(&info)).map_err(|reason| {
@@ -509,7 +513,9 @@ fn run(c: &Common, req: Request) -> Result<()> {
             }
         })?;
         let path = outputs.write(&png)?;
-        eprint!("{}", if c.quiet { "" } else { "\n" });
+        if !c.quiet && on_terminal {
+            eprintln!();
+        }
         // a closed stdout loses the names, not the images: the run goes on
         let _ = crate::terminal::println(&format!("{} (seed {})", path.display(), g.seed));
         Ok(())
@@ -527,56 +533,4 @@ fn run(c: &Common, req: Request) -> Result<()> {
         eprintln!("warning: {w}");
     }
     Ok(())
-}
-
-/// A one-line progress display on stderr: batch, step, s/it, ETA.
-struct ProgressBar {
-    quiet: bool,
-    last: Option<Instant>,
-    start: Instant,
-}
-
-impl ProgressBar {
-    fn new(quiet: bool) -> Self {
-        Self {
-            quiet,
-            last: None,
-            start: Instant::now(),
-        }
-    }
-
-    fn update(&mut self, p: &Progress<'_>) {
-        // before sampling (the prompts being encoded) there is no step to show
-        if self.quiet || p.denoised.is_none() {
-            return;
-        }
-        let now = Instant::now();
-        if p.step == 0 {
-            self.start = now;
-        }
-        let done = p.step + 1;
-        let per = now.duration_since(self.start).as_secs_f64() / done as f64;
-        let eta = per * (p.steps - done) as f64;
-        let mut e = std::io::stderr();
-        let pass = if p.passes > 1 {
-            ["  first pass", "  hires pass"][p.pass.min(1) as usize]
-        } else {
-            ""
-        };
-        let _ = write!(
-            e,
-            "\rbatch {}/{}{pass}  step {done}/{}  {per:.2}s/it  ETA {eta:.0}s   ",
-            p.batch + 1,
-            p.batch_count,
-            p.steps
-        );
-        let _ = e.flush();
-        self.last = Some(now);
-    }
-
-    fn finish(&mut self) {
-        if !self.quiet && self.last.is_some() {
-            eprintln!();
-        }
-    }
 }

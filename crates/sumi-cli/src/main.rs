@@ -5,7 +5,9 @@ mod inputs;
 mod model_info;
 mod output;
 mod png_info;
+mod progress_bar;
 mod prompt;
+mod ranged;
 mod serve;
 mod terminal;
 mod upscale;
@@ -30,8 +32,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Make pictures from a prompt.
+    #[command(allow_negative_numbers = true)]
     Txt2img(generate::Txt2ImgArgs),
     /// Turn a picture into a new one guided by a prompt.
+    #[command(allow_negative_numbers = true)]
     Img2img(generate::Img2ImgArgs),
     /// Identify a checkpoint: architecture, prediction type, dtype, sizes, hashes.
     ModelInfo(model_info::Args),
