@@ -41,7 +41,7 @@ pub struct Common {
     #[arg(long)]
     subseed_strength: Option<f32>,
     /// Sampling steps [20].
-    #[arg(long, value_parser = between::<u32>(1, MAX_STEPS.into()))]
+    #[arg(long, value_parser = between::<u32>("steps", 1, MAX_STEPS.into()))]
     steps: Option<u32>,
     /// Classifier-free guidance scale [7].
     #[arg(long)]
@@ -53,22 +53,22 @@ pub struct Common {
     #[arg(long)]
     scheduler: Option<String>,
     /// Width in pixels [512, or the init image's width].
-    #[arg(long, value_parser = between::<u32>(64, MAX_SIDE.into()))]
+    #[arg(long, value_parser = between::<u32>("width", 64, MAX_SIDE.into()))]
     width: Option<u32>,
     /// Height in pixels [512, or the init image's height].
-    #[arg(long, value_parser = between::<u32>(64, MAX_SIDE.into()))]
+    #[arg(long, value_parser = between::<u32>("height", 64, MAX_SIDE.into()))]
     height: Option<u32>,
     /// Noise source: gpu, cpu or nv [gpu].
     #[arg(long)]
     rng: Option<String>,
     /// CLIP skip, 1 = last layer [1].
-    #[arg(long, value_parser = between::<usize>(1, 12))]
+    #[arg(long, value_parser = between::<usize>("clip-skip", 1, 12))]
     clip_skip: Option<usize>,
     /// Images per run.
-    #[arg(long, default_value_t = 1, value_parser = between::<u32>(1, MAX_BATCH_SIZE.into()))]
+    #[arg(long, default_value_t = 1, value_parser = between::<u32>("batch-size", 1, MAX_BATCH_SIZE.into()))]
     batch_size: u32,
     /// Runs.
-    #[arg(long, default_value_t = 1, value_parser = between::<u32>(1, MAX_BATCH_COUNT.into()))]
+    #[arg(long, default_value_t = 1, value_parser = between::<u32>("batch-count", 1, MAX_BATCH_COUNT.into()))]
     batch_count: u32,
     /// Textual-inversion embeddings folder.
     #[arg(long)]
@@ -122,10 +122,10 @@ pub struct HiresArgs {
     #[arg(long)]
     hr_scale: Option<f64>,
     /// Hires fix: target width (with --hr-resize-y too: fill and crop, as A1111).
-    #[arg(long, value_parser = between::<u32>(0, MAX_SIDE.into()))]
+    #[arg(long, value_parser = between::<u32>("hr-resize-x", 0, MAX_SIDE.into()))]
     hr_resize_x: Option<u32>,
     /// Hires fix: target height.
-    #[arg(long, value_parser = between::<u32>(0, MAX_SIDE.into()))]
+    #[arg(long, value_parser = between::<u32>("hr-resize-y", 0, MAX_SIDE.into()))]
     hr_resize_y: Option<u32>,
     /// Hires fix upscaler: Latent, "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic
     /// antialiased)", "Latent (nearest)", "Latent (nearest-exact)", None, Lanczos, Nearest or an
@@ -133,7 +133,7 @@ pub struct HiresArgs {
     #[arg(long)]
     hr_upscaler: Option<String>,
     /// Hires fix: steps of the second pass, 0 = the same as --steps [0].
-    #[arg(long, value_parser = between::<u32>(0, MAX_STEPS.into()))]
+    #[arg(long, value_parser = between::<u32>("hr-second-pass-steps", 0, MAX_STEPS.into()))]
     hr_second_pass_steps: Option<u32>,
     /// Hires fix: denoising strength of the second pass [0.7].
     #[arg(long)]
@@ -269,13 +269,13 @@ pub struct InpaintArgs {
     mask: Option<PathBuf>,
     /// Mask blur in pixels, across and down [4].
     #[arg(long, conflicts_with_all = ["mask_blur_x", "mask_blur_y"],
-          value_parser = between::<u32>(0, MAX_MASK_BLUR.into()))]
+          value_parser = between::<u32>("mask-blur", 0, MAX_MASK_BLUR.into()))]
     mask_blur: Option<u32>,
     /// Mask blur across [4].
-    #[arg(long, value_parser = between::<u32>(0, MAX_MASK_BLUR.into()))]
+    #[arg(long, value_parser = between::<u32>("mask-blur-x", 0, MAX_MASK_BLUR.into()))]
     mask_blur_x: Option<u32>,
     /// Mask blur down [4].
-    #[arg(long, value_parser = between::<u32>(0, MAX_MASK_BLUR.into()))]
+    #[arg(long, value_parser = between::<u32>("mask-blur-y", 0, MAX_MASK_BLUR.into()))]
     mask_blur_y: Option<u32>,
     /// Change what is not masked instead.
     #[arg(long)]
@@ -287,7 +287,7 @@ pub struct InpaintArgs {
     #[arg(long)]
     inpaint_full_res: bool,
     /// Pixels around the masked area for --inpaint-full-res [32].
-    #[arg(long, default_value_t = 32, value_parser = between::<u32>(0, MAX_SIDE.into()))]
+    #[arg(long, default_value_t = 32, value_parser = between::<u32>("inpaint-full-res-padding", 0, MAX_SIDE.into()))]
     inpaint_full_res_padding: u32,
     /// Inpainting checkpoints: how much of the source they see, 0–1 [1].
     #[arg(long, default_value_t = 1.0)]
@@ -327,7 +327,8 @@ impl InpaintArgs {
     }
 }
 
-/// The infotext given with `--infotext` or found in `--from-png`, parsed.
+/// The infotext given with `--infotext` or found in `--from-png`, parsed; each key Sumi does not
+/// apply is named in a warning.
 fn infotext(c: &Common) -> Result<Option<Parameters>> {
     let text = match (&c.infotext, &c.from_png) {
         (Some(t), _) => t.clone(),
@@ -339,7 +340,11 @@ fn infotext(c: &Common) -> Result<Option<Parameters>> {
         }
         (None, None) => return Ok(None),
     };
-    Ok(Some(parse_generation_parameters(&text)))
+    let p = parse_generation_parameters(&text);
+    for w in sumi_pipeline::infotext_unapplied::unapplied_warnings(&p) {
+        eprintln!("warning: {}", crate::terminal::escape_controls(&w));
+    }
+    Ok(Some(p))
 }
 
 /// An option: given, else from the infotext (`key`), else the default.
@@ -530,7 +535,7 @@ fn run(c: &Common, req: Request) -> Result<()> {
     )?;
     bar.finish();
     for w in &warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", crate::terminal::escape_controls(w));
     }
     Ok(())
 }

@@ -31,15 +31,18 @@ fn negative_numbers_reach_the_options_own_limits() {
     for (extra, needle) in [
         (
             &["--steps", "-5"][..],
-            "invalid value '-5' for '--steps <STEPS>': -5 is outside 1..=500",
+            "invalid value '-5' for '--steps <STEPS>': steps: -5 is outside 1..=500",
         ),
         (
             &["--width", "-64"],
-            "'--width <WIDTH>': -64 is outside 64..=4096",
+            "'--width <WIDTH>': width: -64 is outside 64..=4096",
         ),
-        (&["--batch-size", "0"], "0 is outside 1..=64"),
-        (&["--clip-skip", "13"], "13 is outside 1..=12"),
-        (&["--hr-resize-x", "-1"], "-1 is outside 0..=4096"),
+        (&["--batch-size", "0"], "batch-size: 0 is outside 1..=64"),
+        (&["--clip-skip", "13"], "clip-skip: 13 is outside 1..=12"),
+        (
+            &["--hr-resize-x", "-1"],
+            "hr-resize-x: -1 is outside 0..=4096",
+        ),
         // a float reaches the pipeline's check
         (&["--cfg-scale", "-1"], "cfg-scale: -1 is outside 0..=100"),
         (
@@ -94,4 +97,37 @@ fn a_log_gets_a_line_per_batch_and_no_carriage_returns() {
     assert!(lines[0].starts_with("batch 1/2  3 steps in "), "{err}");
     assert!(lines[1].starts_with("batch 2/2  3 steps in "), "{err}");
     assert!(lines[1].ends_with("s/it"), "{err}");
+}
+
+#[test]
+fn infotext_keys_sumi_does_not_apply_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    let m = sumi_testkit::tiny_model("sd1", d.path());
+    let info = "a cat\nSteps: 2, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64, \
+                ENSD: 31337, Eta: 1, Tiling: True, Face restoration: CodeFormer, Model: x";
+    let o = sumi(
+        d.path(),
+        &[
+            "txt2img",
+            "--model",
+            m.to_str().unwrap(),
+            "--infotext",
+            info,
+            "--output",
+            "o.png",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let warned: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(
+        warned,
+        [
+            "warning: the infotext's `ENSD: 31337` is not applied: the picture may differ",
+            "warning: the infotext's `Tiling: True` is not applied: the picture may differ",
+            "warning: the infotext's `Face restoration: CodeFormer` is not applied: the picture \
+             may differ",
+        ],
+        "{err}"
+    );
 }

@@ -27,6 +27,7 @@ pub mod hires;
 pub mod image;
 pub mod image_check;
 pub mod infotext;
+pub mod infotext_unapplied;
 mod init;
 pub mod inpaint;
 mod inpaint_cond;

@@ -41,6 +41,9 @@ pub struct Prepared {
     /// An img2img request's image files, not decoded yet: until [`Self::decode_uploads`], the
     /// request's init image is empty and its mask a 1×1 stand-in.
     pub uploads: Option<Uploads>,
+    /// What the request asks for that Sumi does not apply (set by the handler), first in the
+    /// job's `info` warnings.
+    pub warnings: Vec<String>,
 }
 
 /// An img2img request's image files, checked by their headers.
@@ -173,6 +176,7 @@ pub fn prepare(
         denoising_strength: f.denoising_strength.unwrap_or(0.75),
         checkpoint: None,
         uploads,
+        warnings: Vec::new(),
     })
 }
 

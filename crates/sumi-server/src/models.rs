@@ -208,6 +208,10 @@ pub fn defaults(endpoint: Endpoint) -> Vec<(&'static str, Value)> {
         ]),
     }
     out.extend(api_defaults());
+    if endpoint == Endpoint::Img2Img {
+        // A1111 adds it to img2img after `sampler_index`; `vars(request)` echoes it
+        out.insert(out.len() - 7, ("include_init_images", json!(false)));
+    }
     out
 }
 

@@ -36,6 +36,11 @@ const API_RESTRICTED: [&str; 3] = [
     "api_useragent",
 ];
 
+/// A1111 v1.10.1's options with the defaults of a fresh install.
+pub fn defaults_of_a1111() -> &'static Map<String, Value> {
+    a1111_options()
+}
+
 /// Whether `key` is one of A1111 v1.10.1's options.
 pub fn is_a1111_option(key: &str) -> bool {
     a1111_options().contains_key(key)

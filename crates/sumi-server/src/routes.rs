@@ -238,10 +238,12 @@ async fn generate(
     crate::infotext_fill::apply(endpoint, &mut sent);
     let f = fields(&sent)?;
     let opts = GenOptions::read(&s.options_lock(), f.override_settings.as_ref())?;
+    let warnings = crate::unapplied::warnings(endpoint, &sent, &s.options_lock());
     let s2 = s.clone();
     let prepared: Prepared = tokio::task::spawn_blocking(move || {
         let mut p = prepare(endpoint, &f, &opts)?;
         p.checkpoint = model_override(&s2, &f);
+        p.warnings = warnings;
         Ok::<_, ApiError>(p)
     })
     .await

@@ -278,7 +278,8 @@ fn generate(
     let r = model.generate(req, &mut on_step, &mut on_image);
     state.progress_lock().end();
     state.control.store(RUN, Ordering::SeqCst);
-    out.warnings = r?;
+    out.warnings = job.warnings.clone();
+    out.warnings.extend(r?);
     if out.model_name.is_none() {
         out.model_name = model.name();
     }

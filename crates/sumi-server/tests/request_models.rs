@@ -103,7 +103,9 @@ fn the_echo_is_the_request_as_sent_over_the_defaults() {
     assert_eq!(e["sampler_index"], "Euler");
     assert_eq!(e["inpaint_full_res"], true);
     assert_eq!(e["denoising_strength"], 0.75);
-    assert!(e.get("extra").is_none() && e.get("include_init_images").is_none());
+    assert!(e.get("extra").is_none());
+    // A1111's `vars(request)` holds it
+    assert_eq!(e["include_init_images"], false);
     let t = echo(Endpoint::Txt2Img, &Map::new());
     assert_eq!(t["steps"], 50);
     assert_eq!(t["enable_hr"], false);

@@ -352,3 +352,29 @@ fn img2img_takes_images_as_data_urls_and_mask_settings() {
     post(&s, "/sdapi/v1/img2img", &apart);
     assert!(s.fake.last().img2img.unwrap().inpaint.is_none());
 }
+
+#[test]
+fn what_sumi_does_not_apply_is_named_in_the_info_warnings_before_the_models() {
+    let d = tempfile::tempdir().unwrap();
+    let s = TestServer::start(config(d.path()), Fake::new(0));
+    let (st, v) = post(
+        &s,
+        "/sdapi/v1/txt2img",
+        &json!({"prompt": "WARN", "steps": 2, "width": 64, "height": 64, "tiling": true,
+                "restore_faces": false, "not_a_field": 1,
+                "override_settings": {"eta_noise_seed_delta": 31337}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        info(&v)["warnings"],
+        json!([
+            "not_a_field: not a field of A1111's API: ignored",
+            "tiling: true is not applied by Sumi: the picture may differ from A1111's",
+            "override_settings.eta_noise_seed_delta: 31337 is not applied by Sumi",
+            "the fake warns about \"WARN\"",
+        ])
+    );
+    // nothing asked that Sumi does not do: no warning
+    let (_, v) = post(&s, "/sdapi/v1/txt2img", &json!({"prompt": "x", "steps": 2}));
+    assert_eq!(info(&v)["warnings"], json!([]));
+}

@@ -1,0 +1,237 @@
+//! What a generation request asks for that Sumi does not apply, named in the job's `info`
+//! warnings (A1111 clients ignore the extra key): fields A1111's model has but Sumi does not act
+//! on, set to something other than the value that changes nothing; fields A1111's model does not
+//! have; `override_settings` and stored options that change A1111's picture and that Sumi does not
+//! apply, set away from A1111's default; and the keys of an `infotext` Sumi does not apply.
+
+use serde_json::{Map, Value};
+
+use crate::models::{defaults, Endpoint};
+
+/// Settings Sumi applies (the others are kept and echoed only).
+const APPLIED_SETTINGS: [&str; 5] = [
+    "CLIP_stop_at_last_layers",
+    "randn_source",
+    "img2img_fix_steps",
+    "inpainting_mask_weight",
+    "sd_model_checkpoint",
+];
+
+/// Settings that change A1111's picture (or the image file the API returns) and that Sumi does not
+/// apply: A1111 v1.10.1's `OptionInfo(..., infotext=...)` settings and a few more.
+const PICTURE_SETTINGS: [&str; 41] = [
+    "face_restoration",
+    "emphasis",
+    "tiling",
+    "hires_fix_refiner_pass",
+    "sd_vae_encode_method",
+    "sd_vae_decode_method",
+    "initial_noise_multiplier",
+    "img2img_extra_noise",
+    "s_min_uncond",
+    "s_min_uncond_all",
+    "token_merging_ratio",
+    "token_merging_ratio_hr",
+    "token_merging_ratio_img2img",
+    "pad_cond_uncond",
+    "pad_cond_uncond_v0",
+    "use_old_scheduling",
+    "use_downcasted_alpha_bar",
+    "refiner_switch_by_sample_steps",
+    "eta_ddim",
+    "eta_ancestral",
+    "s_churn",
+    "s_tmin",
+    "s_tmax",
+    "s_noise",
+    "sigma_min",
+    "sigma_max",
+    "rho",
+    "eta_noise_seed_delta",
+    "always_discard_next_to_last_sigma",
+    "sgm_noise_multiplier",
+    "uni_pc_variant",
+    "uni_pc_skip_type",
+    "uni_pc_order",
+    "uni_pc_lower_order_final",
+    "sd_noise_schedule",
+    "skip_early_cond",
+    "beta_dist_alpha",
+    "beta_dist_beta",
+    "img2img_color_correction",
+    "img2img_background_color",
+    "samples_format",
+];
+
+/// Whether `v` is "nothing set" for a field whose neutral value is `neutral`: null, or equal
+/// (numbers compared as numbers).
+fn neutral(v: &Value, neutral: &Value) -> bool {
+    match (v, neutral) {
+        (Value::Null, _) => true,
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    }
+}
+
+/// `v` as short text for a warning.
+fn shown(v: &Value) -> String {
+    let t = v.to_string();
+    let mut s: String = t.chars().take(80).collect();
+    if s.len() < t.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// The request fields A1111's model has and Sumi does not act on, with the value that changes
+/// nothing there.
+fn inert_fields() -> Vec<(&'static str, Value)> {
+    use serde_json::json;
+    vec![
+        ("styles", json!([])),
+        ("tiling", json!(false)),
+        ("restore_faces", json!(false)),
+        ("eta", json!(1.0)),
+        ("s_min_uncond", json!(0.0)),
+        ("s_churn", json!(0.0)),
+        ("s_tmin", json!(0.0)),
+        ("s_tmax", json!(0.0)),
+        ("s_noise", json!(1.0)),
+        ("seed_resize_from_h", json!(-1)),
+        ("seed_resize_from_w", json!(-1)),
+        ("refiner_checkpoint", json!("")),
+        ("disable_extra_networks", json!(false)),
+        ("firstpass_image", Value::Null),
+        ("alwayson_scripts", json!({})),
+        ("save_images", json!(false)),
+        ("initial_noise_multiplier", json!(1.0)),
+        ("latent_mask", Value::Null),
+    ]
+}
+
+/// The warnings for a request `sent` to `endpoint` with the stored `options`.
+pub fn warnings(
+    endpoint: Endpoint,
+    sent: &Map<String, Value>,
+    options: &Map<String, Value>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let known = defaults(endpoint);
+    for k in sent.keys() {
+        if !known.iter().any(|(f, _)| f == k) {
+            let k: String = k.chars().take(80).collect();
+            out.push(format!("{k}: not a field of A1111's API: ignored"));
+        }
+    }
+    for (field, quiet) in inert_fields() {
+        let Some(v) = sent.get(field) else { continue };
+        let quiet = neutral(v, &quiet)
+            || (field == "seed_resize_from_h" || field == "seed_resize_from_w")
+                && v.as_i64().is_some_and(|n| n <= 0)
+            || (field == "refiner_checkpoint" && v.as_str() == Some("None"))
+            || (field == "s_tmax" && v.as_f64().is_some_and(f64::is_infinite));
+        if !quiet {
+            out.push(format!(
+                "{field}: {} is not applied by Sumi: the picture may differ from A1111's",
+                shown(v)
+            ));
+        }
+    }
+    let a1111 = crate::options::defaults_of_a1111();
+    let over = sent.get("override_settings").and_then(Value::as_object);
+    for (k, v) in over.into_iter().flatten() {
+        if !APPLIED_SETTINGS.contains(&k.as_str()) && options.get(k) != Some(v) {
+            let k: String = k.chars().take(80).collect();
+            out.push(format!(
+                "override_settings.{k}: {} is not applied by Sumi",
+                shown(v)
+            ));
+        }
+    }
+    for k in PICTURE_SETTINGS {
+        if over.is_some_and(|o| o.contains_key(k)) {
+            continue;
+        }
+        if let (Some(v), Some(d)) = (options.get(k), a1111.get(k)) {
+            if !neutral(v, d) {
+                out.push(format!(
+                    "setting {k}: {} is not applied by Sumi (A1111's default {} is what Sumi \
+                     does): the picture may differ from A1111's",
+                    shown(v),
+                    shown(d)
+                ));
+            }
+        }
+    }
+    if let Some(text) = sent.get("infotext").and_then(Value::as_str) {
+        let p = sumi_pipeline::infotext::parse_generation_parameters(text);
+        out.extend(sumi_pipeline::infotext_unapplied::unapplied_warnings(&p));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn inert_fields_unknown_fields_settings_and_infotext_keys_are_named() {
+        let opts = crate::options::defaults(false);
+        // webuiapi's defaults change nothing
+        let quiet = obj(
+            json!({"prompt": "x", "styles": [], "tiling": false, "eta": 1.0,
+            "s_churn": 0, "s_tmax": 0, "s_noise": 1, "seed_resize_from_h": 0,
+            "restore_faces": false, "alwayson_scripts": {}, "refiner_checkpoint": null,
+            "override_settings": {"CLIP_stop_at_last_layers": 2, "jpeg_quality": 80}}),
+        );
+        assert_eq!(
+            warnings(Endpoint::Txt2Img, &quiet, &opts),
+            Vec::<String>::new()
+        );
+        let loud = obj(
+            json!({"prompt": "x", "styles": ["s"], "tiling": true, "eta": 0.5,
+            "no_such_field": 1, "alwayson_scripts": {"ADetailer": {"args": []}},
+            "override_settings": {"eta_noise_seed_delta": 31337},
+            "infotext": "x\nSteps: 2, Seed: 1, Size: 64x64, Tiling: True"}),
+        );
+        assert_eq!(
+            warnings(Endpoint::Txt2Img, &loud, &opts),
+            [
+                "no_such_field: not a field of A1111's API: ignored",
+                "styles: [\"s\"] is not applied by Sumi: the picture may differ from A1111's",
+                "tiling: true is not applied by Sumi: the picture may differ from A1111's",
+                "eta: 0.5 is not applied by Sumi: the picture may differ from A1111's",
+                "alwayson_scripts: {\"ADetailer\":{\"args\":[]}} is not applied by Sumi: the \
+                 picture may differ from A1111's",
+                "override_settings.eta_noise_seed_delta: 31337 is not applied by Sumi",
+                "the infotext's `Tiling: True` is not applied: the picture may differ",
+            ]
+        );
+        // a stored setting away from A1111's default
+        let mut opts2 = opts.clone();
+        opts2.insert("eta_noise_seed_delta".into(), json!(31337));
+        assert_eq!(
+            warnings(Endpoint::Img2Img, &obj(json!({"prompt": "x"})), &opts2),
+            [
+                "setting eta_noise_seed_delta: 31337 is not applied by Sumi (A1111's default 0 \
+              is what Sumi does): the picture may differ from A1111's"
+            ]
+        );
+        // img2img fields are fields of img2img only
+        let w = warnings(Endpoint::Txt2Img, &obj(json!({"mask_blur": 4})), &opts);
+        assert_eq!(w, ["mask_blur: not a field of A1111's API: ignored"]);
+    }
+
+    #[test]
+    fn the_picture_settings_are_a1111_options_and_not_applied_ones() {
+        for k in PICTURE_SETTINGS {
+            assert!(crate::options::is_a1111_option(k), "{k}");
+            assert!(!APPLIED_SETTINGS.contains(&k), "{k}");
+        }
+    }
+}
