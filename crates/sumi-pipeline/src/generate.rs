@@ -231,6 +231,8 @@ impl Pipeline {
         // 5. the hires fix's second pass: its networks, plan and conditioning
         let passes = 1 + u32::from(req.hires.is_some());
         let mut warnings = active.warnings.clone();
+        warnings.extend(size_notes(req.width, req.height));
+        warnings.extend(init.notes.iter().cloned());
         let hires = match &req.hires {
             None => None,
             Some(h) => match self.prepare_hires(req, h, &active, &mut warnings, on_step)? {
@@ -362,4 +364,15 @@ pub(crate) fn request_error(e: SamplingError) -> PipelineError {
         },
         other => PipelineError::Sampling(other),
     }
+}
+
+/// A size that is not a multiple of 8 is made at the multiple of 8 below, as A1111 makes it.
+fn size_notes(width: u32, height: u32) -> Option<String> {
+    let (w, h) = effective_size(width, height);
+    ((w, h) != (width, height)).then(|| {
+        format!(
+            "size: {width}x{height} is not a multiple of 8: the picture is {w}x{h}, as A1111 \
+             makes it"
+        )
+    })
 }

@@ -69,6 +69,8 @@ pub(crate) struct Init {
     pub image_cond: Option<Tensor>,
     /// Infotext keys the processing added, in A1111's order.
     pub params: Vec<(String, String)>,
+    /// What was done otherwise than asked (a blank mask, a mask resized), for the warnings.
+    pub notes: Vec<String>,
 }
 
 impl Pipeline {
@@ -102,6 +104,11 @@ impl Pipeline {
             }
             _ => None,
         };
+        let notes = req
+            .img2img
+            .as_ref()
+            .map(|i| source_notes(i, source.as_ref()))
+            .unwrap_or_default();
         let (mask, params) = match source {
             Some(s) => (s.mask, s.params),
             None => (None, Vec::new()),
@@ -129,6 +136,7 @@ impl Pipeline {
             blend,
             image_cond,
             params,
+            notes,
         })
     }
 
@@ -177,4 +185,29 @@ impl Pipeline {
         let keep = change.affine(-1.0, 1.0)?;
         Ok(Blend { keep, change })
     }
+}
+
+/// What an img2img source does otherwise than asked: a mask of another size than the image is
+/// resized to it; "only masked" with a blank mask falls back to the whole picture (A1111 notes
+/// the same in its comments).
+fn source_notes(i: &crate::request::Img2Img, source: Option<&inpaint::Source>) -> Vec<String> {
+    let Some(inp) = &i.inpaint else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    let (mw, mh) = (inp.mask.width(), inp.mask.height());
+    let (iw, ih) = i.init_image.dimensions();
+    if (mw, mh) != (iw, ih) && !inp.full_res {
+        notes.push(format!(
+            "mask: {mw}x{mh} is not the init image's size {iw}x{ih}: it was resized to it"
+        ));
+    }
+    if inp.full_res && source.is_some_and(|s| s.mask.is_none()) {
+        notes.push(
+            "mask: nothing is masked, so \"only masked\" inpainting was done as img2img of the \
+             whole picture (as A1111 does)"
+                .to_string(),
+        );
+    }
+    notes
 }

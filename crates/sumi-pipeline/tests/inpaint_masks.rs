@@ -44,8 +44,14 @@ fn request(mask: Option<DynamicImage>, full_res: bool) -> Request {
 }
 
 fn run(p: &Pipeline, req: &Request) -> sumi_pipeline::Result<Vec<sumi_pipeline::Generated>> {
+    run_warned(p, req).map(|(images, _)| images)
+}
+
+fn run_warned(
+    p: &Pipeline,
+    req: &Request,
+) -> sumi_pipeline::Result<(Vec<sumi_pipeline::Generated>, Vec<String>)> {
     p.generate(req, &mut |_| std::ops::ControlFlow::Continue(()))
-        .map(|(images, _)| images)
 }
 
 fn flat(v: u8, w: u32, h: u32) -> DynamicImage {
@@ -70,9 +76,17 @@ fn edge_masks_behave_as_in_a1111() {
     assert_eq!(white[0].image, plain[0].image);
     assert_ne!(white[0].image, black[0].image);
 
-    // all black with "only masked": A1111 falls back to plain img2img (no crop, no overlay)
-    let blank = run(&p, &request(Some(flat(0, w, h)), true)).unwrap();
+    // all black with "only masked": A1111 falls back to plain img2img (no crop, no overlay),
+    // and the user is told
+    let (blank, warned) = run_warned(&p, &request(Some(flat(0, w, h)), true)).unwrap();
     assert_eq!(blank[0].image, plain[0].image);
+    assert_eq!(
+        warned,
+        [
+            "mask: nothing is masked, so \"only masked\" inpainting was done as img2img of the \
+          whole picture (as A1111 does)"
+        ]
+    );
     let keys: Vec<&str> = blank[0]
         .extra_params
         .iter()
@@ -81,8 +95,21 @@ fn edge_masks_behave_as_in_a1111() {
     assert_eq!(keys, ["Mask blur"]);
 
     // another size, whole picture: resized like the image (a half-size white mask = all white)
-    let half = run(&p, &request(Some(flat(255, w / 2, h / 2)), false)).unwrap();
+    let (half, warned) = run_warned(&p, &request(Some(flat(255, w / 2, h / 2)), false)).unwrap();
     assert_eq!(half[0].image, plain[0].image);
+    assert_eq!(
+        warned,
+        ["mask: 72x64 is not the init image's size 144x128: it was resized to it"]
+    );
+    // a size that is not a multiple of 8
+    let mut odd = request(None, false);
+    odd.width = 70;
+    let (pics, warned) = run_warned(&p, &odd).unwrap();
+    assert_eq!(pics[0].image.width(), 64);
+    assert_eq!(
+        warned,
+        ["size: 70x64 is not a multiple of 8: the picture is 64x64, as A1111 makes it"]
+    );
 
     // another size with "only masked": refused, naming the mask
     let e = run(&p, &request(Some(flat(255, w / 2, h / 2)), true)).unwrap_err();

@@ -173,6 +173,7 @@ impl Pipeline {
                 .chain(&hr.params)
                 .cloned()
                 .collect(),
+            notes: Vec::new(),
         };
         let (latents, stop) = match (&hr.plan, stop) {
             (Some(plan), None) => {
