@@ -410,6 +410,7 @@ fn request(c: &Common, info: Option<&Parameters>, size: (u32, u32)) -> Result<Re
         exact_steps: false,
         img2img: None,
         lora_hashes: info.and_then(|p| p.get("Lora hashes")).map(str::to_string),
+        model_hash: info.and_then(|p| p.get("Model hash")).map(str::to_string),
         ..Default::default()
     })
 }

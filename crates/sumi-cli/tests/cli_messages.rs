@@ -131,3 +131,47 @@ fn infotext_keys_sumi_does_not_apply_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn an_infotext_of_another_checkpoint_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let m = sumi_testkit::tiny_model("sd1", d.path());
+    let m = m.to_str().unwrap();
+    let run = |hash: &str, out: &str| {
+        let info = format!("a cat\nSteps: 1, Seed: 1, Size: 64x64, Model hash: {hash}");
+        let o = sumi(
+            d.path(),
+            &[
+                "txt2img",
+                "--model",
+                m,
+                "--infotext",
+                &info,
+                "--output",
+                out,
+            ],
+        );
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        err.lines()
+            .filter(|l| l.starts_with("warning:"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let warned = run("0123456789", "a.png");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].starts_with(
+            "warning: the infotext was made with the checkpoint of hash 0123456789, not "
+        ),
+        "{warned:?}"
+    );
+    // the checkpoint's own hash (as its pictures record it): nothing to say
+    let own = sumi_pipeline::png::read_parameters(&d.path().join("a.png"))
+        .unwrap()
+        .unwrap();
+    let own = sumi_pipeline::infotext::parse_generation_parameters(&own);
+    let hash = own.get("Model hash").unwrap().to_string();
+    assert_eq!(hash.len(), 10);
+    assert_eq!(run(&hash, "b.png"), Vec::<String>::new());
+}

@@ -231,6 +231,7 @@ impl Pipeline {
         // 5. the hires fix's second pass: its networks, plan and conditioning
         let passes = 1 + u32::from(req.hires.is_some());
         let mut warnings = active.warnings.clone();
+        warnings.extend(self.model_hash_note(req));
         warnings.extend(size_notes(req.width, req.height));
         warnings.extend(init.notes.iter().cloned());
         let hires = match &req.hires {

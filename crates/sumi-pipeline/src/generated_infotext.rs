@@ -12,6 +12,23 @@ use crate::infotext::{Infotext, Number};
 use crate::request::Request;
 
 impl Pipeline {
+    /// A warning when `req.model_hash` (an infotext's `Model hash`, A1111's 10-digit short hash)
+    /// is not this checkpoint's. Older 8-digit hashes and diffusers folders are not compared.
+    pub(crate) fn model_hash_note(&self, req: &Request) -> Option<String> {
+        let want = req.model_hash.as_deref()?.trim();
+        if want.len() != 10 || self.model.format == sumi_weights::Format::Diffusers {
+            return None;
+        }
+        let have = cached_short_hash(&self.hash, &self.model.path)?;
+        let name = self.model.path.file_stem()?.to_string_lossy();
+        (!have.eq_ignore_ascii_case(want)).then(|| {
+            format!(
+                "the infotext was made with the checkpoint of hash {want}, not {name} ({have}): \
+                 the picture will differ"
+            )
+        })
+    }
+
     /// A1111's infotext for one generated image of `req` (`Model hash` is the checkpoint file's
     /// short sha256, computed once).
     pub fn infotext(&self, req: &Request, g: &Generated) -> Result<Infotext> {

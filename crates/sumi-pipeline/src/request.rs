@@ -184,6 +184,9 @@ pub struct Request {
     /// The `Lora hashes` of the infotext the request was read from: a LoRA whose file's hash
     /// differs from the one recorded is named in a warning.
     pub lora_hashes: Option<String>,
+    /// The `Model hash` of the infotext the request was read from: another checkpoint's is named
+    /// in a warning.
+    pub model_hash: Option<String>,
     /// The hires fix (txt2img only): a second, img2img pass at a larger size.
     pub hires: Option<Hires>,
 }
@@ -212,6 +215,7 @@ impl Default for Request {
             img2img: None,
             inpainting_mask_weight: 1.0,
             lora_hashes: None,
+            model_hash: None,
             hires: None,
         }
     }

@@ -157,6 +157,7 @@ pub fn prepare(
         img2img: None,
         inpainting_mask_weight: opts.inpainting_mask_weight,
         lora_hashes: None,
+        model_hash: None,
         hires: None,
     };
     if endpoint == Endpoint::Txt2Img && f.enable_hr == Some(true) {

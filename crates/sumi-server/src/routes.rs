@@ -239,11 +239,13 @@ async fn generate(
     let f = fields(&sent)?;
     let opts = GenOptions::read(&s.options_lock(), f.override_settings.as_ref())?;
     let warnings = crate::unapplied::warnings(endpoint, &sent, &s.options_lock());
+    let model_hash = infotext_model_hash(&sent);
     let s2 = s.clone();
     let prepared: Prepared = tokio::task::spawn_blocking(move || {
         let mut p = prepare(endpoint, &f, &opts)?;
         p.checkpoint = model_override(&s2, &f);
         p.warnings = warnings;
+        p.request.model_hash = model_hash;
         Ok::<_, ApiError>(p)
     })
     .await
@@ -266,6 +268,14 @@ async fn generate(
         Outcome::Refused(e) => Err(e),
         Outcome::Loaded(_) => Err(ApiError::internal("unexpected worker answer")),
     }
+}
+
+/// The `Model hash` of a request's `infotext` (the checkpoint is not switched to; another one's
+/// hash is named in a warning).
+fn infotext_model_hash(sent: &Map<String, Value>) -> Option<String> {
+    let text = sent.get("infotext")?.as_str()?;
+    let p = sumi_pipeline::infotext::parse_generation_parameters(text);
+    p.get("Model hash").map(str::to_string)
 }
 
 /// A request's `override_settings.sd_model_checkpoint`: the checkpoint to run it on when it

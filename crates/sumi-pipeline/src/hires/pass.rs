@@ -104,6 +104,7 @@ impl Pipeline {
             let hr_req = Request {
                 prompt: prompt.to_string(),
                 lora_hashes: None,
+                model_hash: None,
                 img2img: None,
                 ..req.clone()
             };
