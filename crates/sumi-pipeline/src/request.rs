@@ -4,6 +4,7 @@
 use sumi_sampling::{NoiseSource, SamplerKind, Scheduler};
 
 pub use crate::hires::Hires;
+pub use crate::sd_upscale::SdUpscale;
 
 use crate::error::{PipelineError, Result};
 use crate::image::ResizeMode;
@@ -186,6 +187,8 @@ pub struct Request {
     pub lora_hashes: Option<String>,
     /// The hires fix (txt2img only): a second, img2img pass at a larger size.
     pub hires: Option<Hires>,
+    /// A1111's SD upscale script (img2img only): upscale, img2img tile by tile, recombine.
+    pub sd_upscale: Option<SdUpscale>,
 }
 
 impl Default for Request {
@@ -213,6 +216,7 @@ impl Default for Request {
             inpainting_mask_weight: 1.0,
             lora_hashes: None,
             hires: None,
+            sd_upscale: None,
         }
     }
 }
@@ -302,6 +306,9 @@ impl Request {
                 ));
             }
             h.validate(self)?;
+        }
+        if let Some(s) = &self.sd_upscale {
+            s.validate(self)?;
         }
         let w = self.inpainting_mask_weight;
         if !w.is_finite() || !(0.0..=1.0).contains(&w) {

@@ -155,6 +155,7 @@ pub fn prepare(
         inpainting_mask_weight: opts.inpainting_mask_weight,
         lora_hashes: None,
         hires: None,
+        sd_upscale: None,
     };
     if endpoint == Endpoint::Txt2Img && f.enable_hr == Some(true) {
         hires(f, &mut request)?;
