@@ -101,11 +101,7 @@ pub fn prepare(
     f: &GenerationFields,
     opts: &GenOptions,
 ) -> Result<Prepared, ApiError> {
-    if let Some(s) = f.script_name.as_deref().filter(|s| !s.trim().is_empty()) {
-        return Err(ApiError::not_found(format!(
-            "script_name: script '{s}' not found"
-        )));
-    }
+    let sd_upscale = crate::scripts::selectable_script(endpoint, f)?;
     let sampler_name = f
         .sampler_name
         .as_deref()
@@ -155,7 +151,7 @@ pub fn prepare(
         inpainting_mask_weight: opts.inpainting_mask_weight,
         lora_hashes: None,
         hires: None,
-        sd_upscale: None,
+        sd_upscale,
     };
     if endpoint == Endpoint::Txt2Img && f.enable_hr == Some(true) {
         hires(f, &mut request)?;

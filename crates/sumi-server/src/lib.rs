@@ -32,6 +32,7 @@ pub mod pipeline_backend;
 pub mod progress;
 pub mod queue;
 pub mod routes;
+pub mod scripts;
 pub mod worker;
 
 use std::future::Future;
