@@ -25,12 +25,12 @@ use sumi_sampling::noise::{batch_seeds, fixed_seed};
 use sumi_sampling::Plan;
 
 use crate::batch::{BatchInputs, BatchSeeds, Conds};
-use crate::error::{PipelineError, Result};
+use crate::error::Result;
 use crate::generate::{conditioning_steps, plan_request, request_error};
 use crate::generate::{Generated, Pipeline, Progress, Stop};
 use crate::init::{Init, LatentShape};
 use crate::request::{bad, Img2Img, Request};
-use crate::upscale::{TileOptions, UpscaleError, Upscaler, UpscalerKind, UpscalerRegistry};
+use crate::upscale::{TileOptions, Upscaler, UpscalerKind, UpscalerRegistry};
 use grid::{combine_grid, origins, split_grid, Grid};
 
 /// Most tiles one SD upscale may cut its picture into.
@@ -297,12 +297,14 @@ impl Pipeline {
         if *upscaler.kind() == UpscalerKind::None {
             return Ok(Some(source.clone()));
         }
-        let mut on_tile = |_| interrupt_asked(on_step, jobs);
-        match upscaler.upscale(source, s.scale, TileOptions::default(), &mut on_tile) {
-            Ok(img) => Ok(Some(img)),
-            Err(PipelineError::Upscale(e)) if matches!(*e, UpscaleError::Interrupted) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let mut interrupted = false;
+        let mut on_tile = |_| {
+            let asked = interrupt_asked(on_step, jobs);
+            interrupted |= asked.is_break();
+            asked
+        };
+        let img = upscaler.upscale(source, s.scale, TileOptions::default(), &mut on_tile)?;
+        Ok((!interrupted).then_some(img))
     }
 
     /// One iteration: every batch of tiles through img2img, then the tiles combined. Returns
