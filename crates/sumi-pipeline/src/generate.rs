@@ -202,6 +202,9 @@ impl Pipeline {
     ) -> Result<Vec<String>> {
         // 1. validate, and plan the sampler run as A1111 would
         req.validate()?;
+        if let Some(s) = &req.sd_upscale {
+            return self.generate_sd_upscale(req, s, on_step, on_image);
+        }
         let size = effective_size(req.width, req.height);
         let shape = LatentShape::of_pixels(size.0, size.1);
         let plan = Plan::new(&plan_request(req), &self.schedule).map_err(request_error)?;
@@ -344,7 +347,7 @@ pub(crate) fn conditioning_steps(sampler: sumi_sampling::SamplerKind, steps: u32
 }
 
 /// The sampler run a request asks for.
-fn plan_request(req: &Request) -> PlanRequest {
+pub(crate) fn plan_request(req: &Request) -> PlanRequest {
     PlanRequest {
         sampler: req.sampler,
         scheduler: req.scheduler,

@@ -37,6 +37,7 @@ pub mod png;
 pub mod preview;
 pub mod prompt_report;
 pub mod request;
+pub mod sd_upscale;
 pub mod upscale;
 pub mod vocab;
 
@@ -44,6 +45,6 @@ pub use checkpoint::Checkpoint;
 pub use decode::{check_finite, to_image};
 pub use error::{NanStage, PipelineError, Result};
 pub use generate::{Generated, LoadOptions, Pipeline, Progress, Stop};
-pub use request::{Hires, Img2Img, Inpaint, MaskedContent, Request};
+pub use request::{Hires, Img2Img, Inpaint, MaskedContent, Request, SdUpscale};
 pub use sumi_models::Precision;
 pub use vocab::*;

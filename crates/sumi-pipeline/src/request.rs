@@ -4,6 +4,7 @@
 use sumi_sampling::{NoiseSource, SamplerKind, Scheduler};
 
 pub use crate::hires::Hires;
+pub use crate::sd_upscale::SdUpscale;
 
 use crate::error::{PipelineError, Result};
 use crate::image::ResizeMode;
@@ -189,6 +190,8 @@ pub struct Request {
     pub model_hash: Option<String>,
     /// The hires fix (txt2img only): a second, img2img pass at a larger size.
     pub hires: Option<Hires>,
+    /// A1111's SD upscale script (img2img only): upscale, img2img tile by tile, recombine.
+    pub sd_upscale: Option<SdUpscale>,
 }
 
 impl Default for Request {
@@ -217,6 +220,7 @@ impl Default for Request {
             lora_hashes: None,
             model_hash: None,
             hires: None,
+            sd_upscale: None,
         }
     }
 }
@@ -306,6 +310,9 @@ impl Request {
                 ));
             }
             h.validate(self)?;
+        }
+        if let Some(s) = &self.sd_upscale {
+            s.validate(self)?;
         }
         let w = self.inpainting_mask_weight;
         if !w.is_finite() || !(0.0..=1.0).contains(&w) {

@@ -104,11 +104,7 @@ pub fn prepare(
     f: &GenerationFields,
     opts: &GenOptions,
 ) -> Result<Prepared, ApiError> {
-    if let Some(s) = f.script_name.as_deref().filter(|s| !s.trim().is_empty()) {
-        return Err(ApiError::not_found(format!(
-            "script_name: script '{s}' not found"
-        )));
-    }
+    let sd_upscale = crate::scripts::selectable_script(endpoint, f)?;
     let sampler_name = f
         .sampler_name
         .as_deref()
@@ -159,6 +155,7 @@ pub fn prepare(
         lora_hashes: None,
         model_hash: None,
         hires: None,
+        sd_upscale,
     };
     if endpoint == Endpoint::Txt2Img && f.enable_hr == Some(true) {
         hires(f, &mut request)?;

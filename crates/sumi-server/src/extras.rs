@@ -4,12 +4,15 @@
 //! from the upscaler folders (`Config.load.upscaler_dirs`).
 //!
 //! The work runs off the async runtime (`spawn_blocking`), one Extras job at a time (A1111
-//! holds its queue lock), and stops at the next model tile when the client goes away. Fields
+//! holds its queue lock), and stops at the next model tile when the client goes away. While no
+//! generation runs, an Extras job is A1111's `shared.state` job: `/progress` shows it and
+//! `/interrupt` and `/skip` act on it as A1111's `run_postprocessing` does. Fields
 //! A1111 accepts but Sumi does not do are refused with a 422 naming them: face restoration
 //! (`gfpgan_visibility`, `codeformer_visibility` above 0). `upscale_first` is accepted as A1111
 //! does: its `run_extras` never reads it. Other unknown fields are ignored, as pydantic does.
 //! An unknown upscaler is a 404 listing the known ones (A1111 answers a 500 `AssertionError`).
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,13 +27,13 @@ use serde_json::{json, Map, Value};
 use sumi_pipeline::extras::{
     encode_png_with_texts, html_info, output_texts, upscale_extras, ExtrasRequest, ExtrasResize,
 };
-use sumi_pipeline::upscale::{TileOptions, UpscaleError, UpscalerRegistry};
+use sumi_pipeline::upscale::{TileOptions, TileProgress, UpscaleError, UpscalerRegistry};
 use sumi_pipeline::PipelineError;
 
 use crate::body::{json_object, read_body};
 use crate::error::ApiError;
 use crate::images::{decode_base64, encode_base64, Upload, MAX_REQUEST_PIXELS};
-use crate::{lax, AppState};
+use crate::{lax, worker, AppState};
 
 /// `ExtrasBaseRequest` (and the single image's `image`, the batch's `imageList`).
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +213,122 @@ fn upload(field: &str, text: &str) -> Result<(Upload, Texts), ApiError> {
     Ok((Upload::inspect(field, bytes)?, texts))
 }
 
+/// Where the Extras loop is, for A1111's shared state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// Image `i` is about to be upscaled (A1111's `nextjob`; its loop breaks here once
+    /// interrupted).
+    Image(usize),
+    /// Image `i`'s model upscaler is about to run a tile.
+    Tile(usize, TileProgress),
+    /// Image `i` is upscaled (A1111 drops it here when skipped).
+    Done(usize),
+}
+
+/// What the shared state asks of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Go,
+    Interrupt,
+    Skip,
+}
+
+/// A1111's `run_postprocessing` loop: each image upscaled, `control` asked before each image
+/// (an interrupt ends the loop, with the images made), between a model's tiles (an interrupt
+/// makes the upscaler hand back the pass's input, then Lanczos, as A1111's) and after each
+/// image (a skip leaves it out). `(html_info, base64 PNGs)`.
+fn upscale_all(
+    uploads: Vec<(Upload, Texts)>,
+    req: &ExtrasRequest,
+    registry: &UpscalerRegistry,
+    control: &mut dyn FnMut(Event) -> Control,
+) -> Result<(String, Vec<String>), ApiError> {
+    let mut infotext = String::new();
+    let mut images = Vec::with_capacity(uploads.len());
+    for (i, (up, texts)) in uploads.into_iter().enumerate() {
+        if control(Event::Image(i)) == Control::Interrupt {
+            break;
+        }
+        let img: RgbImage = up.decode_init_image()?;
+        let mut on_tile = |p| match control(Event::Tile(i, p)) {
+            Control::Interrupt => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        };
+        let out = upscale_extras(&img, req, registry, &mut on_tile).map_err(answer)?;
+        if control(Event::Done(i)) == Control::Skip {
+            continue;
+        }
+        infotext = out.infotext();
+        let png = encode_png_with_texts(&out.image, &output_texts(&texts, &infotext))
+            .map_err(|e| ApiError::internal(format!("cannot encode the PNG: {e}")))?;
+        images.push(encode_base64(&png));
+    }
+    Ok((html_info(&infotext), images))
+}
+
+/// A1111's `shared.state` for an Extras job: `/progress` shows it ("extras", one job an image,
+/// a model's tiles as steps) and `/interrupt`, `/skip` reach it — when no generation holds
+/// the state (A1111 runs one at a time behind its queue lock; Sumi's Extras run beside the
+/// generation queue, and then only a client that goes away stops them).
+struct ExtrasState<'a> {
+    state: &'a AppState,
+    cancel: &'a AtomicBool,
+    owns: bool,
+}
+
+impl<'a> ExtrasState<'a> {
+    fn begin(state: &'a AppState, cancel: &'a AtomicBool, images: usize) -> Self {
+        let owns = state
+            .running
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if owns {
+            state.control.store(worker::RUN, Ordering::SeqCst);
+            state.progress_lock().begin("extras", images as u32);
+        }
+        Self {
+            state,
+            cancel,
+            owns,
+        }
+    }
+
+    fn control(&self, e: Event) -> Control {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Control::Interrupt;
+        }
+        if !self.owns {
+            return Control::Go;
+        }
+        match e {
+            Event::Image(i) => self.state.progress_lock().step(i as u32, 0, 0, None),
+            Event::Tile(i, p) => self
+                .state
+                .progress_lock()
+                .step(i as u32, p.done, p.total, None),
+            Event::Done(_) => {}
+        }
+        match self.state.control.load(Ordering::SeqCst) {
+            worker::INTERRUPT => Control::Interrupt,
+            worker::SKIP if matches!(e, Event::Done(_)) => {
+                self.state.control.store(worker::RUN, Ordering::SeqCst);
+                Control::Skip
+            }
+            _ => Control::Go,
+        }
+    }
+}
+
+impl Drop for ExtrasState<'_> {
+    fn drop(&mut self) {
+        if self.owns {
+            self.state.progress_lock().end();
+            self.state.control.store(worker::RUN, Ordering::SeqCst);
+            self.state.running.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Upscales each uploaded image; `(html_info, base64 PNGs)`.
 async fn run(
     s: &Arc<AppState>,
@@ -230,25 +349,10 @@ async fn run(
         .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
+    let s = s.clone();
     tokio::task::spawn_blocking(move || {
-        let mut infotext = String::new();
-        let mut images = Vec::with_capacity(uploads.len());
-        for (up, texts) in uploads {
-            let img: RgbImage = up.decode_init_image()?;
-            let mut on_tile = |_| {
-                if cancel.load(Ordering::SeqCst) {
-                    std::ops::ControlFlow::Break(())
-                } else {
-                    std::ops::ControlFlow::Continue(())
-                }
-            };
-            let out = upscale_extras(&img, &req, &registry, &mut on_tile).map_err(answer)?;
-            infotext = out.infotext();
-            let png = encode_png_with_texts(&out.image, &output_texts(&texts, &infotext))
-                .map_err(|e| ApiError::internal(format!("cannot encode the PNG: {e}")))?;
-            images.push(encode_base64(&png));
-        }
-        Ok((html_info(&infotext), images))
+        let shared = ExtrasState::begin(&s, &cancel, uploads.len());
+        upscale_all(uploads, &req, &registry, &mut |e| shared.control(e))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
@@ -378,6 +482,84 @@ mod tests {
                 crop: false
             }
         );
+    }
+
+    /// Three 40×30 PNGs.
+    fn uploads() -> Vec<(Upload, Texts)> {
+        (0..3u8)
+            .map(|k| {
+                let img = RgbImage::from_fn(40, 30, |x, y| {
+                    image::Rgb([(x * 6) as u8, (y * 8) as u8, k.wrapping_mul(70)])
+                });
+                let png = sumi_pipeline::png::encode_png(&img, None).unwrap();
+                (Upload::inspect("image", png).unwrap(), Vec::new())
+            })
+            .collect()
+    }
+
+    fn decode(b64: &str) -> RgbImage {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        image::load_from_memory(&bytes).unwrap().to_rgb8()
+    }
+
+    #[test]
+    fn interrupt_and_skip_as_run_postprocessing() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/upscalers");
+        let reg = UpscalerRegistry::scan(&[dir]).unwrap();
+        let lanczos = ExtrasRequest {
+            upscaler_1: "Lanczos".into(),
+            ..Default::default()
+        };
+        // an interrupt before the second image: the first only
+        let (_, out) = upscale_all(uploads(), &lanczos, &reg, &mut |e| match e {
+            Event::Image(1) => Control::Interrupt,
+            _ => Control::Go,
+        })
+        .unwrap();
+        assert_eq!(out.len(), 1);
+        // a skip of the second image: the first and the third
+        let all = upscale_all(uploads(), &lanczos, &reg, &mut |_| Control::Go)
+            .unwrap()
+            .1;
+        let (_, out) = upscale_all(uploads(), &lanczos, &reg, &mut |e| match e {
+            Event::Done(1) => Control::Skip,
+            _ => Control::Go,
+        })
+        .unwrap();
+        assert_eq!(out, [all[0].clone(), all[2].clone()]);
+        // a model upscaler interrupted at its second tile: A1111's upscaler hands back the
+        // picture, then Lanczos to the size (80×56 for 2× of 40×30)
+        let model = ExtrasRequest {
+            upscaler_1: "compact_x2".into(),
+            tile: TileOptions {
+                tile: 16,
+                overlap: 4,
+            },
+            ..Default::default()
+        };
+        let mut tiles = 0;
+        let (_, out) = upscale_all(uploads(), &model, &reg, &mut |e| match e {
+            Event::Tile(0, p) => {
+                tiles += 1;
+                assert_eq!(p.total, 9, "3×3 tiles of 16 overlapping 4");
+                if p.done == 1 {
+                    Control::Interrupt
+                } else {
+                    Control::Go
+                }
+            }
+            Event::Image(1) => Control::Interrupt,
+            _ => Control::Go,
+        })
+        .unwrap();
+        assert_eq!((out.len(), tiles), (1, 2));
+        let (src, _) = &uploads()[0];
+        let src = src.decode_init_image().unwrap();
+        let want = sumi_pipeline::image::resize_lanczos(&src, 80, 56).unwrap();
+        assert_eq!(decode(&out[0]), want);
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod pipeline_backend;
 pub mod progress;
 pub mod queue;
 pub mod routes;
+pub mod scripts;
 pub mod unapplied;
 pub mod worker;
 

@@ -123,9 +123,11 @@ pub async fn empty_list() -> Json<Value> {
     Json(json!([]))
 }
 
-/// `GET /sdapi/v1/scripts`.
+/// `GET /sdapi/v1/scripts`: A1111 lists its scripts' names (titles in lower case); Sumi has
+/// img2img's SD upscale.
 pub async fn scripts() -> Json<Value> {
-    Json(json!({ "txt2img": [], "img2img": [] }))
+    let sd_upscale = crate::scripts::SD_UPSCALE.to_lowercase();
+    Json(json!({ "txt2img": [], "img2img": [sd_upscale] }))
 }
 
 /// `GET /sdapi/v1/latent-upscale-modes`: A1111's latent modes, in its order.

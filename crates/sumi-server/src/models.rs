@@ -90,6 +90,8 @@ pub struct GenerationFields {
     pub firstphase_height: Option<i64>,
     #[serde(default, deserialize_with = "lax::string")]
     pub script_name: Option<String>,
+    #[serde(default)]
+    pub script_args: Option<Vec<Value>>,
     // img2img
     #[serde(default, deserialize_with = "lax::strings")]
     pub init_images: Option<Vec<String>>,

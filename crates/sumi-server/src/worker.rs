@@ -238,8 +238,13 @@ fn generate(
     let mut out = GenOutput::default();
     {
         let mut p = state.progress_lock();
-        // A1111 counts the hires fix's second pass as a job of its own
-        p.begin(name, req.batch_count * (1 + u32::from(req.hires.is_some())));
+        // A1111 counts the hires fix's second pass as a job of its own, and SD upscale's
+        // batches of tiles
+        let jobs = match &req.sd_upscale {
+            Some(s) => s.job_count(req),
+            None => req.batch_count * (1 + u32::from(req.hires.is_some())),
+        };
+        p.begin(name, jobs);
         out.job_timestamp = p.job_timestamp.clone();
     }
     let mut last = Instant::now();

@@ -160,7 +160,7 @@ impl Pipeline {
             let images = self.finish_batch(first.init, first.extra_params, &batch, &latents)?;
             return Ok(BatchOutcome { images, stop });
         }
-        let (start, image_cond) = self.hires_start(first, hr, &latents)?;
+        let (start, image_cond) = self.hires_start(first, hr, &latents, on_step)?;
         let (_, _, h, w) = start.dims4()?;
         let init = Init {
             latents: Some(start),
@@ -212,6 +212,7 @@ impl Pipeline {
         first: &BatchInputs<'_>,
         hr: &HiresRun,
         latents: &Tensor,
+        on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let t = hr.target;
         let (th, tw) = (t.height as usize / 8, t.width as usize / 8);
@@ -232,8 +233,12 @@ impl Pipeline {
                 let pictures = self.decode(latents, None)?;
                 let mut signed = Vec::with_capacity(n);
                 let mut unit = Vec::with_capacity(n);
+                // the model upscaler asks between tiles whether to interrupt
+                let jobs = first.req.batch_count * 2;
+                let mut on_tile = |_| crate::sd_upscale::interrupt_asked(on_step, jobs);
                 for p in &pictures {
-                    let up = resize_pictures(&self.upscalers, p, t.width, t.height, name)?;
+                    let size = (t.width, t.height);
+                    let up = resize_pictures(&self.upscalers, p, size, name, &mut on_tile)?;
                     let (w, h) = (up.width() as usize, up.height() as usize);
                     signed.push(Tensor::from_vec(
                         to_signed_chw(&up),

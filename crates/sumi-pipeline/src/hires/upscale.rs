@@ -7,7 +7,9 @@ use image::RgbImage;
 use sumi_models::interpolate::{interpolate, LatentUpscaleMode};
 
 use crate::error::{PipelineError, Result};
-use crate::upscale::{resize_with_upscaler, TileOptions, UpscalerRegistry};
+use std::ops::ControlFlow;
+
+use crate::upscale::{resize_with_upscaler, TileOptions, TileProgress, UpscalerRegistry};
 
 /// A1111's latent upscale modes (`shared.latent_upscale_modes`), in its listing order.
 pub const LATENT_UPSCALE_MODES: [LatentUpscaleMode; 6] = LatentUpscaleMode::ALL;
@@ -49,16 +51,15 @@ pub(crate) fn resize_latents(
 }
 
 /// A1111's `images.resize_image(0, im, width, height, upscaler_name)`: the image upscaler
-/// where the picture grows, then Lanczos to the exact size.
+/// where the picture grows, then Lanczos to the exact size. `on_tile` is asked between a
+/// model's tiles whether to interrupt (A1111's `state.interrupted`).
 pub(crate) fn resize_pictures(
     upscalers: &UpscalerRegistry,
     im: &RgbImage,
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
     name: &str,
+    on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
 ) -> Result<RgbImage> {
     let up = upscalers.get(name)?;
-    resize_with_upscaler(im, width, height, up, TileOptions::default(), &mut |_| {
-        std::ops::ControlFlow::Continue(())
-    })
+    resize_with_upscaler(im, width, height, up, TileOptions::default(), on_tile)
 }

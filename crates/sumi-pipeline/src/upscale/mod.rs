@@ -337,7 +337,9 @@ impl Upscaler {
     /// `Upscaler.upscale(img, scale)`: passes of the upscaler (at most three, at least one, and
     /// none once a pass leaves the size unchanged) until the image is at least
     /// `(w·scale)//8·8 × (h·scale)//8·8`, then Pillow LANCZOS to exactly that size.
-    /// `on_tile` hears of each model tile and may interrupt (see [`upscale_with_model`]).
+    /// `on_tile` hears of each model tile and may interrupt (see [`upscale_with_model`]): as
+    /// A1111's, the interrupted pass hands back its input and the passes end there (the
+    /// Lanczos resize to the size still follows).
     pub fn upscale(
         &self,
         img: &RgbImage,
@@ -356,7 +358,17 @@ impl Upscaler {
                 break;
             }
             let shape = img.dimensions();
-            img = self.do_upscale(&img, scale, tile, i, on_tile)?;
+            img = match self.do_upscale(&img, scale, tile, i, on_tile) {
+                Ok(next) => next,
+                // A1111's `upscale_with_model` returns the pass's input once `state.interrupted`:
+                // the size is unchanged, so the passes end and the Lanczos resize follows
+                Err(crate::error::PipelineError::Upscale(e))
+                    if matches!(*e, UpscaleError::Interrupted) =>
+                {
+                    break
+                }
+                Err(e) => return Err(e),
+            };
             if shape == img.dimensions() {
                 break;
             }

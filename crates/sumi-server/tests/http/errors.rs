@@ -108,7 +108,7 @@ fn cases() -> Vec<(&'static str, Value, u16, &'static str)> {
         (
             t2i,
             small(json!({"script_name": "x/y/z plot"})),
-            404,
+            422,
             "x/y/z plot",
         ),
         (

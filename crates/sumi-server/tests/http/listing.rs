@@ -277,7 +277,7 @@ fn listings_page_health_and_metrics() {
     assert_eq!(get(&s, "/sdapi/v1/extensions"), (200, json!([])));
     assert_eq!(
         get(&s, "/sdapi/v1/scripts").1,
-        json!({"txt2img": [], "img2img": []})
+        json!({"txt2img": [], "img2img": ["sd upscale"]})
     );
     assert_eq!(get(&s, "/sdapi/v1/upscalers").1[1]["name"], "Lanczos");
     assert_eq!(
