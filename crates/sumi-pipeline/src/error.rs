@@ -167,6 +167,14 @@ pub enum PipelineError {
         /// What went wrong.
         reason: String,
     },
+    /// Reading the parameters an image file carries failed.
+    #[error("{path}: cannot read the image's parameters: {reason}")]
+    ParametersRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// Reading a PNG's text failed.
     #[error("{path}: cannot read the PNG: {reason}")]
     PngRead {
