@@ -92,10 +92,11 @@ pub struct Common {
     /// Fill unset options from an A1111 infotext.
     #[arg(long, conflicts_with = "from_png")]
     infotext: Option<String>,
-    /// Fill unset options from the infotext of a PNG (reproduce an image).
+    /// Fill unset options from the infotext of a PNG, JPEG or WebP (reproduce an image).
     #[arg(long)]
     from_png: Option<PathBuf>,
-    /// Output PNG (default: a new numbered file in ./outputs/); batches add -0001, -0002, ….
+    /// Output file, .png, .jpg/.jpeg or .webp (default: a new numbered PNG in ./outputs/);
+    /// batches add -0001, -0002, ….
     #[arg(long)]
     output: Option<PathBuf>,
     /// No progress bar.
@@ -330,7 +331,7 @@ fn infotext(c: &Common) -> Result<Option<Parameters>> {
         (Some(t), _) => t.clone(),
         (None, Some(p)) => {
             crate::inputs::bounded_file(p, "--from-png", crate::inputs::MAX_PNG_BYTES)?;
-            sumi_pipeline::png::read_parameters(p)
+            sumi_pipeline::image_file::read_parameters(p)
                 .with_context(|| format!("--from-png {}", p.display()))?
                 .with_context(|| format!("--from-png: {} has no A1111 parameters", p.display()))?
         }
@@ -502,13 +503,15 @@ fn run(c: &Common, req: Request) -> Result<()> {
     let mut bar = ProgressBar::new(c.quiet);
     let mut write = |g: sumi_pipeline::Generated| -> sumi_pipeline::Result<()> {
         let info = pipe.infotext(&req, &g)?.to_string();
-        let png = sumi_pipeline::png::encode_png(&g.image, Some(&info)).map_err(|reason| {
-            sumi_pipeline::PipelineError::PngWrite {
-                path: "outputs".into(),
-                reason,
-            }
-        })?;
-        let path = outputs.write(&png)?;
+        let format = outputs.format();
+        let bytes =
+            sumi_pipeline::image_file::encode(&g.image, format, Some(&info)).map_err(|reason| {
+                sumi_pipeline::PipelineError::ImageEncode {
+                    path: c.output.clone().unwrap_or_else(|| "outputs".into()),
+                    reason,
+                }
+            })?;
+        let path = outputs.write(&bytes)?;
         eprint!("{}", if c.quiet { "" } else { "\n" });
         // a closed stdout loses the names, not the images: the run goes on
         let _ = crate::terminal::println(&format!("{} (seed {})", path.display(), g.seed));

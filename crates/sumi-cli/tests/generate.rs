@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "generate/photo_formats.rs"]
+mod photo_formats;
+
 fn sumi(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sumi"));
     c.current_dir(dir);
