@@ -50,10 +50,12 @@ pub struct Common {
     /// Schedule type (automatic, karras, exponential, …) [automatic].
     #[arg(long)]
     scheduler: Option<String>,
-    /// Width in pixels [512, or the init image's width].
+    /// Width in pixels [txt2img 512; img2img: the init image's aspect at the model's native
+    /// area (512², 768² for SD2-v), or following --height with the init image's aspect].
     #[arg(long)]
     width: Option<u32>,
-    /// Height in pixels [512, or the init image's height].
+    /// Height in pixels [txt2img 512; img2img: as for --width, or following --width with the
+    /// init image's aspect].
     #[arg(long)]
     height: Option<u32>,
     /// Noise source: gpu, cpu or nv [gpu].
@@ -436,7 +438,7 @@ pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
              pass on --model"
         );
     }
-    run(&a.common, req)
+    run(&a.common, req, None)
 }
 
 /// Runs `sumi img2img`.
@@ -450,14 +452,14 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
     let init = load_init_image(&a.init_image, MAX_INIT_PIXELS).context("--init-image")?;
     let info = infotext(&a.common)?;
     let mut req = request(&a.common, info.as_ref(), init.dimensions())?;
-    if let Some(f) = a.scale {
-        if !(f.is_finite() && f > 0.0 && f <= 16.0) {
-            bail!("--scale: {f} is outside (0, 16]");
-        }
-        // A1111's img2img: width = int(image.width * scale_by)
-        req.width = (f64::from(init.width()) * f) as u32;
-        req.height = (f64::from(init.height()) * f) as u32;
-    }
+    let has = |k: &str| info.as_ref().is_some_and(|p| p.get(k).is_some());
+    let given = crate::size::Given {
+        width: a.common.width,
+        height: a.common.height,
+        infotext: (has("Size-1"), has("Size-2")),
+        scale: a.scale,
+    };
+    let auto = crate::size::img2img(&mut req, &given, init.dimensions(), a.common.quiet)?;
     req.exact_steps = a.exact_steps;
     req.img2img = Some(Img2Img {
         init_image: init,
@@ -471,10 +473,12 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
         inpaint: a.inpaint.to_inpaint()?,
     });
     req.inpainting_mask_weight = a.inpaint.inpainting_mask_weight;
-    run(&a.common, req)
+    run(&a.common, req, auto)
 }
 
-fn run(c: &Common, req: Request) -> Result<()> {
+/// Runs `req`; with `auto` (the init image's size, no size given) the size is chosen for the
+/// loaded model ([`crate::size::native`]).
+fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
     req.validate()?;
     let mut outputs = crate::output::Outputs::plan(
         c.output.as_deref(),
@@ -499,6 +503,10 @@ fn run(c: &Common, req: Request) -> Result<()> {
             pipe.model.architecture,
             t0.elapsed().as_secs_f64()
         );
+    }
+    if let Some(image) = auto {
+        crate::size::native(&mut req, image, pipe.model.architecture, c.quiet)?;
+        req.validate()?;
     }
     let mut bar = ProgressBar::new(c.quiet);
     let mut write = |g: sumi_pipeline::Generated| -> sumi_pipeline::Result<()> {

@@ -7,6 +7,7 @@ mod output;
 mod png_info;
 mod prompt;
 mod serve;
+mod size;
 mod terminal;
 mod upscale;
 

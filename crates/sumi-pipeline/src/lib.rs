@@ -34,6 +34,7 @@ pub mod inpaint;
 mod inpaint_cond;
 pub mod mask;
 pub mod networks;
+pub mod photo_size;
 pub mod png;
 pub mod preview;
 pub mod prompt_report;
