@@ -52,10 +52,12 @@ pub struct Common {
     /// Schedule type (automatic, karras, exponential, …) [automatic].
     #[arg(long)]
     scheduler: Option<String>,
-    /// Width in pixels [512, or the init image's width].
+    /// Width in pixels [txt2img 512; img2img: the init image's aspect at the model's native
+    /// area (512², 768² for SD2-v), or following --height with the init image's aspect].
     #[arg(long, value_parser = between::<u32>("width", 64, MAX_SIDE.into()))]
     width: Option<u32>,
-    /// Height in pixels [512, or the init image's height].
+    /// Height in pixels [txt2img 512; img2img: as for --width, or following --width with the
+    /// init image's aspect].
     #[arg(long, value_parser = between::<u32>("height", 64, MAX_SIDE.into()))]
     height: Option<u32>,
     /// Noise source: gpu, cpu or nv [gpu].
@@ -94,10 +96,11 @@ pub struct Common {
     /// Fill unset options from an A1111 infotext.
     #[arg(long, conflicts_with = "from_png")]
     infotext: Option<String>,
-    /// Fill unset options from the infotext of a PNG (reproduce an image).
+    /// Fill unset options from the infotext of a PNG, JPEG or WebP (reproduce an image).
     #[arg(long)]
     from_png: Option<PathBuf>,
-    /// Output PNG (default: a new numbered file in ./outputs/); batches add -0001, -0002, ….
+    /// Output file, .png, .jpg/.jpeg or .webp (default: a new numbered PNG in ./outputs/);
+    /// batches add -0001, -0002, ….
     #[arg(long)]
     output: Option<PathBuf>,
     /// No progress bar.
@@ -334,7 +337,7 @@ fn infotext(c: &Common) -> Result<Option<Parameters>> {
         (Some(t), _) => t.clone(),
         (None, Some(p)) => {
             crate::inputs::bounded_file(p, "--from-png", crate::inputs::MAX_PNG_BYTES)?;
-            sumi_pipeline::png::read_parameters(p)
+            sumi_pipeline::image_file::read_parameters(p)
                 .with_context(|| format!("--from-png {}", p.display()))?
                 .with_context(|| format!("--from-png: {} has no A1111 parameters", p.display()))?
         }
@@ -444,7 +447,7 @@ pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
              pass on --model"
         );
     }
-    run(&a.common, req)
+    run(&a.common, req, None)
 }
 
 /// Runs `sumi img2img`.
@@ -458,14 +461,14 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
     let init = load_init_image(&a.init_image, MAX_INIT_PIXELS).context("--init-image")?;
     let info = infotext(&a.common)?;
     let mut req = request(&a.common, info.as_ref(), init.dimensions())?;
-    if let Some(f) = a.scale {
-        if !(f.is_finite() && f > 0.0 && f <= 16.0) {
-            bail!("--scale: {f} is outside (0, 16]");
-        }
-        // A1111's img2img: width = int(image.width * scale_by)
-        req.width = (f64::from(init.width()) * f) as u32;
-        req.height = (f64::from(init.height()) * f) as u32;
-    }
+    let has = |k: &str| info.as_ref().is_some_and(|p| p.get(k).is_some());
+    let given = crate::size::Given {
+        width: a.common.width,
+        height: a.common.height,
+        infotext: (has("Size-1"), has("Size-2")),
+        scale: a.scale,
+    };
+    let auto = crate::size::img2img(&mut req, &given, init.dimensions(), a.common.quiet)?;
     req.exact_steps = a.exact_steps;
     req.img2img = Some(Img2Img {
         init_image: init,
@@ -479,10 +482,12 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
         inpaint: a.inpaint.to_inpaint()?,
     });
     req.inpainting_mask_weight = a.inpaint.inpainting_mask_weight;
-    run(&a.common, req)
+    run(&a.common, req, auto)
 }
 
-fn run(c: &Common, req: Request) -> Result<()> {
+/// Runs `req`; with `auto` (the init image's size, no size given) the size is chosen for the
+/// loaded model ([`crate::size::native`]).
+fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
     req.validate()?;
     let mut outputs = crate::output::Outputs::plan(
         c.output.as_deref(),
@@ -508,17 +513,23 @@ fn run(c: &Common, req: Request) -> Result<()> {
             t0.elapsed().as_secs_f64()
         );
     }
+    if let Some(image) = auto {
+        crate::size::native(&mut req, image, pipe.model.architecture, c.quiet)?;
+        req.validate()?;
+    }
     let mut bar = ProgressBar::new(c.quiet);
     let on_terminal = bar.on_terminal();
     let mut write = |g: sumi_pipeline::Generated| -> sumi_pipeline::Result<()> {
         let info = pipe.infotext(&req, &g)?.to_string();
-        let png = sumi_pipeline::png::encode_png(&g.image, Some(&info)).map_err(|reason| {
-            sumi_pipeline::PipelineError::PngWrite {
-                path: "outputs".into(),
-                reason,
-            }
-        })?;
-        let path = outputs.write(&png)?;
+        let format = outputs.format();
+        let bytes =
+            sumi_pipeline::image_file::encode(&g.image, format, Some(&info)).map_err(|reason| {
+                sumi_pipeline::PipelineError::ImageEncode {
+                    path: c.output.clone().unwrap_or_else(|| "outputs".into()),
+                    reason,
+                }
+            })?;
+        let path = outputs.write(&bytes)?;
         if !c.quiet && on_terminal {
             eprintln!();
         }

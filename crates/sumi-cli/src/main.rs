@@ -9,6 +9,7 @@ mod progress_bar;
 mod prompt;
 mod ranged;
 mod serve;
+mod size;
 mod terminal;
 mod upscale;
 

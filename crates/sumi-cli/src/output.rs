@@ -1,4 +1,6 @@
-//! Where txt2img/img2img write their PNGs. Each file is claimed atomically: the bytes go to a
+//! Where txt2img/img2img write their images: PNG, or JPEG/WebP when `--output` ends in
+//! `.jpg`/`.jpeg`/`.webp` (A1111's `samples_format`); another extension is refused rather than
+//! a PNG written under a wrong name. Each file is claimed atomically: the bytes go to a
 //! private temporary file in the target folder, which is then hard-linked to its name (a link
 //! never replaces an existing file). A default name (`outputs/00042.png`) taken meanwhile by
 //! another run in the same folder moves on to the next free number instead of failing, so two
@@ -9,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use sumi_pipeline::image_file::OutputFormat;
 use sumi_pipeline::PipelineError;
 
 /// Most numbers tried past the planned one before a write gives up.
@@ -20,14 +23,25 @@ pub struct Outputs {
     dir: PathBuf,
     next: u64,
     written: usize,
+    format: OutputFormat,
 }
 
 impl Outputs {
     /// The files a run of `n` images writes: `--output` as given for one image,
     /// `stem-0001.png`… for several (none of which may exist yet); by default the numbers
-    /// after the highest in ./outputs/, claimed as each image is written.
+    /// after the highest in ./outputs/, claimed as each image is written. The format follows
+    /// `--output`'s extension (PNG by default); an unknown extension is an error.
     pub fn plan(output: Option<&Path>, n: usize) -> Result<Self> {
         let dir = PathBuf::from("outputs");
+        let format = match output {
+            None => OutputFormat::Png,
+            Some(p) => OutputFormat::from_path(p).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--output {}: unknown image format; the name must end in .png, .jpg, .jpeg or .webp",
+                    p.display()
+                )
+            })?,
+        };
         let given: Vec<PathBuf> = match output {
             Some(p) if n == 1 => vec![p.to_path_buf()],
             Some(p) => {
@@ -53,10 +67,16 @@ impl Outputs {
             given,
             dir,
             written: 0,
+            format,
         })
     }
 
-    /// Writes the next image's PNG `bytes` and returns its path.
+    /// The format the files are written in.
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// Writes the next image's `bytes` (encoded in [`Self::format`]) and returns its path.
     pub fn write(&mut self, bytes: &[u8]) -> sumi_pipeline::Result<PathBuf> {
         if let Some(p) = self.given.get(self.written) {
             create_dir(p)?;

@@ -109,6 +109,9 @@ pub fn run(a: Args) -> Result<()> {
         registry.get(&req.upscaler_2).context("--upscaler-2")?;
     }
     let mut outputs = crate::output::Outputs::plan(a.output.as_deref(), 1)?;
+    if outputs.format() != sumi_pipeline::image_file::OutputFormat::Png {
+        anyhow::bail!("--output: upscale writes PNG files only (its texts are PNG chunks)");
+    }
     let img = load_init_image(&a.image, MAX_INPUT_PIXELS)
         .with_context(|| format!("cannot read {}", a.image.display()))?;
     let texts = std::fs::read(&a.image)

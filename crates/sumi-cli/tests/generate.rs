@@ -5,6 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "generate/photo_formats.rs"]
+mod photo_formats;
+#[path = "generate/photo_sizes.rs"]
+mod photo_sizes;
+
 fn sumi(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sumi"));
     c.current_dir(dir);

@@ -352,20 +352,30 @@ impl UNet {
                     component: "U-Net",
                     detail: "skip stack underflow".into(),
                 })?;
-                h = r.forward(&Tensor::cat(&[&h, &s], 1)?, Some(&emb))?;
+                h = r.forward(&Tensor::cat(&[&fit_to_skip(h, &s)?, &s], 1)?, Some(&emb))?;
                 if let Some(a) = lvl.attentions.get(j) {
                     h = a.forward(&h, ctx)?;
                 }
             }
             if let Some(u) = &lvl.up {
-                let size = skips
-                    .last()
-                    .map(|s| s.dims4())
-                    .transpose()?
-                    .map(|(_, _, h, w)| (h, w));
-                h = u.forward(&h, size)?;
+                h = u.forward(&h)?;
             }
         }
         Ok(self.conv_out.forward(&self.norm_out.forward_silu(&h)?)?)
     }
+}
+
+/// A1111's `TorchHijackForUnet.cat` (`modules/sd_hijack_unet.py`): where the upsampled map and
+/// its skip connection differ in size (a latent side that is not a multiple of 8, e.g. 75 → 38 →
+/// 19 → 10 on the way down, 10 → 20 on the way up against a skip of 19), the map, already
+/// upsampled ×2 and convolved, is resized to the skip's size by nearest neighbour
+/// (`F.interpolate(a, b.shape[-2:], mode="nearest")`) before the concatenation. Diffusers
+/// instead upsamples straight to the skip's size before the convolution, which differs.
+fn fit_to_skip(h: Tensor, skip: &Tensor) -> Result<Tensor> {
+    let (_, _, hh, hw) = h.dims4()?;
+    let (_, _, sh, sw) = skip.dims4()?;
+    if (hh, hw) == (sh, sw) {
+        return Ok(h);
+    }
+    Ok(h.upsample_nearest2d(sh, sw)?)
 }

@@ -171,7 +171,8 @@ impl SpatialTransformer {
     }
 }
 
-/// Nearest-neighbour ×2 upsampling (to `size` when given) followed by a 3×3 convolution.
+/// Nearest-neighbour ×2 upsampling followed by a 3×3 convolution (LDM's `Upsample`:
+/// `F.interpolate(x, scale_factor=2, mode="nearest")`, then the convolution).
 pub struct Upsample {
     conv: Conv2d,
 }
@@ -184,13 +185,8 @@ impl Upsample {
         })
     }
 
-    /// Upsamples `x` to `size` (h, w), or ×2.
-    pub fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        let (th, tw) = size.unwrap_or((2 * h, 2 * w));
-        if (th, tw) == (2 * h, 2 * w) {
-            return Ok(self.conv.forward_upsampled2x(x)?);
-        }
-        Ok(self.conv.forward(&x.upsample_nearest2d(th, tw)?)?)
+    /// Upsamples `x` ×2 and convolves.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.conv.forward_upsampled2x(x)?)
     }
 }

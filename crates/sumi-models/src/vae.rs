@@ -254,7 +254,7 @@ impl Vae {
                 h = r.forward(&h, None)?;
             }
             if let Some(u) = up {
-                h = u.forward(&h, None)?;
+                h = u.forward(&h)?;
             }
         }
         Ok(d.conv_out.forward(&d.norm_out.forward_silu(&h)?)?)

@@ -167,6 +167,22 @@ pub enum PipelineError {
         /// What went wrong.
         reason: String,
     },
+    /// Encoding an output image (PNG, JPEG or WebP) failed.
+    #[error("{path}: cannot encode the image: {reason}")]
+    ImageEncode {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Reading the parameters an image file carries failed.
+    #[error("{path}: cannot read the image's parameters: {reason}")]
+    ParametersRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// Reading a PNG's text failed.
     #[error("{path}: cannot read the PNG: {reason}")]
     PngRead {

@@ -153,14 +153,15 @@ pub fn write_new_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Every text chunk of a PNG, `(key, value)` in file order, decoded as Pillow decodes them
-/// (`tEXt`/`zTXt` as Latin-1, `iTXt` as UTF-8). Fails on a bad signature, a truncated chunk, a
-/// CRC mismatch or undecodable text.
-pub fn text_chunks(bytes: &[u8]) -> std::result::Result<Vec<(String, String)>, String> {
+/// Calls `f(type, data)` for every chunk of a PNG up to `IEND`, CRCs checked. Fails on a bad
+/// signature, a truncated chunk or a CRC mismatch.
+fn walk_chunks(
+    bytes: &[u8],
+    mut f: impl FnMut(&[u8; 4], &[u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
     if bytes.len() < 8 || bytes[..8] != SIGNATURE {
         return Err("not a PNG file (bad signature)".into());
     }
-    let mut out = Vec::new();
     let mut pos = 8usize;
     loop {
         let header = bytes
@@ -183,13 +184,41 @@ pub fn text_chunks(bytes: &[u8]) -> std::result::Result<Vec<(String, String)>, S
                 String::from_utf8_lossy(&ty)
             ));
         }
-        match &ty {
-            b"tEXt" | b"zTXt" | b"iTXt" => out.push(decode_text(&ty, data)?),
-            b"IEND" => return Ok(out),
-            _ => {}
+        if &ty == b"IEND" {
+            return Ok(());
         }
+        f(&ty, data)?;
         pos += 12 + len;
     }
+}
+
+/// Every text chunk of a PNG, `(key, value)` in file order, decoded as Pillow decodes them
+/// (`tEXt`/`zTXt` as Latin-1, `iTXt` as UTF-8). Fails on a bad signature, a truncated chunk, a
+/// CRC mismatch or undecodable text.
+pub fn text_chunks(bytes: &[u8]) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    walk_chunks(bytes, |ty, data| {
+        if matches!(ty, b"tEXt" | b"zTXt" | b"iTXt") {
+            out.push(decode_text(ty, data)?);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// A PNG's `eXIf` chunk as Pillow's `info["exif"]` holds it (`Exif\0\0` and the TIFF block; the
+/// last chunk wins), `None` when it has none.
+pub fn exif_chunk(bytes: &[u8]) -> std::result::Result<Option<Vec<u8>>, String> {
+    let mut out = None;
+    walk_chunks(bytes, |ty, data| {
+        if ty == b"eXIf" {
+            let mut v = crate::exif::EXIF_HEADER.to_vec();
+            v.extend_from_slice(data);
+            out = Some(v);
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 fn latin1(b: &[u8]) -> String {

@@ -471,15 +471,22 @@ async fn png_info(
             .map_err(|_| ApiError::bad_request("image: not a readable image"))?;
         Vec::new()
     };
-    let mut info = String::new();
     let mut items = Map::new();
     for (k, v) in chunks {
-        if k == sumi_pipeline::png::PARAMETERS_KEY {
-            info = v;
-        } else {
+        if k != sumi_pipeline::png::PARAMETERS_KEY {
             items.insert(k, json!(v));
         }
     }
+    // A1111's read_info_from_image: the PNG text, or the EXIF UserComment of a JPEG/WebP (or
+    // PNG eXIf), or a JPEG comment; other formats carry none
+    let info = match image::guess_format(&raw) {
+        Ok(image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP) => {
+            sumi_pipeline::image_file::parameters_from_bytes(&raw)
+                .map_err(|e| ApiError::bad_request(format!("image: {e}")))?
+                .unwrap_or_default()
+        }
+        _ => String::new(),
+    };
     let parsed = sumi_pipeline::infotext::parse_generation_parameters(&info).with_a1111_defaults();
     let parameters: Value = serde_json::from_str(&parsed.to_json()).unwrap_or(json!({}));
     Ok(Json(

@@ -411,6 +411,7 @@ impl Pipeline {
                 Some(Tensor::cat(&conds, 0)?)
             },
             params: Vec::new(),
+            notes: Vec::new(),
         })
     }
 }

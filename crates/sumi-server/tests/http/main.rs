@@ -11,6 +11,7 @@ mod errors;
 mod extras;
 mod fake;
 mod listing;
+mod png_info_exif;
 mod security;
 mod timeouts;
 mod uploads;
