@@ -40,7 +40,7 @@ fn the_cli_applies_names_and_reproduces() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(
-        stderr.contains("warning: hypernetwork <hypernet:nowhere> not found"),
+        stderr.contains("warning: hypernetwork <hypernet:nowhere:1> not found"),
         "{stderr}"
     );
     let text = sumi_pipeline::png::read_parameters(&d.path().join("a.png"))
@@ -154,7 +154,7 @@ fn the_server_lists_applies_and_warns() {
     let i = info(&v);
     let warnings = i["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{i}");
-    assert!(warnings[0].as_str().unwrap().contains("<hypernet:nowhere>"));
+    assert!(warnings[0].as_str().unwrap().contains("<hypernet:nowhere:1>"));
     assert_ne!(decode_image(&v["images"][0]).0.as_raw(), plain.as_raw());
     assert!(s.terminate().success());
 }

@@ -428,3 +428,136 @@ impl Hypernetworks {
             .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn spec(activation: Option<Activation>, norm: bool, dropout: [f64; 3]) -> HypernetworkSpec {
+        HypernetworkSpec {
+            layer_structure: vec![1.0, 1.5, 1.0],
+            activation,
+            add_layer_norm: norm,
+            activate_output: false,
+            dropout_structure: dropout.to_vec(),
+        }
+    }
+
+    fn t(shape: &[usize], v: f32) -> Tensor {
+        Tensor::full(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// A1111's numbering: Linear, activation, LayerNorm, Dropout take places in turn
+    /// (`[1, 1.5, 1]` at width 2 → 3 wide in the middle).
+    fn numbered() -> Vec<(String, Tensor)> {
+        [
+            ("linear.0.weight", t(&[3, 2], 0.5)),
+            ("linear.0.bias", t(&[3], -0.25)),
+            ("linear.2.weight", t(&[3], 1.0)),
+            ("linear.2.bias", t(&[3], 0.0)),
+            ("linear.4.weight", t(&[2, 3], 1.0)),
+            ("linear.4.bias", t(&[2], 0.125)),
+            ("linear.5.weight", t(&[2], 2.0)),
+            ("linear.5.bias", t(&[2], 0.5)),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect()
+    }
+
+    #[test]
+    fn state_dict_numbering_and_strictness() {
+        let s = spec(Some(Activation::Relu), true, [0.0, 0.3, 0.0]);
+        let m = HypernetworkModule::new(2, &s, &numbered()).unwrap();
+        // linear.0: 0.5·(1 + 3) − 0.25 = 1.75 in all three; relu; layer norm of a constant
+        // row: 0; linear.4: 0.125; layer norm: 0 · 2 + 0.5 = 0.5 → x + 0.5 · 2
+        let x = Tensor::new(&[[[1f32, 3.0]]], &Device::Cpu).unwrap();
+        let y: Vec<f32> = m
+            .forward(&x, 2.0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(y, [2.0, 4.0]);
+        // without the dropout, the places shift and the names no longer fit
+        let e = HypernetworkModule::new(
+            2,
+            &spec(Some(Activation::Relu), true, [0.0; 3]),
+            &numbered(),
+        );
+        assert!(e
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("missing tensor `linear.3.weight`"));
+        let mut extra = numbered();
+        extra.push(("linear.9.weight".into(), t(&[1], 0.0)));
+        let e = HypernetworkModule::new(2, &s, &extra)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("unexpected tensor `linear.9.weight`"), "{e}");
+        let mut wrong = numbered();
+        wrong[0].1 = t(&[2, 2], 0.0);
+        let e = HypernetworkModule::new(2, &s, &wrong)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("`linear.0.weight` has shape [2, 2], expected [3, 2]"),
+            "{e}"
+        );
+        let bad = HypernetworkSpec {
+            layer_structure: vec![2.0, 1.0],
+            ..s.clone()
+        };
+        assert!(HypernetworkModule::new(2, &bad, &numbered()).is_err());
+        assert!(
+            HypernetworkModule::new(2, &spec(None, true, [0.0, 1.0, 0.0]), &numbered()).is_err()
+        );
+    }
+
+    #[test]
+    fn activation_names_and_values() {
+        assert_eq!(
+            "swish".parse::<Activation>().unwrap(),
+            Activation::Hardswish
+        );
+        let e = "softmax".parse::<Activation>().unwrap_err().to_string();
+        assert!(
+            e.contains("unsupported activation function: softmax"),
+            "{e}"
+        );
+        // torch's values at a few points
+        assert_eq!(Activation::Hardswish.scalar(1.0), 1.0 * 4.0 / 6.0);
+        assert_eq!(Activation::LeakyRelu.scalar(-2.0), -0.02);
+        assert_eq!(Activation::Relu6.scalar(7.0), 6.0);
+        assert_eq!(Activation::Softshrink.scalar(-0.75), -0.25);
+        assert_eq!(Activation::Hardsigmoid.scalar(0.0), 0.5);
+        assert!((Activation::Softplus.scalar(0.0) - std::f32::consts::LN_2).abs() < 1e-7);
+    }
+
+    #[test]
+    fn chain_skips_other_widths() {
+        let none = Hypernetworks::default();
+        let x = t(&[1, 2, 4], 1.0);
+        assert!(none.apply(&x).unwrap().is_none());
+        let s = HypernetworkSpec {
+            layer_structure: vec![1.0],
+            activation: None,
+            add_layer_norm: false,
+            activate_output: false,
+            dropout_structure: vec![0.0],
+        };
+        // an empty Sequential: linear(x) = x, so x + x · m
+        let h = Arc::new(Hypernetwork::new(&s, [(4, &[][..], &[][..])]).unwrap());
+        let two = Hypernetworks::new(vec![(h.clone(), 0.5), (h, -1.0)]);
+        let (k, v) = two.apply(&x).unwrap().unwrap();
+        let k: Vec<f32> = k.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(k, [0.0; 8]); // 1 · 1.5 · 0
+        assert_eq!(v.dims(), [1, 2, 4]);
+        assert!(two.apply(&t(&[1, 2, 3], 1.0)).unwrap().is_none());
+    }
+}

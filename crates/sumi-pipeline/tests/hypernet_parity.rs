@@ -162,7 +162,7 @@ fn unknown_unusable_and_unmatched_are_warned_and_the_image_is_made() {
     };
     let (out, warnings) = pipe.generate(&asked, go).unwrap();
     assert_eq!(warnings.len(), 3, "{warnings:?}");
-    assert!(warnings[0].contains("<hypernet:nope>") && warnings[0].contains("not found"));
+    assert!(warnings[0].contains("<hypernet:nope:1>") && warnings[0].contains("not found"));
     assert!(
         warnings[1].starts_with("Error loading hypernetwork") && warnings[1].contains("bad.pt")
     );

@@ -98,8 +98,8 @@ impl HypernetState {
         for tag in asked {
             let Some(entry) = listed.iter().find(|e| e.name == tag.name) else {
                 warnings.push(format!(
-                    "hypernetwork <hypernet:{}> not found in the hypernetwork folders: not applied",
-                    tag.name
+                    "hypernetwork <hypernet:{}:{}> not found in the hypernetwork folders: not applied",
+                    tag.name, tag.multiplier
                 ));
                 continue;
             };
