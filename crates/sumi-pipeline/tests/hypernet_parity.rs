@@ -87,6 +87,15 @@ fn refused_activations_and_bad_files_are_named() {
     let path = root().join("hypernet/sd1/bad.pt");
     let e = load_hypernetwork(&path).err().unwrap();
     assert!(e.contains("bad.pt"), "{e}");
+    // a real file cut short at several places: an error naming it, never a panic
+    let whole = std::fs::read(root().join("hypernet/sd1/sub/hn_relu_ln.pt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.pt");
+    for n in [0, 100, whole.len() / 2, whole.len() - 30] {
+        std::fs::write(&cut, &whole[..n]).unwrap();
+        let e = load_hypernetwork(&cut).err().unwrap();
+        assert!(e.contains("cut.pt"), "{n}: {e}");
+    }
 }
 
 #[test]
