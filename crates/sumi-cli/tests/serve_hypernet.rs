@@ -154,7 +154,10 @@ fn the_server_lists_applies_and_warns() {
     let i = info(&v);
     let warnings = i["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{i}");
-    assert!(warnings[0].as_str().unwrap().contains("<hypernet:nowhere:1>"));
+    assert!(warnings[0]
+        .as_str()
+        .unwrap()
+        .contains("<hypernet:nowhere:1>"));
     assert_ne!(decode_image(&v["images"][0]).0.as_raw(), plain.as_raw());
     assert!(s.terminate().success());
 }
