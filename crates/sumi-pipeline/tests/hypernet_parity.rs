@@ -188,3 +188,44 @@ fn unknown_unusable_and_unmatched_are_warned_and_the_image_is_made() {
     let after = pipe.generate(&plain, go).unwrap().0;
     assert_eq!(after[0].image.as_raw(), base[0].image.as_raw());
 }
+
+/// The hires fix's second pass runs with the hires prompt's hypernetworks (A1111 activates
+/// `hr_extra_network_data` before it), the first pass with the prompt's.
+#[test]
+fn the_hires_pass_uses_the_hires_prompts_hypernetworks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = pipeline("sd1", dir.path());
+    let go = &mut |_: &sumi_pipeline::Progress<'_>| std::ops::ControlFlow::Continue(());
+    let base = "a photograph of an astronaut riding a horse";
+    let job = |prompt: &str, hr_prompt: &str| Request {
+        prompt: prompt.into(),
+        seed: 3,
+        steps: 2,
+        width: 64,
+        height: 64,
+        hires: Some(sumi_pipeline::Hires {
+            scale: 1.5,
+            prompt: hr_prompt.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let tagged = format!("{base}<hypernet:hn_swish:1.5>");
+    let mut image = |req: &Request| {
+        let (out, warnings) = pipe.generate(req, go).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        out[0].image.as_raw().clone()
+    };
+    let both = image(&job(&tagged, ""));
+    let none = image(&job(base, ""));
+    let first_only = image(&job(&tagged, base));
+    let second_only = image(&job(base, &tagged));
+    // every combination makes its own picture, and the same tags in both give the same
+    let all = [&both, &none, &first_only, &second_only];
+    for i in 0..4 {
+        for j in i + 1..4 {
+            assert_ne!(all[i], all[j], "{i} {j}");
+        }
+    }
+    assert_eq!(image(&job(&tagged, &tagged)), both);
+}
