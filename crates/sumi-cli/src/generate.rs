@@ -79,6 +79,10 @@ pub struct Common {
     /// repeatable).
     #[arg(long = "lora-dir", value_name = "DIR")]
     lora_dirs: Vec<PathBuf>,
+    /// A folder of hypernetwork `.pt` files for `<hypernet:name:multiplier>` tags (searched
+    /// recursively; repeatable).
+    #[arg(long = "hypernetwork-dir", value_name = "DIR")]
+    hypernetwork_dirs: Vec<PathBuf>,
     /// A folder of upscaler model files (ESRGAN/Real-ESRGAN .pth or .safetensors) for the hires
     /// fix and upscaling, named by file name (searched recursively; repeatable).
     #[arg(long = "upscaler-dir", value_name = "DIR")]
@@ -390,7 +394,8 @@ fn request(c: &Common, info: Option<&Parameters>, size: (u32, u32)) -> Result<Re
         prompt: c
             .prompt
             .clone()
-            .or_else(|| info.map(|p| p.prompt.clone()))
+            // an old infotext's `Hypernet` becomes a tag, as A1111 pastes it
+            .or_else(|| info.map(|p| p.with_a1111_defaults().prompt))
             .unwrap_or_default(),
         negative_prompt: c
             .negative_prompt
@@ -496,6 +501,7 @@ fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
     let opts = LoadOptions {
         embeddings: c.embeddings.clone(),
         lora_dirs: c.lora_dirs.clone(),
+        hypernetwork_dirs: c.hypernetwork_dirs.clone(),
         upscaler_dirs: c.upscaler_dirs.clone(),
         vae: c.vae.clone(),
         taesd_decoder: c.taesd_decoder.clone(),

@@ -35,6 +35,10 @@ pub struct Args {
     /// repeatable).
     #[arg(long = "lora-dir", value_name = "DIR")]
     lora_dirs: Vec<PathBuf>,
+    /// A folder of hypernetwork `.pt` files for `<hypernet:name:multiplier>` tags, listed by
+    /// `/sdapi/v1/hypernetworks` (searched recursively; repeatable).
+    #[arg(long = "hypernetwork-dir", value_name = "DIR")]
+    hypernetwork_dirs: Vec<PathBuf>,
     /// A folder of upscaler model files (ESRGAN/Real-ESRGAN .pth or .safetensors) for the hires
     /// fix and upscaling, named by file name (searched recursively; repeatable).
     #[arg(long = "upscaler-dir", value_name = "DIR")]
@@ -100,6 +104,7 @@ pub fn run(a: Args) -> Result<()> {
         load: LoadOptions {
             embeddings: a.embeddings.clone(),
             lora_dirs: a.lora_dirs.clone(),
+            hypernetwork_dirs: a.hypernetwork_dirs.clone(),
             upscaler_dirs: a.upscaler_dirs.clone(),
             vae: a.vae.clone(),
             precision: a.precision,

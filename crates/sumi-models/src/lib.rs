@@ -5,6 +5,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod hypernetwork;
 pub mod interpolate;
 mod kernels;
 pub mod networks;
@@ -18,6 +19,7 @@ pub mod vae;
 
 pub use clip::{ClipConfig, ClipTextModel};
 pub use error::{ModelError, Result};
+pub use hypernetwork::{Hypernetwork, Hypernetworks};
 pub use interpolate::{interpolate, LatentUpscaleMode};
 pub use networks::NetworkModule;
 pub use precision::Precision;

@@ -6,6 +6,7 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{ModelError, Result, Shapes};
+use crate::hypernetwork::{Hypernetworks, NO_HYPERNETWORKS};
 use crate::nn::{conv, group_norm, linear, Conv2d, GroupNorm, Linear};
 use crate::unet_blocks::{ResnetBlock, SpatialTransformer, Upsample};
 
@@ -293,6 +294,18 @@ impl UNet {
         ctx: &Tensor,
         res: Option<&Residuals>,
     ) -> Result<Tensor> {
+        self.forward_hyper(x, t, ctx, res, &NO_HYPERNETWORKS)
+    }
+
+    /// [`Self::forward_with`] with `hyper` changing every attention's key/value context.
+    pub fn forward_hyper(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        ctx: &Tensor,
+        res: Option<&Residuals>,
+        hyper: &Hypernetworks,
+    ) -> Result<Tensor> {
         let (b, c, _, _) = x.dims4()?;
         if c != self.cfg.in_channels {
             return Err(ModelError::Input {
@@ -320,7 +333,7 @@ impl UNet {
             for (j, r) in lvl.resnets.iter().enumerate() {
                 h = r.forward(&h, Some(&emb))?;
                 if let Some(a) = lvl.attentions.get(j) {
-                    h = a.forward(&h, ctx)?;
+                    h = a.forward_hyper(&h, ctx, hyper)?;
                 }
                 skips.push(h.clone());
             }
@@ -341,7 +354,7 @@ impl UNet {
             }
         }
         h = self.mid.0.forward(&h, Some(&emb))?;
-        h = self.mid.1.forward(&h, ctx)?;
+        h = self.mid.1.forward_hyper(&h, ctx, hyper)?;
         h = self.mid.2.forward(&h, Some(&emb))?;
         if let Some(res) = res {
             h = (h + &res.mid)?;
@@ -354,7 +367,7 @@ impl UNet {
                 })?;
                 h = r.forward(&Tensor::cat(&[&fit_to_skip(h, &s)?, &s], 1)?, Some(&emb))?;
                 if let Some(a) = lvl.attentions.get(j) {
-                    h = a.forward(&h, ctx)?;
+                    h = a.forward_hyper(&h, ctx, hyper)?;
                 }
             }
             if let Some(u) = &lvl.up {

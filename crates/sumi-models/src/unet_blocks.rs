@@ -6,6 +6,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::error::Result;
+use crate::hypernetwork::{Hypernetworks, NO_HYPERNETWORKS};
 use crate::kernels::tokens;
 use crate::nn::{
     conv, group_norm, layer_norm, linear, multi_head_attention_with, Conv2d, GroupNorm, Linear,
@@ -83,8 +84,23 @@ impl CrossAttention {
 
     /// `x` `[b, n, dim]` attending to `ctx` `[b, m, ctx]` (itself when `None`).
     pub fn forward(&self, x: &Tensor, ctx: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_hyper(x, ctx, &NO_HYPERNETWORKS)
+    }
+
+    /// [`Self::forward`] with `to_k` and `to_v` fed the context as `hyper` changes it (A1111's
+    /// hijacked `CrossAttention.forward`; self-attention's context is `x`).
+    pub fn forward_hyper(
+        &self,
+        x: &Tensor,
+        ctx: Option<&Tensor>,
+        hyper: &Hypernetworks,
+    ) -> Result<Tensor> {
         let c = ctx.unwrap_or(x);
-        let (q, k, v) = (self.q.forward(x)?, self.k.forward(c)?, self.v.forward(c)?);
+        let q = self.q.forward(x)?;
+        let (k, v) = match hyper.apply(c)? {
+            Some((ck, cv)) => (self.k.forward(&ck)?, self.v.forward(&cv)?),
+            None => (self.k.forward(c)?, self.v.forward(c)?),
+        };
         Ok(self.out.forward(&multi_head_attention_with(
             &q,
             &k,
@@ -119,9 +135,15 @@ impl TransformerBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
-        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
-        let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(ctx))? + &x)?;
+    fn forward(&self, x: &Tensor, ctx: &Tensor, hyper: &Hypernetworks) -> Result<Tensor> {
+        let x = (self
+            .attn1
+            .forward_hyper(&self.norm1.forward(x)?, None, hyper)?
+            + x)?;
+        let x = (self
+            .attn2
+            .forward_hyper(&self.norm2.forward(&x)?, Some(ctx), hyper)?
+            + &x)?;
         let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
         let g = if h.device().is_cpu() && h.dtype() == candle_core::DType::F32 {
             crate::kernels::geglu::geglu(&h)?
@@ -161,10 +183,15 @@ impl SpatialTransformer {
 
     /// `x` `[b, c, h, w]`, `ctx` `[b, m, ctx]`.
     pub fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        self.forward_hyper(x, ctx, &NO_HYPERNETWORKS)
+    }
+
+    /// [`Self::forward`] with hypernetworks on every attention's context.
+    pub fn forward_hyper(&self, x: &Tensor, ctx: &Tensor, hyper: &Hypernetworks) -> Result<Tensor> {
         let y = tokens::to_tokens(&self.norm.forward(x)?)?;
         let mut y = self.proj_in.forward(&y)?;
         for blk in &self.blocks {
-            y = blk.forward(&y, ctx)?;
+            y = blk.forward(&y, ctx, hyper)?;
         }
         let y = self.proj_out.forward(&y)?;
         Ok(tokens::add_from_tokens(&y, x)?)

@@ -67,6 +67,8 @@ pub(crate) struct BatchOutcome {
 pub(crate) struct BatchInputs<'a> {
     /// The U-Net with the job's networks merged.
     pub unet: &'a sumi_models::UNet,
+    /// The job's hypernetworks.
+    pub hypernetworks: &'a sumi_models::Hypernetworks,
     /// Infotext keys of the job's networks (`Lora hashes`), after the processing's own.
     pub extra_params: &'a [(String, String)],
     /// The request.
@@ -191,6 +193,7 @@ impl Pipeline {
         let init = inputs.init;
         CfgDenoiser {
             unet: inputs.unet,
+            hypernetworks: inputs.hypernetworks,
             prediction: self.prediction(),
             schedule: &self.schedule,
             cond: inputs.conds.cond,

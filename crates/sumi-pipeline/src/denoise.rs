@@ -11,7 +11,7 @@
 //! fractional timestep, guided ε (a v model's at `ᾱ[int(t)]`), turned into the clean estimate.
 
 use candle_core::{DType, Tensor};
-use sumi_models::UNet;
+use sumi_models::{Hypernetworks, UNet};
 use sumi_sampling::denoiser::{scalings, GuidedPrediction};
 use sumi_sampling::{DiscreteSchedule, Prediction};
 
@@ -21,6 +21,8 @@ use crate::conditioning::{cond_at, MultiCond, ScheduledCond};
 pub struct CfgDenoiser<'a> {
     /// The network.
     pub unet: &'a UNet,
+    /// The hypernetworks on its attention.
+    pub hypernetworks: &'a Hypernetworks,
     /// ε or v.
     pub prediction: Prediction,
     /// The model's discrete noise levels.
@@ -121,7 +123,7 @@ impl CfgDenoiser<'_> {
         };
         let out = self
             .unet
-            .forward(&x_in, &ts, ctx)
+            .forward_hyper(&x_in, &ts, ctx, None, self.hypernetworks)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         match self.prediction {
             Prediction::Epsilon => x + out.affine(c_out, 0.0)?,
@@ -144,7 +146,7 @@ impl CfgDenoiser<'_> {
         };
         let out = self
             .unet
-            .forward(&x_in, &ts, ctx)
+            .forward_hyper(&x_in, &ts, ctx, None, self.hypernetworks)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         match self.prediction {
             Prediction::Epsilon => Ok(out),

@@ -22,7 +22,7 @@ use crate::embedding_report::{load_embeddings, EmbeddingReport};
 use crate::error::{PipelineError, Result};
 use crate::image::effective_size;
 use crate::init::LatentShape;
-use crate::networks::{Active, NetworkState};
+use crate::networks::{Active, HypernetState, NetworkState};
 use crate::request::Request;
 
 /// How to load a pipeline.
@@ -42,6 +42,9 @@ pub struct LoadOptions {
     /// Folders of LoRA/LyCORIS files, used by name in `<lora:name:…>` tags (A1111's
     /// `--lora-dir`); searched recursively, in order.
     pub lora_dirs: Vec<PathBuf>,
+    /// Folders of hypernetwork `.pt` files, used by name in `<hypernet:name:…>` tags (A1111's
+    /// `--hypernetwork-dir`); searched recursively, in order.
+    pub hypernetwork_dirs: Vec<PathBuf>,
     /// Folders of upscaler model files (ESRGAN, Real-ESRGAN, …) for the hires fix and
     /// [`Pipeline::upscale`], listed by file name (A1111's `--esrgan-models-path` and kin).
     pub upscaler_dirs: Vec<PathBuf>,
@@ -111,6 +114,7 @@ pub struct Pipeline {
     pub(crate) clip: Mutex<Option<Arc<ClipTextModel>>>,
     pub(crate) clip_width: usize,
     pub(crate) networks: NetworkState,
+    pub(crate) hypernets: HypernetState,
     pub(crate) embeddings: Vec<Embedding>,
     pub(crate) embedding_report: EmbeddingReport,
     pub(crate) schedule: DiscreteSchedule,
@@ -164,6 +168,7 @@ impl Pipeline {
             clip: Mutex::new(Some(Arc::new(clip))),
             clip_width,
             networks: NetworkState::new(opts.lora_dirs.clone()),
+            hypernets: HypernetState::new(opts.hypernetwork_dirs.clone()),
             embeddings,
             embedding_report,
             schedule: DiscreteSchedule::sd(),
@@ -248,6 +253,7 @@ impl Pipeline {
         // 6. batch by batch: noise → sampler → decode → images
         let inputs = BatchInputs {
             unet: &active.unet,
+            hypernetworks: &active.hypernetworks,
             extra_params: &active.extra_params,
             req,
             plan: &plan,

@@ -10,8 +10,9 @@
 
 use crate::infotext::Parameters;
 
-/// Keys both front ends (`--infotext`/`--from-png`, the API's `infotext`) fill a request from.
-pub const APPLIED: [&str; 21] = [
+/// Keys both front ends (`--infotext`/`--from-png`, the API's `infotext`) fill a request from
+/// (`Hypernet` and its strength become a `<hypernet:…>` tag of the prompt, as A1111 pastes them).
+pub const APPLIED: [&str; 23] = [
     "Steps",
     "Sampler",
     "Schedule type",
@@ -33,6 +34,8 @@ pub const APPLIED: [&str; 21] = [
     "Hires schedule type",
     "Hires prompt",
     "Hires negative prompt",
+    "Hypernet",
+    "Hypernet strength",
 ];
 
 /// Keys that record what was used (checked elsewhere where Sumi can check them) and change

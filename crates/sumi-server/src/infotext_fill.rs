@@ -58,7 +58,8 @@ pub fn apply(endpoint: Endpoint, sent: &mut Map<String, Value>) {
             sent.insert(field.to_string(), value);
         }
     };
-    fill("prompt", json!(p.prompt));
+    // with an old infotext's `Hypernet` appended as a tag, as A1111's parser does
+    fill("prompt", json!(p.with_a1111_defaults().prompt));
     fill("negative_prompt", json!(p.negative_prompt));
     // A1111's paste rule for txt2img: the hires fix is on when the infotext has a denoising
     // strength and any hires size or upscaler

@@ -20,6 +20,7 @@ pub mod convert;
 pub mod error;
 pub mod extras;
 pub mod guard;
+pub mod hypernetworks;
 pub mod images;
 pub mod info;
 pub mod infotext_fill;

@@ -64,9 +64,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         // A1111 lists only extensions installed from a git remote: none here
         .route("/extensions", get(listing::empty_list))
         .route("/prompt-styles", get(listing::empty_list))
-        // Sumi has no hypernetworks (a `<hypernet:…>` tag is named in a warning) and no face
-        // restorers (asking for one is a 422): both lists are empty
-        .route("/hypernetworks", get(listing::empty_list))
+        .route("/hypernetworks", get(crate::hypernetworks::hypernetworks))
+        // Sumi has no face restorers (asking for one is a 422): the list is empty
         .route("/face-restorers", get(listing::empty_list))
         .route("/memory", get(listing::memory))
         .route("/cmd-flags", get(listing::cmd_flags));

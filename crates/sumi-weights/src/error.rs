@@ -120,6 +120,14 @@ pub enum WeightsError {
         /// The problem.
         detail: String,
     },
+    /// A hypernetwork file that cannot be used (see [`crate::hypernetwork`]).
+    #[error("{path}: cannot use this hypernetwork file: {detail}")]
+    BadHypernetwork {
+        /// The file.
+        path: PathBuf,
+        /// The problem.
+        detail: String,
+    },
     /// An error from the tensor library.
     #[error("{path}: tensor `{name}`: {source}")]
     Tensor {

@@ -13,6 +13,7 @@ pub mod dtype;
 pub mod embedding;
 pub mod error;
 pub mod hash;
+pub mod hypernetwork;
 pub mod layout;
 pub mod lora;
 pub mod pickle;

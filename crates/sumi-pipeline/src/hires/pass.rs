@@ -35,6 +35,8 @@ pub(crate) struct HiresRun {
     pub plan: Option<Plan>,
     /// The U-Net with the hires prompt's networks.
     pub unet: Arc<UNet>,
+    /// The hires prompt's hypernetworks.
+    pub hypernetworks: sumi_models::Hypernetworks,
     /// The hires prompt's conditioning.
     pub cond: MultiCond,
     /// The hires negative prompt's conditioning.
@@ -95,8 +97,10 @@ impl Pipeline {
             }
         }
         let prompt = h.prompt(req);
-        let same =
-            prompt == req.prompt || activations(prompt)?.loras == activations(&req.prompt)?.loras;
+        let same = prompt == req.prompt || {
+            let (hr, first) = (activations(prompt)?, activations(&req.prompt)?);
+            hr.loras == first.loras && hr.hypernets == first.hypernets
+        };
         let own;
         let active = if same {
             first
@@ -138,6 +142,7 @@ impl Pipeline {
             upscaler,
             plan,
             unet: active.unet.clone(),
+            hypernetworks: active.hypernetworks.clone(),
             cond,
             uncond,
             params: h.infotext_params(req),
@@ -180,6 +185,7 @@ impl Pipeline {
             (Some(plan), None) => {
                 let inputs = BatchInputs {
                     unet: &hr.unet,
+                    hypernetworks: &hr.hypernetworks,
                     extra_params: first.extra_params,
                     req: first.req,
                     plan,

@@ -1,6 +1,7 @@
 //! Which networks a prompt asks for: A1111's `extra_networks.parse_prompt` tags read as its
 //! `ExtraNetworkParams` and `ExtraNetworkLora.activate` read them (`<lora:name:te:unet:dyn>`,
-//! `te=`, `unet=`, `dyn=`; `lyco` is an alias of `lora`).
+//! `te=`, `unet=`, `dyn=`; `lyco` is an alias of `lora`) and `ExtraNetworkHypernet.activate`
+//! reads `<hypernet:name:multiplier>`.
 
 use sumi_prompt::extra_networks::{extract, ExtraNetwork};
 
@@ -19,12 +20,24 @@ pub struct LoraActivation {
     pub dyn_dim: Option<usize>,
 }
 
-/// The networks of a prompt: the LoRAs to apply, and warnings for tags Sumi does not apply.
+/// One `<hypernet:…>` tag as A1111 activates it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HypernetActivation {
+    /// The name as written (a file stem).
+    pub name: String,
+    /// The multiplier (second positional item; 1 by default).
+    pub multiplier: f64,
+}
+
+/// The networks of a prompt: the LoRAs and hypernetworks to apply, and warnings for tags Sumi
+/// does not apply.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Activations {
     /// The LoRA tags, in prompt order.
     pub loras: Vec<LoraActivation>,
-    /// A line for each tag not applied (an unknown network kind, a hypernetwork).
+    /// The hypernetwork tags, in prompt order.
+    pub hypernets: Vec<HypernetActivation>,
+    /// A line for each tag not applied (an unknown network kind).
     pub warnings: Vec<String>,
 }
 
@@ -38,10 +51,7 @@ pub fn activations(prompt: &str) -> Result<Activations> {
     for tag in &tags {
         match tag.name.as_str() {
             "lora" | "lyco" => out.loras.push(lora(tag)?),
-            "hypernet" => out.warnings.push(format!(
-                "hypernetwork <hypernet:{}> is not applied: Sumi does not read hypernetworks yet",
-                tag.args.join(":")
-            )),
+            "hypernet" => out.hypernets.push(hypernet(tag)?),
             other => {
                 if !unknown.iter().any(|u| u == other) {
                     unknown.push(other.to_string());
@@ -74,6 +84,31 @@ fn params(tag: &ExtraNetwork) -> (Vec<&str>, Vec<(&str, &str)>) {
         }
     }
     (positional, named)
+}
+
+fn tag_error(tag: &ExtraNetwork, detail: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Request {
+        field: "prompt",
+        detail: format!("<{}:{}>{detail}", tag.name, tag.args.join(":")),
+    }
+}
+
+/// `ExtraNetworkHypernet.activate`: the first positional item is the name, the second (if
+/// any) `float()`-ed into the multiplier; named items are ignored, as A1111 ignores them.
+fn hypernet(tag: &ExtraNetwork) -> Result<HypernetActivation> {
+    let (positional, _) = params(tag);
+    let name = positional
+        .first()
+        .ok_or_else(|| tag_error(tag, " names no network"))?;
+    let multiplier = match positional.get(1) {
+        Some(s) => py_float(s)
+            .ok_or_else(|| tag_error(tag, format!(": could not convert string to float: '{s}'")))?,
+        None => 1.0,
+    };
+    Ok(HypernetActivation {
+        name: name.to_string(),
+        multiplier,
+    })
 }
 
 fn lora(tag: &ExtraNetwork) -> Result<LoraActivation> {
@@ -193,13 +228,27 @@ mod tests {
     fn other_kinds_are_named_in_warnings() {
         let a = activations("<hypernet:h:1> <foo:1> <foo:2> <lora:l>").unwrap();
         assert_eq!(a.loras.len(), 1);
-        assert_eq!(
-            a.warnings,
-            [
-                "hypernetwork <hypernet:h:1> is not applied: Sumi does not read hypernetworks yet",
-                "Skipping unknown extra network: foo"
-            ]
+        assert_eq!(a.hypernets.len(), 1);
+        assert_eq!(a.warnings, ["Skipping unknown extra network: foo"]);
+    }
+
+    #[test]
+    fn hypernet_tags_as_a1111_reads_them() {
+        let a =
+            activations("x <hypernet:anime> <hypernet:sub: 0.5 :k=2> <hypernet:a:-1e-1>").unwrap();
+        let got: Vec<(&str, f64)> = a
+            .hypernets
+            .iter()
+            .map(|h| (h.name.as_str(), h.multiplier))
+            .collect();
+        assert_eq!(got, [("anime", 1.0), ("sub", 0.5), ("a", -0.1)]);
+        let e = activations("<hypernet:h:much>").unwrap_err().to_string();
+        assert!(
+            e.contains("<hypernet:h:much>") && e.contains("'much'"),
+            "{e}"
         );
+        let e = activations("<hypernet:k=1>").unwrap_err().to_string();
+        assert!(e.contains("names no network"), "{e}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The extra-networks stage (A1111's built-in Lora extension): the `<lora:…>` tags of the
 //! prompt resolved in the LoRA folders, read against the loaded model and merged into the
 //! U-Net's and the text encoder's weights before the job runs, as A1111 merges them by default;
-//! `Lora hashes` for the infotext; a warning for every tag or key not applied.
+//! `Lora hashes` for the infotext; a warning for every tag or key not applied. The
+//! `<hypernet:…>` tags' hypernetworks go with the job to the U-Net's attention ([`hypernet`]).
 
 mod activation;
+pub mod hypernet;
 mod patch;
 mod state;
 
@@ -11,12 +13,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor};
-use sumi_models::{ClipTextModel, UNet};
+use sumi_models::{ClipTextModel, Hypernetworks, UNet};
 use sumi_weights::embedding::Embedding;
 use sumi_weights::lora::TargetIndex;
 use sumi_weights::TensorPatch;
 
-pub use activation::{activations, Activations, LoraActivation};
+pub use activation::{activations, Activations, HypernetActivation, LoraActivation};
+pub(crate) use hypernet::HypernetState;
+pub use hypernet::{list_hypernetworks, HypernetworkOnDisk};
 pub(crate) use state::NetworkState;
 pub use sumi_weights::lora::NetworkOnDisk;
 
@@ -35,6 +39,8 @@ pub(crate) struct Active {
     pub unet: Arc<UNet>,
     /// The text encoder with the job's networks merged.
     pub clip: Arc<ClipTextModel>,
+    /// The job's hypernetworks, for the U-Net's attention.
+    pub hypernetworks: Hypernetworks,
     /// The embedding folder's embeddings and the networks' bundled ones.
     pub embeddings: Vec<Embedding>,
     /// `Lora hashes` for the infotext, when any network has one.
@@ -121,6 +127,19 @@ impl Pipeline {
             self.networks
                 .resolve(&asked.loras, weights, index, self.clip_width, &mut warnings)?
         };
+        let hypernetworks = if asked.hypernets.is_empty() {
+            self.hypernets.resolve(&[], &[], &mut warnings)?
+        } else {
+            let cfg = self.checkpoint.unet_config()?;
+            let mut widths = vec![cfg.context_dim];
+            for (&c, &attn) in cfg.block_channels.iter().zip(&cfg.attention) {
+                if attn && !widths.contains(&c) {
+                    widths.push(c);
+                }
+            }
+            self.hypernets
+                .resolve(&asked.hypernets, &widths, &mut warnings)?
+        };
         if let Some(recorded) = &req.lora_hashes {
             warnings.extend(hash_mismatches(&resolved, recorded));
         }
@@ -145,6 +164,7 @@ impl Pipeline {
         Ok(Active {
             unet,
             clip,
+            hypernetworks,
             embeddings,
             extra_params: lora_hashes(&resolved),
             warnings,

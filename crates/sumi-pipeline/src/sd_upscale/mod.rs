@@ -264,7 +264,7 @@ impl Pipeline {
             let (image, latents, stop) = self.sd_upscale_iteration(
                 &run,
                 &batch_req,
-                (&active.unet, conds),
+                (&active, conds),
                 &plan,
                 n,
                 on_step,
@@ -313,7 +313,7 @@ impl Pipeline {
         &self,
         run: &TileRun<'_>,
         batch_req: &Request,
-        (unet, conds): (&sumi_models::UNet, Conds<'_>),
+        (active, conds): (&crate::networks::Active, Conds<'_>),
         plan: &Plan,
         n: u32,
         on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
@@ -340,7 +340,8 @@ impl Pipeline {
             let (seeds, subseeds) =
                 batch_seeds(start + b as u64, subseed, req.subseed_strength, chunk.len());
             let inputs = BatchInputs {
-                unet,
+                unet: &active.unet,
+                hypernetworks: &active.hypernetworks,
                 extra_params: &[],
                 req: &req,
                 plan,

@@ -159,3 +159,60 @@ impl ImageFixture {
         c
     }
 }
+
+/// An end-to-end fixture folder (`cases.json` with `size` and an `e2e` list, `e2e.safetensors`)
+/// and the img2img source picture its cases share.
+pub struct E2e {
+    /// `cases.json`.
+    pub doc: Value,
+    /// Its `e2e` cases.
+    pub cases: Vec<Value>,
+    /// `e2e.safetensors`.
+    pub reference: HashMap<String, Tensor>,
+    /// `fixtures/generate/init.png`.
+    pub init: image::RgbImage,
+}
+
+impl E2e {
+    /// `fixtures/<folder>`, guarded to hold exactly `n` cases.
+    pub fn open(folder: &str, n: usize) -> Self {
+        let path = root().join(folder).join("cases.json");
+        let doc = sumi_testkit::fixture::read_json(&path).unwrap();
+        let cases = Cases::<Value>::from_document(&path, &doc, "/e2e")
+            .and_then(|c| c.exactly(n))
+            .unwrap()
+            .into_iter()
+            .collect();
+        let init = image::open(root().join("generate/init.png"))
+            .unwrap()
+            .to_rgb8();
+        Self {
+            reference: reference(&format!("{folder}/e2e.safetensors")),
+            doc,
+            cases,
+            init,
+        }
+    }
+
+    /// Runs case `c` (its prompts as typed) on `pipe`: the request, the images, the warnings.
+    pub fn render(
+        &self,
+        pipe: &sumi_pipeline::Pipeline,
+        c: &Value,
+    ) -> (
+        sumi_pipeline::Request,
+        Vec<sumi_pipeline::Generated>,
+        Vec<String>,
+    ) {
+        let size = self.doc["size"].as_u64().unwrap() as u32;
+        let prompts = (
+            c["prompt"].as_str().unwrap(),
+            c["negative_prompt"].as_str().unwrap(),
+        );
+        let req = case_request(c, size, prompts, &self.init);
+        let (out, warnings) = pipe
+            .generate(&req, &mut |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
+        (req, out, warnings)
+    }
+}

@@ -387,3 +387,36 @@ fn an_embeddings_list_is_empty_without_embeddings() {
         json!({"loaded": {}, "skipped": {}})
     );
 }
+
+#[test]
+fn hypernetworks_are_listed_as_a1111_lists_them() {
+    let d = tempfile::tempdir().unwrap();
+    let folder = d.path().join("hn");
+    for f in [
+        "b.pt",
+        "sub/a.pt",
+        "sub/b.pt",
+        ".hidden/c.pt",
+        "None.pt",
+        "e.ckpt",
+    ] {
+        let p = folder.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"x").unwrap();
+    }
+    let mut c = config(d.path());
+    c.load.hypernetwork_dirs = vec![folder.clone()];
+    let s = TestServer::start(c, Fake::new(0));
+    let path = |f: &str| folder.join(f).to_string_lossy().into_owned();
+    // A1111's dict: the later `b` (sorted by path) replaces the first in its place
+    assert_eq!(
+        get(&s, "/sdapi/v1/hypernetworks"),
+        (
+            200,
+            json!([
+                {"name": "b", "path": path("sub/b.pt")},
+                {"name": "a", "path": path("sub/a.pt")},
+            ])
+        )
+    );
+}
