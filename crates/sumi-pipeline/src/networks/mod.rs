@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor};
+use sumi_models::nn::Reload;
 use sumi_models::{ClipTextModel, UNet};
 use sumi_weights::embedding::Embedding;
 use sumi_weights::lora::TargetIndex;
@@ -24,7 +25,7 @@ use crate::error::Result;
 use crate::generate::Pipeline;
 use crate::request::Request;
 use patch::{add_errors, errors_line, LayerNetwork, MergePatch};
-use state::{layers, Resolved, SetKey};
+use state::{layers, Built, Resolved};
 
 /// Canonical tensor name → merged tensor.
 pub type MergedTensors = Vec<(String, Tensor)>;
@@ -113,6 +114,11 @@ impl Pipeline {
     pub(crate) fn activate_networks(&self, req: &Request) -> Result<Active> {
         let asked = activations(&req.prompt)?;
         let mut warnings = asked.warnings;
+        *self
+            .networks
+            .update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = NetworkUpdate::default();
         let resolved = if asked.loras.is_empty() {
             Vec::new()
         } else {
@@ -157,13 +163,17 @@ impl Pipeline {
         warnings: &mut Vec<String>,
         errors: &mut Vec<(String, usize)>,
     ) -> Result<Arc<UNet>> {
-        let (layers, key) = layers(resolved, false);
-        let build = |patch: Option<&dyn TensorPatch>| {
-            self.checkpoint
-                .unet_patched(self.weight_dtype, &self.device, patch)
+        let (layers, want) = layers(resolved, false);
+        let net = Net {
+            label: "unet",
+            build: &|patch| {
+                self.checkpoint
+                    .unet_patched(self.weight_dtype, &self.device, patch)
+            },
+            layers_of: UNet::layers_mut,
         };
         let slots = (&self.unet, &self.networks.unet_set);
-        self.rebuilt(slots, key, layers, build, (warnings, errors))
+        self.rebuilt(slots, want, layers, &net, (warnings, errors))
     }
 
     fn clip_with(
@@ -172,38 +182,71 @@ impl Pipeline {
         warnings: &mut Vec<String>,
         errors: &mut Vec<(String, usize)>,
     ) -> Result<Arc<ClipTextModel>> {
-        let (layers, key) = layers(resolved, true);
-        let build = |patch: Option<&dyn TensorPatch>| {
-            self.checkpoint
-                .clip_patched(self.weight_dtype, &self.device, patch)
+        let (layers, want) = layers(resolved, true);
+        let net = Net {
+            label: "text_encoder",
+            build: &|patch| {
+                self.checkpoint
+                    .clip_patched(self.weight_dtype, &self.device, patch)
+            },
+            layers_of: ClipTextModel::layers_mut,
         };
         let slots = (&self.clip, &self.networks.clip_set);
-        self.rebuilt(slots, key, layers, build, (warnings, errors))
+        self.rebuilt(slots, want, layers, &net, (warnings, errors))
     }
 
-    /// The network in `slot`, rebuilt with `layers` merged when the set it holds is not `key`.
-    /// The old one is dropped first (never two in memory); a build that fails leaves the
+    /// The network in `slot` brought to the networks `want` (merged from `layers`) when it
+    /// holds others: in place, loading again only the layers whose networks changed, when the
+    /// network is not in use elsewhere and every such layer can be loaded again; else built
+    /// again whole (the old one dropped first: never two in memory). A failure leaves the
     /// checkpoint's own network in the slot and the error.
     fn rebuilt<T>(
         &self,
-        (slot, set): (&Mutex<Option<Arc<T>>>, &Mutex<SetKey>),
-        key: SetKey,
+        (slot, built): (&Mutex<Option<Arc<T>>>, &Mutex<Built>),
+        want: Built,
         layers: HashMap<String, Vec<LayerNetwork>>,
-        build: impl Fn(Option<&dyn TensorPatch>) -> Result<T>,
+        net: &Net<'_, T>,
         (warnings, errors): (&mut Vec<String>, &mut Vec<(String, usize)>),
     ) -> Result<Arc<T>> {
-        let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+        let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let (true, Some(current)) = (*set == key, slot.as_ref()) {
+        if let (true, Some(current)) = (built.key == want.key, slot.as_ref()) {
             return Ok(current.clone());
         }
-        *slot = None;
-        set.clear();
+        let changed = built.changed(&want.layers);
         let patch = MergePatch::new(&self.checkpoint.weights, layers);
-        let built = match build(Some(&patch)) {
-            Ok(b) => Arc::new(b),
+        let in_place = match slot.as_mut() {
+            Some(arc) => match Arc::get_mut(arc) {
+                Some(model) => self
+                    .reload_layers(model, net, &changed, &patch)
+                    .map(|r| r.map(|()| arc.clone())),
+                None => None,
+            },
+            None => None,
+        };
+        let mut update = self
+            .networks
+            .update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let outcome = match in_place {
+            Some(done) => {
+                update.reloaded.extend(changed);
+                done
+            }
+            None => {
+                update.rebuilt.push(net.label);
+                *slot = None;
+                *built = Built::default();
+                (net.build)(Some(&patch)).map(Arc::new)
+            }
+        };
+        let model = match outcome {
+            Ok(m) => m,
             Err(e) => {
-                *slot = Some(Arc::new(build(None)?));
+                *slot = None;
+                *built = Built::default();
+                *slot = Some(Arc::new((net.build)(None)?));
                 return Err(e);
             }
         };
@@ -213,10 +256,68 @@ impl Pipeline {
                 "{m}: the network's bias is not applied (the layer has none)"
             ));
         }
-        *slot = Some(built.clone());
-        *set = key;
-        Ok(built)
+        *slot = Some(model.clone());
+        *built = want;
+        Ok(model)
     }
+
+    /// Loads the `changed` layers of `model` again through `patch`; `None` (nothing done) when
+    /// one of them is not a layer that can be loaded again.
+    fn reload_layers<T>(
+        &self,
+        model: &mut T,
+        net: &Net<'_, T>,
+        changed: &[String],
+        patch: &MergePatch<'_>,
+    ) -> Option<Result<()>> {
+        let mut found: Vec<&mut dyn Reload> = (net.layers_of)(model)
+            .into_iter()
+            .filter(|l| {
+                changed
+                    .binary_search_by(|c| c.as_str().cmp(l.name()))
+                    .is_ok()
+            })
+            .collect();
+        if found.len() != changed.len() {
+            return None;
+        }
+        let (dtype, dev) = (self.weight_dtype, &self.device);
+        Some(
+            self.checkpoint
+                .reload_layers(&mut found, dtype, dev, Some(patch)),
+        )
+    }
+
+    /// How the last job's networks were brought into the U-Net and the text encoder: the
+    /// layers loaded again in place, the networks built again whole. For checks and tools.
+    pub fn last_network_update(&self) -> NetworkUpdate {
+        self.networks
+            .update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// How one network (U-Net or text encoder) is built and loaded again.
+struct Net<'a, T> {
+    /// Its name in [`NetworkUpdate::rebuilt`].
+    label: &'static str,
+    /// Builds it whole, with a patch over the checkpoint's tensors.
+    build: &'a dyn Fn(Option<&dyn TensorPatch>) -> Result<T>,
+    /// Its layers that can be loaded again.
+    layers_of: fn(&mut T) -> Vec<&mut dyn Reload>,
+}
+
+/// How a job's networks were brought into the U-Net and the text encoder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkUpdate {
+    /// The layers loaded again in place (canonical module prefixes: `unet.…`,
+    /// `text_encoder.…`), text encoder first, each network's sorted.
+    pub reloaded: Vec<String>,
+    /// The networks built again whole (`unet`, `text_encoder`): one of the layers to change
+    /// cannot be loaded in place (a LayerNorm), or the network was in use elsewhere.
+    pub rebuilt: Vec<&'static str>,
 }
 
 /// A1111's `Lora hashes`: `name: shorthash` per network loaded (the name as the prompt gives
