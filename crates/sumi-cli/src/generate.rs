@@ -486,6 +486,8 @@ fn run(c: &Common, req: Request) -> Result<()> {
         vae: c.vae.clone(),
         taesd_decoder: c.taesd_decoder.clone(),
         precision: c.precision,
+        // one job: its LoRAs are merged as the networks are built
+        first_prompt: Some(req.prompt.clone()),
         ..Default::default()
     };
     let t0 = Instant::now();

@@ -13,8 +13,14 @@ mod common;
 use common::{root, tiny_model};
 
 fn pipeline(dir: &std::path::Path) -> Pipeline {
+    pipeline_for(dir, None)
+}
+
+/// The tiny SD1 pipeline, built with the LoRAs of `first` merged.
+fn pipeline_for(dir: &std::path::Path, first: Option<&str>) -> Pipeline {
     let opts = LoadOptions {
         lora_dirs: vec![root().join("lora").join("sd1")],
+        first_prompt: first.map(|l| request(l).prompt),
         ..Default::default()
     };
     Pipeline::load(&tiny_model("sd1", dir), &opts).unwrap()
@@ -33,14 +39,17 @@ fn request(loras: &str) -> Request {
 
 /// The image and latents of one job, and how its networks were brought in.
 fn run(pipe: &Pipeline, loras: &str) -> (Vec<u8>, Vec<f32>, NetworkUpdate) {
+    let (image, latents, _, update) = run_warned(pipe, loras);
+    (image, latents, update)
+}
+
+/// [`run`] with the job's warnings.
+fn run_warned(pipe: &Pipeline, loras: &str) -> (Vec<u8>, Vec<f32>, Vec<String>, NetworkUpdate) {
     let go = &mut |_: &sumi_pipeline::Progress<'_>| std::ops::ControlFlow::Continue(());
-    let (out, _) = pipe.generate(&request(loras), go).unwrap();
+    let (out, warnings) = pipe.generate(&request(loras), go).unwrap();
     let latents = out[0].latents.flatten_all().unwrap().to_vec1().unwrap();
-    (
-        out[0].image.as_raw().clone(),
-        latents,
-        pipe.last_network_update(),
-    )
+    let image = out[0].image.as_raw().clone();
+    (image, latents, warnings, pipe.last_network_update())
 }
 
 /// The layers (canonical module prefixes) the LoRAs of `loras` change.
@@ -121,4 +130,34 @@ fn a_layer_that_cannot_be_reloaded_builds_the_network_again_and_restores_exactly
     let (after, _, _) = run(&pipe, "");
     assert_ne!(with, plain);
     assert_eq!(after, plain);
+}
+
+#[test]
+fn a_pipeline_built_with_the_first_jobs_loras_merges_nothing_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // two networks, one failing on 4 layers (A1111's "Networks with errors"), one unknown
+    let loras = " <lora:lora_kohya:0.7> <lora:glora_lycoris4:0.5> <lora:no_such_lora:1>";
+    let later = pipeline(dir.path());
+    let (want, want_latents, want_warnings, u) = run_warned(&later, loras);
+    assert!(!u.reloaded.is_empty());
+    assert!(want_warnings.iter().any(|w| w.contains("no_such_lora")));
+    let errors = "Networks with errors: glora_lycoris4 (4)";
+    assert!(
+        want_warnings.iter().any(|w| w == errors),
+        "{want_warnings:?}"
+    );
+    let first = pipeline_for(dir.path(), Some(loras));
+    let (got, got_latents, got_warnings, u) = run_warned(&first, loras);
+    assert_eq!(
+        u,
+        NetworkUpdate::default(),
+        "built with them: nothing to merge"
+    );
+    assert_eq!(got, want);
+    assert_eq!(got_latents, want_latents);
+    assert_eq!(got_warnings, want_warnings);
+    // and the restore from there is exact
+    let (none, _, u) = run(&first, "");
+    assert_eq!(reloaded(&u), touched(&first, loras));
+    assert_eq!(none, run(&pipeline(dir.path()), "").0);
 }

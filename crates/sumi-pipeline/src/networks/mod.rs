@@ -4,6 +4,7 @@
 //! `Lora hashes` for the infotext; a warning for every tag or key not applied.
 
 mod activation;
+mod first;
 mod patch;
 mod state;
 
@@ -18,6 +19,7 @@ use sumi_weights::lora::TargetIndex;
 use sumi_weights::TensorPatch;
 
 pub use activation::{activations, Activations, LoraActivation};
+pub(crate) use first::first_build;
 pub(crate) use state::NetworkState;
 pub use sumi_weights::lora::NetworkOnDisk;
 
@@ -211,6 +213,10 @@ impl Pipeline {
         let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
         if let (true, Some(current)) = (built.key == want.key, slot.as_ref()) {
+            if let Some((e, dropped)) = built.unreported.take() {
+                add_errors(errors, e);
+                warnings.extend(dropped_bias_warnings(dropped));
+            }
             return Ok(current.clone());
         }
         let changed = built.changed(&want.layers);
@@ -251,11 +257,7 @@ impl Pipeline {
             }
         };
         add_errors(errors, patch.errors());
-        for m in patch.dropped_bias() {
-            warnings.push(format!(
-                "{m}: the network's bias is not applied (the layer has none)"
-            ));
-        }
+        warnings.extend(dropped_bias_warnings(patch.dropped_bias()));
         *slot = Some(model.clone());
         *built = want;
         Ok(model)
@@ -297,6 +299,13 @@ impl Pipeline {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
+
+/// A warning for each layer whose networks' bias was not applied.
+fn dropped_bias_warnings(layers: Vec<String>) -> impl Iterator<Item = String> {
+    layers
+        .into_iter()
+        .map(|m| format!("{m}: the network's bias is not applied (the layer has none)"))
 }
 
 /// How one network (U-Net or text encoder) is built and loaded again.

@@ -15,7 +15,7 @@ use sumi_weights::lora::{read_network, AttentionPart, NetworkLibrary, NetworkOnD
 use sumi_weights::Weights;
 
 use super::activation::LoraActivation;
-use super::patch::LayerNetwork;
+use super::patch::{ErrorCounts, LayerNetwork};
 use crate::error::{PipelineError, Result};
 
 /// One network file read against the loaded model, ready to merge.
@@ -53,6 +53,9 @@ pub(crate) struct Built {
     /// Per layer (canonical module prefix), the networks merged into it, in order: (file,
     /// multiplier, rank limit, mtime), as in [`SetKey`].
     pub layers: HashMap<String, SetKey>,
+    /// What a merge done before any job reported (error counts, layers whose networks' bias
+    /// was not applied), for the first job to report.
+    pub unreported: Option<(ErrorCounts, Vec<String>)>,
 }
 
 impl Built {
