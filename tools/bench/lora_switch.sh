@@ -2,7 +2,9 @@
 # What applying and switching LoRAs costs, on the full-size random SD1.5 (issue 15, point 3).
 #
 #   tools/bench/lora_switch.sh    PRECISION=auto|f32|bf16 (default auto, the CLI's default);
-#                                 SUMI=<binary> skips the build
+#                                 SUMI=<binary> skips the build; REF_STEPS=<n> runs the
+#                                 reference job with n steps instead of 20 while iterating
+#                                 (the RSS lines hold, the ratios are not the issue's)
 #
 # Sets up (once, under the gitignored tools/bench/work, shared with run.sh) the random
 # checkpoint and two rank-32 kohya LoRA/LoCon files over every U-Net attention linear, resnet

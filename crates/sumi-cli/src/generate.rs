@@ -506,6 +506,8 @@ fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
         vae: c.vae.clone(),
         taesd_decoder: c.taesd_decoder.clone(),
         precision: c.precision,
+        // one job: its LoRAs are merged as the networks are built
+        first_prompt: Some(req.prompt.clone()),
         ..Default::default()
     };
     let t0 = Instant::now();

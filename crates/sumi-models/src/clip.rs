@@ -7,7 +7,7 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 
 use crate::error::{ModelError, Result, Shapes};
-use crate::nn::{attention, layer_norm, linear, merge_heads, split_heads, Linear};
+use crate::nn::{attention, layer_norm, linear, merge_heads, split_heads, Linear, Reload};
 
 /// Text encoder hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,4 +224,23 @@ fn causal_mask(n: usize, dev: &Device, dtype: DType) -> Result<Tensor> {
         .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Ok(Tensor::from_vec(v, (n, n), dev)?.to_dtype(dtype)?)
+}
+
+impl ClipTextModel {
+    /// Its layers that can be loaded again by name ([`Reload`]): every linear layer (not the
+    /// embeddings or the LayerNorms).
+    pub fn layers_mut(&mut self) -> Vec<&mut dyn Reload> {
+        let mut out: Vec<&mut dyn Reload> = Vec::new();
+        for l in &mut self.layers {
+            out.extend([
+                &mut l.q as &mut dyn Reload,
+                &mut l.k,
+                &mut l.v,
+                &mut l.out,
+                &mut l.fc1,
+                &mut l.fc2,
+            ]);
+        }
+        out
+    }
 }

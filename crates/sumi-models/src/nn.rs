@@ -10,6 +10,9 @@ use crate::error::Result;
 use crate::kernels::conv_bf16::PackedConv;
 use crate::kernels::linear_bf16::PackedLinear;
 
+mod reload;
+pub use reload::Reload;
+
 /// A `k`×`k` convolution with bias, `same` padding for odd `k`.
 pub fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Conv2d> {
     conv_cfg(vb, cin, cout, k, stride, k / 2, true)
@@ -26,12 +29,14 @@ pub fn conv_cfg(
     padding: usize,
     bias: bool,
 ) -> Result<Conv2d> {
+    let shape = (cin, cout, k, bias);
     let bias = if bias {
         param(&vb, cout, "bias")?
     } else {
         Tensor::zeros(cout, param_dtype(&vb), vb.device())?
     };
     let device = vb.device().clone();
+    let name = vb.prefix();
     let kernel = if is_bf16(&vb) {
         // decoded to f32 (exact for f16/bf16 files), packed, and the f32 copy dropped
         let weight = param(&vb, (cout, cin, k, k), "weight")?;
@@ -49,7 +54,18 @@ pub fn conv_cfg(
         device,
         stride,
         padding,
+        spec: Box::new(ConvSpec { name, shape }),
     })
+}
+
+/// What a convolution was built from, to load it again (boxed: a convolution is in every
+/// block, and this is only read when its weights change).
+#[derive(Debug, Clone)]
+struct ConvSpec {
+    /// The builder's prefix it was built under (its canonical name).
+    name: String,
+    /// `(cin, cout, k, bias)`.
+    shape: (usize, usize, usize, bool),
 }
 
 /// Runs `f` on the f32 elements of `t` (CPU), without copying a contiguous tensor.
@@ -110,6 +126,7 @@ pub struct Conv2d {
     device: Device,
     stride: usize,
     padding: usize,
+    spec: Box<ConvSpec>,
 }
 
 impl Conv2d {
@@ -171,6 +188,8 @@ impl Module for Conv2d {
 /// A linear layer (`weight` is `[out, in]`; 1×1 kernels are accepted by the weight store).
 /// A bf16 `VarBuilder` gives the bf16 compute path (the crate's packed bf16 linear kernel).
 pub fn linear(vb: VarBuilder, cin: usize, cout: usize, bias: bool) -> Result<Linear> {
+    let name = vb.prefix();
+    let shape = (cin, cout, bias);
     let b = if bias {
         Some(param(&vb, cout, "bias")?)
     } else {
@@ -180,15 +199,23 @@ pub fn linear(vb: VarBuilder, cin: usize, cout: usize, bias: bool) -> Result<Lin
         let w = param(&vb, (cout, cin), "weight")?;
         let b = b.map(|b| b.to_vec1::<f32>()).transpose()?;
         let packed = with_f32(&w, |w| PackedLinear::new(w, b, cin, cout))?;
-        return Ok(Linear(LinearKind::Bf16(Arc::new(packed))));
+        let kind = LinearKind::Bf16(Arc::new(packed));
+        return Ok(Linear { kind, name, shape });
     }
     let w = vb.get((cout, cin), "weight")?;
-    Ok(Linear(LinearKind::F32(candle_nn::Linear::new(w, b))))
+    let kind = LinearKind::F32(candle_nn::Linear::new(w, b));
+    Ok(Linear { kind, name, shape })
 }
 
 /// A linear layer: candle's over f32 (or f16/bf16) tensors, or packed bf16 weights.
 #[derive(Debug, Clone)]
-pub struct Linear(LinearKind);
+pub struct Linear {
+    kind: LinearKind,
+    /// The builder's prefix it was built under (its canonical name).
+    name: String,
+    /// `(cin, cout, bias)` as built.
+    shape: (usize, usize, bool),
+}
 
 #[derive(Debug, Clone)]
 enum LinearKind {
@@ -199,13 +226,13 @@ enum LinearKind {
 impl Linear {
     /// Whether the weights are packed bf16 (the bf16 compute path).
     pub fn is_bf16(&self) -> bool {
-        matches!(self.0, LinearKind::Bf16(_))
+        matches!(self.kind, LinearKind::Bf16(_))
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match &self.0 {
+        match &self.kind {
             LinearKind::F32(l) => l.forward(x),
             LinearKind::Bf16(p) => crate::kernels::linear_bf16::linear_bf16(x, p),
         }
@@ -217,6 +244,7 @@ pub fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> R
     let weight = param(&vb, channels, "weight")?;
     let bias = param(&vb, channels, "bias")?;
     Ok(GroupNorm {
+        name: vb.prefix(),
         inner: candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?,
         weight,
         bias,
@@ -229,6 +257,8 @@ pub fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> R
 /// it in every residual block.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
+    /// The builder's prefix it was built under (its canonical name).
+    name: String,
     inner: candle_nn::GroupNorm,
     weight: Tensor,
     bias: Tensor,

@@ -7,8 +7,8 @@ use candle_nn::VarBuilder;
 
 use crate::error::{ModelError, Result, Shapes};
 use crate::hypernetwork::{Hypernetworks, NO_HYPERNETWORKS};
-use crate::nn::{conv, group_norm, linear, Conv2d, GroupNorm, Linear};
-use crate::unet_blocks::{ResnetBlock, SpatialTransformer, Upsample};
+use crate::nn::{conv, group_norm, linear, Conv2d, GroupNorm, Linear, Reload};
+use crate::unet_blocks::{Layers, ResnetBlock, SpatialTransformer, Upsample};
 
 /// U-Net hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -391,4 +391,31 @@ fn fit_to_skip(h: Tensor, skip: &Tensor) -> Result<Tensor> {
         return Ok(h);
     }
     Ok(h.upsample_nearest2d(sh, sw)?)
+}
+
+impl UNet {
+    /// Its layers that can be loaded again by name ([`Reload`]): every convolution, linear
+    /// layer and GroupNorm (not the transformer blocks' LayerNorms).
+    pub fn layers_mut(&mut self) -> Vec<&mut dyn Reload> {
+        let mut out: Vec<&mut dyn Reload> =
+            vec![&mut self.conv_in, &mut self.time1, &mut self.time2];
+        let (m0, m1, m2) = &mut self.mid;
+        m0.layers_mut(&mut out);
+        m1.layers_mut(&mut out);
+        m2.layers_mut(&mut out);
+        for l in self.down.iter_mut().chain(self.up.iter_mut()) {
+            for r in &mut l.resnets {
+                r.layers_mut(&mut out);
+            }
+            for a in &mut l.attentions {
+                a.layers_mut(&mut out);
+            }
+            out.extend(l.down.as_mut().map(|d| d as &mut dyn Reload));
+            if let Some(u) = &mut l.up {
+                u.layers_mut(&mut out);
+            }
+        }
+        out.extend([&mut self.norm_out as &mut dyn Reload, &mut self.conv_out]);
+        out
+    }
 }

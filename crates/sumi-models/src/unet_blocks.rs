@@ -10,6 +10,7 @@ use crate::hypernetwork::{Hypernetworks, NO_HYPERNETWORKS};
 use crate::kernels::tokens;
 use crate::nn::{
     conv, group_norm, layer_norm, linear, multi_head_attention_with, Conv2d, GroupNorm, Linear,
+    Reload,
 };
 
 /// A residual block with a time-embedding projection (`time_emb_proj`), or without one (VAE).
@@ -215,5 +216,49 @@ impl Upsample {
     /// Upsamples `x` ×2 and convolves.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.conv.forward_upsampled2x(x)?)
+    }
+}
+
+/// The blocks' layers that can be loaded again by name (see [`Reload`]), appended to `out`.
+pub(crate) trait Layers {
+    /// Appends the block's reloadable layers.
+    fn layers_mut<'a>(&'a mut self, out: &mut Vec<&'a mut dyn Reload>);
+}
+
+impl Layers for ResnetBlock {
+    fn layers_mut<'a>(&'a mut self, out: &mut Vec<&'a mut dyn Reload>) {
+        out.extend([&mut self.norm1 as &mut dyn Reload, &mut self.conv1]);
+        out.extend(self.time.as_mut().map(|t| t as &mut dyn Reload));
+        out.extend([&mut self.norm2 as &mut dyn Reload, &mut self.conv2]);
+        out.extend(self.shortcut.as_mut().map(|s| s as &mut dyn Reload));
+    }
+}
+
+impl Layers for CrossAttention {
+    fn layers_mut<'a>(&'a mut self, out: &mut Vec<&'a mut dyn Reload>) {
+        out.extend([
+            &mut self.q as &mut dyn Reload,
+            &mut self.k,
+            &mut self.v,
+            &mut self.out,
+        ]);
+    }
+}
+
+impl Layers for SpatialTransformer {
+    fn layers_mut<'a>(&'a mut self, out: &mut Vec<&'a mut dyn Reload>) {
+        out.extend([&mut self.norm as &mut dyn Reload, &mut self.proj_in]);
+        for b in &mut self.blocks {
+            b.attn1.layers_mut(out);
+            b.attn2.layers_mut(out);
+            out.extend([&mut b.ff_in as &mut dyn Reload, &mut b.ff_out]);
+        }
+        out.push(&mut self.proj_out);
+    }
+}
+
+impl Layers for Upsample {
+    fn layers_mut<'a>(&'a mut self, out: &mut Vec<&'a mut dyn Reload>) {
+        out.push(&mut self.conv);
     }
 }

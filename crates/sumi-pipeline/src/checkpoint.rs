@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
+use sumi_models::nn::Reload;
 use sumi_models::{ClipConfig, ClipTextModel, UNet, UNetConfig, Vae, VaeConfig};
 use sumi_weights::layout::{TEXT_ENCODER, UNET, VAE};
 use sumi_weights::{detect, ModelFacts, Prediction, PredictionSource, TensorPatch, Weights};
@@ -162,6 +163,23 @@ impl Checkpoint {
                 .var_builder_preloaded(UNET, dtype, dev, patch)?
         };
         UNet::new(vb.pp("unet"), self.unet_config()?).map_err(|e| self.model_err(e))
+    }
+
+    /// Loads `layers` of a built U-Net or text encoder again from the checkpoint's tensors
+    /// with `patch` applied ([`sumi_models::nn::Reload`]), decoded as [`Self::unet_patched`]
+    /// and [`Self::clip_patched`] decode them.
+    pub fn reload_layers(
+        &self,
+        layers: &mut [&mut dyn Reload],
+        dtype: DType,
+        dev: &Device,
+        patch: Option<&dyn TensorPatch>,
+    ) -> Result<()> {
+        let vb = self.weights.var_builder_patched(dtype, dev, patch);
+        for l in layers {
+            l.reload(&vb).map_err(|e| self.model_err(e))?;
+        }
+        Ok(())
     }
 
     /// Builds the text encoder.

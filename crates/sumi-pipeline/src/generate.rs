@@ -48,6 +48,9 @@ pub struct LoadOptions {
     /// Folders of upscaler model files (ESRGAN, Real-ESRGAN, …) for the hires fix and
     /// [`Pipeline::upscale`], listed by file name (A1111's `--esrgan-models-path` and kin).
     pub upscaler_dirs: Vec<PathBuf>,
+    /// The first job's prompt, when known before loading (a one-job run): its LoRAs are
+    /// merged as the U-Net and the text encoder are built, so that they are built once.
+    pub first_prompt: Option<String>,
 }
 
 /// What a progress callback may ask of a running job (A1111's Interrupt and Skip buttons).
@@ -133,13 +136,14 @@ impl Pipeline {
         let device = Device::Cpu;
         let mut checkpoint = Checkpoint::open_unresolved(path, opts.prediction)?;
         let wdt = opts.precision.weight_dtype();
-        let unet = checkpoint.unet(wdt, &device)?;
-        checkpoint.resolve_with(&unet)?;
+        let networks = NetworkState::new(opts.lora_dirs.clone());
+        let prompt = opts.first_prompt.as_deref();
+        let (unet, clip) =
+            crate::networks::first_build(&mut checkpoint, &networks, prompt, wdt, &device)?;
         let vae = match &opts.vae {
             Some(p) => Checkpoint::external_vae(p, wdt, &device)?,
             None => checkpoint.vae(wdt, &device)?,
         };
-        let clip = checkpoint.clip(wdt, &device)?;
         let clip_width = clip.config().hidden;
         let (embeddings, embedding_report) = match &opts.embeddings {
             Some(dir) => load_embeddings(dir, clip_width)?,
@@ -167,7 +171,7 @@ impl Pipeline {
             vae,
             clip: Mutex::new(Some(Arc::new(clip))),
             clip_width,
-            networks: NetworkState::new(opts.lora_dirs.clone()),
+            networks,
             hypernets: HypernetState::new(opts.hypernetwork_dirs.clone()),
             embeddings,
             embedding_report,

@@ -5,6 +5,7 @@
 //! `<hypernet:…>` tags' hypernetworks go with the job to the U-Net's attention ([`hypernet`]).
 
 mod activation;
+mod first;
 pub mod hypernet;
 mod patch;
 mod state;
@@ -13,12 +14,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor};
+use sumi_models::nn::Reload;
 use sumi_models::{ClipTextModel, Hypernetworks, UNet};
 use sumi_weights::embedding::Embedding;
 use sumi_weights::lora::TargetIndex;
 use sumi_weights::TensorPatch;
 
 pub use activation::{activations, Activations, HypernetActivation, LoraActivation};
+pub(crate) use first::first_build;
 pub(crate) use hypernet::HypernetState;
 pub use hypernet::{list_hypernetworks, HypernetworkOnDisk};
 pub(crate) use state::NetworkState;
@@ -28,7 +31,7 @@ use crate::error::Result;
 use crate::generate::Pipeline;
 use crate::request::Request;
 use patch::{add_errors, errors_line, LayerNetwork, MergePatch};
-use state::{layers, Resolved, SetKey};
+use state::{layers, Built, Resolved};
 
 /// Canonical tensor name → merged tensor.
 pub type MergedTensors = Vec<(String, Tensor)>;
@@ -119,6 +122,11 @@ impl Pipeline {
     pub(crate) fn activate_networks(&self, req: &Request) -> Result<Active> {
         let asked = activations(&req.prompt)?;
         let mut warnings = asked.warnings;
+        *self
+            .networks
+            .update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = NetworkUpdate::default();
         let resolved = if asked.loras.is_empty() {
             Vec::new()
         } else {
@@ -177,13 +185,17 @@ impl Pipeline {
         warnings: &mut Vec<String>,
         errors: &mut Vec<(String, usize)>,
     ) -> Result<Arc<UNet>> {
-        let (layers, key) = layers(resolved, false);
-        let build = |patch: Option<&dyn TensorPatch>| {
-            self.checkpoint
-                .unet_patched(self.weight_dtype, &self.device, patch)
+        let (layers, want) = layers(resolved, false);
+        let net = Net {
+            label: "unet",
+            build: &|patch| {
+                self.checkpoint
+                    .unet_patched(self.weight_dtype, &self.device, patch)
+            },
+            layers_of: UNet::layers_mut,
         };
         let slots = (&self.unet, &self.networks.unet_set);
-        self.rebuilt(slots, key, layers, build, (warnings, errors))
+        self.rebuilt(slots, want, layers, &net, (warnings, errors))
     }
 
     fn clip_with(
@@ -192,51 +204,149 @@ impl Pipeline {
         warnings: &mut Vec<String>,
         errors: &mut Vec<(String, usize)>,
     ) -> Result<Arc<ClipTextModel>> {
-        let (layers, key) = layers(resolved, true);
-        let build = |patch: Option<&dyn TensorPatch>| {
-            self.checkpoint
-                .clip_patched(self.weight_dtype, &self.device, patch)
+        let (layers, want) = layers(resolved, true);
+        let net = Net {
+            label: "text_encoder",
+            build: &|patch| {
+                self.checkpoint
+                    .clip_patched(self.weight_dtype, &self.device, patch)
+            },
+            layers_of: ClipTextModel::layers_mut,
         };
         let slots = (&self.clip, &self.networks.clip_set);
-        self.rebuilt(slots, key, layers, build, (warnings, errors))
+        self.rebuilt(slots, want, layers, &net, (warnings, errors))
     }
 
-    /// The network in `slot`, rebuilt with `layers` merged when the set it holds is not `key`.
-    /// The old one is dropped first (never two in memory); a build that fails leaves the
+    /// The network in `slot` brought to the networks `want` (merged from `layers`) when it
+    /// holds others: in place, loading again only the layers whose networks changed, when the
+    /// network is not in use elsewhere and every such layer can be loaded again; else built
+    /// again whole (the old one dropped first: never two in memory). A failure leaves the
     /// checkpoint's own network in the slot and the error.
     fn rebuilt<T>(
         &self,
-        (slot, set): (&Mutex<Option<Arc<T>>>, &Mutex<SetKey>),
-        key: SetKey,
+        (slot, built): (&Mutex<Option<Arc<T>>>, &Mutex<Built>),
+        want: Built,
         layers: HashMap<String, Vec<LayerNetwork>>,
-        build: impl Fn(Option<&dyn TensorPatch>) -> Result<T>,
+        net: &Net<'_, T>,
         (warnings, errors): (&mut Vec<String>, &mut Vec<(String, usize)>),
     ) -> Result<Arc<T>> {
-        let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+        let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let (true, Some(current)) = (*set == key, slot.as_ref()) {
+        if let (true, Some(current)) = (built.key == want.key, slot.as_ref()) {
+            if let Some((e, dropped)) = built.unreported.take() {
+                add_errors(errors, e);
+                warnings.extend(dropped_bias_warnings(dropped));
+            }
             return Ok(current.clone());
         }
-        *slot = None;
-        set.clear();
+        let changed = built.changed(&want.layers);
         let patch = MergePatch::new(&self.checkpoint.weights, layers);
-        let built = match build(Some(&patch)) {
-            Ok(b) => Arc::new(b),
+        let in_place = match slot.as_mut() {
+            Some(arc) => match Arc::get_mut(arc) {
+                Some(model) => self
+                    .reload_layers(model, net, &changed, &patch)
+                    .map(|r| r.map(|()| arc.clone())),
+                None => None,
+            },
+            None => None,
+        };
+        let mut update = self
+            .networks
+            .update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let outcome = match in_place {
+            Some(done) => {
+                update.reloaded.extend(changed);
+                done
+            }
+            None => {
+                update.rebuilt.push(net.label);
+                *slot = None;
+                *built = Built::default();
+                (net.build)(Some(&patch)).map(Arc::new)
+            }
+        };
+        let model = match outcome {
+            Ok(m) => m,
             Err(e) => {
-                *slot = Some(Arc::new(build(None)?));
+                *slot = None;
+                *built = Built::default();
+                *slot = Some(Arc::new((net.build)(None)?));
                 return Err(e);
             }
         };
         add_errors(errors, patch.errors());
-        for m in patch.dropped_bias() {
-            warnings.push(format!(
-                "{m}: the network's bias is not applied (the layer has none)"
-            ));
-        }
-        *slot = Some(built.clone());
-        *set = key;
-        Ok(built)
+        warnings.extend(dropped_bias_warnings(patch.dropped_bias()));
+        *slot = Some(model.clone());
+        *built = want;
+        Ok(model)
     }
+
+    /// Loads the `changed` layers of `model` again through `patch`; `None` (nothing done) when
+    /// one of them is not a layer that can be loaded again.
+    fn reload_layers<T>(
+        &self,
+        model: &mut T,
+        net: &Net<'_, T>,
+        changed: &[String],
+        patch: &MergePatch<'_>,
+    ) -> Option<Result<()>> {
+        let mut found: Vec<&mut dyn Reload> = (net.layers_of)(model)
+            .into_iter()
+            .filter(|l| {
+                changed
+                    .binary_search_by(|c| c.as_str().cmp(l.name()))
+                    .is_ok()
+            })
+            .collect();
+        if found.len() != changed.len() {
+            return None;
+        }
+        let (dtype, dev) = (self.weight_dtype, &self.device);
+        Some(
+            self.checkpoint
+                .reload_layers(&mut found, dtype, dev, Some(patch)),
+        )
+    }
+
+    /// How the last job's networks were brought into the U-Net and the text encoder: the
+    /// layers loaded again in place, the networks built again whole. For checks and tools.
+    pub fn last_network_update(&self) -> NetworkUpdate {
+        self.networks
+            .update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A warning for each layer whose networks' bias was not applied.
+fn dropped_bias_warnings(layers: Vec<String>) -> impl Iterator<Item = String> {
+    layers
+        .into_iter()
+        .map(|m| format!("{m}: the network's bias is not applied (the layer has none)"))
+}
+
+/// How one network (U-Net or text encoder) is built and loaded again.
+struct Net<'a, T> {
+    /// Its name in [`NetworkUpdate::rebuilt`].
+    label: &'static str,
+    /// Builds it whole, with a patch over the checkpoint's tensors.
+    build: &'a dyn Fn(Option<&dyn TensorPatch>) -> Result<T>,
+    /// Its layers that can be loaded again.
+    layers_of: fn(&mut T) -> Vec<&mut dyn Reload>,
+}
+
+/// How a job's networks were brought into the U-Net and the text encoder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkUpdate {
+    /// The layers loaded again in place (canonical module prefixes: `unet.…`,
+    /// `text_encoder.…`), text encoder first, each network's sorted.
+    pub reloaded: Vec<String>,
+    /// The networks built again whole (`unet`, `text_encoder`): one of the layers to change
+    /// cannot be loaded in place (a LayerNorm), or the network was in use elsewhere.
+    pub rebuilt: Vec<&'static str>,
 }
 
 /// A1111's `Lora hashes`: `name: shorthash` per network loaded (the name as the prompt gives

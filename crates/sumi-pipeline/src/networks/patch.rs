@@ -186,11 +186,34 @@ impl TensorPatch for MergePatch<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         if let Some(t) = pending {
-            return Ok(t);
+            return into_original(original, t);
         }
         match Self::split(name) {
-            Some((module, is_weight)) => self.merged(module, is_weight, original),
+            Some((module, is_weight)) => {
+                let target = original.clone();
+                into_original(target, self.merged(module, is_weight, original)?)
+            }
             None => Ok(original),
         }
+    }
+}
+
+/// `merged` written into `original`'s storage, which the builder made for this tensor (so
+/// that a network built on worker threads keeps their memory and the merge's temporaries
+/// stay on this thread, where the allocator reuses them for the next layer); `merged` itself
+/// when it is `original`'s storage already (no network changed the tensor).
+fn into_original(original: Tensor, merged: Tensor) -> candle_core::Result<Tensor> {
+    let fits = merged.shape() == original.shape()
+        && merged.dtype() == original.dtype()
+        && original.is_contiguous()
+        && merged.is_contiguous();
+    if !fits {
+        return Ok(merged);
+    }
+    // slice_set refuses only a source that shares the destination's storage: then `merged`
+    // is `original` already
+    match original.slice_set(&merged, 0, 0) {
+        Ok(()) => Ok(original),
+        Err(_) => Ok(merged),
     }
 }

@@ -1,8 +1,7 @@
 //! The networks in force on a pipeline: the LoRA folders' listing, the networks read (kept
-//! while in use), and which set the U-Net and the text encoder were last built with. A job
-//! whose set differs rebuilds only the network (U-Net, text encoder) whose set changed, from
-//! the checkpoint's own tensors: a job without networks after one with them is the checkpoint
-//! exactly.
+//! while in use), and which set the U-Net and the text encoder hold, layer by layer. A job
+//! whose set differs loads again only the layers whose networks changed, from the checkpoint's
+//! own tensors: a job without networks after one with them is the checkpoint exactly.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +15,7 @@ use sumi_weights::lora::{read_network, AttentionPart, NetworkLibrary, NetworkOnD
 use sumi_weights::Weights;
 
 use super::activation::LoraActivation;
-use super::patch::LayerNetwork;
+use super::patch::{ErrorCounts, LayerNetwork};
 use crate::error::{PipelineError, Result};
 
 /// One network file read against the loaded model, ready to merge.
@@ -46,15 +45,46 @@ pub(crate) struct Resolved {
 /// Which networks a built U-Net or text encoder holds: (file, multiplier, rank limit, mtime).
 pub(crate) type SetKey = Vec<(PathBuf, u64, Option<usize>, Option<SystemTime>)>;
 
+/// What a built U-Net or text encoder holds merged.
+#[derive(Default)]
+pub(crate) struct Built {
+    /// The set.
+    pub key: SetKey,
+    /// Per layer (canonical module prefix), the networks merged into it, in order: (file,
+    /// multiplier, rank limit, mtime), as in [`SetKey`].
+    pub layers: HashMap<String, SetKey>,
+    /// What a merge done before any job reported (error counts, layers whose networks' bias
+    /// was not applied), for the first job to report.
+    pub unreported: Option<(ErrorCounts, Vec<String>)>,
+}
+
+impl Built {
+    /// The layers whose networks differ between `self` and `want`, sorted.
+    pub fn changed(&self, want: &HashMap<String, SetKey>) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .layers
+            .keys()
+            .chain(want.keys())
+            .filter(|m| self.layers.get(*m) != want.get(*m))
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// The state of a pipeline's networks.
 pub(crate) struct NetworkState {
     dirs: Vec<PathBuf>,
     library: Mutex<Option<NetworkLibrary>>,
     read: Mutex<HashMap<PathBuf, Arc<ReadNetwork>>>,
-    /// The set the current U-Net was built with.
-    pub unet_set: Mutex<SetKey>,
-    /// The set the current text encoder was built with.
-    pub clip_set: Mutex<SetKey>,
+    /// What the current U-Net holds.
+    pub unet_set: Mutex<Built>,
+    /// What the current text encoder holds.
+    pub clip_set: Mutex<Built>,
+    /// How the last activation brought the networks to its set.
+    pub update: Mutex<super::NetworkUpdate>,
     /// The model's layers by A1111's names (made once, on the first job with a network).
     index: std::sync::OnceLock<TargetIndex>,
 }
@@ -70,8 +100,9 @@ impl NetworkState {
             dirs,
             library: Mutex::new(None),
             read: Mutex::new(HashMap::new()),
-            unet_set: Mutex::new(Vec::new()),
-            clip_set: Mutex::new(Vec::new()),
+            unet_set: Mutex::new(Built::default()),
+            clip_set: Mutex::new(Built::default()),
+            update: Mutex::new(super::NetworkUpdate::default()),
             index: std::sync::OnceLock::new(),
         }
     }
@@ -333,21 +364,32 @@ fn bundled_embedding(
 }
 
 /// The layers of one network (U-Net or text encoder) the resolved LoRAs change, with their
-/// multipliers, and the set's key.
+/// multipliers, and what the network holds with them merged.
 pub(crate) fn layers(
     resolved: &[Resolved],
     text_encoder: bool,
-) -> (HashMap<String, Vec<LayerNetwork>>, SetKey) {
+) -> (HashMap<String, Vec<LayerNetwork>>, Built) {
     let mut layers: HashMap<String, Vec<LayerNetwork>> = HashMap::new();
-    let mut key = SetKey::new();
+    let mut built = Built::default();
     for r in resolved {
         let multiplier = if text_encoder { r.tag.te } else { r.tag.unet };
+        let entry = (
+            r.file.path.clone(),
+            multiplier.to_bits(),
+            r.tag.dyn_dim,
+            r.read.mtime,
+        );
         let mut any = false;
         for (module, te, keeps_bias, m) in &r.read.modules {
             if *te != text_encoder {
                 continue;
             }
             any = true;
+            built
+                .layers
+                .entry(module.clone())
+                .or_default()
+                .push(entry.clone());
             layers
                 .entry(module.clone())
                 .or_default()
@@ -360,13 +402,8 @@ pub(crate) fn layers(
                 });
         }
         if any {
-            key.push((
-                r.file.path.clone(),
-                multiplier.to_bits(),
-                r.tag.dyn_dim,
-                r.read.mtime,
-            ));
+            built.key.push(entry);
         }
     }
-    (layers, key)
+    (layers, built)
 }

@@ -261,14 +261,8 @@ impl Pipeline {
                 cond: &cond,
                 uncond: &uncond,
             };
-            let (image, latents, stop) = self.sd_upscale_iteration(
-                &run,
-                &batch_req,
-                (&active, conds),
-                &plan,
-                n,
-                on_step,
-            )?;
+            let (image, latents, stop) =
+                self.sd_upscale_iteration(&run, &batch_req, (&active, conds), &plan, n, on_step)?;
             on_image(Generated {
                 image,
                 seed,
