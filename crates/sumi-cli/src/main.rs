@@ -6,6 +6,7 @@ mod model_info;
 mod output;
 mod png_info;
 mod prompt;
+mod sd_upscale;
 mod serve;
 mod terminal;
 mod upscale;
