@@ -266,6 +266,8 @@ pub struct Img2ImgArgs {
     scale: Option<f64>,
     #[command(flatten)]
     inpaint: InpaintArgs,
+    #[command(flatten)]
+    sd_upscale: crate::sd_upscale::SdUpscaleArgs,
 }
 
 /// Inpainting: change only the masked part of the picture.
@@ -486,6 +488,7 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
         )?,
         inpaint: a.inpaint.to_inpaint()?,
     });
+    req.sd_upscale = a.sd_upscale.to_sd_upscale()?;
     req.inpainting_mask_weight = a.inpaint.inpainting_mask_weight;
     run(&a.common, req, auto)
 }
@@ -496,7 +499,11 @@ fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
     req.validate()?;
     let mut outputs = crate::output::Outputs::plan(
         c.output.as_deref(),
-        (req.batch_size * req.batch_count) as usize,
+        match req.sd_upscale {
+            // SD upscale: one picture per run
+            Some(_) => req.batch_count as usize,
+            None => (req.batch_size * req.batch_count) as usize,
+        },
     )?;
     let opts = LoadOptions {
         embeddings: c.embeddings.clone(),

@@ -8,6 +8,7 @@ mod png_info;
 mod progress_bar;
 mod prompt;
 mod ranged;
+mod sd_upscale;
 mod serve;
 mod size;
 mod terminal;

@@ -19,7 +19,7 @@ use image::RgbImage;
 use crate::error::{PipelineError, Result};
 use crate::infotext::{py_float_repr, quote};
 use crate::request::MAX_SIDE;
-use crate::upscale::{TileOptions, TileProgress, UpscaleError, UpscalerRegistry};
+use crate::upscale::{Picture, TileOptions, TileProgress, UpscaleError, UpscalerRegistry};
 
 /// The `postprocessing` PNG text chunk A1111 writes the Extras infotext to.
 pub const POSTPROCESSING_KEY: &str = "postprocessing";
@@ -92,18 +92,22 @@ impl ExtrasOutput {
     /// `run_postprocessing`'s infotext: `k: quote(v)` joined by `", "` (empty when nothing was
     /// done).
     pub fn infotext(&self) -> String {
-        self.info
-            .iter()
-            .map(|(k, v)| {
-                if k == v {
-                    k.clone()
-                } else {
-                    format!("{k}: {}", quote(v))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        infotext(&self.info)
     }
+}
+
+/// `run_postprocessing`'s infotext of `pp.info`: `k: quote(v)` joined by `", "`.
+pub fn infotext(info: &[(String, String)]) -> String {
+    info.iter()
+        .map(|(k, v)| {
+            if k == v {
+                k.clone()
+            } else {
+                format!("{k}: {}", quote(v))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `ui_common.plaintext_to_html(text)`: `<p>` + lines HTML-escaped (Python's `html.escape`)
@@ -198,8 +202,8 @@ struct Plan {
     info: Vec<(String, String)>,
 }
 
-fn plan(img: &RgbImage, resize: ExtrasResize) -> Result<Plan> {
-    let (iw, ih) = (f64::from(img.width()), f64::from(img.height()));
+fn plan((w, h): (u32, u32), resize: ExtrasResize) -> Result<Plan> {
+    let (iw, ih) = (f64::from(w), f64::from(h));
     let mut info = Vec::new();
     let plan = match resize {
         ExtrasResize::To {
@@ -261,15 +265,18 @@ fn crop_centre(image: &RgbImage, w: u32, h: u32) -> RgbImage {
 /// Pillow's `Image.blend(a, b, alpha)` for `alpha` in [0, 1]: a copy of `a` at 0, of `b` at
 /// 1, else per byte `(u8)(a + alpha·(b − a))` in C `float` (alpha is passed as a float).
 pub fn blend(a: &RgbImage, b: &RgbImage, alpha: f64) -> Result<RgbImage> {
+    Ok(blend_pictures(&Picture::Rgb(a.clone()), &Picture::Rgb(b.clone()), alpha)?.into_rgb())
+}
+
+/// [`blend`] of pictures of one mode (RGB or RGBA; the alpha is blended as a channel).
+fn blend_pictures(a: &Picture, b: &Picture, alpha: f64) -> Result<Picture> {
     if a.dimensions() != b.dimensions() {
+        let (bw, bh) = b.dimensions();
+        let (aw, ah) = a.dimensions();
         return Err(UpscaleError::Size {
-            width: b.width().into(),
-            height: b.height().into(),
-            detail: format!(
-                "the second upscale is not the first's size {}x{}",
-                a.width(),
-                a.height()
-            ),
+            width: bw.into(),
+            height: bh.into(),
+            detail: format!("the second upscale is not the first's size {aw}x{ah}"),
         }
         .into());
     }
@@ -280,12 +287,15 @@ pub fn blend(a: &RgbImage, b: &RgbImage, alpha: f64) -> Result<RgbImage> {
     if al == 1.0 {
         return Ok(b.clone());
     }
-    let mut out = a.clone();
-    for (o, q) in out.iter_mut().zip(b.iter()) {
-        let (x, y) = (i32::from(*o), i32::from(*q));
-        *o = (x as f32 + al * (y - x) as f32) as u8;
-    }
-    Ok(out)
+    Ok(a.map_raw(|raw| {
+        raw.iter()
+            .zip(b.as_raw())
+            .map(|(&x, &y)| {
+                let (x, y) = (i32::from(x), i32::from(y));
+                (x as f32 + al * (y - x) as f32) as u8
+            })
+            .collect()
+    }))
 }
 
 /// A1111's Extras upscale of one picture (`ScriptPostprocessingUpscale.process`), upscalers
@@ -298,28 +308,46 @@ pub fn upscale_extras(
     upscalers: &UpscalerRegistry,
     on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
 ) -> Result<ExtrasOutput> {
+    let (image, info) =
+        upscale_extras_picture(&Picture::Rgb(img.clone()), req, upscalers, on_tile)?;
+    Ok(ExtrasOutput {
+        image: image.into_rgb(),
+        info,
+    })
+}
+
+/// [`upscale_extras`] of an RGB or RGBA picture, as A1111 with Pillow treats RGBA
+/// (`run_postprocessing` keeps it): `None` leaves it as it is, Lanczos and Nearest keep the
+/// alpha (Lanczos over premultiplied colour), a model upscaler gives RGB (its input is
+/// `convert("RGB")`: the alpha dropped, not flattened), the crop's canvas is RGB (the alpha
+/// dropped), and the second upscale is converted to the first's mode before the blend.
+/// Returns the picture and the infotext's keys.
+pub fn upscale_extras_picture(
+    img: &Picture,
+    req: &ExtrasRequest,
+    upscalers: &UpscalerRegistry,
+    on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
+) -> Result<(Picture, Vec<(String, String)>)> {
     check_request(req)?;
-    crate::upscale::check_source(img)?;
+    let (w0, h0) = img.dimensions();
+    crate::upscale::check_source((w0, h0))?;
     if req.upscaler_1 == "None" {
-        return Ok(ExtrasOutput {
-            image: img.clone(),
-            info: Vec::new(),
-        });
+        return Ok((img.clone(), Vec::new()));
     }
     let first = upscalers.get(&req.upscaler_1)?;
     let second = match req.upscaler_2.as_str() {
         "None" => None,
         name => Some(upscalers.get(name)?),
     };
-    let plan = plan(img, req.resize)?;
+    let plan = plan((w0, h0), req.resize)?;
     let mut info = plan.info.clone();
     let run = |u: &crate::upscale::Upscaler,
                info: &mut Vec<(String, String)>,
                on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>|
-     -> Result<RgbImage> {
-        let mut out = u.upscale(img, plan.scale, req.tile, on_tile)?;
+     -> Result<Picture> {
+        let mut out = u.upscale_picture(img, plan.scale, req.tile, on_tile)?;
         if let Some((w, h)) = plan.crop_to {
-            out = crop_centre(&out, w, h);
+            out = Picture::Rgb(crop_centre(&out.to_rgb(), w, h));
             set(info, "Postprocess crop to", format!("{w}x{h}"));
         }
         Ok(out)
@@ -327,15 +355,15 @@ pub fn upscale_extras(
     let mut image = run(first, &mut info, on_tile)?;
     set(&mut info, "Postprocess upscaler", first.name().to_string());
     if let Some(second) = second.filter(|_| req.upscaler_2_visibility > 0.0) {
-        let other = run(second, &mut info, on_tile)?;
-        image = blend(&image, &other, req.upscaler_2_visibility)?;
+        let other = run(second, &mut info, on_tile)?.converted_like(&image);
+        image = blend_pictures(&image, &other, req.upscaler_2_visibility)?;
         set(
             &mut info,
             "Postprocess upscaler 2",
             second.name().to_string(),
         );
     }
-    Ok(ExtrasOutput { image, info })
+    Ok((image, info))
 }
 
 /// A Python dict's `d[key] = value`: replaced in place when present, else appended.

@@ -72,10 +72,32 @@ pub fn encode_png_with_texts(
     image: &RgbImage,
     texts: &[(String, String)],
 ) -> std::result::Result<Vec<u8>, String> {
+    let size = image.dimensions();
+    encode_raw(size, png::ColorType::Rgb, image.as_raw(), texts)
+}
+
+/// [`encode_png_with_texts`] of an RGB or RGBA picture (an 8-bit RGB or RGBA PNG).
+pub fn encode_picture_png(
+    image: &crate::upscale::Picture,
+    texts: &[(String, String)],
+) -> std::result::Result<Vec<u8>, String> {
+    let color = match image {
+        crate::upscale::Picture::Rgb(_) => png::ColorType::Rgb,
+        crate::upscale::Picture::Rgba(_) => png::ColorType::Rgba,
+    };
+    encode_raw(image.dimensions(), color, image.as_raw(), texts)
+}
+
+fn encode_raw(
+    (width, height): (u32, u32),
+    color: png::ColorType,
+    raw: &[u8],
+    texts: &[(String, String)],
+) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::new();
     {
-        let mut enc = png::Encoder::new(&mut out, image.width(), image.height());
-        enc.set_color(png::ColorType::Rgb);
+        let mut enc = png::Encoder::new(&mut out, width, height);
+        enc.set_color(color);
         enc.set_depth(png::BitDepth::Eight);
         let mut w = enc.write_header().map_err(|e| e.to_string())?;
         for (k, v) in texts {
@@ -83,8 +105,7 @@ pub fn encode_png_with_texts(
             w.write_chunk(png::chunk::ChunkType(ty), &data)
                 .map_err(|e| e.to_string())?;
         }
-        w.write_image_data(image.as_raw())
-            .map_err(|e| e.to_string())?;
+        w.write_image_data(raw).map_err(|e| e.to_string())?;
         w.finish().map_err(|e| e.to_string())?;
     }
     Ok(out)

@@ -21,12 +21,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use image::RgbImage;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sumi_pipeline::extras::{
-    encode_png_with_texts, html_info, output_texts, upscale_extras, ExtrasRequest, ExtrasResize,
+    html_info, output_texts, upscale_extras_picture, ExtrasRequest, ExtrasResize,
 };
+use sumi_pipeline::png::encode_picture_png;
 use sumi_pipeline::upscale::{TileOptions, TileProgress, UpscaleError, UpscalerRegistry};
 use sumi_pipeline::PipelineError;
 
@@ -249,17 +249,18 @@ fn upscale_all(
         if control(Event::Image(i)) == Control::Interrupt {
             break;
         }
-        let img: RgbImage = up.decode_init_image()?;
+        let img = up.decode_picture()?;
         let mut on_tile = |p| match control(Event::Tile(i, p)) {
             Control::Interrupt => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         };
-        let out = upscale_extras(&img, req, registry, &mut on_tile).map_err(answer)?;
+        let (image, info) =
+            upscale_extras_picture(&img, req, registry, &mut on_tile).map_err(answer)?;
         if control(Event::Done(i)) == Control::Skip {
             continue;
         }
-        infotext = out.infotext();
-        let png = encode_png_with_texts(&out.image, &output_texts(&texts, &infotext))
+        infotext = sumi_pipeline::extras::infotext(&info);
+        let png = encode_picture_png(&image, &output_texts(&texts, &infotext))
             .map_err(|e| ApiError::internal(format!("cannot encode the PNG: {e}")))?;
         images.push(encode_base64(&png));
     }
@@ -464,6 +465,7 @@ pub async fn realesrgan_models(State(s): State<Arc<AppState>>) -> Result<Json<Va
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::RgbImage;
 
     fn fields(v: Value) -> Fields {
         parse(v.as_object().unwrap().clone()).unwrap()
@@ -560,6 +562,34 @@ mod tests {
         let src = src.decode_init_image().unwrap();
         let want = sumi_pipeline::image::resize_lanczos(&src, 80, 56).unwrap();
         assert_eq!(decode(&out[0]), want);
+    }
+
+    #[test]
+    fn rgba_stays_rgba_as_in_a1111() {
+        let img = image::RgbaImage::from_fn(20, 12, |x, y| {
+            image::Rgba([(x * 12) as u8, (y * 20) as u8, 50, (x * 13 + y) as u8])
+        });
+        let mut png = Vec::new();
+        image::DynamicImage::ImageRgba8(img.clone())
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let upload = (Upload::inspect("image", png).unwrap(), Vec::new());
+        let req = ExtrasRequest {
+            upscaler_1: "Lanczos".into(),
+            ..Default::default()
+        };
+        let reg = UpscalerRegistry::builtin();
+        let (_, out) = upscale_all(vec![upload], &req, &reg, &mut |_| Control::Go).unwrap();
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&out[0])
+            .unwrap();
+        let got = image::load_from_memory(&bytes).unwrap();
+        assert!(got.color().has_alpha());
+        let src = sumi_pipeline::upscale::Picture::Rgba(img);
+        let (want, _) =
+            upscale_extras_picture(&src, &req, &reg, &mut |_| ControlFlow::Continue(())).unwrap();
+        assert_eq!(got.to_rgba8().as_raw(), want.as_raw());
     }
 
     #[test]

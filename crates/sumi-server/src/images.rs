@@ -154,6 +154,24 @@ impl Upload {
         })
     }
 
+    /// Decodes it as A1111's Extras keep it (`run_postprocessing`: RGBA and RGB as they are,
+    /// other modes converted to RGB): an RGBA PNG (colour type 6) or a WebP with alpha as
+    /// RGBA, anything else as [`Self::decode_init_image`] decodes it. 400 when the pixels
+    /// cannot be decoded.
+    pub fn decode_picture(&self) -> Result<sumi_pipeline::upscale::Picture, ApiError> {
+        let png_rgba =
+            self.bytes.starts_with(b"\x89PNG\r\n\x1a\n") && self.bytes.get(25) == Some(&6);
+        let webp = image::guess_format(&self.bytes).ok() == Some(ImageFormat::WebP);
+        if png_rgba || webp {
+            let img = self.decode_image()?;
+            if img.color().has_alpha() {
+                return Ok(sumi_pipeline::upscale::Picture::Rgba(img.to_rgba8()));
+            }
+        }
+        self.decode_init_image()
+            .map(sumi_pipeline::upscale::Picture::Rgb)
+    }
+
     /// Decodes it as any image (a mask), as decoded (no orientation applied). 400 when the
     /// pixels cannot be decoded.
     pub fn decode_image(&self) -> Result<DynamicImage, ApiError> {

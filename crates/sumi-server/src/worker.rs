@@ -251,7 +251,11 @@ fn generate(
     let mut interrupted = false;
     let mut on_step = |s: &Step| {
         if s.encoding {
-            // the prompts are being encoded: no step to count or show, an interrupt stops here
+            // the prompts are being encoded or an upscaler runs: no step to count or show, an
+            // interrupt stops here; a skip is left for the sampler's next step
+            if state.control.load(Ordering::SeqCst) == SKIP && !cancel.load(Ordering::SeqCst) {
+                return ControlFlow::Continue(());
+            }
             return stop_request(state, cancel, &mut interrupted);
         }
         let now = Instant::now();

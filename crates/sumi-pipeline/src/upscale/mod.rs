@@ -9,6 +9,7 @@
 //! in A1111's overlapping tiles ([`TileOptions`], [`upscale_with_model`]).
 
 mod load;
+mod picture;
 mod registry;
 mod tile;
 
@@ -22,6 +23,7 @@ use sumi_models::upscalers::{UpscalerError, UpscalerNet};
 use sumi_models::Precision;
 
 pub use load::{read_state_dict, MAX_UPSCALER_FILE_BYTES};
+pub use picture::Picture;
 pub use registry::{UpscalerRegistry, MAX_SCAN_DEPTH, MAX_SCAN_FILES, UPSCALER_EXTENSIONS};
 pub use tile::{resize_nearest, upscale_with_model};
 
@@ -294,31 +296,33 @@ impl Upscaler {
         Ok(Some(self.net.get_or_init(|| Arc::new(net)).clone()))
     }
 
-    /// `do_upscale`: one pass (a model's own scale; `int(w·scale)` for Lanczos/Nearest).
+    /// `do_upscale`: one pass (a model's own scale, on the picture as RGB; `int(w·scale)` for
+    /// Lanczos/Nearest, RGBA kept).
     fn do_upscale(
         &self,
-        img: &RgbImage,
+        img: &Picture,
         scale: f64,
         tile: TileOptions,
         pass: usize,
         on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
-    ) -> Result<RgbImage> {
+    ) -> Result<Picture> {
+        let (iw, ih) = img.dimensions();
         let scaled = |v: u32| (f64::from(v) * scale) as u64;
-        let (w, h) = (scaled(img.width()), scaled(img.height()));
+        let (w, h) = (scaled(iw), scaled(ih));
         match &self.kind {
             UpscalerKind::None => Ok(img.clone()),
             UpscalerKind::Lanczos => {
                 let (w, h) = check_size(w, h, MAX_SIDE)?;
-                resize_lanczos(img, w, h)
+                img.lanczos(w, h)
             }
             UpscalerKind::Nearest => {
                 let (w, h) = check_size(w, h, MAX_SIDE)?;
-                Ok(resize_nearest(img, w, h))
+                Ok(img.nearest(w, h))
             }
             UpscalerKind::Model { .. } => {
                 let net = self.network()?.expect("a model upscaler has a network");
                 let s = net.scale() as u64;
-                let (ow, oh) = (u64::from(img.width()) * s, u64::from(img.height()) * s);
+                let (ow, oh) = (u64::from(iw) * s, u64::from(ih) * s);
                 if ow * oh > MAX_INTERMEDIATE_PIXELS {
                     return Err(UpscaleError::Size {
                         width: ow,
@@ -327,9 +331,10 @@ impl Upscaler {
                     }
                     .into());
                 }
-                upscale_with_model(&net, img, tile, &mut |p| {
+                let out = upscale_with_model(&net, &img.to_rgb(), tile, &mut |p| {
                     on_tile(TileProgress { pass, ..p })
-                })
+                })?;
+                Ok(Picture::Rgb(out))
             }
         }
     }
@@ -347,17 +352,31 @@ impl Upscaler {
         tile: TileOptions,
         on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
     ) -> Result<RgbImage> {
+        let out = self.upscale_picture(&Picture::Rgb(img.clone()), scale, tile, on_tile)?;
+        Ok(out.into_rgb())
+    }
+
+    /// [`Self::upscale`] of an RGB or RGBA picture: RGBA stays RGBA through `None`, Lanczos and
+    /// Nearest (and the final Lanczos), a model's pass gives RGB, as A1111 with Pillow.
+    pub fn upscale_picture(
+        &self,
+        img: &Picture,
+        scale: f64,
+        tile: TileOptions,
+        on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
+    ) -> Result<Picture> {
         if !(scale.is_finite() && scale > 0.0) {
             return Err(UpscaleError::Scale(scale).into());
         }
+        let (w0, h0) = img.dimensions();
         let dest = |v: u32| ((f64::from(v) * scale) / 8.0).floor() as u64 * 8;
-        let (dest_w, dest_h) = check_size(dest(img.width()), dest(img.height()), MAX_SIDE)?;
+        let (dest_w, dest_h) = check_size(dest(w0), dest(h0), MAX_SIDE)?;
         let mut img = img.clone();
         for i in 0..3 {
-            if img.width() >= dest_w && img.height() >= dest_h && (i > 0 || scale != 1.0) {
+            let (w, h) = img.dimensions();
+            if w >= dest_w && h >= dest_h && (i > 0 || scale != 1.0) {
                 break;
             }
-            let shape = img.dimensions();
             img = match self.do_upscale(&img, scale, tile, i, on_tile) {
                 Ok(next) => next,
                 // A1111's `upscale_with_model` returns the pass's input once `state.interrupted`:
@@ -369,23 +388,23 @@ impl Upscaler {
                 }
                 Err(e) => return Err(e),
             };
-            if shape == img.dimensions() {
+            if (w, h) == img.dimensions() {
                 break;
             }
         }
         if img.dimensions() != (dest_w, dest_h) {
-            img = resize_lanczos(&img, dest_w, dest_h)?;
+            img = img.lanczos(dest_w, dest_h)?;
         }
         Ok(img)
     }
 }
 
 /// Refuses an empty source picture.
-pub(crate) fn check_source(img: &RgbImage) -> Result<()> {
-    if img.width() == 0 || img.height() == 0 {
+pub(crate) fn check_source((width, height): (u32, u32)) -> Result<()> {
+    if width == 0 || height == 0 {
         return Err(UpscaleError::Size {
-            width: img.width().into(),
-            height: img.height().into(),
+            width: width.into(),
+            height: height.into(),
             detail: "the source image is empty".into(),
         }
         .into());
@@ -421,7 +440,7 @@ pub fn resize_with_upscaler(
     on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
 ) -> Result<RgbImage> {
     let (width, height) = check_size(width.into(), height.into(), MAX_SIDE)?;
-    check_source(img)?;
+    check_source(img.dimensions())?;
     if upscaler.kind == UpscalerKind::None {
         return resize_lanczos(img, width, height);
     }
