@@ -30,8 +30,13 @@ from transformers import CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(__file__))
 from make_tiny_models import build  # noqa: E402
+import a1111_unet  # noqa: E402
 from sampling_a1111_fixtures import ImageRNG, randn_local  # noqa: E402
 from sampling_schedule_fixtures import FakeLDM  # noqa: E402
+
+# latents that are not multiples of 8 (img2img's 160x192 here; the hires and inpaint fixtures,
+# which import this module, too) go through the U-Net as A1111's (modules/sd_hijack_unet.py)
+a1111_unet.use(True)
 
 warnings.filterwarnings("ignore")
 torch.set_num_threads(2)

@@ -1,12 +1,8 @@
 """U-Net and VAE at sizes that are not multiples of 64 pixels, as A1111 v1.10.1 runs them.
 
-A1111's `modules/sd_hijack_unet.py` replaces `torch` in LDM's `openaimodel` by
-`TorchHijackForUnet`, whose `cat` resizes the first tensor to the second's size with nearest
-interpolation when they differ; LDM's `Upsample` always upsamples x2 before its convolution.
-Diffusers instead passes `upsample_size` (the skip's size) to `Upsample2D` when the sample is not
-a multiple of 8 latents. Here the tiny diffusers U-Net (tools/reference/make_tiny_models.py) is
-made to run A1111's way: `Upsample2D.forward` ignores `output_size` (x2 always) and the up
-blocks' `torch` is the hijack object (their `torch.cat([hidden_states, res_hidden_states])`).
+The tiny diffusers U-Net (tools/reference/make_tiny_models.py) runs A1111's way
+(a1111_unet.py: `TorchHijackForUnet.cat` of modules/sd_hijack_unet.py, x2 upsampling), and once
+the diffusers way for comparison.
 
 Inputs come from `synth` (so only outputs are stored): x = 16 * synth("sizes.x.HxW", [n]),
 context = 16 * synth("sizes.context", [5 * 64]) as [1, 5, 64], t = 500.
@@ -24,46 +20,14 @@ import sys
 
 import numpy as np
 import torch
-from diffusers.models import upsampling
-from diffusers.models.unets import unet_2d_blocks
 from safetensors.torch import save_file
 
+import a1111_unet
 from make_tiny_models import ARCHS, HID, build
 from synth_weights import synth
 
 torch.set_num_threads(2)
 CASES = {"600x400": (50, 75), "200x136": (17, 25)}
-
-
-class TorchHijackForUnet:
-    """A1111 v1.10.1 modules/sd_hijack_unet.py, verbatim in behaviour."""
-
-    def __getattr__(self, item):
-        if item == 'cat':
-            return self.cat
-        if hasattr(torch, item):
-            return getattr(torch, item)
-        raise AttributeError(item)
-
-    def cat(self, tensors, *args, **kwargs):
-        if len(tensors) == 2:
-            a, b = tensors
-            if a.shape[-2:] != b.shape[-2:]:
-                a = torch.nn.functional.interpolate(a, b.shape[-2:], mode="nearest")
-            tensors = (a, b)
-        return torch.cat(tensors, *args, **kwargs)
-
-
-_upsample_forward = upsampling.Upsample2D.forward
-
-
-def a1111_way(on):
-    if on:
-        unet_2d_blocks.torch = TorchHijackForUnet()
-        upsampling.Upsample2D.forward = lambda self, h, output_size=None, *a, **k: _upsample_forward(self, h, None, *a, **k)
-    else:
-        unet_2d_blocks.torch = torch
-        upsampling.Upsample2D.forward = _upsample_forward
 
 
 def s16(name, n):
@@ -82,9 +46,9 @@ def main(out):
         with torch.no_grad():
             for name, (h, w) in CASES.items():
                 x = s16(f"sizes.x.{h}x{w}", 4 * h * w).reshape(1, 4, h, w)
-                a1111_way(True)
+                a1111_unet.use(True)
                 r[f"unet_{name}"] = unet(x, t, encoder_hidden_states=ctx).sample
-                a1111_way(False)
+                a1111_unet.use(False)
                 diffusers = unet(x, t, encoder_hidden_states=ctx).sample
                 d = float((diffusers - r[f"unet_{name}"]).abs().max())
                 print(arch, name, "A1111 vs diffusers way: max |diff|", f"{d:.3e}",
