@@ -18,8 +18,9 @@ const APPLIED_SETTINGS: [&str; 5] = [
 ];
 
 /// Settings that change A1111's picture (or the image file the API returns) and that Sumi does not
-/// apply: A1111 v1.10.1's `OptionInfo(..., infotext=...)` settings and a few more.
-const PICTURE_SETTINGS: [&str; 41] = [
+/// apply: A1111 v1.10.1's `OptionInfo(..., infotext=...)` settings and a few more (the networks
+/// A1111 adds to every prompt, `lora_functional`).
+const PICTURE_SETTINGS: [&str; 44] = [
     "face_restoration",
     "emphasis",
     "tiling",
@@ -61,6 +62,9 @@ const PICTURE_SETTINGS: [&str; 41] = [
     "img2img_color_correction",
     "img2img_background_color",
     "samples_format",
+    "lora_functional",
+    "sd_lora",
+    "sd_hypernetwork",
 ];
 
 /// Whether `v` is "nothing set" for a field whose neutral value is `neutral`: null, or equal
@@ -222,6 +226,11 @@ mod tests {
               is what Sumi does): the picture may differ from A1111's"
             ]
         );
+        // a network A1111 adds to every prompt
+        opts2.insert("sd_lora".into(), json!("add_detail"));
+        let w = warnings(Endpoint::Txt2Img, &obj(json!({"prompt": "x"})), &opts2);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[1].starts_with("setting sd_lora: \"add_detail\" is not applied"), "{w:?}");
         // img2img fields are fields of img2img only
         let w = warnings(Endpoint::Txt2Img, &obj(json!({"mask_blur": 4})), &opts);
         assert_eq!(w, ["mask_blur: not a field of A1111's API: ignored"]);
