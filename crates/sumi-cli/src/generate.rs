@@ -518,8 +518,11 @@ fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
         ..Default::default()
     };
     let t0 = Instant::now();
-    let pipe = Pipeline::load(&c.model, &opts)
-        .with_context(|| format!("cannot load {}", c.model.display()))?;
+    let pipe = Pipeline::load(&c.model, &opts).map_err(|e| match e {
+        // an option's own file (--taesd-decoder): named by the option, not the model
+        e @ sumi_pipeline::PipelineError::Request { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("cannot load {}", c.model.display())),
+    })?;
     if !c.quiet {
         eprintln!(
             "loaded {} ({}) in {:.1}s",

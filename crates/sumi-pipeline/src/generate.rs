@@ -154,13 +154,16 @@ impl Pipeline {
                 .taesd_decoder
                 .as_ref()
                 .map(|p| -> Result<TaesdDecoder> {
-                    let w = sumi_weights::Weights::open_raw(p)?;
-                    TaesdDecoder::new(w.var_builder(DType::F32, &device), 4).map_err(|source| {
-                        PipelineError::Model {
-                            path: p.clone(),
-                            source,
-                        }
-                    })
+                    let bad = |detail: String| PipelineError::Request {
+                        field: "taesd-decoder",
+                        detail,
+                    };
+                    let w = sumi_weights::Weights::open_raw(p).map_err(|e| bad(e.to_string()))?;
+                    if let Some(why) = crate::taesd_file::wrong_taesd_decoder(&w, p) {
+                        return Err(bad(format!("{}: {why}", p.display())));
+                    }
+                    TaesdDecoder::new(w.var_builder(DType::F32, &device), 4)
+                        .map_err(|e| bad(format!("{}: {e}", p.display())))
                 })
                 .transpose()?,
             model: checkpoint.identity(),

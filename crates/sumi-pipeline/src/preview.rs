@@ -36,6 +36,9 @@ pub enum PreviewError {
     /// The latents are not `[4, h, w]`.
     #[error("{0} latent channels")]
     Channels(usize),
+    /// The file is not a TAESD decoder for SD1/SD2 (an encoder, TAESDXL's decoder).
+    #[error("{0}")]
+    NotADecoder(String),
     /// The rendered pixels do not fill an image of the rendered size.
     #[error("bad size")]
     Size,
@@ -89,6 +92,9 @@ impl Previewer {
             return Ok(Self::Cheap);
         };
         let w = sumi_weights::Weights::open_raw(p)?;
+        if let Some(why) = crate::taesd_file::wrong_taesd_decoder(&w, p) {
+            return Err(PreviewError::NotADecoder(format!("{}: {why}", p.display())));
+        }
         Ok(Self::Taesd(TaesdDecoder::new(
             w.var_builder(DType::F32, &Device::Cpu),
             4,

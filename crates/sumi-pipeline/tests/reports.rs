@@ -270,3 +270,42 @@ fn taesd_preview_of_a_real_photo() {
     // 23.4 dB measured (the bytes are truncated, as A1111's preview does)
     assert!(psnr > 22.0, "PSNR {psnr:.2} dB");
 }
+
+/// The wrong TAESD files are refused by what they are: the encoder, and TAESDXL's decoder (same
+/// layers, told apart by its name) for these SD1/SD2 models; the SD decoder is taken.
+#[test]
+fn wrong_taesd_files_are_refused_by_what_they_are() {
+    let Some(data) = shared() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let m = sumi_testkit::tiny_model("sd1", d.path());
+    let load = |p: PathBuf| {
+        let opts = sumi_pipeline::LoadOptions {
+            taesd_decoder: Some(p),
+            ..Default::default()
+        };
+        sumi_pipeline::Pipeline::load(&m, &opts).map(|_| ())
+    };
+    let enc = data.join("taesd/taesd_encoder.safetensors");
+    let e = load(enc.clone()).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "taesd-decoder: {}: this is a TAESD encoder, not a decoder (taesd_decoder.safetensors)",
+            enc.display()
+        )
+    );
+    let xl = data.join("taesd/taesdxl_decoder.safetensors");
+    let e = load(xl).unwrap_err().to_string();
+    assert!(e.contains("by its name this is TAESDXL's decoder"), "{e}");
+    assert!(Previewer::load(Some(&enc))
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("TAESD encoder"));
+    load(data.join("taesd/taesd_decoder.safetensors")).unwrap();
+    let e = load(d.path().join("missing.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("taesd-decoder: "), "{e}");
+    assert_eq!(e.matches("missing.safetensors").count(), 1, "{e}");
+}

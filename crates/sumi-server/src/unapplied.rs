@@ -230,7 +230,10 @@ mod tests {
         opts2.insert("sd_lora".into(), json!("add_detail"));
         let w = warnings(Endpoint::Txt2Img, &obj(json!({"prompt": "x"})), &opts2);
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[1].starts_with("setting sd_lora: \"add_detail\" is not applied"), "{w:?}");
+        assert!(
+            w[1].starts_with("setting sd_lora: \"add_detail\" is not applied"),
+            "{w:?}"
+        );
         // img2img fields are fields of img2img only
         let w = warnings(Endpoint::Txt2Img, &obj(json!({"mask_blur": 4})), &opts);
         assert_eq!(w, ["mask_blur: not a field of A1111's API: ignored"]);
