@@ -107,6 +107,9 @@ pub struct Common {
     /// batches add -0001, -0002, ….
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Create --output's folder when it does not exist (else that is an error).
+    #[arg(long)]
+    mkdir: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -504,6 +507,7 @@ fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
             Some(_) => req.batch_count as usize,
             None => (req.batch_size * req.batch_count) as usize,
         },
+        c.mkdir,
     )?;
     let opts = LoadOptions {
         embeddings: c.embeddings.clone(),

@@ -30,8 +30,10 @@ impl Outputs {
     /// The files a run of `n` images writes: `--output` as given for one image,
     /// `stem-0001.png`… for several (none of which may exist yet); by default the numbers
     /// after the highest in ./outputs/, claimed as each image is written. The format follows
-    /// `--output`'s extension (PNG by default); an unknown extension is an error.
-    pub fn plan(output: Option<&Path>, n: usize) -> Result<Self> {
+    /// `--output`'s extension (PNG by default); an unknown extension is an error. `--output`
+    /// into a folder that does not exist is an error unless `mkdir` (a mistyped folder would
+    /// otherwise be created silently); ./outputs/ is created when needed, as A1111 creates its.
+    pub fn plan(output: Option<&Path>, n: usize, mkdir: bool) -> Result<Self> {
         let dir = PathBuf::from("outputs");
         let format = match output {
             None => OutputFormat::Png,
@@ -53,6 +55,21 @@ impl Outputs {
             }
             None => Vec::new(),
         };
+        if let Some(dir) = output
+            .and_then(Path::parent)
+            .filter(|d| !d.as_os_str().is_empty() && !mkdir)
+        {
+            if !dir.is_dir() {
+                bail!(
+                    "--output {}: the folder {} does not exist; add --mkdir to create it",
+                    output
+                        .map(Path::display)
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                    dir.display()
+                );
+            }
+        }
         for p in &given {
             if p.symlink_metadata().is_ok() {
                 bail!("{} already exists; choose another --output", p.display());

@@ -67,6 +67,9 @@ pub struct Args {
     /// The PNG to write (default: the next number in ./outputs/).
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Create --output's folder when it does not exist (else that is an error).
+    #[arg(long)]
+    mkdir: bool,
 }
 
 impl Args {
@@ -108,7 +111,7 @@ pub fn run(a: Args) -> Result<()> {
     if req.upscaler_2 != "None" {
         registry.get(&req.upscaler_2).context("--upscaler-2")?;
     }
-    let mut outputs = crate::output::Outputs::plan(a.output.as_deref(), 1)?;
+    let mut outputs = crate::output::Outputs::plan(a.output.as_deref(), 1, a.mkdir)?;
     if outputs.format() != sumi_pipeline::image_file::OutputFormat::Png {
         anyhow::bail!("--output: upscale writes PNG files only (its texts are PNG chunks)");
     }

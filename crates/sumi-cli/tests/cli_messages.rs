@@ -175,3 +175,38 @@ fn an_infotext_of_another_checkpoint_is_named() {
     assert_eq!(hash.len(), 10);
     assert_eq!(run(&hash, "b.png"), Vec::<String>::new());
 }
+
+#[test]
+fn output_into_a_missing_folder_needs_mkdir() {
+    let d = tempfile::tempdir().unwrap();
+    let m = sumi_testkit::tiny_model("sd1", d.path());
+    let args = |out: &'static str, extra: &'static [&'static str]| {
+        let mut a = vec![
+            "txt2img",
+            "--model",
+            m.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--steps",
+            "1",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--quiet",
+            "--output",
+            out,
+        ];
+        a.extend(extra);
+        sumi(d.path(), &a)
+    };
+    let o = args("typo/x.png", &[]);
+    refused(
+        &o,
+        "--output typo/x.png: the folder typo does not exist; add --mkdir to create it",
+    );
+    assert!(!d.path().join("typo").exists());
+    let o = args("made/x.png", &["--mkdir"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(d.path().join("made/x.png").is_file());
+}
