@@ -23,9 +23,23 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// One example per command, shown under `sumi --help`.
+const EXAMPLES: &str = "\
+Examples:
+  sumi img2img --model v1-5.safetensors --init-image photo.jpg --prompt \"anime portrait\" --denoising-strength 0.6
+  sumi txt2img --model v1-5.safetensors --prompt \"a red fox, <lora:style:0.8>\" --lora-dir loras --output fox.png
+  sumi txt2img --model v1-5.safetensors --from-png old.png          (make a picture again from its parameters)
+  sumi upscale photo.png --upscaler Lanczos --scale 2
+  sumi serve --model v1-5.safetensors --port 7860                   (A1111's API and a web page)
+  sumi png-info picture.png
+  sumi prompt --steps 20 \"a [cat:dog:0.5], (sharp:1.2)\"
+  sumi model-info v1-5.safetensors
+
+Each command's options: sumi <command> --help";
+
 /// Stable Diffusion in Rust, A1111-compatible.
 #[derive(Parser)]
-#[command(name = "sumi", version, about)]
+#[command(name = "sumi", version, about, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -210,3 +210,28 @@ fn output_into_a_missing_folder_needs_mkdir() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(d.path().join("made/x.png").is_file());
 }
+
+#[test]
+fn help_shows_an_example_of_every_command() {
+    let d = tempfile::tempdir().unwrap();
+    let o = sumi(d.path(), &["--help"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    let examples = text.split("Examples:").nth(1).expect("an Examples section");
+    for cmd in [
+        "img2img",
+        "txt2img",
+        "upscale",
+        "serve",
+        "png-info",
+        "prompt",
+        "model-info",
+    ] {
+        assert!(
+            examples
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("sumi {cmd} "))),
+            "no example of {cmd} in {examples}"
+        );
+    }
+}
