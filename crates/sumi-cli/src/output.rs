@@ -7,21 +7,17 @@
 //! runs never lose images to each other. Files are created with mode 0666 less the umask, as
 //! any other program's; a rename-based temporary file would have left them 0600.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use sumi_pipeline::image_file::OutputFormat;
+use sumi_pipeline::output_files::{claim, create_dir, write_err, NumberedFolder};
 use sumi_pipeline::PipelineError;
-
-/// Most numbers tried past the planned one before a write gives up.
-const MAX_CLAIMS: u64 = 100_000;
 
 /// The files of one run: the paths given, or numbers in a folder.
 pub struct Outputs {
     given: Vec<PathBuf>,
-    dir: PathBuf,
-    next: u64,
+    numbered: NumberedFolder,
     written: usize,
     format: OutputFormat,
 }
@@ -76,13 +72,13 @@ impl Outputs {
             }
         }
         Ok(Self {
-            next: if given.is_empty() {
-                next_number(&dir)
+            // the folder is read only when numbers are used
+            numbered: if given.is_empty() {
+                NumberedFolder::new(&dir)
             } else {
-                0
+                NumberedFolder::unread(&dir)
             },
             given,
-            dir,
             written: 0,
             format,
         })
@@ -107,104 +103,8 @@ impl Outputs {
             self.written += 1;
             return Ok(p.clone());
         }
-        let first = self.next;
-        loop {
-            let p = self.dir.join(format!("{:05}.png", self.next));
-            create_dir(&p)?;
-            self.next += 1;
-            match claim(&p, bytes) {
-                Ok(()) => {
-                    self.written += 1;
-                    return Ok(p);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if self.next - first >= MAX_CLAIMS {
-                        return Err(PipelineError::OutputExists { path: p });
-                    }
-                }
-                Err(e) => return Err(write_err(&p, e)),
-            }
-        }
+        let p = self.numbered.write(bytes)?;
+        self.written += 1;
+        Ok(p)
     }
-}
-
-/// One more than the highest 5-digit number starting a name in `dir` (0 when there is none).
-fn next_number(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|s| s.get(..5)?.parse::<u64>().ok())
-        })
-        .max()
-        .map_or(0, |m| m + 1)
-}
-
-fn write_err(path: &Path, e: std::io::Error) -> PipelineError {
-    PipelineError::PngWrite {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
-fn create_dir(path: &Path) -> sumi_pipeline::Result<()> {
-    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => std::fs::create_dir_all(dir).map_err(|e| PipelineError::OutputDir {
-            path: dir.to_path_buf(),
-            source: e,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Puts `bytes` at `path` whole or not at all, failing with `AlreadyExists` when the name is
-/// taken: a temporary file beside it (created 0666 less the umask), synced, then hard-linked.
-/// Where the file system has no hard links, the name itself is created exclusively.
-fn claim(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if path.symlink_metadata().is_ok() {
-        return Err(std::io::ErrorKind::AlreadyExists.into());
-    }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tmp = path.with_file_name(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
-    let linked = write_exclusive(&tmp, bytes).and_then(|()| std::fs::hard_link(&tmp, path));
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists && tmp_dir_ok(path) => {
-            write_exclusive(path, bytes)
-        }
-        r => r,
-    }
-}
-
-/// Whether the folder of `path` exists (a failed hard link there is the file system's lack
-/// of links, not a missing folder).
-fn tmp_dir_ok(path: &Path) -> bool {
-    path.parent()
-        .map(|d| {
-            if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            }
-        })
-        .is_some_and(Path::is_dir)
-}
-
-/// Creates `path` (it must not exist) holding `bytes`, synced; removed again on failure.
-fn write_exclusive(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    let r = f.write_all(bytes).and_then(|()| f.sync_all());
-    if r.is_err() {
-        let _ = std::fs::remove_file(path);
-    }
-    r
 }

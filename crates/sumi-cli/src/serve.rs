@@ -62,6 +62,10 @@ pub struct Args {
     /// change state are refused 403; the server's own page is always allowed.
     #[arg(long, value_name = "ORIGIN,...")]
     cors_allow_origins: Option<String>,
+    /// Where a request's `save_images` keeps its pictures, numbered as the CLI numbers them
+    /// (A1111 keeps them under outputs/ too).
+    #[arg(long, value_name = "DIR", default_value = "outputs")]
+    outdir: PathBuf,
 }
 
 // clap prints the arguments on a parse error only; never derive Debug here (password).
@@ -117,6 +121,7 @@ pub fn run(a: Args) -> Result<()> {
         host: a.host.clone(),
         port: a.port,
         cors_allow_origins,
+        outdir: a.outdir.clone(),
         on_ready: Some(std::sync::Arc::new(|addr| {
             eprintln!("serving on http://{addr}");
         })),

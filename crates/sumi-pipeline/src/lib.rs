@@ -35,6 +35,7 @@ pub mod inpaint;
 mod inpaint_cond;
 pub mod mask;
 pub mod networks;
+pub mod output_files;
 pub mod photo_size;
 pub mod png;
 pub mod preview;

@@ -32,6 +32,8 @@ pub struct Prepared {
     pub request: Request,
     /// Whether the response carries the images (`send_images`).
     pub send_images: bool,
+    /// Whether the images are kept in the server's output folder (`save_images`).
+    pub save_images: bool,
     /// The requested seed before a random one was drawn for -1.
     pub requested_seed: i64,
     /// `denoising_strength` as given (A1111 reports it for txt2img too; default 0.75).
@@ -170,6 +172,7 @@ pub fn prepare(
     Ok(Prepared {
         request,
         send_images: f.send_images.unwrap_or(true),
+        save_images: f.save_images.unwrap_or(false),
         requested_seed,
         denoising_strength: f.denoising_strength.unwrap_or(0.75),
         checkpoint: None,

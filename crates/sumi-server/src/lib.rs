@@ -105,6 +105,9 @@ pub struct Config {
     /// Origins (`scheme://host[:port]`, lower case, or `*`) whose pages may call the API
     /// (`--cors-allow-origins`; see [`guard`]).
     pub cors_allow_origins: Vec<String>,
+    /// Where a request's `save_images` keeps its pictures (numbered as the CLI numbers them;
+    /// `--outdir`, default `outputs`).
+    pub outdir: PathBuf,
     /// Called with the listening address once the model is loaded and requests are served.
     pub on_ready: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
 }
@@ -123,6 +126,7 @@ impl Config {
             host: "127.0.0.1".into(),
             port: 7860,
             cors_allow_origins: Vec::new(),
+            outdir: PathBuf::from("outputs"),
             on_ready: None,
         }
     }

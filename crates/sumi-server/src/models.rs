@@ -63,6 +63,8 @@ pub struct GenerationFields {
     #[serde(default, deserialize_with = "lax::boolean")]
     pub send_images: Option<bool>,
     #[serde(default, deserialize_with = "lax::boolean")]
+    pub save_images: Option<bool>,
+    #[serde(default, deserialize_with = "lax::boolean")]
     pub enable_hr: Option<bool>,
     #[serde(default, deserialize_with = "lax::float")]
     pub hr_scale: Option<f64>,

@@ -107,7 +107,6 @@ fn inert_fields() -> Vec<(&'static str, Value)> {
         ("disable_extra_networks", json!(false)),
         ("firstpass_image", Value::Null),
         ("alwayson_scripts", json!({})),
-        ("save_images", json!(false)),
         ("initial_noise_multiplier", json!(1.0)),
         ("latent_mask", Value::Null),
     ]

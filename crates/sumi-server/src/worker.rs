@@ -266,6 +266,9 @@ fn generate(
             .step(s.batch, s.step + 1, s.steps, s.preview.clone());
         stop_request(state, cancel, &mut interrupted)
     };
+    let mut saved = job
+        .save_images
+        .then(|| sumi_pipeline::output_files::NumberedFolder::new(&state.config.outdir));
     let mut on_image = |g: Image| -> Result<(), String> {
         let info = &g.infotext;
         if out.infotexts.is_empty() {
@@ -275,9 +278,14 @@ fn generate(
             out.vae_hash = info.vae_hash.clone();
         }
         let text = info.to_string();
-        if job.send_images {
+        if job.send_images || saved.is_some() {
             let png = sumi_pipeline::png::encode_png(&g.pixels, Some(&text))?;
-            out.images.push(encode_base64(&png));
+            if let Some(folder) = &mut saved {
+                folder.write(&png).map_err(|e| e.to_string())?;
+            }
+            if job.send_images {
+                out.images.push(encode_base64(&png));
+            }
         }
         out.infotexts.push(text);
         out.seeds.push(g.seed);

@@ -2,6 +2,7 @@
 //! them, the `parameters` echo, `info`, seeds, legacy sampler names, `infotext` filling the
 //! fields not given, img2img images (data URLs) and mask settings.
 
+use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -381,4 +382,41 @@ fn what_sumi_does_not_apply_is_named_in_the_info_warnings_before_the_models() {
     // nothing asked that Sumi does not do: no warning
     let (_, v) = post(&s, "/sdapi/v1/txt2img", &json!({"prompt": "x", "steps": 2}));
     assert_eq!(info(&v)["warnings"], json!([]));
+}
+
+#[test]
+fn save_images_keeps_the_pictures_numbered_with_their_infotext() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = config(d.path());
+    let out = d.path().join("saved");
+    c.outdir = out.clone();
+    let s = TestServer::start(c, Fake::new(0));
+    // not asked: nothing kept
+    let (st, _) = post(&s, "/sdapi/v1/txt2img", &json!({"prompt": "x", "steps": 2}));
+    assert_eq!(st, 200);
+    assert!(!out.exists());
+    // asked: each image in the next number, the same PNG as the response's, and no warning
+    let body = json!({"prompt": "x", "steps": 2, "width": 64, "height": 64, "batch_size": 2,
+                      "save_images": true});
+    let (st, v) = post(&s, "/sdapi/v1/txt2img", &body);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(info(&v)["warnings"], json!([]));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["00000.png", "00001.png"]);
+    for (i, n) in names.iter().enumerate() {
+        let file = std::fs::read(out.join(n)).unwrap();
+        let sent = base64::engine::general_purpose::STANDARD
+            .decode(v["images"][i].as_str().unwrap())
+            .unwrap();
+        assert_eq!(file, sent, "{n}");
+    }
+    // the numbers go on; send_images false still keeps them
+    let body = json!({"prompt": "y", "steps": 2, "save_images": true, "send_images": false});
+    let (_, v) = post(&s, "/sdapi/v1/txt2img", &body);
+    assert_eq!(v["images"], json!([]));
+    assert!(out.join("00002.png").is_file());
 }
