@@ -112,20 +112,36 @@ fn inert_fields() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// Most unknown fields (and most unapplied `override_settings`) named one by one; the rest are
+/// counted, so that a body of many small keys does not become many more bytes of warnings.
+const MAX_NAMED: usize = 16;
+
+/// `lines` with those past [`MAX_NAMED`] replaced by one line counting them.
+fn capped(mut lines: Vec<String>, what: &str) -> Vec<String> {
+    if lines.len() > MAX_NAMED {
+        let more = lines.len() - MAX_NAMED;
+        lines.truncate(MAX_NAMED);
+        lines.push(format!("and {more} more {what}"));
+    }
+    lines
+}
+
 /// The warnings for a request `sent` to `endpoint` with the stored `options`.
 pub fn warnings(
     endpoint: Endpoint,
     sent: &Map<String, Value>,
     options: &Map<String, Value>,
 ) -> Vec<String> {
-    let mut out = Vec::new();
     let known = defaults(endpoint);
-    for k in sent.keys() {
-        if !known.iter().any(|(f, _)| f == k) {
+    let unknown = sent
+        .keys()
+        .filter(|k| !known.iter().any(|(f, _)| f == k))
+        .map(|k| {
             let k: String = k.chars().take(80).collect();
-            out.push(format!("{k}: not a field of A1111's API: ignored"));
-        }
-    }
+            format!("{k}: not a field of A1111's API: ignored")
+        })
+        .collect();
+    let mut out = capped(unknown, "fields that are not A1111's: ignored");
     for (field, quiet) in inert_fields() {
         let Some(v) = sent.get(field) else { continue };
         let quiet = neutral(v, &quiet)
@@ -142,15 +158,16 @@ pub fn warnings(
     }
     let a1111 = crate::options::defaults_of_a1111();
     let over = sent.get("override_settings").and_then(Value::as_object);
-    for (k, v) in over.into_iter().flatten() {
-        if !APPLIED_SETTINGS.contains(&k.as_str()) && options.get(k) != Some(v) {
+    let overrides = over
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| !APPLIED_SETTINGS.contains(&k.as_str()) && options.get(*k) != Some(*v))
+        .map(|(k, v)| {
             let k: String = k.chars().take(80).collect();
-            out.push(format!(
-                "override_settings.{k}: {} is not applied by Sumi",
-                shown(v)
-            ));
-        }
-    }
+            format!("override_settings.{k}: {} is not applied by Sumi", shown(v))
+        })
+        .collect();
+    out.extend(capped(overrides, "override_settings not applied by Sumi"));
     for k in PICTURE_SETTINGS {
         if over.is_some_and(|o| o.contains_key(k)) {
             continue;
@@ -168,7 +185,10 @@ pub fn warnings(
     }
     if let Some(text) = sent.get("infotext").and_then(Value::as_str) {
         let p = sumi_pipeline::infotext::parse_generation_parameters(text);
-        out.extend(sumi_pipeline::infotext_unapplied::unapplied_warnings(&p));
+        out.extend(capped(
+            sumi_pipeline::infotext_unapplied::unapplied_warnings(&p),
+            "infotext keys not applied",
+        ));
     }
     out
 }
@@ -233,6 +253,11 @@ mod tests {
             w[1].starts_with("setting sd_lora: \"add_detail\" is not applied"),
             "{w:?}"
         );
+        // many unknown keys: 16 named, the rest counted
+        let many: Map<String, Value> = (0..1000).map(|i| (format!("k{i}"), json!(0))).collect();
+        let w = warnings(Endpoint::Txt2Img, &many, &opts);
+        assert_eq!(w.len(), 17);
+        assert_eq!(w[16], "and 984 more fields that are not A1111's: ignored");
         // img2img fields are fields of img2img only
         let w = warnings(Endpoint::Txt2Img, &obj(json!({"mask_blur": 4})), &opts);
         assert_eq!(w, ["mask_blur: not a field of A1111's API: ignored"]);
