@@ -12,7 +12,7 @@ use sumi_pipeline::infotext::{parse_generation_parameters, Parameters};
 use sumi_pipeline::request::{MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_MASK_BLUR, MAX_SIDE, MAX_STEPS};
 use sumi_pipeline::{
     parse_sampler_and_scheduler, Hires, Img2Img, Inpaint, LoadOptions, MaskedContent, NoiseSource,
-    Pipeline, Request,
+    Pipeline, Request, UncondSkip,
 };
 
 /// Largest init image accepted, in pixels.
@@ -97,6 +97,17 @@ pub struct Common {
     /// dot products with f32 sums), or auto (bf16 where the CPU has AVX-512 BF16, else f32).
     #[arg(long, default_value = "auto", value_name = "f32|bf16|auto")]
     precision: sumi_pipeline::Precision,
+    /// Negative guidance minimum sigma (A1111's NGMS, `s_min_uncond`): skip the negative prompt
+    /// on every other step below this noise level (faster, a little different), 0 = off [0].
+    #[arg(long, value_name = "SIGMA")]
+    s_min_uncond: Option<f64>,
+    /// With --s-min-uncond: skip it on every step below that level, not every other one.
+    #[arg(long)]
+    s_min_uncond_all: bool,
+    /// Ignore the negative prompt during this fraction of the first steps (A1111's
+    /// `skip_early_cond`, 0–1), 0 = off [0].
+    #[arg(long, value_name = "FRACTION")]
+    skip_early_cond: Option<f64>,
     /// Fill unset options from an A1111 infotext.
     #[arg(long, conflicts_with = "from_png")]
     infotext: Option<String>,
@@ -424,6 +435,12 @@ fn request(c: &Common, info: Option<&Parameters>, size: (u32, u32)) -> Result<Re
         img2img: None,
         lora_hashes: info.and_then(|p| p.get("Lora hashes")).map(str::to_string),
         model_hash: info.and_then(|p| p.get("Model hash")).map(str::to_string),
+        uncond_skip: UncondSkip {
+            s_min_uncond: pick(c.s_min_uncond, info, "NGMS", 0.0)?,
+            s_min_uncond_all: c.s_min_uncond_all
+                || info.and_then(|p| p.get("NGMS all steps")).map(str::trim) == Some("True"),
+            skip_early_cond: pick(c.skip_early_cond, info, "Skip Early CFG", 0.0)?,
+        },
         ..Default::default()
     })
 }

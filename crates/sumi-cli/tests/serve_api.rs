@@ -5,7 +5,7 @@
 
 mod serve_common;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use serve_common::*;
 
 #[test]
@@ -326,4 +326,71 @@ fn four_concurrent_requests_give_the_sequential_pixels() {
         "c.png",
     );
     assert_eq!(cli_img.into_raw(), sequential[2]);
+}
+
+/// A1111's negative-prompt skips through both front ends: the request's `s_min_uncond`, the
+/// settings `skip_early_cond` / `s_min_uncond_all` (override_settings), the infotext keys A1111
+/// writes, an infotext replayed through the API and through the CLI's `--infotext` giving the
+/// same pixels, and no "not applied" warning for any of them.
+#[test]
+fn negative_prompt_skips_apply_through_the_api_and_the_cli() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let s = Server::start(&m, &[]);
+    let base = json!({"prompt": "a boat", "negative_prompt": "fog", "seed": 5, "steps": 6,
+                      "width": 64, "height": 64, "sampler_name": "Euler"});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (st, v) = post(&s, "/sdapi/v1/txt2img", &b);
+        assert_eq!(st, 200, "{v}");
+        v
+    };
+    let plain = with(json!({}));
+    let ngms = with(json!({"s_min_uncond": 20}));
+    let both = with(
+        json!({"override_settings": {"skip_early_cond": 0.5, "s_min_uncond": 20,
+                                                  "s_min_uncond_all": true}}),
+    );
+    let text = |v: &Value| info(v)["infotexts"][0].as_str().unwrap().to_string();
+    let pixels = |v: &Value| decode_image(&v["images"][0]).0.into_raw();
+    assert!(!text(&plain).contains("NGMS"), "{}", text(&plain));
+    assert!(
+        text(&ngms).contains(", NGMS: 20.0, Version:"),
+        "{}",
+        text(&ngms)
+    );
+    assert!(
+        text(&both).contains(", Skip Early CFG: 0.5, NGMS: 20.0, NGMS all steps: True, Version:"),
+        "{}",
+        text(&both)
+    );
+    assert_ne!(pixels(&plain), pixels(&ngms));
+    assert_ne!(pixels(&ngms), pixels(&both));
+    for v in [&ngms, &both] {
+        let warnings = info(v)["warnings"].to_string();
+        assert!(
+            !warnings.contains("s_min_uncond") && !warnings.contains("skip_early_cond"),
+            "{warnings}"
+        );
+    }
+    // the infotext replayed: through the API, and through the CLI
+    let (st, again) = post(&s, "/sdapi/v1/txt2img", &json!({ "infotext": text(&both) }));
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(text(&again), text(&both));
+    assert_eq!(pixels(&again), pixels(&both));
+    let out = cli(
+        d.path(),
+        &[
+            "txt2img",
+            "--model",
+            m.to_str().unwrap(),
+            "--infotext",
+            &text(&both),
+        ],
+        "replayed.png",
+    );
+    assert_eq!(out.into_raw(), pixels(&both));
 }

@@ -2,6 +2,7 @@
 //! (the first draw of each image's generator), the sampler plan over the guided U-Net, A1111's
 //! final latent blend, the check for NaN latents, and the decode.
 
+use std::cell::Cell;
 use std::ops::ControlFlow;
 
 use candle_core::Tensor;
@@ -9,6 +10,7 @@ use candle_core::Tensor;
 use sumi_sampling::noise::batch_seeds;
 use sumi_sampling::{ImageRng, ImageRngOptions, Plan, SamplerNoise, Step};
 
+use crate::cfg_skip::{Fired, SkipRule};
 use crate::conditioning::{MultiCond, ScheduledCond};
 use crate::denoise::{CfgDenoiser, LatentBlend};
 use crate::error::{NanStage, Result};
@@ -83,6 +85,18 @@ pub(crate) struct BatchInputs<'a> {
     pub shape: LatentShape,
     /// Which pass of how many (the hires fix runs two per batch): `(0, 1)` without it.
     pub pass: (u32, u32),
+    /// The uncond skips that have happened in the job so far (A1111 keeps their infotext keys
+    /// on the job once they happen).
+    pub fired: &'a Cell<Fired>,
+}
+
+impl BatchInputs<'_> {
+    /// The infotext keys of the job's networks, then those of the skips that have happened.
+    pub(crate) fn params_after_sampling(&self) -> Vec<(String, String)> {
+        let mut out = self.extra_params.to_vec();
+        out.extend(self.req.uncond_skip.infotext(self.fired.get()));
+        out
+    }
 }
 
 impl Pipeline {
@@ -94,7 +108,8 @@ impl Pipeline {
         on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
     ) -> Result<BatchOutcome> {
         let (latents, stop) = self.sample_batch(inputs, &batch, on_step)?;
-        let images = self.finish_batch(inputs.init, inputs.extra_params, &batch, &latents)?;
+        let params = inputs.params_after_sampling();
+        let images = self.finish_batch(inputs.init, &params, &batch, &latents)?;
         Ok(BatchOutcome { images, stop })
     }
 
@@ -151,7 +166,9 @@ impl Pipeline {
             seeds: &batch.seeds,
             source: req.rng,
         };
-        let latents = plan.run(&mut denoiser, x, noise, &mut report)?;
+        let latents = plan.run(&mut denoiser, x, noise, &mut report);
+        inputs.fired.set(inputs.fired.get().or(denoiser.skip.fired));
+        let latents = latents?;
         // 3. A1111 blends the result with the source latents once more
         let latents = match (&init.blend, &init.latents) {
             (Some(blend), Some(source)) => blend.apply(&latents, source)?,
@@ -210,6 +227,12 @@ impl Pipeline {
                 _ => None,
             },
             step: 0,
+            skip: SkipRule {
+                settings: inputs.req.uncond_skip,
+                total_steps: inputs.plan.total_steps(),
+                by_timestep: inputs.plan.sees_timesteps(),
+                fired: Fired::default(),
+            },
         }
     }
 }

@@ -15,6 +15,7 @@ use sumi_models::{Hypernetworks, UNet};
 use sumi_sampling::denoiser::{scalings, GuidedPrediction};
 use sumi_sampling::{DiscreteSchedule, Prediction};
 
+use crate::cfg_skip::SkipRule;
 use crate::conditioning::{cond_at, MultiCond, ScheduledCond};
 
 /// Classifier-free guidance over a batch of images sharing one prompt.
@@ -39,6 +40,8 @@ pub struct CfgDenoiser<'a> {
     pub blend: Option<LatentBlend>,
     /// A1111's step counter (denoiser calls so far).
     pub step: u32,
+    /// When the uncond rows are skipped (NGMS, skip early CFG), and what skipped.
+    pub(crate) skip: SkipRule,
 }
 
 /// A1111's latent mask blend in its `CFGDenoiser`.
@@ -197,8 +200,21 @@ impl CfgDenoiser<'_> {
                 })
                 .transpose()
         };
-        let u_ctx = uncond.unsqueeze(0)?.repeat((b, 1, 1))?;
-        let (den_cond, den_uncond) = if c_cond.dim(1)? == uncond.dim(0)? {
+        let level = match input {
+            ModelInput::Sigma(sigma) if self.skip.by_timestep => self.schedule.sigma_to_t(sigma),
+            ModelInput::Sigma(sigma) => sigma,
+            ModelInput::Timestep(t) => t,
+        };
+        let (den_cond, den_uncond) = if self.skip.skips(self.step, level) {
+            // the cond rows only; each image's first cond prediction stands for its uncond one
+            let c = self.inner(&x_cond, input, &c_cond, ic_rows(parts)?.as_ref())?;
+            let firsts: Vec<Tensor> = (0..b)
+                .map(|i| c.get(i * parts))
+                .collect::<candle_core::Result<_>>()?;
+            let u = Tensor::stack(&firsts, 0)?;
+            (c, u)
+        } else if c_cond.dim(1)? == uncond.dim(0)? {
+            let u_ctx = uncond.unsqueeze(0)?.repeat((b, 1, 1))?;
             let all_x = Tensor::cat(&[&x_cond, x], 0)?;
             let all_c = Tensor::cat(&[&c_cond, &u_ctx], 0)?;
             let ic = match (ic_rows(parts)?, ic_rows(1)?) {
@@ -208,6 +224,7 @@ impl CfgDenoiser<'_> {
             let out = self.inner(&all_x, input, &all_c, ic.as_ref())?;
             (out.narrow(0, 0, b * parts)?, out.narrow(0, b * parts, b)?)
         } else {
+            let u_ctx = uncond.unsqueeze(0)?.repeat((b, 1, 1))?;
             let c = self.inner(&x_cond, input, &c_cond, ic_rows(parts)?.as_ref())?;
             let u = self.inner(x, input, &u_ctx, ic_rows(1)?.as_ref())?;
             (c, u)

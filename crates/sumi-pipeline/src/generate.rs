@@ -258,6 +258,7 @@ impl Pipeline {
         };
 
         // 6. batch by batch: noise → sampler → decode → images
+        let fired = std::cell::Cell::new(crate::cfg_skip::Fired::default());
         let inputs = BatchInputs {
             unet: &active.unet,
             hypernetworks: &active.hypernetworks,
@@ -271,6 +272,7 @@ impl Pipeline {
             },
             shape,
             pass: (0, passes),
+            fired: &fired,
         };
         for n in 0..req.batch_count {
             let batch = BatchSeeds::of(req, n, seed, subseed);

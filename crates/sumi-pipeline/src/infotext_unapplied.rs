@@ -12,7 +12,7 @@ use crate::infotext::Parameters;
 
 /// Keys both front ends (`--infotext`/`--from-png`, the API's `infotext`) fill a request from
 /// (`Hypernet` and its strength become a `<hypernet:…>` tag of the prompt, as A1111 pastes them).
-pub const APPLIED: [&str; 23] = [
+pub const APPLIED: [&str; 26] = [
     "Steps",
     "Sampler",
     "Schedule type",
@@ -36,6 +36,9 @@ pub const APPLIED: [&str; 23] = [
     "Hires negative prompt",
     "Hypernet",
     "Hypernet strength",
+    "NGMS",
+    "NGMS all steps",
+    "Skip Early CFG",
 ];
 
 /// Keys that record what was used (checked elsewhere where Sumi can check them) and change
@@ -57,7 +60,7 @@ pub const RECORDS: [&str; 12] = [
 
 /// Keys with the values that change nothing (A1111 v1.10.1's defaults), compared as numbers
 /// where both parse as numbers.
-pub const NEUTRAL: [(&str, &str); 38] = [
+pub const NEUTRAL: [(&str, &str); 35] = [
     ("Face restoration", ""),
     ("Emphasis", "Original"),
     ("Tiling", "False"),
@@ -67,8 +70,6 @@ pub const NEUTRAL: [(&str, &str); 38] = [
     ("Conditional mask weight", "1"),
     ("Noise multiplier", "1"),
     ("Extra noise", "0"),
-    ("NGMS", "0"),
-    ("NGMS all steps", "False"),
     ("Token merging ratio", "0"),
     ("Token merging ratio hr", "0"),
     ("Pad conds", "False"),
@@ -93,7 +94,6 @@ pub const NEUTRAL: [(&str, &str); 38] = [
     ("UniPC order", "3"),
     ("UniPC lower order final", "True"),
     ("Noise Schedule", "Default"),
-    ("Skip Early CFG", "0"),
     ("Beta scheduler alpha", "0.6"),
     ("Beta scheduler beta", "0.6"),
 ];

@@ -12,6 +12,7 @@
 //! [`embedding_report`].
 
 mod batch;
+pub mod cfg_skip;
 pub mod checkpoint;
 pub mod checkpoint_report;
 pub mod composite;
@@ -46,6 +47,7 @@ pub mod taesd_file;
 pub mod upscale;
 pub mod vocab;
 
+pub use cfg_skip::UncondSkip;
 pub use checkpoint::Checkpoint;
 pub use decode::{check_finite, to_image};
 pub use error::{NanStage, PipelineError, Result};

@@ -192,6 +192,8 @@ pub struct Request {
     pub hires: Option<Hires>,
     /// A1111's SD upscale script (img2img only): upscale, img2img tile by tile, recombine.
     pub sd_upscale: Option<SdUpscale>,
+    /// A1111's options that skip the negative prompt on some steps (NGMS, skip early CFG).
+    pub uncond_skip: crate::UncondSkip,
 }
 
 impl Default for Request {
@@ -221,6 +223,7 @@ impl Default for Request {
             model_hash: None,
             hires: None,
             sd_upscale: None,
+            uncond_skip: crate::UncondSkip::default(),
         }
     }
 }
@@ -321,6 +324,6 @@ impl Request {
                 format!("{w} is outside 0..=1"),
             ));
         }
-        Ok(())
+        self.uncond_skip.validate()
     }
 }

@@ -90,6 +90,8 @@ pub struct Plan {
     sampler: SamplerKind,
     scheduler: Scheduler,
     route: Route,
+    /// The steps A1111 launches the sampler with (txt2img: the steps; img2img: `t_enc + 1`).
+    launch_steps: usize,
 }
 
 /// How the sampler walks the noise levels.
@@ -171,6 +173,10 @@ impl Plan {
             sampler,
             scheduler: req.scheduler,
             route,
+            launch_steps: match req.img2img {
+                Some(_) => t_enc + 1,
+                None => req.steps,
+            },
         })
     }
 
@@ -215,6 +221,23 @@ impl Plan {
                 _ => ts.run.len().saturating_sub(1),
             },
         }
+    }
+
+    /// A1111's `sampler_config.total_steps` of the steps it launches the sampler with
+    /// (txt2img: the steps; img2img and the hires pass: `t_enc + 1`), doubled for second-order
+    /// samplers: the denominator of the CFG denoiser's sampling progress.
+    pub fn total_steps(&self) -> usize {
+        if self.sampler.options().second_order {
+            self.launch_steps.saturating_mul(2)
+        } else {
+            self.launch_steps
+        }
+    }
+
+    /// Whether the sampler hands its denoiser U-Net timesteps rather than sigmas (A1111's
+    /// timestep samplers: DDIM, DDIM CFG++, PLMS, UniPC).
+    pub fn sees_timesteps(&self) -> bool {
+        matches!(self.route, Route::Timesteps(_))
     }
 
     /// Whether an inpainting mask blends the sampler's *input* (A1111's `mask_before_denoising`,

@@ -158,6 +158,11 @@ pub fn prepare(
         model_hash: None,
         hires: None,
         sd_upscale,
+        // A1111's `fill_fields_from_opts`: the request's own `s_min_uncond`, else the setting
+        uncond_skip: sumi_pipeline::UncondSkip {
+            s_min_uncond: f.s_min_uncond.unwrap_or(opts.uncond_skip.s_min_uncond),
+            ..opts.uncond_skip
+        },
     };
     if endpoint == Endpoint::Txt2Img && f.enable_hr == Some(true) {
         hires(f, &mut request)?;

@@ -37,9 +37,12 @@ const HIRES_FIELDS: [(&str, &str); 9] = [
 ];
 
 /// Infotext keys that are settings.
-const SETTINGS: [(&str, &str); 2] = [
+const SETTINGS: [(&str, &str); 5] = [
     ("Clip skip", "CLIP_stop_at_last_layers"),
     ("RNG", "randn_source"),
+    ("NGMS", "s_min_uncond"),
+    ("NGMS all steps", "s_min_uncond_all"),
+    ("Skip Early CFG", "skip_early_cond"),
 ];
 
 /// Fills `sent` from its `infotext` (a no-op without one).
@@ -93,7 +96,14 @@ pub fn apply(endpoint: Endpoint, sent: &mut Map<String, Value>) {
     for (key, setting) in SETTINGS {
         if let Some(v) = p.get(key) {
             let v = v.trim();
-            let value = v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n));
+            // as A1111's `Options.cast_value`: numbers as numbers, True/False as booleans
+            let value = match (v.parse::<i64>(), v.parse::<f64>(), v) {
+                (Ok(n), _, _) => json!(n),
+                (_, Ok(f), _) if f.is_finite() => json!(f),
+                (_, _, "True") => json!(true),
+                (_, _, "False") => json!(false),
+                _ => json!(v),
+            };
             over.entry(setting.to_string()).or_insert(value);
         }
     }

@@ -56,6 +56,8 @@ pub struct GenerationFields {
     pub height: Option<i64>,
     #[serde(default, deserialize_with = "lax::float")]
     pub denoising_strength: Option<f64>,
+    #[serde(default, deserialize_with = "lax::float")]
+    pub s_min_uncond: Option<f64>,
     #[serde(default)]
     pub override_settings: Option<Map<String, Value>>,
     #[serde(default, deserialize_with = "lax::boolean")]

@@ -116,6 +116,8 @@ pub struct GenOptions {
     pub exact_steps: bool,
     /// `inpainting_mask_weight`.
     pub inpainting_mask_weight: f64,
+    /// `s_min_uncond`, `s_min_uncond_all` and `skip_early_cond`.
+    pub uncond_skip: sumi_pipeline::UncondSkip,
 }
 
 fn get<'a>(
@@ -173,11 +175,32 @@ impl GenOptions {
                 }
             },
         };
+        let number = |k: &str| match get(k, over, opts) {
+            None => Ok(0.0),
+            Some(v) => as_f64(v).filter(|f| f.is_finite()).ok_or_else(|| bad(k, v)),
+        };
+        // a pasted infotext's `NGMS all steps: True` arrives as text
+        let s_min_uncond_all = match get("s_min_uncond_all", over, opts) {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .or(match v.as_str() {
+                    Some("True") => Some(true),
+                    Some("False") => Some(false),
+                    _ => None,
+                })
+                .ok_or_else(|| bad("s_min_uncond_all", v))?,
+        };
         Ok(Self {
             clip_skip,
             rng,
             exact_steps,
             inpainting_mask_weight,
+            uncond_skip: sumi_pipeline::UncondSkip {
+                s_min_uncond: number("s_min_uncond")?,
+                s_min_uncond_all,
+                skip_early_cond: number("skip_early_cond")?,
+            },
         })
     }
 }

@@ -9,8 +9,11 @@ use serde_json::{Map, Value};
 use crate::models::{defaults, Endpoint};
 
 /// Settings Sumi applies (the others are kept and echoed only).
-const APPLIED_SETTINGS: [&str; 5] = [
+const APPLIED_SETTINGS: [&str; 8] = [
     "CLIP_stop_at_last_layers",
+    "s_min_uncond",
+    "s_min_uncond_all",
+    "skip_early_cond",
     "randn_source",
     "img2img_fix_steps",
     "inpainting_mask_weight",
@@ -20,7 +23,7 @@ const APPLIED_SETTINGS: [&str; 5] = [
 /// Settings that change A1111's picture (or the image file the API returns) and that Sumi does not
 /// apply: A1111 v1.10.1's `OptionInfo(..., infotext=...)` settings and a few more (the networks
 /// A1111 adds to every prompt, `lora_functional`).
-const PICTURE_SETTINGS: [&str; 44] = [
+const PICTURE_SETTINGS: [&str; 41] = [
     "face_restoration",
     "emphasis",
     "tiling",
@@ -29,8 +32,6 @@ const PICTURE_SETTINGS: [&str; 44] = [
     "sd_vae_decode_method",
     "initial_noise_multiplier",
     "img2img_extra_noise",
-    "s_min_uncond",
-    "s_min_uncond_all",
     "token_merging_ratio",
     "token_merging_ratio_hr",
     "token_merging_ratio_img2img",
@@ -56,7 +57,6 @@ const PICTURE_SETTINGS: [&str; 44] = [
     "uni_pc_order",
     "uni_pc_lower_order_final",
     "sd_noise_schedule",
-    "skip_early_cond",
     "beta_dist_alpha",
     "beta_dist_beta",
     "img2img_color_correction",
@@ -96,7 +96,6 @@ fn inert_fields() -> Vec<(&'static str, Value)> {
         ("tiling", json!(false)),
         ("restore_faces", json!(false)),
         ("eta", json!(1.0)),
-        ("s_min_uncond", json!(0.0)),
         ("s_churn", json!(0.0)),
         ("s_tmin", json!(0.0)),
         ("s_tmax", json!(0.0)),

@@ -162,7 +162,8 @@ impl Pipeline {
     ) -> Result<BatchOutcome> {
         let (latents, stop) = self.sample_batch(first, &batch, on_step)?;
         if stop == Some(Stop::Interrupt) {
-            let images = self.finish_batch(first.init, first.extra_params, &batch, &latents)?;
+            let params = first.params_after_sampling();
+            let images = self.finish_batch(first.init, &params, &batch, &latents)?;
             return Ok(BatchOutcome { images, stop });
         }
         let (start, image_cond) = self.hires_start(first, hr, &latents, on_step)?;
@@ -200,6 +201,7 @@ impl Pipeline {
                         width: w,
                     },
                     pass: (1, 2),
+                    fired: first.fired,
                 };
                 self.sample_batch(&inputs, &batch, on_step)?
             }
@@ -207,7 +209,8 @@ impl Pipeline {
             // its first call): the upscaled latents as they are
             _ => (init.latents.clone().unwrap_or(latents), stop),
         };
-        let images = self.finish_batch(&init, first.extra_params, &batch, &latents)?;
+        let params = first.params_after_sampling();
+        let images = self.finish_batch(&init, &params, &batch, &latents)?;
         Ok(BatchOutcome { images, stop })
     }
 

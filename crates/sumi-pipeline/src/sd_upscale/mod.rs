@@ -325,6 +325,7 @@ impl Pipeline {
         let mut made: Vec<RgbImage> = Vec::with_capacity(tiles.len());
         let mut latents = None;
         let mut interrupted = false;
+        let fired = std::cell::Cell::new(crate::cfg_skip::Fired::default());
         for (b, chunk) in tiles.chunks(per).enumerate() {
             let req = Request {
                 batch_size: chunk.len() as u32,
@@ -346,6 +347,7 @@ impl Pipeline {
                 },
                 shape,
                 pass: (0, 1),
+                fired: &fired,
             };
             let batch = BatchSeeds {
                 index: n * run.batches + b as u32,
