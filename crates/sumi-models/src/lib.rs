@@ -12,6 +12,7 @@ pub mod networks;
 pub mod nn;
 pub mod precision;
 pub mod taesd;
+pub mod tome;
 pub mod unet;
 pub mod unet_blocks;
 pub mod upscalers;
