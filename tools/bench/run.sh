@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sumi vs PyTorch on the same work, in the same run, on this machine.
+# Sumi vs PyTorch and OpenVINO on the same work, in the same run, on this machine.
 #
 #   tools/bench/run.sh [NAME...]
 #     NAME: unet-f32 vae-decode-f32 unet-bf16 vae-decode-bf16 img2img-512 (default: all)
@@ -17,6 +17,10 @@
 #   BENCH <name> sumi=<median s> pytorch=<median s> ratio=<sumi/pytorch>
 # plus a detail line: load times, peak RSS, and the CPU time other processes used during the
 # run (this machine is shared: a busy neighbour makes numbers meaningless; rerun then).
+# The network lines (unet-*, vae-decode-*) also carry OpenVINO (tools/bench/openvino_forward.py:
+# the diffusers module converted with ov.convert_model, compiled at the line's precision, 2
+# threads, latency hint):  openvino=<median s> ratio-ov=<sumi/openvino> ov-precision=<what the
+# compiled model reports it runs: bf16 on the bf16 lines, or the line says it fell back>.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
@@ -89,6 +93,14 @@ for name in "${names[@]}"; do
     *)
       s=$("$BIN" "$name" "$CKPT" "$RUNS")
       p=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/torch_forward.py "$name" "$WORK/sd15/diffusers" "$RUNS" 2>/dev/null | tail -n 1)
+      ;;
+  esac
+  case "$name" in
+    unet-* | vae-decode-*)
+      o=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/openvino_forward.py "$name" "$WORK/sd15/diffusers" "$RUNS" 2>/dev/null | tail -n 1)
+      echo "  raw $name: openvino $o" >&2
+      mo=$(median "$o")
+      extra="$extra openvino=$mo ratio-ov=$("$PY" -c "print(f'{$(median "$s")/$mo:.2f}')") ov-precision=$(field "$o" precision)"
       ;;
   esac
   echo "  raw $name: sumi $s" >&2; echo "  raw $name: pytorch $p" >&2
