@@ -44,8 +44,8 @@ const ESRGAN_KEYS: &[(EsrganLayout, &[&str])] = &[
     ),
 ];
 
-/// Architectures spandrel reads that Sumi does not build yet, by (part of) spandrel's key
-/// condition, in spandrel's order: named in the error instead of "unknown".
+/// Architectures spandrel reads, by (part of) spandrel's key condition, in spandrel's order:
+/// named in the error instead of "unknown" where Sumi does not build them (all but SwinIR).
 const NOT_BUILT: &[(&str, &[&str])] = &[
     (
         "HAT",
@@ -106,6 +106,11 @@ pub fn detect(shapes: &BTreeMap<String, Vec<usize>>) -> Result<UpscalerConfig> {
         return compact_config(shapes).map(UpscalerConfig::Compact);
     }
     if let Some((arch, _)) = NOT_BUILT.iter().find(|(_, keys)| has_all(keys)) {
+        // spandrel's SwinIR condition also asks for `conv_first` (or `conv_first.1`)
+        let first = ["conv_first.weight", "conv_first.1.weight"];
+        if *arch == "SwinIR" && first.iter().any(|k| shapes.contains_key(*k)) {
+            return super::swinir_config::swinir_config(shapes).map(UpscalerConfig::SwinIr);
+        }
         return Err(UpscalerError::NotBuilt { arch });
     }
     if ESRGAN_KEYS.iter().any(|(_, keys)| has_all(keys)) {
@@ -131,7 +136,7 @@ pub fn detect(shapes: &BTreeMap<String, Vec<usize>>) -> Result<UpscalerConfig> {
     })
 }
 
-fn invalid(arch: &'static str, detail: impl Into<String>) -> UpscalerError {
+pub(super) fn invalid(arch: &'static str, detail: impl Into<String>) -> UpscalerError {
     UpscalerError::Invalid {
         arch,
         detail: detail.into(),
@@ -139,7 +144,7 @@ fn invalid(arch: &'static str, detail: impl Into<String>) -> UpscalerError {
 }
 
 /// The shape of `name`, which must have `dims` dimensions.
-fn shape<'a>(
+pub(super) fn shape<'a>(
     arch: &'static str,
     shapes: &'a BTreeMap<String, Vec<usize>>,
     name: &str,
@@ -157,7 +162,7 @@ fn shape<'a>(
 
 /// spandrel's `get_seq_len(state, prefix)`: one more than the largest `N` of the keys
 /// `{prefix}.N.…` (0 when there are none); a non-numeric `N` is an error, as `int()` is there.
-fn seq_len<'a>(
+pub(super) fn seq_len<'a>(
     arch: &'static str,
     keys: impl Iterator<Item = &'a String>,
     prefix: &str,
@@ -176,7 +181,7 @@ fn seq_len<'a>(
     Ok(len)
 }
 
-fn check(arch: &'static str, what: &str, v: usize, max: usize) -> Result<usize> {
+pub(super) fn check(arch: &'static str, what: &str, v: usize, max: usize) -> Result<usize> {
     if v == 0 || v > max {
         return Err(invalid(arch, format!("{what} is {v}, outside 1..={max}")));
     }
@@ -421,6 +426,7 @@ pub fn expected_keys(config: &UpscalerConfig) -> BTreeSet<String> {
                 }
             }
         }
+        UpscalerConfig::SwinIr(c) => return super::swinir_config::swinir_keys(c),
         UpscalerConfig::Compact(c) => {
             for i in 0..=c.num_conv + 1 {
                 conv(format!("body.{}", 2 * i));

@@ -1,5 +1,5 @@
 //! Upscaler networks as A1111 v1.10.1 runs them through spandrel 0.4.2: RRDBNet (ESRGAN and
-//! its descendants) and SRVGGNetCompact. [`detect`] names the architecture and reads every
+//! its descendants), SRVGGNetCompact and SwinIR. [`detect`] names the architecture and reads every
 //! size from the tensor shapes as spandrel's `ESRGANArch`/`CompactArch` do; [`UpscalerNet::new`]
 //! builds the network from a tensor map (no files here). Images are f32 NCHW in [0, 1], in
 //! whatever channel order the caller feeds (A1111 feeds BGR).
@@ -11,6 +11,8 @@ mod compact;
 mod layout;
 mod ops;
 mod rrdb;
+mod swinir;
+mod swinir_config;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,6 +23,8 @@ pub use compact::Compact;
 pub use layout::{canonicalize, detect, expected_keys, to_old_arch};
 pub use ops::{pixel_shuffle, pixel_unshuffle};
 pub use rrdb::RrdbNet;
+pub use swinir::SwinIr;
+pub use swinir_config::{SwinIrConfig, SwinUpsampler};
 
 use crate::error::ModelError;
 use crate::precision::Precision;
@@ -52,8 +56,8 @@ pub enum UpscalerError {
     },
     /// An architecture spandrel reads (and A1111 lists) that Sumi does not build yet.
     #[error(
-        "{arch} upscalers are not supported yet (Sumi builds ESRGAN/Real-ESRGAN RRDBNet and \
-         SRVGGNetCompact models)"
+        "{arch} upscalers are not supported yet (Sumi builds ESRGAN/Real-ESRGAN RRDBNet, \
+         SRVGGNetCompact and SwinIR models)"
     )]
     NotBuilt {
         /// spandrel's architecture id.
@@ -152,6 +156,8 @@ pub enum UpscalerConfig {
     Esrgan(EsrganConfig),
     /// SRVGGNetCompact (spandrel's `Compact`).
     Compact(CompactConfig),
+    /// SwinIR (spandrel's `SwinIR`).
+    SwinIr(SwinIrConfig),
 }
 
 impl UpscalerConfig {
@@ -160,6 +166,7 @@ impl UpscalerConfig {
         match self {
             Self::Esrgan(_) => "ESRGAN",
             Self::Compact(_) => "Compact",
+            Self::SwinIr(_) => "SwinIR",
         }
     }
 
@@ -168,6 +175,7 @@ impl UpscalerConfig {
         match self {
             Self::Esrgan(c) => c.scale(),
             Self::Compact(c) => c.scale,
+            Self::SwinIr(c) => c.scale,
         }
     }
 
@@ -176,6 +184,7 @@ impl UpscalerConfig {
         match self {
             Self::Esrgan(c) => (c.image_channels(), c.out_channels),
             Self::Compact(c) => (c.in_channels, c.out_channels),
+            Self::SwinIr(c) => (c.in_channels, c.in_channels),
         }
     }
 }
@@ -183,6 +192,7 @@ impl UpscalerConfig {
 enum Net {
     Esrgan(Box<RrdbNet>),
     Compact(Compact),
+    SwinIr(Box<SwinIr>),
 }
 
 /// A built upscaler network.
@@ -229,6 +239,12 @@ impl UpscalerNet {
                 let vb = VarBuilder::from_tensors(tensors, dtype, device);
                 Net::Compact(Compact::new(vb, c).map_err(model)?)
             }
+            UpscalerConfig::SwinIr(c) => {
+                layout::check_unexpected(&config, tensors.keys())?;
+                // f32 whatever the precision: its LayerNorms and attention run in f32
+                let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
+                Net::SwinIr(Box::new(SwinIr::new(vb, c).map_err(model)?))
+            }
         };
         Ok(Self { config, net })
     }
@@ -261,6 +277,7 @@ impl UpscalerNet {
         let y = match &self.net {
             Net::Esrgan(n) => n.forward(x),
             Net::Compact(n) => n.forward(x),
+            Net::SwinIr(n) => n.forward(x),
         };
         y.map_err(|source| UpscalerError::Model { arch, source })
     }
