@@ -5,71 +5,21 @@
 //! outputs within 1e-4 of spandrel's. A crafted window or head count is a typed error.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use sumi_models::upscalers::{detect, SwinUpsampler, UpscalerConfig, UpscalerError, UpscalerNet};
 use sumi_models::Precision;
 use sumi_testkit::fixture::{fixtures, read_json, tensors};
 use sumi_testkit::measure::rel_err;
-use sumi_weights::ckpt::TorchArchive;
-use sumi_weights::pickle::Value;
-use sumi_weights::StorageDtype;
+
+mod upscaler_files;
 
 fn dir() -> std::path::PathBuf {
     fixtures().join("swinir")
 }
 
-/// A `.pth` state dict (top-level or in `params`/`params_ema`) as f32 tensors; the integer
-/// buffers (`relative_position_index`) too.
-fn read_pth(path: &Path) -> HashMap<String, Tensor> {
-    let (archive, root) = TorchArchive::open(path).unwrap();
-    let Value::Dict(mut d) = root else {
-        panic!("{path:?}: root is not a dict")
-    };
-    if let Some(i) = d.iter().position(|(k, v)| {
-        matches!(k, Value::Str(s) if s == "params_ema" || s == "params")
-            && matches!(v, Value::Dict(_))
-    }) {
-        let Value::Dict(inner) = d.swap_remove(i).1 else {
-            unreachable!()
-        };
-        d = inner;
-    }
-    let mut out = HashMap::new();
-    for (k, v) in d {
-        let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
-            continue;
-        };
-        let ct = archive.tensor(name.clone(), *t).unwrap();
-        let dtype = match ct.dtype {
-            StorageDtype::F32 => DType::F32,
-            StorageDtype::F16 => DType::F16,
-            StorageDtype::I64 => DType::I64,
-            other => panic!("{name}: {other}"),
-        };
-        let bytes = archive.bytes(&ct);
-        let t = Tensor::from_raw_buffer(&bytes, dtype, &ct.shape, &Device::Cpu)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap();
-        out.insert(name, t);
-    }
-    assert!(!out.is_empty(), "{path:?}: no tensors");
-    out
-}
-
 fn read_model(file: &str) -> HashMap<String, Tensor> {
-    let path = dir().join(file);
-    if file.ends_with(".pth") {
-        read_pth(&path)
-    } else {
-        tensors(&path)
-            .unwrap()
-            .into_iter()
-            .map(|(k, t)| (k, t.to_dtype(DType::F32).unwrap()))
-            .collect()
-    }
+    upscaler_files::read_model(&dir(), file)
 }
 
 fn shapes(t: &HashMap<String, Tensor>) -> BTreeMap<String, Vec<usize>> {

@@ -4,58 +4,21 @@
 //! dicts get typed errors, never a panic.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use sumi_models::upscalers::{detect, EsrganLayout, UpscalerConfig, UpscalerError, UpscalerNet};
 use sumi_models::Precision;
 use sumi_testkit::fixture::{fixtures, read_json, tensors};
 use sumi_testkit::measure::rel_err;
-use sumi_weights::ckpt::TorchArchive;
-use sumi_weights::pickle::Value;
-use sumi_weights::StorageDtype;
+
+mod upscaler_files;
 
 fn dir() -> std::path::PathBuf {
     fixtures().join("upscalers")
 }
 
-/// A `.pth` state dict as the fixtures store it: top-level, or inside `params_ema`/`params`.
-fn read_pth(path: &Path) -> HashMap<String, Tensor> {
-    let (archive, root) = TorchArchive::open(path).unwrap();
-    let Value::Dict(mut d) = root else {
-        panic!("{path:?}: root is not a dict")
-    };
-    if let Some(i) = d.iter().position(|(k, v)| {
-        matches!(k, Value::Str(s) if s == "params_ema" || s == "params")
-            && matches!(v, Value::Dict(_))
-    }) {
-        let Value::Dict(inner) = d.swap_remove(i).1 else {
-            unreachable!()
-        };
-        d = inner;
-    }
-    let mut out = HashMap::new();
-    for (k, v) in d {
-        let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
-            continue;
-        };
-        let ct = archive.tensor(name.clone(), *t).unwrap();
-        assert_eq!(ct.dtype, StorageDtype::F32, "{name}");
-        let bytes = archive.bytes(&ct);
-        let t = Tensor::from_raw_buffer(&bytes, DType::F32, &ct.shape, &Device::Cpu).unwrap();
-        out.insert(name, t);
-    }
-    assert!(!out.is_empty(), "{path:?}: no tensors");
-    out
-}
-
 fn read_model(file: &str) -> HashMap<String, Tensor> {
-    let path = dir().join(file);
-    if file.ends_with(".pth") {
-        read_pth(&path)
-    } else {
-        tensors(&path).unwrap()
-    }
+    upscaler_files::read_model(&dir(), file)
 }
 
 fn layout(name: &str) -> EsrganLayout {
