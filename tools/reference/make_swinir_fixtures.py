@@ -7,7 +7,9 @@ window 7 and image range 255 as spandrel infers them), both residual connections
 `params_ema` wrapped `.pth`, a bare state dict, `.safetensors`), each loaded back through
 `spandrel.ModelLoader().load_from_file` (its detection and its reading of every size) and run on
 random inputs whose sides are not multiples of the window (spandrel's reflect padding, then the
-crop). A1111 v1.10.1 runs SwinIR files through spandrel (extensions-builtin/SwinIR).
+crop). A1111 v1.10.1 runs SwinIR files through spandrel (extensions-builtin/SwinIR), in the
+averaged tiles of `upscaler_utils.upscale_2`, restated here for crates/sumi-pipeline/tests/
+upscale_swinir.rs (a 40x30 picture, small tiles).
 
 Usage: tools/reference/.venv/bin/python tools/reference/make_swinir_fixtures.py fixtures/swinir
 """
@@ -16,6 +18,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import spandrel
 import torch
 from safetensors.torch import save_file
@@ -72,6 +75,40 @@ def models(gen):
     ]
 
 
+def tiled_upscale_2(img, model, *, tile_size, tile_overlap, scale):
+    """A1111 v1.10.1 modules/upscaler_utils.py `tiled_upscale_2`, restated (no progress bar)."""
+    b, c, h, w = img.size()
+    tile_size = min(tile_size, h, w)
+    if tile_size <= 0:
+        return model(img)
+    stride = tile_size - tile_overlap
+    h_idx_list = list(range(0, h - tile_size, stride)) + [h - tile_size]
+    w_idx_list = list(range(0, w - tile_size, stride)) + [w - tile_size]
+    result = torch.zeros(b, c, h * scale, w * scale, dtype=img.dtype)
+    weights = torch.zeros_like(result)
+    for h_idx in h_idx_list:
+        for w_idx in w_idx_list:
+            in_patch = img[..., h_idx: h_idx + tile_size, w_idx: w_idx + tile_size]
+            out_patch = model(in_patch)
+            result[..., h_idx * scale: (h_idx + tile_size) * scale,
+                   w_idx * scale: (w_idx + tile_size) * scale].add_(out_patch)
+            weights[..., h_idx * scale: (h_idx + tile_size) * scale,
+                    w_idx * scale: (w_idx + tile_size) * scale].add_(torch.ones_like(out_patch))
+    return result.div_(weights)
+
+
+def upscale_2(rgb, model, tile_size, tile_overlap, scale):
+    """`upscale_2` with `pil_image_to_torch_bgr` / `torch_bgr_to_pil_image`, on a uint8 HWC RGB
+    array."""
+    x = torch.from_numpy(np.ascontiguousarray(np.transpose(rgb[:, :, ::-1], (2, 0, 1))) / 255)
+    x = x.to(torch.float32).unsqueeze(0)
+    with torch.no_grad():
+        y = tiled_upscale_2(x, model, tile_size=tile_size, tile_overlap=tile_overlap, scale=scale)
+    arr = y.squeeze(0).float().clamp_(0, 1).numpy()
+    arr = 255.0 * np.moveaxis(arr, 0, 2)
+    return arr.round().astype(np.uint8)[:, :, ::-1].copy()
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -98,9 +135,21 @@ def main():
         cases.append(dict(file=name, stem=stem, scale=desc.scale, inputs=[f"{h}x{w}" for h, w in shapes],
                           tags=desc.tags, expect=expect))
         print(name, desc.scale, desc.tags)
+    # A1111's SwinIR tiling (upscale_2) over a spandrel model, with small tiles
+    rng = np.random.default_rng(20261207)
+    picture = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    io["tiled/input"] = torch.from_numpy(picture)
+    tiling = []
+    for file, tile, overlap in [("swinir_pixelshuffle_x2.pth", 16, 4), ("swinir_direct_x3.safetensors", 12, 5),
+                                ("swinir_pixelshuffle_x2.pth", 0, 0)]:
+        desc = spandrel.ModelLoader().load_from_file(os.path.join(out, file))
+        desc.model.eval()
+        key = f"tiled/{len(tiling)}"
+        io[key] = torch.from_numpy(upscale_2(picture, desc.model, tile, overlap, desc.scale))
+        tiling.append(dict(file=file, tile=tile, overlap=overlap, output=key))
     save_file(io, os.path.join(out, "io.safetensors"))
     with open(os.path.join(out, "cases.json"), "w") as f:
-        json.dump({"cases": cases}, f, indent=1)
+        json.dump({"cases": cases, "tiling": tiling}, f, indent=1)
 
 
 if __name__ == "__main__":

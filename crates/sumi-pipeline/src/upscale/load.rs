@@ -8,7 +8,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use sumi_weights::ckpt::TorchArchive;
 use sumi_weights::pickle::Value;
-use sumi_weights::{StorageDtype, Weights};
+use sumi_weights::safetensors::SafetensorsFile;
+use sumi_weights::StorageDtype;
 
 use super::UpscaleError;
 use crate::error::Result;
@@ -47,12 +48,11 @@ pub fn read_state_dict(path: &Path) -> Result<HashMap<String, Tensor>> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     if is_safetensors {
-        let w = Weights::open_raw(path)?;
-        let names: Vec<String> = w.names().map(str::to_string).collect();
-        let mut out = HashMap::with_capacity(names.len());
-        for n in names {
-            let t = w.load(&n, DType::F32, &Device::Cpu)?;
-            out.insert(n, t);
+        let f = SafetensorsFile::open(path)?;
+        let mut out = HashMap::with_capacity(f.entries().len());
+        for e in f.entries() {
+            let t = tensor(path, &e.name, e.dtype, &e.shape, f.bytes(e))?;
+            out.insert(e.name.clone(), t);
         }
         return Ok(out);
     }
@@ -64,6 +64,35 @@ fn bad(path: &Path, detail: impl Into<String>) -> UpscaleError {
         path: path.to_path_buf(),
         detail: detail.into(),
     }
+}
+
+/// One stored tensor as f32: floats converted; integer buffers (SwinIR's
+/// `relative_position_index`, which the network computes itself) as zeros of their shape, only
+/// the shape being read.
+fn tensor(
+    path: &Path,
+    name: &str,
+    dtype: StorageDtype,
+    shape: &[usize],
+    bytes: &[u8],
+) -> Result<Tensor> {
+    let dtype = match dtype {
+        StorageDtype::F32 => DType::F32,
+        StorageDtype::F16 => DType::F16,
+        StorageDtype::BF16 => DType::BF16,
+        StorageDtype::F64 => DType::F64,
+        StorageDtype::I64 | StorageDtype::I32 => {
+            return Ok(Tensor::zeros(shape, DType::F32, &Device::Cpu)?)
+        }
+        other => {
+            return Err(bad(
+                path,
+                format!("tensor `{name}` is {other}, not a float or an integer buffer"),
+            )
+            .into())
+        }
+    };
+    Ok(Tensor::from_raw_buffer(bytes, dtype, shape, &Device::Cpu)?.to_dtype(DType::F32)?)
 }
 
 /// A PyTorch zip archive's state dict, unwrapped as spandrel does.
@@ -98,18 +127,7 @@ fn read_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
             continue;
         };
         let ct = archive.tensor(name.clone(), *t)?;
-        let dtype = match ct.dtype {
-            StorageDtype::F32 => DType::F32,
-            StorageDtype::F16 => DType::F16,
-            StorageDtype::BF16 => DType::BF16,
-            StorageDtype::F64 => DType::F64,
-            other => {
-                return Err(bad(path, format!("tensor `{name}` is {other}, not a float")).into())
-            }
-        };
-        let bytes = archive.bytes(&ct);
-        let t = Tensor::from_raw_buffer(&bytes, dtype, &ct.shape, &Device::Cpu)?
-            .to_dtype(DType::F32)?;
+        let t = tensor(path, &name, ct.dtype, &ct.shape, &archive.bytes(&ct))?;
         if out.insert(name.clone(), t).is_some() {
             return Err(bad(path, format!("tensor `{name}` appears twice")).into());
         }

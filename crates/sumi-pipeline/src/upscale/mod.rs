@@ -1,17 +1,19 @@
 //! Upscalers as A1111 v1.10.1 runs them (`modules/upscaler.py`, `modules/images.py`
 //! `resize_image`, `modules/upscaler_utils.py`): the built-ins `None`, `Lanczos` and `Nearest`
-//! (Pillow-exact) and model files (RRDBNet/ESRGAN, SRVGGNetCompact, see
+//! (Pillow-exact) and model files (RRDBNet/ESRGAN, SRVGGNetCompact, SwinIR, see
 //! [`sumi_models::upscalers`]) found in upscaler folders, listed by an [`UpscalerRegistry`].
 //!
 //! [`resize_with_upscaler`] is `resize_image`'s `resize(im, w, h)` for the hires fix, extras
 //! and img2img: when the target is larger, [`Upscaler::upscale`] runs up to three passes of
 //! the upscaler until the size is reached, then a Lanczos resize to the exact size. Models run
-//! in A1111's overlapping tiles ([`TileOptions`], [`upscale_with_model`]).
+//! in A1111's overlapping tiles ([`TileOptions`], [`upscale_with_model`]); SwinIR models in its
+//! averaged tiles of 192 pixels overlapping 8 ([`upscale_weighted`], A1111's SwinIR upscaler).
 
 mod load;
 mod picture;
 mod registry;
 mod tile;
+mod tile_weighted;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -19,13 +21,14 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
 use image::RgbImage;
-use sumi_models::upscalers::{UpscalerError, UpscalerNet};
+use sumi_models::upscalers::{UpscalerConfig, UpscalerError, UpscalerNet};
 use sumi_models::Precision;
 
 pub use load::{read_state_dict, MAX_UPSCALER_FILE_BYTES};
 pub use picture::Picture;
 pub use registry::{UpscalerRegistry, MAX_SCAN_DEPTH, MAX_SCAN_FILES, UPSCALER_EXTENSIONS};
 pub use tile::{resize_nearest, upscale_with_model};
+pub use tile_weighted::{upscale_weighted, SWIN_TILE, SWIN_TILE_OVERLAP};
 
 use crate::error::Result;
 use crate::image::resize_lanczos;
@@ -331,9 +334,16 @@ impl Upscaler {
                     }
                     .into());
                 }
-                let out = upscale_with_model(&net, &img.to_rgb(), tile, &mut |p| {
-                    on_tile(TileProgress { pass, ..p })
-                })?;
+                let mut on_tile = |p| on_tile(TileProgress { pass, ..p });
+                let out = match net.config() {
+                    UpscalerConfig::SwinIr(_) => upscale_weighted(
+                        &net,
+                        &img.to_rgb(),
+                        (SWIN_TILE, SWIN_TILE_OVERLAP),
+                        &mut on_tile,
+                    )?,
+                    _ => upscale_with_model(&net, &img.to_rgb(), tile, &mut on_tile)?,
+                };
                 Ok(Picture::Rgb(out))
             }
         }

@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::sd_upscale::grid::{combine_grid, split_grid, Grid, GridRow, GridTile};
 
 /// `pil_image_to_torch_bgr`: `[1, 3, h, w]` f32, BGR, `u8 / 255` computed in f64 as numpy does.
-fn to_bgr_tensor(img: &RgbImage, device: &Device) -> Result<Tensor> {
+pub(super) fn to_bgr_tensor(img: &RgbImage, device: &Device) -> Result<Tensor> {
     let (w, h) = img.dimensions();
     let n = (w * h) as usize;
     let mut v = vec![0f32; 3 * n];
@@ -32,7 +32,7 @@ fn to_bgr_tensor(img: &RgbImage, device: &Device) -> Result<Tensor> {
 }
 
 /// `torch_bgr_to_pil_image`: clamp to [0, 1], ×255 in f32, round half to even, BGR → RGB.
-fn from_bgr_tensor(t: &Tensor) -> Result<RgbImage> {
+pub(super) fn from_bgr_tensor(t: &Tensor) -> Result<RgbImage> {
     let (_, c, h, w) = t.dims4()?;
     if c != 3 {
         return Err(UpscaleError::Channels { found: c }.into());
@@ -101,7 +101,7 @@ pub fn upscale_with_model(
     }))
 }
 
-fn notify(
+pub(super) fn notify(
     on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
     done: usize,
     total: usize,
