@@ -141,3 +141,51 @@ fn adm_vector_matches_diffusers() {
     let odd = fourier_embedding(&Tensor::zeros((1, 2), DType::F32, &Device::Cpu).unwrap(), 7);
     assert!(odd.is_err());
 }
+
+/// Hands out every tensor as a broadcast zero (no memory) and counts what was asked.
+struct Counting(std::sync::Arc<std::sync::Mutex<(usize, usize)>>);
+
+impl candle_nn::var_builder::SimpleBackend for Counting {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        _name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut c = self.0.lock().unwrap();
+        c.0 += 1;
+        c.1 += s.elem_count();
+        Tensor::zeros(1, dtype, dev)?.broadcast_as(s)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("unexpected unchecked get of {name}")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        true
+    }
+}
+
+/// The full-size SDXL U-Net (`UNetConfig::sdxl`, 9 input channels for inpainting) asks for
+/// exactly diffusers' tensors: 1680 of them, 2,567,463,684 parameters (2,567,478,084 for
+/// inpainting), counted by diffusers on the meta device; built without weights in memory.
+#[test]
+fn full_size_sdxl_unet_has_diffusers_parameter_count() {
+    for (in_ch, params) in [(4, 2_567_463_684usize), (9, 2_567_478_084)] {
+        let count = std::sync::Arc::new(std::sync::Mutex::new((0, 0)));
+        let vb = candle_nn::VarBuilder::from_backend(
+            Box::new(Counting(count.clone())),
+            DType::F32,
+            Device::Cpu,
+        );
+        let cfg = UNetConfig {
+            in_channels: in_ch,
+            ..UNetConfig::sdxl()
+        };
+        UNet::new(vb, cfg).unwrap();
+        assert_eq!(*count.lock().unwrap(), (1680, params));
+    }
+}
