@@ -22,7 +22,7 @@ pub struct Args {
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
     crate::inputs::model(&a.path, "model-info")?;
-    let ck = Checkpoint::open(&a.path, a.prediction)
+    let ck = Checkpoint::identify(&a.path, a.prediction)
         .with_context(|| format!("cannot identify {}", a.path.display()))?;
     let report = CheckpointReport::of(&ck)?;
     if a.json {

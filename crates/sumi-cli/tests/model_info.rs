@@ -49,6 +49,30 @@ fn identifies_every_tiny_architecture() {
     }
 }
 
+/// Acceptance 2 of the SDXL issue: base, inpainting and refiner SDXL single files (A1111/SGM
+/// layout) and diffusers folders are named, with both text encoders' parameters.
+#[test]
+fn identifies_sdxl_base_inpaint_and_refiner() {
+    for arch in ["sdxl", "sdxl-inpaint", "sdxl-refiner"] {
+        let d = tempfile::tempdir().unwrap();
+        let p = fixture(arch, d.path());
+        for path in [p, d.path().join("diffusers")] {
+            let v = info(&path, &[]);
+            assert_eq!(v["architecture"], arch, "{v}");
+            assert_eq!(v["prediction"], "epsilon", "{v}");
+            assert_eq!(v["params"]["text_encoder_2"], 6_945_536, "{v}");
+        }
+        // the text form too
+        let out = sumi()
+            .arg("model-info")
+            .arg(d.path().join("diffusers"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("architecture   {arch}\n")), "{text}");
+    }
+}
+
 #[test]
 fn prediction_override() {
     let d = tempfile::tempdir().unwrap();

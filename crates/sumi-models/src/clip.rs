@@ -1,7 +1,11 @@
 //! The CLIP text encoder in transformers' `CLIPTextModel` form: SD1's CLIP ViT-L/14
-//! (quick-GELU) and SD2's OpenCLIP ViT-H/14 (GELU; its checkpoints map onto the same names).
-//! Any layer's output can be read through the final layer norm (A1111's CLIP skip), and token
-//! embeddings can be passed in directly (textual inversion).
+//! (quick-GELU) and SD2's OpenCLIP ViT-H/14 (GELU; its checkpoints map onto the same names),
+//! and SDXL's pair, CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 (`CLIPTextModelWithProjection`, with
+//! `text_projection`). Any layer's output can be read through the final layer norm (A1111's
+//! CLIP skip) or without it (SDXL's context), token embeddings can be passed in directly
+//! (textual inversion), and an encoder with a projection gives the pooled embedding: the last
+//! layer through the final layer norm at the end token (the largest id, open_clip's argmax),
+//! projected.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
@@ -28,6 +32,8 @@ pub struct ClipConfig {
     pub gelu: bool,
     /// Layer-norm epsilon.
     pub eps: f64,
+    /// Width of the pooled projection (`text_projection`; SDXL's bigG 1280), if it has one.
+    pub projection: Option<usize>,
 }
 
 impl ClipConfig {
@@ -42,6 +48,7 @@ impl ClipConfig {
             max_positions: 77,
             gelu: false,
             eps: 1e-5,
+            projection: None,
         }
     }
 
@@ -56,6 +63,7 @@ impl ClipConfig {
             max_positions: 77,
             gelu: true,
             eps: 1e-5,
+            projection: None,
         }
     }
 
@@ -89,6 +97,16 @@ impl ClipConfig {
             max_positions: pos[0],
             gelu,
             eps: 1e-5,
+            projection: match shapes("text_projection.weight") {
+                Some(p) if p.len() == 2 && p[1] == hidden => Some(p[0]),
+                Some(p) => {
+                    return Err(ModelError::Config {
+                        component: "text encoder",
+                        detail: format!("text_projection {p:?} for width {hidden}"),
+                    })
+                }
+                None => None,
+            },
         })
     }
 }
@@ -111,6 +129,7 @@ pub struct ClipTextModel {
     positions: Tensor,
     layers: Vec<Layer>,
     final_ln: LayerNorm,
+    projection: Option<Linear>,
 }
 
 impl ClipTextModel {
@@ -138,12 +157,17 @@ impl ClipTextModel {
             });
         }
         let final_ln = layer_norm(vb.pp("final_layer_norm"), d, cfg.eps)?;
+        let projection = cfg
+            .projection
+            .map(|p| linear(vb.pp("text_projection"), d, p, false))
+            .transpose()?;
         Ok(Self {
             cfg,
             tokens,
             positions,
             layers,
             final_ln,
+            projection,
         })
     }
 
@@ -178,6 +202,77 @@ impl ClipTextModel {
     /// Encodes token embeddings `[batch, n, width]` (e.g. with textual-inversion vectors
     /// spliced in); see [`Self::forward`] for `skip`.
     pub fn forward_embeds(&self, embeds: &Tensor, skip: usize) -> Result<Tensor> {
+        Ok(self.final_ln.forward(&self.hidden_state(embeds, skip)?)?)
+    }
+
+    /// The output of layer `layers + 1 − skip` without the final layer norm (`skip` = 2:
+    /// transformers' `hidden_states[-2]`, SDXL's context from either encoder).
+    pub fn hidden_state(&self, embeds: &Tensor, skip: usize) -> Result<Tensor> {
+        if skip == 0 || skip > self.cfg.layers {
+            return Err(ModelError::Input {
+                component: "text encoder",
+                detail: format!("CLIP skip {skip} outside 1..={}", self.cfg.layers),
+            });
+        }
+        let mut x = self.start(embeds)?;
+        let mask = causal_mask(x.dim(1)?, embeds.device(), embeds.dtype())?;
+        for l in &self.layers[..self.cfg.layers + 1 - skip] {
+            x = l.forward(&x, &mask, &self.cfg)?;
+        }
+        Ok(x)
+    }
+
+    /// SDXL's bigG in one pass: the output of layer `layers + 1 − skip` without the final
+    /// layer norm, and the pooled embedding `[batch, projection]` at the rows' end tokens
+    /// `eos` (see [`Self::eos_positions`]).
+    pub fn hidden_and_pooled(
+        &self,
+        embeds: &Tensor,
+        skip: usize,
+        eos: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        let proj = self.projection.as_ref().ok_or_else(|| ModelError::Input {
+            component: "text encoder",
+            detail: "this text encoder has no text_projection".into(),
+        })?;
+        let (b, n, _) = embeds.dims3()?;
+        if eos.len() != b || eos.iter().any(|&e| e >= n) {
+            return Err(ModelError::Input {
+                component: "text encoder",
+                detail: format!("end tokens {eos:?} for {b} rows of {n} tokens"),
+            });
+        }
+        let hidden = self.hidden_state(embeds, skip)?;
+        let mut x = hidden.clone();
+        let mask = causal_mask(n, embeds.device(), embeds.dtype())?;
+        for l in &self.layers[self.cfg.layers + 1 - skip..] {
+            x = l.forward(&x, &mask, &self.cfg)?;
+        }
+        let x = self.final_ln.forward(&x)?;
+        let rows = eos
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| x.i((i, e)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let pooled = proj.forward(&Tensor::stack(&rows, 0)?)?;
+        Ok((hidden, pooled))
+    }
+
+    /// open_clip's end-token positions: per row of ids `[batch, n]`, the first position of
+    /// the largest id (the end token 49407 in any real prompt).
+    pub fn eos_positions(ids: &Tensor) -> Result<Vec<usize>> {
+        let ids = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        Ok(ids
+            .iter()
+            .map(|row| {
+                let max = row.iter().copied().max().unwrap_or(0);
+                row.iter().position(|&v| v == max).unwrap_or(0)
+            })
+            .collect())
+    }
+
+    /// Token plus position embeddings, the length checked.
+    fn start(&self, embeds: &Tensor) -> Result<Tensor> {
         let (_, n, _) = embeds.dims3()?;
         if n > self.cfg.max_positions {
             return Err(ModelError::Input {
@@ -185,33 +280,27 @@ impl ClipTextModel {
                 detail: format!("{n} tokens, at most {} fit", self.cfg.max_positions),
             });
         }
-        if skip == 0 || skip > self.cfg.layers {
-            return Err(ModelError::Input {
-                component: "text encoder",
-                detail: format!("CLIP skip {skip} outside 1..={}", self.cfg.layers),
-            });
-        }
-        let mut x = embeds.broadcast_add(&self.positions.i(..n)?.to_dtype(embeds.dtype())?)?;
-        let mask = causal_mask(n, embeds.device(), embeds.dtype())?;
-        let h = self.cfg.heads;
-        for l in &self.layers[..self.cfg.layers + 1 - skip] {
-            let r = x.clone();
-            let y = l.ln1.forward(&x)?;
-            let q = split_heads(&l.q.forward(&y)?, h)?;
-            let k = split_heads(&l.k.forward(&y)?, h)?;
-            let v = split_heads(&l.v.forward(&y)?, h)?;
-            let a = merge_heads(&attention(&q, &k, &v, Some(&mask))?)?;
-            x = (r + l.out.forward(&a)?)?;
-            let r = x.clone();
-            let y = l.fc1.forward(&l.ln2.forward(&x)?)?;
-            let y = if self.cfg.gelu {
-                y.gelu_erf()?
-            } else {
-                quick_gelu(&y)?
-            };
-            x = (r + l.fc2.forward(&y)?)?;
-        }
-        Ok(self.final_ln.forward(&x)?)
+        Ok(embeds.broadcast_add(&self.positions.i(..n)?.to_dtype(embeds.dtype())?)?)
+    }
+}
+
+impl Layer {
+    /// One pre-norm transformer layer with causal self-attention.
+    fn forward(&self, x: &Tensor, mask: &Tensor, cfg: &ClipConfig) -> Result<Tensor> {
+        let h = cfg.heads;
+        let y = self.ln1.forward(x)?;
+        let q = split_heads(&self.q.forward(&y)?, h)?;
+        let k = split_heads(&self.k.forward(&y)?, h)?;
+        let v = split_heads(&self.v.forward(&y)?, h)?;
+        let a = merge_heads(&attention(&q, &k, &v, Some(mask))?)?;
+        let x = (x + self.out.forward(&a)?)?;
+        let y = self.fc1.forward(&self.ln2.forward(&x)?)?;
+        let y = if cfg.gelu {
+            y.gelu_erf()?
+        } else {
+            quick_gelu(&y)?
+        };
+        Ok((x + self.fc2.forward(&y)?)?)
     }
 }
 
@@ -241,6 +330,7 @@ impl ClipTextModel {
                 &mut l.fc2,
             ]);
         }
+        out.extend(self.projection.as_mut().map(|p| p as &mut dyn Reload));
         out
     }
 }

@@ -1,4 +1,4 @@
-//! `sumi-models`: the networks of Stable Diffusion 1.x/2.x — CLIP text encoder, U-Net,
+//! `sumi-models`: the networks of Stable Diffusion 1.x/2.x and SDXL — CLIP text encoders, U-Net,
 //! VAE, TAESD — and the upscaler networks, built from a name-scoped `VarBuilder` whose names
 //! are the canonical (diffusers/transformers) module paths. Knows nothing of files, prompts or
 //! samplers.
@@ -25,5 +25,5 @@ pub use interpolate::{interpolate, LatentUpscaleMode};
 pub use networks::NetworkModule;
 pub use precision::Precision;
 pub use taesd::{TaesdDecoder, TaesdEncoder};
-pub use unet::{UNet, UNetConfig};
+pub use unet::{fourier_embedding, UNet, UNetConfig};
 pub use vae::{Vae, VaeConfig};

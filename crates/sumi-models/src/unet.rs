@@ -1,6 +1,12 @@
-//! The Stable Diffusion U-Net (diffusers `UNet2DConditionModel` naming) for SD1.x and SD2.x,
-//! ε or v output (the caller interprets it), 4 or 9 input channels, with a hook for
+//! The Stable Diffusion U-Net (diffusers `UNet2DConditionModel` naming) for SD1.x, SD2.x and
+//! SDXL, ε or v output (the caller interprets it), 4 or 9 input channels, with a hook for
 //! additive residuals (ControlNet-style) on the skip connections and the middle block.
+//!
+//! SDXL's U-Net differs only in sizes the weights show (3 levels, none with transformers at
+//! level 0, a transformer depth per level) and in its ADM input: a vector `y` (SGM's name;
+//! diffusers' `add_embedding` of `text_time`), the pooled text embedding concatenated with
+//! Fourier embeddings of the size/crop/aesthetic conditions ([`fourier_embedding`]), passed
+//! through two linear layers and added to the time embedding.
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -25,12 +31,16 @@ pub struct UNetConfig {
     pub heads: Vec<usize>,
     /// Residual blocks per down level (up levels have one more).
     pub layers_per_block: usize,
-    /// Transformer blocks per spatial transformer.
-    pub depth: usize,
+    /// Transformer blocks per spatial transformer, per level (0 where a level has none).
+    pub depth: Vec<usize>,
+    /// Transformer blocks in the middle block's spatial transformer.
+    pub mid_depth: usize,
     /// Context (text embedding) width.
     pub context_dim: usize,
     /// Time-embedding width.
     pub time_dim: usize,
+    /// Width of the ADM input vector `y` (SDXL base 2816, refiner 2560); `None` for SD1/SD2.
+    pub adm_in: Option<usize>,
 }
 
 impl UNetConfig {
@@ -43,9 +53,29 @@ impl UNetConfig {
             attention: vec![true, true, true, false],
             heads: vec![8; 4],
             layers_per_block: 2,
-            depth: 1,
+            depth: vec![1, 1, 1, 0],
+            mid_depth: 1,
             context_dim: 768,
             time_dim: 1280,
+            adm_in: None,
+        }
+    }
+
+    /// SDXL base (`sd_xl_base.yaml`: 320 channels, mult 1-2-4, no transformers at level 0,
+    /// depths 2 and 10, 64-channel heads, context 2048, ADM 2816).
+    pub fn sdxl() -> Self {
+        Self {
+            in_channels: 4,
+            out_channels: 4,
+            block_channels: vec![320, 640, 1280],
+            attention: vec![false, true, true],
+            heads: vec![5, 10, 20],
+            layers_per_block: 2,
+            depth: vec![0, 2, 10],
+            mid_depth: 10,
+            context_dim: 2048,
+            time_dim: 1280,
+            adm_in: Some(2816),
         }
     }
 
@@ -82,11 +112,18 @@ impl UNetConfig {
                 component: "U-Net",
                 detail: "no attention blocks".into(),
             })?;
+        let blocks = |pre: &str| {
+            (0..)
+                .take_while(|j| {
+                    shapes(&format!("{pre}.transformer_blocks.{j}.norm1.weight")).is_some()
+                })
+                .count()
+        };
         let pre = format!("down_blocks.{first}.attentions.0.transformer_blocks");
         let context_dim = get(&format!("{pre}.0.attn2.to_k.weight"))?[1];
-        let depth = (0..)
-            .take_while(|j| shapes(&format!("{pre}.{j}.norm1.weight")).is_some())
-            .count();
+        let depth = (0..levels)
+            .map(|i| blocks(&format!("down_blocks.{i}.attentions.0")))
+            .collect();
         let layers_per_block = (0..)
             .take_while(|j| shapes(&format!("down_blocks.0.resnets.{j}.conv1.weight")).is_some())
             .count();
@@ -102,8 +139,10 @@ impl UNetConfig {
             attention,
             layers_per_block,
             depth,
+            mid_depth: blocks("mid_block.attentions.0"),
             context_dim,
             time_dim: get("time_embedding.linear_1.weight")?[0],
+            adm_in: shapes("add_embedding.linear_1.weight").and_then(|s| s.get(1).copied()),
         })
     }
 }
@@ -130,6 +169,8 @@ pub struct UNet {
     conv_in: Conv2d,
     time1: Linear,
     time2: Linear,
+    /// SDXL's ADM input layers (`add_embedding.linear_1`/`linear_2`).
+    adm: Option<(Linear, Linear)>,
     down: Vec<Level>,
     mid: (ResnetBlock, SpatialTransformer, ResnetBlock),
     up: Vec<Level>,
@@ -143,8 +184,20 @@ impl UNet {
         let ch = &cfg.block_channels;
         let n = ch.len();
         let t = cfg.time_dim;
-        let st = |vb: VarBuilder, c: usize, lvl: usize| {
-            SpatialTransformer::new(vb, c, cfg.context_dim, cfg.heads[lvl], cfg.depth)
+        let level = |v: &[usize], lvl: usize, what: &str| {
+            v.get(lvl).copied().ok_or_else(|| ModelError::Config {
+                component: "U-Net",
+                detail: format!("no {what} for level {lvl}"),
+            })
+        };
+        let st = |vb: VarBuilder, c: usize, lvl: usize, depth: usize| {
+            SpatialTransformer::new(
+                vb,
+                c,
+                cfg.context_dim,
+                level(&cfg.heads, lvl, "heads")?,
+                depth,
+            )
         };
         let mut down = Vec::with_capacity(n);
         for i in 0..n {
@@ -169,7 +222,8 @@ impl UNet {
                     1e-5,
                 )?);
                 if cfg.attention[i] {
-                    attentions.push(st(vb.pp(format!("attentions.{j}")), ch[i], i)?);
+                    let d = level(&cfg.depth, i, "depth")?;
+                    attentions.push(st(vb.pp(format!("attentions.{j}")), ch[i], i, d)?);
                 }
             }
             let down_conv = (i + 1 < n)
@@ -185,7 +239,7 @@ impl UNet {
         let m = vb.pp("mid_block");
         let mid = (
             ResnetBlock::new(m.pp("resnets.0"), ch[n - 1], ch[n - 1], Some(t), 1e-5)?,
-            st(m.pp("attentions.0"), ch[n - 1], n - 1)?,
+            st(m.pp("attentions.0"), ch[n - 1], n - 1, cfg.mid_depth)?,
             ResnetBlock::new(m.pp("resnets.1"), ch[n - 1], ch[n - 1], Some(t), 1e-5)?,
         );
         let mut up = Vec::with_capacity(n);
@@ -214,7 +268,8 @@ impl UNet {
                     1e-5,
                 )?);
                 if cfg.attention[lvl] {
-                    attentions.push(st(vb.pp(format!("attentions.{j}")), ch[lvl], lvl)?);
+                    let d = level(&cfg.depth, lvl, "depth")?;
+                    attentions.push(st(vb.pp(format!("attentions.{j}")), ch[lvl], lvl, d)?);
                 }
             }
             let upsampler = (i + 1 < n)
@@ -231,6 +286,15 @@ impl UNet {
             conv_in: conv(vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1)?,
             time1: linear(vb.pp("time_embedding.linear_1"), ch[0], t, true)?,
             time2: linear(vb.pp("time_embedding.linear_2"), t, t, true)?,
+            adm: cfg
+                .adm_in
+                .map(|a| -> Result<_> {
+                    Ok((
+                        linear(vb.pp("add_embedding.linear_1"), a, t, true)?,
+                        linear(vb.pp("add_embedding.linear_2"), t, t, true)?,
+                    ))
+                })
+                .transpose()?,
             down,
             mid,
             up,
@@ -245,21 +309,41 @@ impl UNet {
         &self.cfg
     }
 
-    /// The sinusoidal timestep embedding (cos first, as diffusers' `flip_sin_to_cos`).
-    fn time_embedding(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
-        let half = self.cfg.block_channels[0] / 2;
-        // f32 arithmetic in diffusers' order, (-ln 10000 · i) / half, then a correctly rounded exp
-        let c = -(10000f64.ln()) as f32;
-        let freqs: Vec<f32> = (0..half)
-            .map(|i| ((c * i as f32 / half as f32) as f64).exp() as f32)
-            .collect();
-        let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
-        let args = t
-            .to_dtype(DType::F32)?
-            .unsqueeze(1)?
-            .broadcast_mul(&freqs)?;
-        let emb = Tensor::cat(&[args.cos()?, args.sin()?], 1)?.to_dtype(dtype)?;
-        let emb = self.time2.forward(&self.time1.forward(&emb)?.silu()?)?;
+    /// The time embedding (plus SDXL's ADM embedding of `y`), through the SiLU every resnet
+    /// applies to it.
+    fn time_embedding(&self, t: &Tensor, y: Option<&Tensor>, dtype: DType) -> Result<Tensor> {
+        let emb = sinusoidal(t, self.cfg.block_channels[0])?.to_dtype(dtype)?;
+        let mut emb = self.time2.forward(&self.time1.forward(&emb)?.silu()?)?;
+        match (&self.adm, y) {
+            (Some((l1, l2)), Some(y)) => {
+                let (yb, yd) = y.dims2()?;
+                if yb != t.dim(0)? || Some(yd) != self.cfg.adm_in {
+                    return Err(ModelError::Input {
+                        component: "U-Net",
+                        detail: format!(
+                            "ADM vector [{yb}, {yd}] for batch {} and width {:?}",
+                            t.dim(0)?,
+                            self.cfg.adm_in
+                        ),
+                    });
+                }
+                let a = l2.forward(&l1.forward(&y.to_dtype(dtype)?)?.silu()?)?;
+                emb = (emb + a)?;
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(ModelError::Input {
+                    component: "U-Net",
+                    detail: "this U-Net (SDXL) needs the ADM vector y".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ModelError::Input {
+                    component: "U-Net",
+                    detail: "an ADM vector y for a U-Net without ADM input".into(),
+                })
+            }
+        }
         Ok(emb.silu()?)
     }
 
@@ -306,6 +390,25 @@ impl UNet {
         res: Option<&Residuals>,
         hyper: &Hypernetworks,
     ) -> Result<Tensor> {
+        self.forward_full(x, t, ctx, None, res, hyper)
+    }
+
+    /// SDXL's forward: [`Self::forward`] with the ADM vector `y` `[b, adm_in]`.
+    pub fn forward_adm(&self, x: &Tensor, t: &Tensor, ctx: &Tensor, y: &Tensor) -> Result<Tensor> {
+        self.forward_full(x, t, ctx, Some(y), None, &NO_HYPERNETWORKS)
+    }
+
+    /// Every input: the ADM vector `y` (SDXL; `None` for SD1/SD2), residuals and
+    /// hypernetworks.
+    pub fn forward_full(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        ctx: &Tensor,
+        y: Option<&Tensor>,
+        res: Option<&Residuals>,
+        hyper: &Hypernetworks,
+    ) -> Result<Tensor> {
         let (b, c, _, _) = x.dims4()?;
         if c != self.cfg.in_channels {
             return Err(ModelError::Input {
@@ -326,7 +429,7 @@ impl UNet {
                 ),
             });
         }
-        let emb = self.time_embedding(t, x.dtype())?;
+        let emb = self.time_embedding(t, y, x.dtype())?;
         let mut h = self.conv_in.forward(x)?;
         let mut skips = vec![h.clone()];
         for lvl in &self.down {
@@ -378,6 +481,37 @@ impl UNet {
     }
 }
 
+/// The sinusoidal embedding of `t` `[n]` in `dim` channels, cos first (diffusers' `Timesteps`
+/// with `flip_sin_to_cos`, shift 0; SGM's `timestep_embedding`), as f32 `[n, dim]`.
+fn sinusoidal(t: &Tensor, dim: usize) -> Result<Tensor> {
+    let half = dim / 2;
+    // f32 arithmetic in diffusers' order, (-ln 10000 · i) / half, then a correctly rounded exp
+    let c = -(10000f64.ln()) as f32;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| ((c * i as f32 / half as f32) as f64).exp() as f32)
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
+    let args = t
+        .to_dtype(DType::F32)?
+        .unsqueeze(1)?
+        .broadcast_mul(&freqs)?;
+    Ok(Tensor::cat(&[args.cos()?, args.sin()?], 1)?)
+}
+
+/// SDXL's Fourier embedding of the size conditions (SGM's `ConcatTimestepEmbedderND`, diffusers'
+/// `add_time_proj`): each value of `values` `[b, k]` embedded in `dim` channels (cos first),
+/// concatenated per row into `[b, k · dim]` (f32). `dim` must be even (256 for SDXL).
+pub fn fourier_embedding(values: &Tensor, dim: usize) -> Result<Tensor> {
+    let (b, k) = values.dims2()?;
+    if dim == 0 || !dim.is_multiple_of(2) {
+        return Err(ModelError::Input {
+            component: "U-Net",
+            detail: format!("Fourier embedding width {dim} is not a positive even number"),
+        });
+    }
+    Ok(sinusoidal(&values.flatten_all()?, dim)?.reshape((b, k * dim))?)
+}
+
 /// A1111's `TorchHijackForUnet.cat` (`modules/sd_hijack_unet.py`): where the upsampled map and
 /// its skip connection differ in size (a latent side that is not a multiple of 8, e.g. 75 → 38 →
 /// 19 → 10 on the way down, 10 → 20 on the way up against a skip of 19), the map, already
@@ -399,6 +533,9 @@ impl UNet {
     pub fn layers_mut(&mut self) -> Vec<&mut dyn Reload> {
         let mut out: Vec<&mut dyn Reload> =
             vec![&mut self.conv_in, &mut self.time1, &mut self.time2];
+        if let Some((a1, a2)) = &mut self.adm {
+            out.extend([a1 as &mut dyn Reload, a2]);
+        }
         let (m0, m1, m2) = &mut self.mid;
         m0.layers_mut(&mut out);
         m1.layers_mut(&mut out);

@@ -39,10 +39,20 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens and identifies `path`; `prediction` overrides every other source. SD2 checkpoints
-    /// with nothing saying ε or v get A1111's U-Net test (one small forward in f32).
+    /// Opens and identifies `path` for generation; `prediction` overrides every other source.
+    /// SD2 checkpoints with nothing saying ε or v get A1111's U-Net test (one small forward in
+    /// f32). SDXL checkpoints are refused (they are identified, see [`Self::identify`], but
+    /// not generated from yet).
     pub fn open(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
-        let mut ck = Self::open_unresolved(path, prediction)?;
+        let ck = Self::identify(path, prediction)?;
+        ck.refuse_unrun()?;
+        Ok(ck)
+    }
+
+    /// Opens and identifies `path`, whatever recognised architecture it is (SDXL base,
+    /// inpainting and refiner included): for reports such as `sumi model-info`.
+    pub fn identify(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
+        let mut ck = Self::identify_unresolved(path, prediction)?;
         if ck.needs_unet_test() {
             let unet = ck.unet(DType::F32, &Device::Cpu)?;
             ck.resolve_with(&unet)?;
@@ -50,10 +60,17 @@ impl Checkpoint {
         Ok(ck)
     }
 
-    /// Opens and identifies `path` without running A1111's U-Net test; see
+    /// Opens and identifies `path` for generation without running A1111's U-Net test; see
     /// [`Self::needs_unet_test`] and [`Self::resolve_with`] (for callers that build the U-Net
-    /// anyway and should not build it twice).
+    /// anyway and should not build it twice). SDXL checkpoints are refused as in
+    /// [`Self::open`].
     pub fn open_unresolved(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
+        let ck = Self::identify_unresolved(path, prediction)?;
+        ck.refuse_unrun()?;
+        Ok(ck)
+    }
+
+    fn identify_unresolved(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
         let weights = Weights::open(path)?;
         let facts = detect(&weights, prediction)?;
         let (prediction, prediction_source) = facts
@@ -66,6 +83,20 @@ impl Checkpoint {
             prediction_source,
             facts,
         })
+    }
+
+    /// SDXL's networks and weights load (`sumi-models`), but its conditioning (two encoders,
+    /// the ADM vector) is not in the pipeline yet: generation refuses it rather than run it
+    /// wrong.
+    fn refuse_unrun(&self) -> Result<()> {
+        if self.facts.family.is_sdxl() {
+            return Err(sumi_weights::WeightsError::Unsupported {
+                path: self.weights.path().to_path_buf(),
+                architecture: format!("SDXL ({})", self.architecture()),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Whether only A1111's U-Net test can tell ε from v (SD2 with nothing saying which).
@@ -100,7 +131,8 @@ impl Checkpoint {
         }
     }
 
-    /// The architecture name (`sd1`, `sd1-inpaint`, `sd2`, `sd2-v`, `sd2-inpaint`).
+    /// The architecture name (`sd1`, `sd1-inpaint`, `sd2`, `sd2-v`, `sd2-inpaint`, `sdxl`,
+    /// `sdxl-inpaint`, `sdxl-refiner`).
     pub fn architecture(&self) -> &'static str {
         self.facts.architecture(self.prediction)
     }

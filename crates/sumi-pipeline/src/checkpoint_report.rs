@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use sumi_weights::layout::{TEXT_ENCODER, UNET, VAE};
+use sumi_weights::layout::{TEXT_ENCODER, TEXT_ENCODER_2, UNET, VAE};
 use sumi_weights::{Format, ModelHash, Prediction, PredictionSource};
 
 use crate::checkpoint::Checkpoint;
@@ -55,8 +55,10 @@ pub struct NetworkParams {
     pub unet: usize,
     /// The VAE's.
     pub vae: usize,
-    /// The text encoder's.
+    /// The text encoder's (SDXL: CLIP-L's; 0 for the SDXL refiner).
     pub text_encoder: usize,
+    /// The second text encoder's (SDXL's OpenCLIP bigG; 0 for SD1/SD2).
+    pub text_encoder_2: usize,
 }
 
 /// What a checkpoint is: `sumi model-info`'s report.
@@ -66,7 +68,8 @@ pub struct CheckpointReport {
     pub path: PathBuf,
     /// Its container format.
     pub format: Format,
-    /// The architecture (`sd1`, `sd1-inpaint`, `sd2`, `sd2-v`, `sd2-inpaint`).
+    /// The architecture (`sd1`, `sd1-inpaint`, `sd2`, `sd2-v`, `sd2-inpaint`, `sdxl`,
+    /// `sdxl-inpaint`, `sdxl-refiner`).
     pub architecture: &'static str,
     /// The prediction type in force.
     pub prediction: Prediction,
@@ -85,10 +88,10 @@ pub struct CheckpointReport {
 }
 
 impl CheckpointReport {
-    /// Opens and identifies `path` ([`Checkpoint::open`], `prediction` overriding detection)
-    /// and reports it.
+    /// Opens and identifies `path` ([`Checkpoint::identify`], `prediction` overriding
+    /// detection) and reports it.
     pub fn read(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
-        Self::of(&Checkpoint::open(path, prediction)?)
+        Self::of(&Checkpoint::identify(path, prediction)?)
     }
 
     /// The report of an opened checkpoint; hashes its file (not a diffusers folder).
@@ -116,6 +119,7 @@ impl CheckpointReport {
                 unet: params(UNET),
                 vae: params(VAE),
                 text_encoder: params(TEXT_ENCODER),
+                text_encoder_2: params(TEXT_ENCODER_2),
             },
             hash,
         })
@@ -150,6 +154,7 @@ impl CheckpointReport {
                 "unet": self.params.unet,
                 "vae": self.params.vae,
                 "text_encoder": self.params.text_encoder,
+                "text_encoder_2": self.params.text_encoder_2,
             },
             "sha256": self.hash.as_ref().map(|h| h.sha256.clone()),
             "short_hash": self.hash.as_ref().map(|h| h.short().to_string()),
@@ -179,11 +184,15 @@ impl fmt::Display for CheckpointReport {
             "  tensors        {} used of {} in the file",
             self.tensors, self.file_tensors
         )?;
-        writeln!(
+        write!(
             f,
             "  parameters     U-Net {}, VAE {}, text encoder {}",
             self.params.unet, self.params.vae, self.params.text_encoder
         )?;
+        if self.params.text_encoder_2 > 0 {
+            write!(f, ", text encoder 2 {}", self.params.text_encoder_2)?;
+        }
+        writeln!(f)?;
         if let Some(h) = &self.hash {
             writeln!(f, "  sha256         {}", h.sha256)?;
             writeln!(f, "  short hash     {}", h.short())?;

@@ -18,6 +18,11 @@
 //! negative prompts are encoded whole ([`TextEncoder::negative`]), as A1111.
 //!
 //! SD2 pads with id 0 after the first end token of each chunk; SD1 pads with the end token.
+//!
+//! SDXL's encoders ([`TextEncoder::new_sdxl`]) read the penultimate layer without the final
+//! layer norm (CLIP-L's `hidden_states[11]`, bigG's "penultimate"), and bigG also gives the
+//! pooled embedding of the first chunk ([`TextEncoder::encode_texts_pooled`]); see
+//! [`crate::sdxl`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -242,6 +247,9 @@ pub struct TextEncoder<'a> {
     opts: ConditioningOptions,
     vectors: HashMap<String, Tensor>,
     index: EmbeddingIndex,
+    /// SDXL: the layer is read without the final layer norm (and, for an encoder with a
+    /// projection, the first chunk's pooled embedding is kept).
+    sdxl: bool,
     /// Asked before each chunk is encoded: `true` stops with [`PipelineError::Interrupted`].
     interrupt: Option<RefCell<&'a mut dyn FnMut() -> bool>>,
 }
@@ -269,17 +277,35 @@ impl<'a> TextEncoder<'a> {
                 opts.clip_skip, cfg.layers
             )));
         }
+        Self::build(
+            clip,
+            device,
+            (clip_pad(facts), skip, false),
+            embeddings,
+            opts,
+        )
+    }
+
+    /// The encoder with `(pad, skip, sdxl)`, the embeddings' widths checked.
+    fn build(
+        clip: &'a ClipTextModel,
+        device: &Device,
+        (pad, skip, sdxl): (ClipPad, usize, bool),
+        embeddings: &[Embedding],
+        opts: ConditioningOptions,
+    ) -> Result<Self> {
         for e in embeddings {
-            e.check_width(cfg.hidden)?;
+            e.check_width(clip.config().hidden)?;
         }
         let tok = Tokenizer::shared();
         Ok(TextEncoder {
             clip,
             device: device.clone(),
             tok,
-            pad: clip_pad(facts),
+            pad,
             skip,
             index: embedding_index(tok, embeddings),
+            sdxl,
             interrupt: None,
             vectors: embeddings
                 .iter()
@@ -287,6 +313,26 @@ impl<'a> TextEncoder<'a> {
                 .collect(),
             opts,
         })
+    }
+
+    /// One of SDXL's encoders (CLIP-L: `pad` the end token; bigG: `pad` 0, with its
+    /// projection): A1111 reads the penultimate layer without the final layer norm whatever
+    /// the CLIP skip option says (`sdxl_clip_l_skip` off, its default).
+    pub fn new_sdxl(
+        clip: &'a ClipTextModel,
+        device: &Device,
+        pad: ClipPad,
+        embeddings: &[Embedding],
+        opts: ConditioningOptions,
+    ) -> Result<Self> {
+        let cfg = clip.config();
+        if cfg.layers < 2 {
+            return Err(PipelineError::Conditioning(format!(
+                "an SDXL text encoder of {} layers has no penultimate layer",
+                cfg.layers
+            )));
+        }
+        Self::build(clip, device, (pad, 2, true), embeddings, opts)
     }
 
     /// Asks `interrupted` before each chunk is encoded; when it answers `true` the encoding
@@ -362,6 +408,20 @@ impl<'a> TextEncoder<'a> {
 
     /// Encodes chunked texts together (see [`Self::encode_texts`]).
     pub fn encode_chunks(&self, batch: &[PromptChunks]) -> Result<Tensor> {
+        Ok(self.encode_chunks_pooled(batch)?.0)
+    }
+
+    /// [`Self::encode_texts`] with, for SDXL's bigG, the pooled embedding of every text's first
+    /// chunk `[texts, projection]` (A1111's `zs[0].pooled`).
+    pub fn encode_texts_pooled(&self, texts: &[&str]) -> Result<(Tensor, Option<Tensor>)> {
+        let batch = texts
+            .iter()
+            .map(|t| self.chunks(t))
+            .collect::<Result<Vec<_>>>()?;
+        self.encode_chunks_pooled(&batch)
+    }
+
+    fn encode_chunks_pooled(&self, batch: &[PromptChunks]) -> Result<(Tensor, Option<Tensor>)> {
         let count = batch.iter().map(|p| p.chunks.len()).max().unwrap_or(0);
         if count == 0 {
             return Err(PipelineError::Conditioning("nothing to encode".into()));
@@ -369,6 +429,7 @@ impl<'a> TextEncoder<'a> {
         let len = self.opts.chunking.chunk_length;
         let empty = Chunk::empty(len);
         let mut zs = Vec::with_capacity(count);
+        let mut first_pooled = None;
         for i in 0..count {
             if let Some(asked) = &self.interrupt {
                 if (asked.borrow_mut())() {
@@ -379,13 +440,18 @@ impl<'a> TextEncoder<'a> {
                 .iter()
                 .map(|p| p.chunks.get(i).unwrap_or(&empty))
                 .collect();
-            zs.push(self.process_chunks(&chunks)?);
+            let (z, pooled) = self.process_chunks(&chunks)?;
+            if i == 0 {
+                first_pooled = pooled;
+            }
+            zs.push(z);
         }
-        Ok(Tensor::cat(&zs, 1)?)
+        Ok((Tensor::cat(&zs, 1)?, first_pooled))
     }
 
-    /// A1111's `process_tokens` for chunk `i` of every text: `[texts, 77, width]`.
-    fn process_chunks(&self, chunks: &[&Chunk]) -> Result<Tensor> {
+    /// A1111's `process_tokens` for chunk `i` of every text: `[texts, 77, width]`, and the
+    /// pooled embedding when this is SDXL's bigG.
+    fn process_chunks(&self, chunks: &[&Chunk]) -> Result<(Tensor, Option<Tensor>)> {
         let dev = self.device.clone();
         let n = chunks[0].tokens.len();
         if chunks.iter().any(|c| c.tokens.len() != n) {
@@ -406,16 +472,26 @@ impl<'a> TextEncoder<'a> {
         } else {
             embeds
         };
-        let z = self
-            .clip
-            .forward_embeds(&embeds, self.skip)
-            .map_err(text_encoder)?;
+        let (z, pooled) = if !self.sdxl {
+            let z = self.clip.forward_embeds(&embeds, self.skip);
+            (z.map_err(text_encoder)?, None)
+        } else if self.clip.config().projection.is_some() {
+            let eos = ClipTextModel::eos_positions(&ids).map_err(text_encoder)?;
+            let (z, p) = self
+                .clip
+                .hidden_and_pooled(&embeds, self.skip, &eos)
+                .map_err(text_encoder)?;
+            (z, Some(p))
+        } else {
+            let z = self.clip.hidden_state(&embeds, self.skip);
+            (z.map_err(text_encoder)?, None)
+        };
         let mults: Vec<f32> = chunks
             .iter()
             .flat_map(|c| c.multipliers.iter().map(|&m| m as f32))
             .collect();
         let mults = Tensor::from_vec(mults, (chunks.len(), n, 1), &dev)?.to_dtype(z.dtype())?;
-        Ok(match self.opts.emphasis {
+        let z = match self.opts.emphasis {
             Emphasis::Original => {
                 let original = mean(&z)?;
                 let z = z.broadcast_mul(&mults)?;
@@ -425,7 +501,8 @@ impl<'a> TextEncoder<'a> {
             }
             Emphasis::NoNorm => z.broadcast_mul(&mults)?,
             Emphasis::Ignore | Emphasis::None => z,
-        })
+        };
+        Ok((z, pooled))
     }
 
     /// A1111's `EmbeddingsWithFixes`: the vectors of each embedding replace the token

@@ -43,6 +43,7 @@ pub mod preview;
 pub mod prompt_report;
 pub mod request;
 pub mod sd_upscale;
+pub mod sdxl;
 pub mod taesd_file;
 pub mod upscale;
 pub mod vocab;

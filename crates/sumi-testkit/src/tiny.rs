@@ -123,7 +123,8 @@ pub fn materialize(fixture: &Path, out: &Path, storage: Storage) -> Result<()> {
 /// One tensor: (key, shape, stored bytes).
 type Stored = (String, Vec<usize>, Vec<u8>);
 
-/// A manifest entry `[key, shape, [source names], checksum]` synthesised and checked.
+/// A manifest entry `[key, shape, [source names], checksum]` synthesised and checked; a
+/// source `T:<name>` is canonical tensor `name` transposed (2-D only).
 fn tensor(mpath: &Path, fname: &str, t: &Value, storage: Storage) -> Result<Stored> {
     let (Some(key), Some(shape), Some(sources), Some(sum)) = (
         t[0].as_str(),
@@ -149,6 +150,23 @@ fn tensor(mpath: &Path, fname: &str, t: &Value, storage: Storage) -> Result<Stor
         let s = s
             .as_str()
             .ok_or_else(|| bad(mpath, format!("{fname}: bad source in `{key}`")))?;
+        if let Some(name) = s.strip_prefix("T:") {
+            // a matrix stored transposed (open_clip's `text_projection`): synthesised in its
+            // canonical shape, then transposed
+            let [r, c] = part_shape[..] else {
+                return Err(bad(
+                    mpath,
+                    format!("{fname}: `{key}` is transposed but not 2-D"),
+                ));
+            };
+            let t = synth(name, &[c, r]);
+            vals.extend(
+                (0..r)
+                    .flat_map(|i| (0..c).map(move |j| (i, j)))
+                    .map(|(i, j)| t[j * r + i]),
+            );
+            continue;
+        }
         // 1x1 kernels and matrices share fan-in, so the stored shape serves
         vals.extend(synth(s, &part_shape));
     }

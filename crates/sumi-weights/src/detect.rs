@@ -15,6 +15,18 @@ pub enum Family {
     Sd1,
     /// Stable Diffusion 2.x (OpenCLIP ViT-H/14 text encoder).
     Sd2,
+    /// Stable Diffusion XL base (CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text encoders, ADM
+    /// input), SDXL inpainting included.
+    Sdxl,
+    /// The SDXL refiner (OpenCLIP ViT-bigG/14 only, aesthetic-score ADM input).
+    SdxlRefiner,
+}
+
+impl Family {
+    /// Whether this is an SDXL family (base or refiner).
+    pub fn is_sdxl(self) -> bool {
+        matches!(self, Self::Sdxl | Self::SdxlRefiner)
+    }
 }
 
 /// What the model's output means.
@@ -50,7 +62,7 @@ pub enum PredictionSource {
     Metadata,
     /// A diffusers `scheduler/scheduler_config.json`.
     DiffusersConfig,
-    /// The architecture's rule (SD1 and SD2 inpainting are ε).
+    /// The architecture's rule (SD1, SD2 inpainting and SDXL are ε).
     Rule,
     /// A1111's test forward of the U-Net (see `sumi-models`).
     UnetTest,
@@ -78,7 +90,7 @@ impl Heads {
 /// Everything known about a checkpoint before its networks run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelFacts {
-    /// SD1 or SD2.
+    /// SD1, SD2, SDXL or the SDXL refiner.
     pub family: Family,
     /// A 9-channel inpainting U-Net.
     pub inpaint: bool,
@@ -88,17 +100,23 @@ pub struct ModelFacts {
     pub unet_heads: Heads,
     /// U-Net context width override from a yaml (otherwise the weights' shapes tell).
     pub context_dim: Option<usize>,
-    /// CLIP activation: `true` for GELU (OpenCLIP, SD2), `false` for quick-GELU (SD1).
+    /// The `text_encoder.` activation: `true` for GELU (OpenCLIP, SD2), `false` for
+    /// quick-GELU (SD1, SDXL's CLIP-L). SDXL's `text_encoder_2.` (bigG) is always GELU.
     pub clip_gelu: bool,
-    /// The token CLIP pads prompts with (SD1 49407, SD2 0).
+    /// The token the first text encoder pads prompts with (SD1 and SDXL's CLIP-L 49407, SD2
+    /// 0; the SDXL refiner, which has only bigG, 0).
     pub clip_pad_token: u32,
 }
 
 impl ModelFacts {
     /// The architecture name `model-info` prints: `sd1`, `sd1-inpaint`, `sd2`, `sd2-v`,
-    /// `sd2-inpaint`; `prediction` is the resolved type.
+    /// `sd2-inpaint`, `sdxl`, `sdxl-inpaint`, `sdxl-refiner`; `prediction` is the resolved
+    /// type (reported on its own for SDXL).
     pub fn architecture(&self, prediction: Prediction) -> &'static str {
         match (self.family, self.inpaint, prediction) {
+            (Family::Sdxl, false, _) => "sdxl",
+            (Family::Sdxl, true, _) => "sdxl-inpaint",
+            (Family::SdxlRefiner, _, _) => "sdxl-refiner",
             (Family::Sd1, false, _) => "sd1",
             (Family::Sd1, true, _) => "sd1-inpaint",
             (Family::Sd2, true, _) => "sd2-inpaint",
@@ -119,11 +137,11 @@ enum Sentinel {
 const SENTINELS: &[(&str, Sentinel)] = &[
     (
         "conditioner.embedders.1.model.ln_final.weight",
-        Sentinel::Refused("SDXL"),
+        Sentinel::Known(Family::Sdxl),
     ),
     (
         "conditioner.embedders.0.model.ln_final.weight",
-        Sentinel::Refused("SDXL refiner"),
+        Sentinel::Known(Family::SdxlRefiner),
     ),
     (
         "model.diffusion_model.x_embedder.proj.weight",
@@ -178,9 +196,11 @@ fn family(w: &Weights) -> Result<Family> {
     if w.format() == Format::Diffusers {
         let dir = w.path();
         if dir.join("text_encoder_2").is_dir() {
-            return Err(WeightsError::Unsupported {
-                path: dir.to_path_buf(),
-                architecture: "SDXL".into(),
+            // diffusers' SDXL refiner folders have no `text_encoder`
+            return Ok(if dir.join("text_encoder").is_dir() {
+                Family::Sdxl
+            } else {
+                Family::SdxlRefiner
             });
         }
         let cfg = read_json(&dir.join("text_encoder/config.json"))?;
@@ -223,15 +243,24 @@ fn family(w: &Weights) -> Result<Family> {
 /// `prediction` wins over every other source.
 pub fn detect(w: &Weights, prediction: Option<Prediction>) -> Result<ModelFacts> {
     let family = family(w)?;
-    for required in [
-        "unet.conv_in.weight",
-        "vae.decoder.conv_in.weight",
-        "text_encoder.final_layer_norm.weight",
-    ] {
+    let encoders: &[&str] = match family {
+        Family::Sd1 | Family::Sd2 => &["text_encoder.final_layer_norm.weight"],
+        Family::Sdxl => &[
+            "text_encoder.final_layer_norm.weight",
+            "text_encoder_2.final_layer_norm.weight",
+            "text_encoder_2.text_projection.weight",
+        ],
+        Family::SdxlRefiner => &[
+            "text_encoder_2.final_layer_norm.weight",
+            "text_encoder_2.text_projection.weight",
+        ],
+    };
+    let required = ["unet.conv_in.weight", "vae.decoder.conv_in.weight"];
+    for required in required.iter().chain(encoders) {
         if !w.contains(required) {
             return Err(WeightsError::MissingTensor {
                 path: w.path().to_path_buf(),
-                name: required.into(),
+                name: (*required).into(),
             });
         }
     }
@@ -285,7 +314,7 @@ pub fn detect(w: &Weights, prediction: Option<Prediction>) -> Result<ModelFacts>
         .and_then(|c| c["prediction_type"].as_str().and_then(parse))
     {
         Some((p, PredictionSource::DiffusersConfig))
-    } else if family == Family::Sd1 || inpaint {
+    } else if family != Family::Sd2 || inpaint {
         Some((Prediction::Epsilon, PredictionSource::Rule))
     } else {
         None
@@ -318,7 +347,7 @@ pub fn detect(w: &Weights, prediction: Option<Prediction>) -> Result<ModelFacts>
         (_, Some(v)) if !v.is_empty() => Heads::Count(v),
         _ => match family {
             Family::Sd1 => Heads::Count(vec![8]),
-            Family::Sd2 => Heads::Channels(64),
+            Family::Sd2 | Family::Sdxl | Family::SdxlRefiner => Heads::Channels(64),
         },
     };
     Ok(ModelFacts {
@@ -329,8 +358,8 @@ pub fn detect(w: &Weights, prediction: Option<Prediction>) -> Result<ModelFacts>
         context_dim: yaml.as_ref().and_then(|y| y.context_dim),
         clip_gelu: family == Family::Sd2,
         clip_pad_token: match family {
-            Family::Sd1 => 49407,
-            Family::Sd2 => 0,
+            Family::Sd1 | Family::Sdxl => 49407,
+            Family::Sd2 | Family::SdxlRefiner => 0,
         },
     })
 }

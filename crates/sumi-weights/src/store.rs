@@ -105,6 +105,8 @@ struct Source {
     file: usize,
     index: usize,
     part: Option<(usize, usize)>,
+    /// Stored transposed (2-D); `shape` is the canonical (transposed back) shape.
+    transposed: bool,
     dtype: StorageDtype,
     shape: Vec<usize>,
 }
@@ -138,6 +140,11 @@ impl Weights {
             return Self::open_diffusers(path);
         }
         let (mut w, entries) = Self::single_file(path)?;
+        if layout::sgm::is_sgm(entries.iter().map(|(k, _, _)| k.as_str())) {
+            let sgm = layout::sgm::SgmLayout::new(entries.iter().map(|(k, _, _)| k.as_str()));
+            w.add(0, entries, |k| sgm.map_key(k))?;
+            return Ok(w);
+        }
         let open_clip_layers = layout::open_clip::count_layers(
             entries
                 .iter()
@@ -208,8 +215,18 @@ impl Weights {
             raw_keys: Vec::new(),
             metadata: BTreeMap::new(),
         };
+        let sdxl = dir.join("text_encoder_2").is_dir();
         for (folder, prefix, stems) in layout::diffusers::COMPONENTS {
             let sub = dir.join(folder);
+            // SDXL's second encoder is only in SDXL folders; its refiner has no first one
+            let optional = match *folder {
+                "text_encoder_2" => !sdxl,
+                "text_encoder" => sdxl && !sub.is_dir(),
+                _ => false,
+            };
+            if optional {
+                continue;
+            }
             let found = stems.iter().find_map(|stem| {
                 [".safetensors", ".fp16.safetensors", ".bin", ".fp16.bin"]
                     .iter()
@@ -255,6 +272,17 @@ impl Weights {
                     }
                     shape[0] /= n;
                 }
+                if m.transposed {
+                    if shape.len() != 2 {
+                        return Err(WeightsError::ShapeMismatch {
+                            path,
+                            name: key,
+                            found: shape,
+                            expected: vec![0, 0],
+                        });
+                    }
+                    shape.reverse();
+                }
                 if !dtype.is_float() {
                     return Err(WeightsError::BadDtype {
                         path,
@@ -274,6 +302,7 @@ impl Weights {
                         file,
                         index,
                         part: m.part,
+                        transposed: m.transposed,
                         dtype,
                         shape,
                     },
@@ -356,13 +385,19 @@ impl Weights {
                 &bytes[i * len..(i + 1) * len]
             }
         };
-        let t = dtype::decode(bytes, src.dtype, &src.shape, dtype, device).map_err(|e| {
-            WeightsError::Tensor {
-                path: path.clone(),
-                name: name.to_string(),
-                source: Box::new(e),
-            }
-        });
+        let err = |e| WeightsError::Tensor {
+            path: path.clone(),
+            name: name.to_string(),
+            source: Box::new(e),
+        };
+        let t = if src.transposed {
+            let stored: Vec<usize> = src.shape.iter().rev().copied().collect();
+            dtype::decode(bytes, src.dtype, &stored, dtype, device)
+                .and_then(|t| t.t()?.contiguous())
+                .map_err(err)
+        } else {
+            dtype::decode(bytes, src.dtype, &src.shape, dtype, device).map_err(err)
+        };
         // the decoded tensor is a copy (or a failure): the file's pages need not stay resident
         file.release(src.index);
         t

@@ -129,3 +129,49 @@ fn rules_for_heads_and_padding() {
     assert_eq!(f.unet_heads.heads(640, 1), 10);
     assert_eq!((f.clip_gelu, f.clip_pad_token), (true, 0));
 }
+
+/// SDXL: A1111's sentinels (bigG as embedder 1 for the base, as embedder 0 for the refiner),
+/// the 9-channel inpainting U-Net, diffusers folders with `text_encoder_2` (the refiner without
+/// `text_encoder`); the SGM files' open_clip bigG (fused q/k/v, transposed `text_projection`)
+/// gives the same tensors as transformers' layout.
+#[test]
+fn sdxl_base_inpaint_and_refiner() {
+    let eps = Some(Prediction::Epsilon);
+    check("sdxl", Family::Sdxl, false, eps);
+    check("sdxl-inpaint", Family::Sdxl, true, eps);
+    check("sdxl-refiner", Family::SdxlRefiner, false, eps);
+    for (arch, name, encoders) in [
+        ("sdxl", "sdxl", 2),
+        ("sdxl-inpaint", "sdxl-inpaint", 2),
+        ("sdxl-refiner", "sdxl-refiner", 1),
+    ] {
+        let (_d, single, folder) = build(arch, StorageDtype::F16);
+        for p in [&single, &folder] {
+            let w = Weights::open(p).unwrap();
+            let f = detect(&w, None).unwrap();
+            assert_eq!(f.architecture(Prediction::Epsilon), name, "{arch}");
+            // 64-channel heads: by rule in the single file, as counts in diffusers' config
+            assert_eq!(f.unet_heads.heads(64, 1), 1, "{arch}");
+            if p == &single {
+                assert_eq!(f.unet_heads, sumi_weights::Heads::Channels(64));
+            }
+            let n = [sumi_weights::layout::TEXT_ENCODER, "text_encoder_2."]
+                .iter()
+                .filter(|p| w.param_count(p) > 0)
+                .count();
+            assert_eq!(n, encoders, "{arch}");
+            assert_eq!(
+                w.shape("text_encoder_2.text_projection.weight"),
+                Some(&[128usize, 128][..])
+            );
+            assert_eq!(
+                w.shape("unet.add_embedding.linear_1.weight").map(|s| s[1]),
+                Some(if arch == "sdxl-refiner" { 288 } else { 320 })
+            );
+        }
+        // every used tensor of the single file is mapped: what is left are the extras
+        let w = Weights::open(&single).unwrap();
+        let unused = w.raw_keys().count() + 4 * 3 - w.names().count(); // 2 fused → 6 per layer
+        assert_eq!(unused, 2, "{arch}: alphas_cumprod and logit_scale");
+    }
+}

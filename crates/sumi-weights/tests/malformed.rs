@@ -191,10 +191,24 @@ fn unknown_and_unsupported_architectures() {
         &BTreeMap::new(),
     );
     let p = write(d.path(), "xl.safetensors", &xl);
+    // recognised as SDXL by A1111's sentinel, then refused for what it lacks
     let e = detect(&Weights::open(&p).unwrap(), None).unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("{}: SDXL models are not supported yet", p.display())
+        format!(
+            "{}: missing tensor `vae.decoder.conv_in.weight`",
+            p.display()
+        )
+    );
+    let sd3 = serialize(
+        &[t("model.diffusion_model.x_embedder.proj.weight")],
+        &BTreeMap::new(),
+    );
+    let p = write(d.path(), "sd3.safetensors", &sd3);
+    let e = detect(&Weights::open(&p).unwrap(), None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}: SD3 models are not supported yet", p.display())
     );
 }
 

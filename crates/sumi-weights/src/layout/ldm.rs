@@ -19,7 +19,7 @@ pub const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
 
 /// What kind of block a U-Net prefix names (resnets rename their inner layers).
 #[derive(Clone, Copy, PartialEq)]
-enum Block {
+pub(crate) enum Block {
     Resnet,
     Plain,
 }
@@ -43,88 +43,100 @@ const VAE_ATTN: &[(&str, &str)] = &[
     ("proj_out", "to_out.0"),
 ];
 
-/// The SD1/SD2 U-Net table: 4 levels, 2 resnets per down level (3 per up level), attention in
-/// the first three down levels and the last three up levels.
-fn unet_table() -> &'static [(String, String, Block)] {
-    static T: OnceLock<Vec<(String, String, Block)>> = OnceLock::new();
-    T.get_or_init(|| {
-        let mut t: Vec<(String, String, Block)> = Vec::new();
-        let mut add = |a: String, b: String, k| t.push((a, b, k));
-        add(
-            "time_embed.0.".into(),
-            "time_embedding.linear_1.".into(),
-            Block::Plain,
-        );
-        add(
-            "time_embed.2.".into(),
-            "time_embedding.linear_2.".into(),
-            Block::Plain,
-        );
-        add("input_blocks.0.0.".into(), "conv_in.".into(), Block::Plain);
-        add("out.0.".into(), "conv_norm_out.".into(), Block::Plain);
-        add("out.2.".into(), "conv_out.".into(), Block::Plain);
-        for i in 0..4 {
-            for j in 0..2 {
-                let ib = 3 * i + j + 1;
-                add(
-                    format!("input_blocks.{ib}.0."),
-                    format!("down_blocks.{i}.resnets.{j}."),
-                    Block::Resnet,
-                );
-                add(
-                    format!("input_blocks.{ib}.1."),
-                    format!("down_blocks.{i}.attentions.{j}."),
-                    Block::Plain,
-                );
-            }
-            if i < 3 {
-                add(
-                    format!("input_blocks.{}.0.op.", 3 * (i + 1)),
-                    format!("down_blocks.{i}.downsamplers.0.conv."),
-                    Block::Plain,
-                );
-            }
-            for j in 0..3 {
-                let ob = 3 * i + j;
-                add(
-                    format!("output_blocks.{ob}.0."),
-                    format!("up_blocks.{i}.resnets.{j}."),
-                    Block::Resnet,
-                );
-                if i > 0 {
-                    add(
-                        format!("output_blocks.{ob}.1."),
-                        format!("up_blocks.{i}.attentions.{j}."),
-                        Block::Plain,
-                    );
-                }
-            }
-            if i < 3 {
-                let k = if i == 0 { 1 } else { 2 };
-                add(
-                    format!("output_blocks.{}.{k}.", 3 * i + 2),
-                    format!("up_blocks.{i}.upsamplers.0."),
-                    Block::Plain,
-                );
+/// One U-Net block prefix: LDM prefix, canonical prefix (without `unet.`), kind.
+pub(crate) type UnetRow = (String, String, Block);
+
+/// The U-Net table of an LDM/SGM U-Net of `levels` levels with 2 resnets per down level (3 per
+/// up level); `up_attention(i)` says whether up level `i` (diffusers' numbering, lowest
+/// resolution first) has transformers, which moves its upsampler from `.1` to `.2`. Down
+/// attentions are listed for every level (absent ones simply never match).
+pub(crate) fn build_unet_table(
+    levels: usize,
+    up_attention: &dyn Fn(usize) -> bool,
+) -> Vec<UnetRow> {
+    let mut t: Vec<UnetRow> = Vec::new();
+    let mut add = |a: String, b: &str, k| t.push((a, b.to_string(), k));
+    add(
+        "time_embed.0.".into(),
+        "time_embedding.linear_1.",
+        Block::Plain,
+    );
+    add(
+        "time_embed.2.".into(),
+        "time_embedding.linear_2.",
+        Block::Plain,
+    );
+    add(
+        "label_emb.0.0.".into(),
+        "add_embedding.linear_1.",
+        Block::Plain,
+    );
+    add(
+        "label_emb.0.2.".into(),
+        "add_embedding.linear_2.",
+        Block::Plain,
+    );
+    add("input_blocks.0.0.".into(), "conv_in.", Block::Plain);
+    add("out.0.".into(), "conv_norm_out.", Block::Plain);
+    add("out.2.".into(), "conv_out.", Block::Plain);
+    for i in 0..levels {
+        for j in 0..2 {
+            let ib = 3 * i + j + 1;
+            let r = format!("down_blocks.{i}.resnets.{j}.");
+            add(format!("input_blocks.{ib}.0."), &r, Block::Resnet);
+            let a = format!("down_blocks.{i}.attentions.{j}.");
+            add(format!("input_blocks.{ib}.1."), &a, Block::Plain);
+        }
+        if i + 1 < levels {
+            let d = format!("down_blocks.{i}.downsamplers.0.conv.");
+            add(
+                format!("input_blocks.{}.0.op.", 3 * (i + 1)),
+                &d,
+                Block::Plain,
+            );
+        }
+        for j in 0..3 {
+            let ob = 3 * i + j;
+            let r = format!("up_blocks.{i}.resnets.{j}.");
+            add(format!("output_blocks.{ob}.0."), &r, Block::Resnet);
+            if up_attention(i) {
+                let a = format!("up_blocks.{i}.attentions.{j}.");
+                add(format!("output_blocks.{ob}.1."), &a, Block::Plain);
             }
         }
-        add(
-            "middle_block.0.".into(),
-            "mid_block.resnets.0.".into(),
-            Block::Resnet,
-        );
-        add(
-            "middle_block.1.".into(),
-            "mid_block.attentions.0.".into(),
-            Block::Plain,
-        );
-        add(
-            "middle_block.2.".into(),
-            "mid_block.resnets.1.".into(),
-            Block::Resnet,
-        );
-        t
-    })
+        if i + 1 < levels {
+            let k = if up_attention(i) { 2 } else { 1 };
+            let u = format!("up_blocks.{i}.upsamplers.0.");
+            add(
+                format!("output_blocks.{}.{k}.", 3 * i + 2),
+                &u,
+                Block::Plain,
+            );
+        }
+    }
+    add(
+        "middle_block.0.".into(),
+        "mid_block.resnets.0.",
+        Block::Resnet,
+    );
+    add(
+        "middle_block.1.".into(),
+        "mid_block.attentions.0.",
+        Block::Plain,
+    );
+    add(
+        "middle_block.2.".into(),
+        "mid_block.resnets.1.",
+        Block::Resnet,
+    );
+    t
+}
+
+/// The SD1/SD2 U-Net table: 4 levels, attention in the first three down levels and the last
+/// three up levels.
+fn unet_table() -> &'static [UnetRow] {
+    static T: OnceLock<Vec<UnetRow>> = OnceLock::new();
+    T.get_or_init(|| build_unet_table(4, &|i| i > 0))
 }
 
 /// The VAE table (4 levels, 2 resnets per encoder level, 3 per decoder level).
@@ -177,7 +189,12 @@ fn vae_table() -> &'static [(String, String)] {
 }
 
 fn unet_key(rest: &str) -> Option<String> {
-    let (src, dst, kind) = unet_table()
+    unet_key_in(unet_table(), rest)
+}
+
+/// Maps a U-Net key (without `model.diffusion_model.`) by `table`.
+pub(crate) fn unet_key_in(table: &[UnetRow], rest: &str) -> Option<String> {
+    let (src, dst, kind) = table
         .iter()
         .find(|(s, _, _)| rest.starts_with(s.as_str()))?;
     let tail = &rest[src.len()..];
@@ -189,7 +206,7 @@ fn unet_key(rest: &str) -> Option<String> {
     Some(format!("{UNET}{dst}{tail}"))
 }
 
-fn vae_key(rest: &str) -> String {
+pub(crate) fn vae_key(rest: &str) -> String {
     let mut name = rename_prefix(rest, vae_table()).unwrap_or_else(|| rest.to_string());
     if let Some(i) = name.find("mid_block.attentions.0.") {
         let cut = i + "mid_block.attentions.0.".len();
@@ -277,8 +294,9 @@ pub fn unmap_key(canonical: &str, family: Family) -> Option<Mapped> {
         Family::Sd1 => Some(Mapped::whole(format!("{CLIP_PREFIX}text_model.{rest}"))),
         Family::Sd2 => open_clip::unmap_key(rest).map(|m| Mapped {
             name: format!("{OPEN_CLIP_PREFIX}{}", m.name),
-            part: m.part,
+            ..m
         }),
+        Family::Sdxl | Family::SdxlRefiner => None,
     }
 }
 

@@ -1,13 +1,15 @@
 //! Name tables: every checkpoint layout mapped onto one canonical naming.
 //!
 //! Canonical names are diffusers' module paths under a component prefix: `unet.` (diffusers
-//! `UNet2DConditionModel`), `vae.` (`AutoencoderKL`) and `text_encoder.` (transformers'
-//! `CLIPTextModel` without its `text_model.` prefix). Each layout is a table of
+//! `UNet2DConditionModel`), `vae.` (`AutoencoderKL`), `text_encoder.` (transformers'
+//! `CLIPTextModel` without its `text_model.` prefix) and, for SDXL, `text_encoder_2.`
+//! (`CLIPTextModelWithProjection` likewise, with its `text_projection.weight`). Each layout is a table of
 //! (source prefix, canonical prefix) pairs plus, for a few blocks, a table of inner renames.
 
 pub mod diffusers;
 pub mod ldm;
 pub mod open_clip;
+pub mod sgm;
 
 /// Canonical component prefixes.
 pub const UNET: &str = "unet.";
@@ -15,6 +17,8 @@ pub const UNET: &str = "unet.";
 pub const VAE: &str = "vae.";
 /// The text encoder's canonical prefix.
 pub const TEXT_ENCODER: &str = "text_encoder.";
+/// The second text encoder's canonical prefix (SDXL's OpenCLIP ViT-bigG/14).
+pub const TEXT_ENCODER_2: &str = "text_encoder_2.";
 
 /// One canonical tensor produced from a source tensor: its name, and, for fused tensors, which
 /// of `n` equal parts along the first axis it is (`Some((i, n))`).
@@ -24,11 +28,26 @@ pub struct Mapped {
     pub name: String,
     /// Part `i` of `n` along axis 0, for tensors stored fused.
     pub part: Option<(usize, usize)>,
+    /// A 2-D tensor stored transposed (open_clip's `text_projection`, `[width, projection]`
+    /// where the canonical `text_projection.weight` is `[projection, width]`).
+    pub transposed: bool,
 }
 
 impl Mapped {
     pub(crate) fn whole(name: String) -> Self {
-        Self { name, part: None }
+        Self {
+            name,
+            part: None,
+            transposed: false,
+        }
+    }
+
+    pub(crate) fn fused(name: String, i: usize, n: usize) -> Self {
+        Self {
+            name,
+            part: Some((i, n)),
+            transposed: false,
+        }
     }
 }
 

@@ -16,7 +16,13 @@ const RESBLOCK: &[(&str, &str)] = &[
 
 /// Maps one key (without `cond_stage_model.model.`) of an encoder with `layers` resblocks.
 pub fn map_key(rest: &str, layers: usize) -> Vec<Mapped> {
-    let whole = |s: &str| vec![Mapped::whole(format!("{TEXT_ENCODER}{s}"))];
+    map_key_to(rest, layers, TEXT_ENCODER)
+}
+
+/// [`map_key`] onto the canonical component `prefix` (`text_encoder_2.` for SDXL's bigG,
+/// whose every resblock is used: pass `usize::MAX` as `layers`).
+pub fn map_key_to(rest: &str, layers: usize, prefix: &str) -> Vec<Mapped> {
+    let whole = |s: &str| vec![Mapped::whole(format!("{prefix}{s}"))];
     match rest {
         "token_embedding.weight" => return whole("embeddings.token_embedding.weight"),
         "positional_embedding" => return whole("embeddings.position_embedding.weight"),
@@ -33,18 +39,15 @@ pub fn map_key(rest: &str, layers: usize) -> Vec<Mapped> {
     let Ok(n) = n.parse::<usize>() else {
         return Vec::new();
     };
-    if n + 1 >= layers {
+    if n.saturating_add(1) >= layers {
         return Vec::new();
     }
-    let layer = format!("{TEXT_ENCODER}encoder.layers.{n}.");
+    let layer = format!("{prefix}encoder.layers.{n}.");
     if let Some(kind) = inner.strip_prefix("attn.in_proj_") {
         return ["q_proj", "k_proj", "v_proj"]
             .iter()
             .enumerate()
-            .map(|(i, p)| Mapped {
-                name: format!("{layer}self_attn.{p}.{kind}"),
-                part: Some((i, 3)),
-            })
+            .map(|(i, p)| Mapped::fused(format!("{layer}self_attn.{p}.{kind}"), i, 3))
             .collect();
     }
     RESBLOCK
@@ -75,10 +78,7 @@ pub fn unmap_key(rest: &str) -> Option<Mapped> {
     if let Some(t) = inner.strip_prefix("self_attn.") {
         for (i, p) in ["q_proj.", "k_proj.", "v_proj."].iter().enumerate() {
             if let Some(kind) = t.strip_prefix(p) {
-                return Some(Mapped {
-                    name: format!("{layer}attn.in_proj_{kind}"),
-                    part: Some((i, 3)),
-                });
+                return Some(Mapped::fused(format!("{layer}attn.in_proj_{kind}"), i, 3));
             }
         }
     }
