@@ -134,6 +134,30 @@ fn a_corrupted_file_is_refused_and_nothing_kept() {
 }
 
 #[test]
+fn sizes_that_disagree_are_refused() {
+    let mock = MockHub::start();
+    let (repo, b) = ckpt_repo();
+    mock.add("org/ckpt", repo);
+    mock.state().lie_size = true;
+    let tmp = tempfile::tempdir().unwrap();
+    let e = fetch(&hub(&mock, tmp.path()), "org/ckpt")
+        .0
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "org/ckpt/model.safetensors: unusable answer from the Hub: Content-Length {SIZE} \
+             where {} bytes were due (X-Linked-Size {})",
+            SIZE + 1,
+            SIZE + 1
+        )
+    );
+    let blobs = repo_dir(tmp.path(), "org/ckpt").join("blobs");
+    assert!(!blobs.join(sha256_hex(&b)).exists());
+}
+
+#[test]
 fn missing_repos_and_files_are_named() {
     let mock = MockHub::start();
     mock.add("org/ckpt", ckpt_repo().0);

@@ -9,7 +9,7 @@
 //!   `GatedRepo` for a repo with a token when the request lacks `Authorization: Bearer` with it.
 //!
 //! Faults on demand: a transfer cut after N bytes (the connection closed mid-body), a corrupted
-//! byte, a range request answered `200` with the whole file. Every request is recorded (method,
+//! byte, a range request answered `200` with the whole file, a wrong `X-Linked-Size`. Every request is recorded (method,
 //! path, headers) for the tests to check what was asked.
 
 use std::collections::BTreeMap;
@@ -83,6 +83,8 @@ pub struct MockState {
     pub corrupt: bool,
     /// Range requests are answered `200` with the whole file.
     pub ignore_range: bool,
+    /// `X-Linked-Size` announces one byte more than the file has.
+    pub lie_size: bool,
     /// Every request, in order.
     pub seen: Vec<Seen>,
 }
@@ -290,7 +292,10 @@ fn answer(st: &mut MockState, req: &Seen, base: &str) -> Reply {
             .header("Location", format!("{base}/cdn/{sha}"))
             .header("X-Repo-Commit", commit)
             .header("X-Linked-Etag", format!("\"{sha}\""))
-            .header("X-Linked-Size", b.len().to_string())
+            .header(
+                "X-Linked-Size",
+                (b.len() + usize::from(st.lie_size)).to_string(),
+            )
             .header("ETag", "\"not-the-sha\"");
     }
     let etag = sha256_hex(&b)[..40].to_string();
