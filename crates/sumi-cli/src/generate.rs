@@ -22,9 +22,11 @@ const MAX_INIT_PIXELS: u64 = 64 * 1024 * 1024;
 /// when given, else A1111's UI defaults (shown in brackets).
 #[derive(clap::Args, Debug)]
 pub struct Common {
-    /// The checkpoint (.safetensors, .ckpt, or a diffusers folder).
+    /// The checkpoint: a .safetensors or .ckpt file, a diffusers folder, or a Hugging Face Hub
+    /// id (org/name, org/name/file.safetensors, …@revision; downloaded once into the Hub cache)
+    /// [$SUMI_MODEL, else stable-diffusion-v1-5/stable-diffusion-v1-5/v1-5-pruned-emaonly.safetensors].
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// The prompt, in A1111 syntax [""].
     #[arg(long)]
     prompt: Option<String>,
@@ -87,7 +89,7 @@ pub struct Common {
     /// fix and upscaling, named by file name (searched recursively; repeatable).
     #[arg(long = "upscaler-dir", value_name = "DIR")]
     upscaler_dirs: Vec<PathBuf>,
-    /// An external VAE file.
+    /// An external VAE file, or a Hub id (org/name/vae.safetensors).
     #[arg(long)]
     vae: Option<PathBuf>,
     /// Decode with this TAESD decoder file instead of the VAE (fast, approximate).
@@ -448,7 +450,9 @@ fn request(c: &Common, info: Option<&Parameters>, size: (u32, u32)) -> Result<Re
 /// Refuses FIFOs, devices and sockets among the files and folders a run reads, before
 /// anything opens them (opening a FIFO would wait for a writer forever).
 fn check_inputs(c: &Common) -> Result<()> {
-    crate::inputs::model(&c.model, "--model")?;
+    if let Some(m) = &c.model {
+        crate::inputs::model(m, "--model")?;
+    }
     for (p, what) in [(&c.vae, "--vae"), (&c.taesd_decoder, "--taesd-decoder")] {
         if let Some(p) = p {
             crate::inputs::file(p, what)?;
@@ -526,12 +530,19 @@ fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
         },
         c.mkdir,
     )?;
+    // a Hub model is fetched once the request is known to be valid
+    let model = crate::hub_models::model(c.model.as_deref(), "--model", c.quiet)?;
+    crate::inputs::model(&model, "--model")?;
+    let vae = match &c.vae {
+        Some(v) => Some(crate::hub_models::file(v, "--vae", c.quiet)?),
+        None => None,
+    };
     let opts = LoadOptions {
         embeddings: c.embeddings.clone(),
         lora_dirs: c.lora_dirs.clone(),
         hypernetwork_dirs: c.hypernetwork_dirs.clone(),
         upscaler_dirs: c.upscaler_dirs.clone(),
-        vae: c.vae.clone(),
+        vae,
         taesd_decoder: c.taesd_decoder.clone(),
         precision: c.precision,
         // one job: its LoRAs are merged as the networks are built
@@ -539,15 +550,15 @@ fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
         ..Default::default()
     };
     let t0 = Instant::now();
-    let pipe = Pipeline::load(&c.model, &opts).map_err(|e| match e {
+    let pipe = Pipeline::load(&model, &opts).map_err(|e| match e {
         // an option's own file (--taesd-decoder): named by the option, not the model
         e @ sumi_pipeline::PipelineError::Request { .. } => anyhow::Error::new(e),
-        e => anyhow::Error::new(e).context(format!("cannot load {}", c.model.display())),
+        e => anyhow::Error::new(e).context(format!("cannot load {}", model.display())),
     })?;
     if !c.quiet {
         eprintln!(
             "loaded {} ({}) in {:.1}s",
-            c.model.display(),
+            model.display(),
             pipe.model.architecture,
             t0.elapsed().as_secs_f64()
         );

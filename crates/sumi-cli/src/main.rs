@@ -1,6 +1,7 @@
 //! `sumi`: Stable Diffusion from the command line.
 
 mod generate;
+mod hub_models;
 mod inputs;
 mod model_info;
 mod output;

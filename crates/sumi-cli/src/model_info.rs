@@ -9,7 +9,8 @@ use sumi_pipeline::{Checkpoint, Prediction};
 /// Arguments of `sumi model-info`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A checkpoint: .safetensors, .ckpt, or a diffusers folder.
+    /// A checkpoint: .safetensors, .ckpt, a diffusers folder, or a Hugging Face Hub id
+    /// (org/name, org/name/file.safetensors, …@revision; downloaded once into the Hub cache).
     path: PathBuf,
     /// Print one JSON object.
     #[arg(long)]
@@ -22,8 +23,10 @@ pub struct Args {
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
     crate::inputs::model(&a.path, "model-info")?;
-    let ck = Checkpoint::identify(&a.path, a.prediction)
-        .with_context(|| format!("cannot identify {}", a.path.display()))?;
+    let path = crate::hub_models::file(&a.path, "model-info", false)?;
+    crate::inputs::model(&path, "model-info")?;
+    let ck = Checkpoint::identify(&path, a.prediction)
+        .with_context(|| format!("cannot identify {}", path.display()))?;
     let report = CheckpointReport::of(&ck)?;
     if a.json {
         crate::terminal::println(&serde_json::to_string_pretty(&report.to_json())?)?;

@@ -10,9 +10,11 @@ use sumi_pipeline::LoadOptions;
 /// `sumi serve`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The checkpoint loaded at start (.safetensors, .ckpt, or a diffusers folder).
+    /// The checkpoint loaded at start: .safetensors, .ckpt, a diffusers folder, or a Hugging
+    /// Face Hub id (org/name, org/name/file.safetensors, …@revision; downloaded once into the
+    /// Hub cache) [$SUMI_MODEL, else the default SD1.5 model from the Hub, as txt2img's].
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// A folder of checkpoints to list (`/sdapi/v1/sd-models`) and switch between.
     #[arg(long)]
     models_dir: Option<PathBuf>,
@@ -43,7 +45,7 @@ pub struct Args {
     /// fix and upscaling, named by file name (searched recursively; repeatable).
     #[arg(long = "upscaler-dir", value_name = "DIR")]
     upscaler_dirs: Vec<PathBuf>,
-    /// An external VAE file.
+    /// An external VAE file, or a Hub id (org/name/vae.safetensors).
     #[arg(long)]
     vae: Option<PathBuf>,
     /// A TAESD decoder file for live previews (default: A1111's cheap approximation).
@@ -85,7 +87,9 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     // a FIFO (device, socket) given as a file would block the start for good
-    crate::inputs::model(&a.model, "--model")?;
+    if let Some(m) = &a.model {
+        crate::inputs::model(m, "--model")?;
+    }
     for (p, what) in [(&a.vae, "--vae"), (&a.preview_decoder, "--preview-decoder")] {
         if let Some(p) = p {
             crate::inputs::file(p, what)?;
@@ -102,15 +106,22 @@ pub fn run(a: Args) -> Result<()> {
         Some(list) => sumi_server::guard::parse_origins(list)
             .map_err(|e| anyhow::anyhow!("--cors-allow-origins: {e}"))?,
     };
+    // a Hub model is fetched once the other options are known to be valid
+    let model = crate::hub_models::model(a.model.as_deref(), "--model", false)?;
+    crate::inputs::model(&model, "--model")?;
+    let vae = match &a.vae {
+        Some(v) => Some(crate::hub_models::file(v, "--vae", false)?),
+        None => None,
+    };
     let config = sumi_server::Config {
-        model: a.model.clone(),
+        model: model.clone(),
         models_dir: a.models_dir.clone(),
         load: LoadOptions {
             embeddings: a.embeddings.clone(),
             lora_dirs: a.lora_dirs.clone(),
             hypernetwork_dirs: a.hypernetwork_dirs.clone(),
             upscaler_dirs: a.upscaler_dirs.clone(),
-            vae: a.vae.clone(),
+            vae,
             precision: a.precision,
             ..Default::default()
         },
@@ -139,7 +150,7 @@ pub fn run(a: Args) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!("loading {} …", a.model.display());
+        eprintln!("loading {} …", model.display());
         // the handler is installed now, so a SIGTERM while the model loads is not lost
         let signal = shutdown_signal()?;
         let shutdown = async move {

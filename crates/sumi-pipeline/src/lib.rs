@@ -35,6 +35,7 @@ mod init;
 pub mod inpaint;
 mod inpaint_cond;
 pub mod mask;
+pub mod model_source;
 pub mod networks;
 pub mod output_files;
 pub mod photo_size;
