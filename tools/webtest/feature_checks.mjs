@@ -143,6 +143,24 @@ export async function checkInpaint(page, ctx, opts, photoFile, photo) {
   await page.click("#mask-invert");
   log(`touch stroke: ${afterTouch - before} mask px; undo and invert work`);
 
+  // an uploaded mask (white square on black) replaces the painted one; clear empties it
+  const rgb = Buffer.alloc(size * size * 3);
+  for (let y = 5; y < 15; y++) for (let x = 40; x < 50; x++) rgb.fill(255, (y * size + x) * 3, (y * size + x) * 3 + 3);
+  const maskFile = path.join(path.dirname(photoFile), "mask.png");
+  fs.writeFileSync(maskFile, encodePng(size, size, rgb));
+  await page.setInputFiles("#mask-file", maskFile);
+  await page.waitForFunction(() => {
+    const c = document.getElementById("mask-canvas");
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 3; i < d.length; i += 4) if (d[i] >= 128) n++;
+    return n === 100;
+  }, null, { timeout: 5000 }).catch(() => {});
+  check(await maskCount(page) === 100, `the uploaded mask gave ${await maskCount(page)} mask px, not 100`);
+  await page.click("#mask-clear");
+  check(await maskCount(page) === 0, "clear left mask pixels");
+  log("uploaded mask: 100 px as drawn in the file; clear empties it");
+
   // inpaint sketch: colour painted in, the mask is where the picture changed
   await page.click("#inpaint-kind-sketch");
   const spts = await toPage(page, "#sketch-canvas", [[30, 30], [40, 34]]);

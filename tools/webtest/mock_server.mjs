@@ -59,7 +59,8 @@ async function generate(mode, req, res) {
   try { p = JSON.parse(await body(req)); } catch (e) { return send(res, 422, { error: "JSONDecodeError", detail: e.message }); }
   if (job) return send(res, 429, { error: "QueueFull", detail: "the queue is full" }, { "Retry-After": "2" });
   const steps = p.steps ?? 50;
-  if (steps > 1000) return send(res, 422, { error: "InvalidRequest", detail: "steps must be at most 1000" });
+  // FastAPI's validation answer, as A1111 gives it
+  if (steps > 1000) return send(res, 422, { detail: [{ loc: ["body", "steps"], msg: "ensure this value is less than or equal to 1000", type: "value_error" }] });
   if (mode === "img2img" && !(p.init_images && p.init_images.length)) return send(res, 422, { error: "InvalidRequest", detail: "init_images is required" });
   const k = p.enable_hr ? p.hr_scale ?? 2 : 1;
   const w = (p.width ?? 512) * k, h = (p.height ?? 512) * k, n = (p.n_iter ?? 1) * (p.batch_size ?? 1);

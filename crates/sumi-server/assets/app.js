@@ -75,11 +75,13 @@
     }
     return placed;
   }
-  function showError(message) {
+  // Shows `message` above the results, and the lines of `detail` (the API's) that name a field
+  // next to that field.
+  function showError(message, detail) {
     el.errorMsg.textContent = message;
     el.errorMsg.setAttribute("translate", "no");
     el.error.hidden = false;
-    showFieldErrors(message);
+    showFieldErrors(detail || message);
   }
   function clearError() {
     el.errorMsg.textContent = "";
@@ -122,11 +124,12 @@
       try { data = JSON.parse(text); } catch (_) { data = null; }
     }
     if (!res.ok) {
-      let msg = "";
+      let msg = "", detail = "";
       if (data && typeof data === "object") {
         const parts = [];
         if (data.error) parts.push(String(data.error));
         const d = describeDetail(data.detail);
+        detail = d;
         if (d && d !== data.error) parts.push(d);
         if (!parts.length && data.errors) parts.push(describeDetail(data.errors));
         msg = parts.join(": ");
@@ -143,6 +146,7 @@
       }
       const err = new Error(head.trim() + (msg ? "\n" + msg : ""));
       err.status = res.status;
+      err.detail = detail;
       throw err;
     }
     if (data === null && text) throw new Error(t("err_not_json", { path }));
@@ -832,7 +836,7 @@
       clearInterval(state.pollTimer);
       state.running = false;
       setProgress(Number(el.progress.dataset.progress), "error", t("failed"), "");
-      showError(e.message);
+      showError(e.message, e.detail);
     } finally {
       clearInterval(state.pollTimer);
       setRunning(false);
