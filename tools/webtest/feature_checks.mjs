@@ -84,7 +84,12 @@ export async function checkInpaint(page, ctx, opts, photoFile, photo) {
   await page.fill("#steps", "3");
   await page.fill("#seed", "77");
   await page.fill("#strength", "0.9");
-  await page.$eval("#brush-size", (e) => { e.value = "6"; e.dispatchEvent(new Event("input")); });
+  // the brush size is in screen pixels: 6 picture pixels at the editor's scale
+  await page.$eval("#brush-size", (e) => {
+    const c = document.getElementById("mask-canvas");
+    e.value = String(Math.round(6 * c.getBoundingClientRect().width / c.width));
+    e.dispatchEvent(new Event("input"));
+  });
   const stroke = await toPage(page, "#mask-canvas", [[12, 20], [26, 22], [40, 20]]);
   await page.mouse.move(...stroke[0]);
   await page.mouse.down();
@@ -232,7 +237,13 @@ export async function checkHiresAndExtras(page, opts, photoFile) {
   await page.uncheck("#enable-hr");
   log("hires fix: 64x64 -> 128x128 with Latent");
   await page.click("#tab-extras");
-  await page.setInputFiles("#extras-file", photoFile);
+  // a pasted picture lands in the open tab
+  await page.evaluate((b64) => {
+    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], "pasted.png", { type: "image/png" }));
+    document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true }));
+  }, fs.readFileSync(photoFile).toString("base64"));
   await page.waitForSelector("#extras-drop[data-loaded=true]");
   await page.selectOption("#extras-upscaler", "Lanczos");
   await page.fill("#extras-resize", "2");
@@ -250,12 +261,17 @@ export async function checkHistory(page, minItems) {
   await page.waitForSelector("body[data-ready=true]");
   await page.click("#tab-history");
   await page.waitForFunction((n) => document.querySelectorAll("#history-grid .history-item").length >= n, minItems, { timeout: 10000 });
+  // every stored picture is shown (the grid fills one card at a time)
+  await page.waitForFunction(async () => document.querySelectorAll("#history-grid .history-item").length ===
+    (await window.Sumi.history.all()).length, null, { timeout: 10000 });
   const n = await page.$$eval("#history-grid .history-item", (l) => l.length);
   await page.waitForFunction(() => [...document.querySelectorAll("#history-grid img")].every((i) => i.complete && i.naturalWidth > 0));
   await page.click("#history-grid .history-item .send-inpaint");
   await page.waitForSelector("#inpaint-drop[data-loaded=true]");
   check(await page.getAttribute("#tab-inpaint", "aria-selected") === "true", "send to inpaint did not open the inpaint tab");
-  log(`history after reload: ${n} pictures; send to inpaint works`);
+  const kinds = await page.evaluate(async () => (await window.Sumi.history.all()).map((h) => h.mode).join(" "));
+  check(n >= minItems, `the history shows ${n} pictures, expected ${minItems} or more (${kinds})`);
+  log(`history after reload: ${n} pictures (${kinds}); send to inpaint works`);
 }
 
 // Words allowed in the Chinese page (A1111's zh_CN keeps them too).

@@ -346,7 +346,8 @@ async function run(opts, ctx, page, tmp) {
     await features.checkInpaint(page, ctx, opts, photoFile, photo);
     if (opts.lora) await features.checkLora(page, opts);
     await features.checkHiresAndExtras(page, opts, photoFile);
-    await features.checkHistory(page, 5);
+    // txt2img x2, img2img, inpaint, inpaint sketch, LoRA, hires, Extras (with --no-error-check too)
+    await features.checkHistory(page, opts.lora ? 8 : 7);
     await features.checkLanguages(page, opts.artifacts || path.dirname(path.resolve(opts.out)));
     check(pageErrors.length === 0, `JavaScript errors on the page: ${pageErrors.join("; ")}`);
     check(foreign.length === 0, `the page requested other origins: ${foreign.join(", ")}`);

@@ -793,7 +793,8 @@
       cap.append(pre, actions);
       fig.append(img, cap);
       el.results.appendChild(fig);
-      window.Sumi.history.add({ mode, dataUrl, info: text, seed, name }).catch((e) => showError(t("err_history", { msg: e.message })));
+      // stored before the job counts as done, so that a reload right after finds it
+      await window.Sumi.history.add({ mode, dataUrl, info: text, seed, name }).catch((e) => showError(t("err_history", { msg: e.message })));
     }
     const first = seeds.length ? seeds[0] : info.seed;
     if (first !== undefined && first !== null) {

@@ -7,9 +7,10 @@ window.Sumi = window.Sumi || {};
 (() => {
   const $ = (id) => document.getElementById(id);
   const imageCanvas = $("image-canvas"), maskCanvas = $("mask-canvas"), sketchCanvas = $("sketch-canvas");
-  const UNDO_LIMIT = 30;
+  // undo snapshots: at most 30, and at most ~256 MB of pixels (a 4K picture keeps 7)
+  const undoLimit = (c) => Math.max(2, Math.min(30, Math.floor(256e6 / (c.width * c.height * 4))));
   const st = {
-    kind: "mask", tool: "brush", size: 16, color: "#ff3b30", loaded: null, undo: [],
+    kind: "mask", tool: "brush", size: 24, color: "#ff3b30", loaded: null, undo: [],
     drawing: null, // {id, layer, x, y}
   };
   const layer = () => (st.kind === "sketch" ? sketchCanvas : maskCanvas);
@@ -47,7 +48,7 @@ window.Sumi = window.Sumi || {};
 
   function snapshot(c) {
     st.undo.push({ c, data: ctx2d(c).getImageData(0, 0, c.width, c.height) });
-    if (st.undo.length > UNDO_LIMIT) st.undo.shift();
+    while (st.undo.length > undoLimit(c)) st.undo.shift();
   }
   function undo() {
     const u = st.undo.pop();
@@ -97,17 +98,20 @@ window.Sumi = window.Sumi || {};
     const r = c.getBoundingClientRect();
     return { x: (e.clientX - r.left) * c.width / r.width, y: (e.clientY - r.top) * c.height / r.height };
   }
+  // Paints from `from` to `to` (picture pixels); the brush size is in screen pixels, as seen.
   function paint(c, from, to) {
     const cx = ctx2d(c);
+    const r = c.getBoundingClientRect();
+    const width = st.size * (r.width > 0 ? c.width / r.width : 1);
     cx.save();
     cx.globalCompositeOperation = st.tool === "eraser" ? "destination-out" : "source-over";
     cx.strokeStyle = cx.fillStyle = c === sketchCanvas ? st.color : "#ffffff";
-    cx.lineWidth = st.size;
+    cx.lineWidth = width;
     cx.lineCap = "round";
     cx.lineJoin = "round";
     cx.beginPath();
     if (from.x === to.x && from.y === to.y) {
-      cx.arc(to.x, to.y, st.size / 2, 0, Math.PI * 2);
+      cx.arc(to.x, to.y, width / 2, 0, Math.PI * 2);
       cx.fill();
     } else {
       cx.moveTo(from.x, from.y);
