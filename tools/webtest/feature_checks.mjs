@@ -199,16 +199,18 @@ export async function checkLora(page, opts) {
   // Ctrl+Up on the LoRA tag, then on a word
   await page.focus("#prompt");
   await page.$eval("#prompt", (a) => a.setSelectionRange(a.value.length - 3, a.value.length - 3));
+  // A1111's steps: 0.05 in <extra:networks>, 0.1 for (words); (word:1.0) loses its brackets
   await page.keyboard.press("Control+ArrowUp");
-  check(await page.inputValue("#prompt") === `a cat <lora:${opts.lora}:1.1>`, `Ctrl+Up in the tag: ${await page.inputValue("#prompt")}`);
+  check(await page.inputValue("#prompt") === `a cat <lora:${opts.lora}:1.05>`, `Ctrl+Up in the tag: ${await page.inputValue("#prompt")}`);
   await page.keyboard.press("Control+ArrowDown");
+  check(await page.inputValue("#prompt") === `a cat <lora:${opts.lora}:1.0>`, `Ctrl+Down in the tag: ${await page.inputValue("#prompt")}`);
   await page.$eval("#prompt", (a) => a.setSelectionRange(3, 3));
   await page.keyboard.press("Control+ArrowUp");
   await page.keyboard.press("Control+ArrowUp");
   check((await page.inputValue("#prompt")).startsWith("a (cat:1.2) <lora:"), `Ctrl+Up twice on a word: ${await page.inputValue("#prompt")}`);
   await page.keyboard.press("Control+ArrowDown");
   await page.keyboard.press("Control+ArrowDown");
-  check(await page.inputValue("#prompt") === `a cat <lora:${opts.lora}:1>`, `Ctrl+Down back to 1: ${await page.inputValue("#prompt")}`);
+  check(await page.inputValue("#prompt") === `a cat <lora:${opts.lora}:1.0>`, `Ctrl+Down back to 1: ${await page.inputValue("#prompt")}`);
   await page.fill("#width", "64");
   await page.press("#width", "Tab");
   await page.fill("#height", "64");

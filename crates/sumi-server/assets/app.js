@@ -364,57 +364,7 @@
     }
   });
 
-  // ---------- infotext ----------
-  // A1111 infotext: prompt lines, optionally "Negative prompt: ..." lines, then one line of
-  // "Key: value, Key: value" pairs where values may be JSON-quoted strings.
-  function parseParamLine(line) {
-    const out = {};
-    const re = /\s*([\w][\w \-/]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)/g;
-    let m, count = 0;
-    while ((m = re.exec(line)) !== null) {
-      if (m[0] === "") { re.lastIndex++; continue; }
-      let v = m[2].trim();
-      if (v.startsWith("\"") && v.endsWith("\"") && v.length >= 2) {
-        try { v = JSON.parse(v); } catch (_) { /* keep as written */ }
-      }
-      out[m[1].trim()] = v;
-      count++;
-      if (re.lastIndex >= line.length) break;
-    }
-    return { params: out, count };
-  }
-  function parseInfotext(text) {
-    const lines = String(text || "").replace(/\r\n/g, "\n").trim().split("\n");
-    let params = {};
-    if (lines.length) {
-      const last = lines[lines.length - 1];
-      const p = parseParamLine(last);
-      if (p.count >= 3 && /(^|,\s*)Steps:/.test(last)) {
-        params = p.params;
-        lines.pop();
-      }
-    }
-    const prompt = [], negative = [];
-    let inNeg = false;
-    for (const line of lines) {
-      if (!inNeg && line.startsWith("Negative prompt:")) {
-        inNeg = true;
-        negative.push(line.slice("Negative prompt:".length).trim());
-      } else if (inNeg) {
-        negative.push(line);
-      } else {
-        prompt.push(line);
-      }
-    }
-    const out = Object.assign({}, params);
-    out["Prompt"] = prompt.join("\n");
-    out["Negative prompt"] = negative.join("\n");
-    if (typeof out["Size"] === "string") {
-      const m = /^(\d+)x(\d+)$/.exec(out["Size"].trim());
-      if (m) { out["Size-1"] = m[1]; out["Size-2"] = m[2]; }
-    }
-    return out;
-  }
+  const parseInfotext = window.Sumi.parseInfotext;
 
   function selectOption(select, value) {
     if (value == null) return false;
@@ -852,7 +802,7 @@
   for (const area of [el.prompt, el.negative]) {
     area.addEventListener("keydown", (e) => {
       if (!(e.ctrlKey || e.metaKey) || (e.key !== "ArrowUp" && e.key !== "ArrowDown")) return;
-      if (window.Sumi.editAttention(area, e.key === "ArrowUp" ? 0.1 : -0.1)) {
+      if (window.Sumi.editAttention(area, e.key === "ArrowUp")) {
         e.preventDefault();
         area.dispatchEvent(new Event("input", { bubbles: true }));
       }

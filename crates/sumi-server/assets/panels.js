@@ -1,6 +1,5 @@
-// The page's side panels: extra-network cards (LoRA, embeddings, hypernetworks), prompt
-// weight editing (A1111's Ctrl+Up/Down), the history gallery kept in IndexedDB, and Extras
-// (upscale one picture).
+// The page's side panels: extra-network cards (LoRA, embeddings, hypernetworks), the history
+// gallery kept in IndexedDB, and Extras (upscale one picture).
 "use strict";
 window.Sumi = window.Sumi || {};
 (() => {
@@ -81,57 +80,6 @@ window.Sumi = window.Sumi || {};
     document.querySelectorAll("#network-cards .card").forEach((c) => {
       c.classList.toggle("active", tagOf(c.dataset.kind, c.dataset.name).re.test(prompt));
     });
-  }
-
-  // ---------- Ctrl+Up/Down: A1111's edit-attention ----------
-  // Changes the weight of the selection, the word under the caret, the (text:w) around it, or
-  // the <lora:name:w> it is in, by `delta`; (x:1.0) loses its brackets. True when it edited.
-  function editAttention(area, delta) {
-    const text = area.value;
-    let s = area.selectionStart, e = area.selectionEnd;
-    const round = (w) => Math.round(w * 100) / 100;
-    // inside <...:w>: change the last number
-    const open = text.lastIndexOf("<", s), close = text.indexOf(">", Math.max(s - 1, 0));
-    if (open >= 0 && close >= s - 1 && text.lastIndexOf(">", s - 1) < open && close > open) {
-      const inner = text.slice(open + 1, close);
-      const m = /^(.*:)(-?[\d.]+)$/.exec(inner);
-      if (m) {
-        const w = round(Number(m[2]) + delta);
-        const repl = m[1] + w;
-        area.value = text.slice(0, open + 1) + repl + text.slice(close);
-        area.setSelectionRange(open + 1, open + 1 + repl.length);
-        return true;
-      }
-    }
-    // inside (text:w): select the text
-    const po = text.lastIndexOf("(", s), pc = text.indexOf(")", e);
-    if (s === e || (po >= 0 && text.slice(po, s).indexOf(")") < 0)) {
-      if (po >= 0 && pc >= 0 && text.slice(po + 1, pc).indexOf("(") < 0 && /:-?[\d.]+$/.test(text.slice(po + 1, pc))) {
-        const inner = text.slice(po + 1, pc);
-        const colon = inner.lastIndexOf(":");
-        s = po + 1;
-        e = po + 1 + colon;
-      } else if (s === e) {
-        // the word under the caret
-        while (s > 0 && !/[\s,()[\]<>]/.test(text[s - 1])) s--;
-        while (e < text.length && !/[\s,()[\]<>]/.test(text[e])) e++;
-        if (s === e) return false;
-      }
-    }
-    const word = text.slice(s, e);
-    let before = text.slice(0, s), after = text.slice(e);
-    let weight = 1;
-    const wm = /^:(-?[\d.]+)\)/.exec(after);
-    if (before.endsWith("(") && wm) {
-      weight = Number(wm[1]);
-      before = before.slice(0, -1);
-      after = after.slice(wm[0].length);
-    }
-    weight = round(weight + delta);
-    area.value = before + (weight === 1 ? word : "(" + word + ":" + weight + ")") + after;
-    const start = before.length + (weight === 1 ? 0 : 1);
-    area.setSelectionRange(start, start + word.length);
-    return true;
   }
 
   // ---------- history (IndexedDB) ----------
@@ -308,6 +256,5 @@ window.Sumi = window.Sumi || {};
     networks: { load: loadNetworks, toggle: toggleNetwork },
     history: { add: addHistory, render: renderHistory, all: allHistory },
     extras: { setImage: setExtrasImage },
-    editAttention,
   });
 })();

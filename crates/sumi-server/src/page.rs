@@ -37,6 +37,11 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../assets/i18n.js"),
     ),
     (
+        "prompt.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/prompt.js"),
+    ),
+    (
         "app.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/app.js"),
