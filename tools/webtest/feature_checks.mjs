@@ -225,6 +225,25 @@ export async function checkLora(page, opts) {
   check(await page.inputValue("#prompt") === "a cat", `a second click left ${await page.inputValue("#prompt")}`);
 }
 
+// Ctrl+Enter in the prompt starts a job, Esc interrupts it.
+export async function checkKeys(page, opts) {
+  await page.click("#tab-txt2img");
+  await page.fill("#steps", "150");
+  await page.fill("#width", "64");
+  await page.press("#width", "Tab");
+  const interrupt = page.waitForRequest((r) => r.url().endsWith("/sdapi/v1/interrupt"), { timeout: 30000 });
+  await page.focus("#prompt");
+  await page.keyboard.press("Control+Enter");
+  await page.waitForSelector("body[data-running=true]", { timeout: 10000 });
+  await page.keyboard.press("Escape");
+  await interrupt;
+  await page.waitForSelector("body[data-running=false]", { timeout: opts.timeout * 1000 });
+  const st = await page.getAttribute("#progress", "data-state");
+  check(st === "interrupted", `after Esc the progress state is ${st}`);
+  await page.fill("#steps", "2");
+  log("keys: Ctrl+Enter generated, Esc interrupted");
+}
+
 // Hires fix from txt2img, and Extras.
 export async function checkHiresAndExtras(page, opts, photoFile) {
   await page.click("#tab-txt2img");
@@ -248,6 +267,11 @@ export async function checkHiresAndExtras(page, opts, photoFile) {
   }, fs.readFileSync(photoFile).toString("base64"));
   await page.waitForSelector("#extras-drop[data-loaded=true]");
   await page.selectOption("#extras-upscaler", "Lanczos");
+  // a refused value is named next to its field
+  await page.fill("#extras-resize", "0");
+  await page.click("#extras-run");
+  await page.waitForSelector(".field-error[data-for=upscaling_resize]", { timeout: 10000 });
+  check(await page.isVisible("#extras-error"), "the Extras error is not shown");
   await page.fill("#extras-resize", "2");
   await page.click("#extras-run");
   await page.waitForFunction(() => { const i = document.querySelector("#extras-result img"); return (i && i.complete && i.naturalWidth > 0) || !document.getElementById("extras-error").hidden; }, null, { timeout: opts.timeout * 1000 });

@@ -101,7 +101,8 @@ const server = http.createServer(async (req, res) => {
   if (r === "POST /sdapi/v1/refresh-loras") { await body(req); return send(res, 200, null); }
   if (r === "POST /sdapi/v1/extra-single-image") {
     const p = JSON.parse(await body(req));
-    const k = Number(p.upscaling_resize || 2);
+    const k = Number(p.upscaling_resize ?? 2);
+    if (!(k > 0)) return send(res, 422, { error: "ValidationError", detail: `upscaling_resize: ${k} is not greater than 0` });
     return send(res, 200, { html_info: `Postprocess upscale by: ${k}, Postprocess upscaler: ${p.upscaler_1}`, image: png(64 * k, 64 * k, [10, 200, 30], "").toString("base64") });
   }
   if (r === "GET /health") return send(res, 200, { status: "ok" });

@@ -345,9 +345,10 @@ async function run(opts, ctx, page, tmp) {
     const photo = decodePng(fs.readFileSync(photoFile));
     await features.checkInpaint(page, ctx, opts, photoFile, photo);
     if (opts.lora) await features.checkLora(page, opts);
+    await features.checkKeys(page, opts);
     await features.checkHiresAndExtras(page, opts, photoFile);
-    // txt2img x2, img2img, inpaint, inpaint sketch, LoRA, hires, Extras (with --no-error-check too)
-    await features.checkHistory(page, opts.lora ? 8 : 7);
+    // txt2img x2, img2img, inpaint, inpaint sketch, LoRA, interrupted, hires, Extras
+    await features.checkHistory(page, opts.lora ? 9 : 8);
     await features.checkLanguages(page, opts.artifacts || path.dirname(path.resolve(opts.out)));
     check(pageErrors.length === 0, `JavaScript errors on the page: ${pageErrors.join("; ")}`);
     check(foreign.length === 0, `the page requested other origins: ${foreign.join(", ")}`);

@@ -195,6 +195,7 @@ window.Sumi = window.Sumi || {};
   }
   async function runExtras() {
     showExtrasError("");
+    window.Sumi.fieldErrors.clear();
     if (!extras.image) return showExtrasError(t("err_extras_no_image"));
     const btn = $("extras-run");
     btn.disabled = true;
@@ -223,6 +224,7 @@ window.Sumi = window.Sumi || {};
       await addHistory({ mode: "extras", dataUrl, info: info.textContent, name });
     } catch (e) {
       showExtrasError(e.message);
+      window.Sumi.fieldErrors.show(e.detail || "");
     } finally {
       btn.disabled = false;
       btn.textContent = t("upscale");

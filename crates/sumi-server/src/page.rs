@@ -42,6 +42,11 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../assets/prompt.js"),
     ),
     (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/api.js"),
+    ),
+    (
         "app.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/app.js"),
