@@ -348,8 +348,10 @@ async function run(opts, ctx, page, tmp) {
     await features.checkKeys(page, opts);
     await features.checkHiresAndExtras(page, opts, photoFile);
     // txt2img x2, img2img, inpaint, inpaint sketch, LoRA, interrupted, hires, Extras
-    await features.checkHistory(page, opts.lora ? 9 : 8);
+    // the screenshots show the panels as used (results, the last picture in each), in both
+    // languages, switched while they show them
     await features.checkLanguages(page, opts.artifacts || path.dirname(path.resolve(opts.out)));
+    await features.checkHistory(page, opts.lora ? 9 : 8);
     check(pageErrors.length === 0, `JavaScript errors on the page: ${pageErrors.join("; ")}`);
     check(foreign.length === 0, `the page requested other origins: ${foreign.join(", ")}`);
     log(`${routed} requests, all to ${origin}`);

@@ -285,10 +285,10 @@
   function applyParams(p) {
     const set = [], missed = [];
     const num = (v) => (v === undefined || v === null || String(v).trim() === "" ? null : Number(v));
-    if (p["Prompt"] !== undefined) { el.prompt.value = p["Prompt"]; set.push(t("prompt")); }
-    if (p["Negative prompt"] !== undefined) { el.negative.value = p["Negative prompt"]; set.push(t("negative_prompt")); }
+    if (p["Prompt"] !== undefined) { el.prompt.value = p["Prompt"]; set.push("prompt"); }
+    if (p["Negative prompt"] !== undefined) { el.negative.value = p["Negative prompt"]; set.push("negative_prompt"); }
     const steps = num(p["Steps"]);
-    if (steps !== null && Number.isFinite(steps)) { el.steps.value = steps; set.push(t("steps")); }
+    if (steps !== null && Number.isFinite(steps)) { el.steps.value = steps; set.push("steps"); }
     if (p["Sampler"] !== undefined) {
       let sampler = String(p["Sampler"]);
       let sched = p["Schedule type"];
@@ -298,54 +298,61 @@
         if (m && selectOption(el.sampler, m[1])) {
           sampler = m[1];
           if (sched === undefined) sched = m[2];
-          set.push(t("sampler"));
+          set.push("sampler");
         } else {
-          missed.push(t("sampler") + " “" + sampler + "”");
+          missed.push(["sampler", sampler]);
         }
       } else {
-        set.push(t("sampler"));
+        set.push("sampler");
       }
       if (sched !== undefined) {
-        if (selectOption(el.scheduler, sched)) set.push(t("scheduler"));
-        else missed.push(t("scheduler") + " “" + sched + "”");
+        if (selectOption(el.scheduler, sched)) set.push("scheduler");
+        else missed.push(["scheduler", sched]);
       } else {
         selectOption(el.scheduler, "automatic");
       }
     }
     const cfg = num(p["CFG scale"]);
-    if (cfg !== null && Number.isFinite(cfg)) { el.cfg.value = cfg; set.push(t("cfg")); }
+    if (cfg !== null && Number.isFinite(cfg)) { el.cfg.value = cfg; set.push("cfg"); }
     const seed = num(p["Seed"]);
-    if (seed !== null && Number.isFinite(seed)) { el.seed.value = seed; set.push(t("seed")); }
+    if (seed !== null && Number.isFinite(seed)) { el.seed.value = seed; set.push("seed"); }
     const w = num(p["Size-1"]), h = num(p["Size-2"]);
     if (w && h) {
       el.lock.checked = false;
       el.width.value = round8(w);
       el.height.value = round8(h);
       state.ratio = round8(w) / round8(h);
-      set.push(t("width") + "/" + t("height"));
+      set.push("size");
     }
     const ds = num(p["Denoising strength"]);
-    if (ds !== null && Number.isFinite(ds)) { setStrength(ds, null); set.push(t("denoising")); }
+    if (ds !== null && Number.isFinite(ds)) { setStrength(ds, null); set.push("denoising"); }
     // the server's parsed parameters carry A1111's defaults: only the infotext's own keys count
     const hires = p.__hires !== undefined ? p.__hires : p["Hires upscale"] !== undefined || p["Hires resize-1"] !== undefined;
     if (p["Steps"] !== undefined) el.enableHr.checked = hires;
     if (hires) {
       const hs = num(p["Hires upscale"]);
       if (hs) el.hrScale.value = hs;
-      if (p["Hires upscaler"] !== undefined && !selectOption(el.hrUpscaler, p["Hires upscaler"])) missed.push(t("upscaler") + " “" + p["Hires upscaler"] + "”");
+      if (p["Hires upscaler"] !== undefined && !selectOption(el.hrUpscaler, p["Hires upscaler"])) missed.push(["upscaler", p["Hires upscaler"]]);
       const hst = num(p["Hires steps"]);
       if (hst !== null) el.hrSteps.value = hst;
       if (ds !== null && Number.isFinite(ds)) el.hrDenoising.value = ds;
-      set.push(t("hires"));
+      set.push("hires");
     }
     return { set, missed };
   }
 
+  // What "reuse parameters" filled (`r` of applyParams, from result `n`), in the current language;
+  // rewritten when the language changes.
   function filledText(r, n) {
-    const list = r.set.join(", ") || t("nothing");
+    state.filled = { r, n };
+    const list = r.set.map((k) => t(k)).join(", ") || t("nothing");
+    const missed = r.missed.map(([k, v]) => t(k) + " “" + v + "”").join(", ");
     return (n ? t("filled_from", { list, n }) : t("filled", { list })) +
-      (r.missed.length ? "\n" + t("not_available", { list: r.missed.join(", ") }) : "");
+      (r.missed.length ? "\n" + t("not_available", { list: missed }) : "");
   }
+  window.Sumi.onLang(() => {
+    if (state.filled && el.pngStatus.textContent) el.pngStatus.textContent = filledText(state.filled.r, state.filled.n);
+  });
   async function usePngSettings(file) {
     clearError();
     el.pngStatus.textContent = t("reading", { name: file.name || "PNG" });
@@ -453,7 +460,8 @@
   });
 
   // ---------- progress ----------
-  function setProgress(p, stateName, status, eta) {
+  // `status`: a dictionary key (with `vars`), or plain text when `vars` is null.
+  function setProgress(p, stateName, status, eta, vars) {
     const v = Math.min(1, Math.max(0, Number(p) || 0));
     el.progress.hidden = false;
     el.progress.dataset.progress = v.toFixed(3);
@@ -461,7 +469,12 @@
     el.progress.setAttribute("aria-valuenow", String(Math.round(v * 100)));
     el.progressFill.style.transition = v === 0 ? "none" : "";
     el.progressFill.style.width = (v * 100).toFixed(1) + "%";
-    if (status !== undefined) el.progressStatus.textContent = status;
+    if (status !== undefined && vars === null) {
+      delete el.progressStatus.dataset.i18n;
+      el.progressStatus.textContent = status;
+    } else if (status !== undefined) {
+      window.Sumi.setText(el.progressStatus, status, vars);
+    }
     if (eta !== undefined) el.progressEta.textContent = eta;
   }
   async function poll() {
@@ -476,7 +489,7 @@
       if (st.sampling_steps) parts.push(t("step_n", { n: st.sampling_step || 0, total: st.sampling_steps }));
       parts.push(Math.round((Number(p.progress) || 0) * 100) + "%");
       const eta = Number(p.eta_relative) > 0 ? t("eta", { s: Number(p.eta_relative).toFixed(1) }) : "";
-      setProgress(p.progress, "running", parts.join(" · "), eta);
+      setProgress(p.progress, "running", parts.join(" · "), eta, null);
       if (p.current_image) {
         el.preview.onload = () => el.preview.classList.toggle("pixelated", el.preview.naturalWidth < 256);
         el.preview.src = "data:image/png;base64," + p.current_image;
@@ -628,7 +641,8 @@
       const fig = document.createElement("figure");
       fig.className = "result";
       const img = document.createElement("img");
-      img.alt = t("result_n", { n: i + 1 }) + (seed !== undefined ? ", " + t("seed_n", { seed }) : "");
+      if (seed !== undefined) window.Sumi.setText(img, "result_seed", { n: i + 1, seed }, "alt");
+      else window.Sumi.setText(img, "result_n", { n: i + 1 }, "alt");
       img.addEventListener("load", () => {
         if (img.naturalWidth < 256) img.classList.add("pixelated");
       });
@@ -670,7 +684,7 @@
     const endpoint = mode === "txt2img" ? "/txt2img" : "/img2img";
     state.interrupted = false;
     setRunning(true);
-    setProgress(0, "running", t("starting"), "");
+    setProgress(0, "running", "starting", "");
     el.previewWrap.hidden = true;
     el.preview.removeAttribute("src");
     state.pollTimer = setInterval(poll, 500);
@@ -683,12 +697,12 @@
       await showResults(res || {}, mode, payload);
       const s = ((performance.now() - started) / 1000).toFixed(1);
       const n = (res && Array.isArray(res.images)) ? res.images.length : 0;
-      setProgress(1, state.interrupted ? "interrupted" : "done", t(state.interrupted ? "interrupted_n" : "done_n", { n, s }), "");
+      setProgress(1, state.interrupted ? "interrupted" : "done", state.interrupted ? "interrupted_n" : "done_n", "", { n, s });
       el.previewWrap.hidden = true;
     } catch (e) {
       clearInterval(state.pollTimer);
       state.running = false;
-      setProgress(Number(el.progress.dataset.progress), "error", t("failed"), "");
+      setProgress(Number(el.progress.dataset.progress), "error", "failed", "");
       showError(e.message, e.detail);
     } finally {
       clearInterval(state.pollTimer);

@@ -40,7 +40,8 @@ window.Sumi = window.Sumi || {};
     upscaling: "Upscaling…", history_clear: "Clear history", history_empty: "Nothing generated yet.",
     history_count: "{n} pictures kept in this browser", download: "Download", use_settings: "Reuse parameters",
     send_img2img: "Send to img2img", send_inpaint: "Send to inpaint", delete: "Delete",
-    result_n: "Result {n}", seed_n: "seed {seed}", no_infotext: "(no infotext)",
+    result_n: "Result {n}", seed_n: "seed {seed}", result_seed: "Result {n}, seed {seed}", no_infotext: "(no infotext)",
+    size: "Size",
     starting: "Starting…", waiting: "Waiting…", job_n: "Job {n}/{total}", step_n: "Step {n}/{total}", eta: "ETA {s} s",
     done_n: "Done · {n} image(s) in {s} s", interrupted_n: "Interrupted · {n} image(s) in {s} s", failed: "Failed",
     reading: "Reading {name}…", filled: "Filled {list}", filled_from: "Filled {list} from result {n}",
@@ -90,7 +91,8 @@ window.Sumi = window.Sumi || {};
     upscaling: "放大中…", history_clear: "清空历史记录", history_empty: "还没有生成任何图像。",
     history_count: "此浏览器中保存了 {n} 张图像", download: "下载", use_settings: "使用这些参数",
     send_img2img: "发送到图生图", send_inpaint: "发送到局部重绘", delete: "删除",
-    result_n: "结果 {n}", seed_n: "种子 {seed}", no_infotext: "（无生成信息）",
+    result_n: "结果 {n}", seed_n: "种子 {seed}", result_seed: "结果 {n}，种子 {seed}", no_infotext: "（无生成信息）",
+    size: "尺寸",
     starting: "开始…", waiting: "等待中…", job_n: "任务 {n}/{total}", step_n: "第 {n}/{total} 步", eta: "预计剩余 {s} 秒",
     done_n: "完成 · {n} 张图像，用时 {s} 秒", interrupted_n: "已中止 · {n} 张图像，用时 {s} 秒", failed: "失败",
     reading: "正在读取 {name}…", filled: "已填入：{list}", filled_from: "已从结果 {n} 填入：{list}",
@@ -133,15 +135,33 @@ window.Sumi = window.Sumi || {};
   }
 
   const ATTRS = [["title", "title"], ["placeholder", "placeholder"], ["aria", "aria-label"], ["alt", "alt"], ["empty", "data-empty"]];
+  // The {name} values an element keeps for its keys (data-i18n-vars, JSON).
+  function varsOf(n) {
+    try { return n.dataset.i18nVars ? JSON.parse(n.dataset.i18nVars) : undefined; } catch (_) { return undefined; }
+  }
   // Writes every data-i18n* key under `root` in the current language.
   function apply(root) {
     const r = root || document;
-    r.querySelectorAll("[data-i18n]").forEach((n) => { n.textContent = t(n.dataset.i18n); });
+    r.querySelectorAll("[data-i18n]").forEach((n) => { n.textContent = t(n.dataset.i18n, varsOf(n)); });
     for (const [k, attr] of ATTRS) {
       const ds = "i18n" + k[0].toUpperCase() + k.slice(1);
-      r.querySelectorAll("[data-i18n-" + k + "]").forEach((n) => n.setAttribute(attr, t(n.dataset[ds])));
+      r.querySelectorAll("[data-i18n-" + k + "]").forEach((n) => n.setAttribute(attr, t(n.dataset[ds], varsOf(n))));
     }
     document.documentElement.lang = lang;
+  }
+  // Gives `node` the text of `key` (kept, so that a language switch rewrites it); `attr` names
+  // an attribute of ATTRS ("alt", "title", …) instead of the text. No key: plain text, not kept.
+  function setText(node, key, vars, attr) {
+    if (vars) node.dataset.i18nVars = JSON.stringify(vars);
+    else delete node.dataset.i18nVars;
+    if (attr) {
+      const [k, name] = ATTRS.find(([a]) => a === attr);
+      node.dataset["i18n" + k[0].toUpperCase() + k.slice(1)] = key;
+      node.setAttribute(name, t(key, vars));
+    } else {
+      node.dataset.i18n = key;
+      node.textContent = t(key, vars);
+    }
   }
   const listeners = [];
   function setLang(l) {
@@ -152,6 +172,6 @@ window.Sumi = window.Sumi || {};
     listeners.forEach((f) => f(l));
   }
   Object.assign(window.Sumi, {
-    t, apply, setLang, lang: () => lang, onLang: (f) => listeners.push(f), dictionaries: dicts,
+    t, apply, setLang, setText, lang: () => lang, onLang: (f) => listeners.push(f), dictionaries: dicts,
   });
 })();

@@ -211,7 +211,7 @@ window.Sumi = window.Sumi || {};
       out.textContent = "";
       const img = document.createElement("img");
       img.src = dataUrl;
-      img.alt = t("result_n", { n: 1 });
+      window.Sumi.setText(img, "result_n", { n: 1 }, "alt");
       const info = document.createElement("div");
       info.className = "hint";
       info.setAttribute("translate", "no");
