@@ -285,6 +285,7 @@ export async function checkHiresAndExtras(page, opts, photoFile) {
 export async function checkHistory(page, minItems) {
   await page.reload({ waitUntil: "load" });
   await page.waitForSelector("body[data-ready=true]");
+  await page.fill("#prompt", "");
   await page.click("#tab-history");
   await page.waitForFunction((n) => document.querySelectorAll("#history-grid .history-item").length >= n, minItems, { timeout: 10000 });
   // every stored picture is shown (the grid fills one card at a time)
@@ -292,12 +293,20 @@ export async function checkHistory(page, minItems) {
     (await window.Sumi.history.all()).length, null, { timeout: 10000 });
   const n = await page.$$eval("#history-grid .history-item", (l) => l.length);
   await page.waitForFunction(() => [...document.querySelectorAll("#history-grid img")].every((i) => i.complete && i.naturalWidth > 0));
+  // "reuse parameters" of the LoRA picture fills its prompt and opens txt2img
+  const loraItem = page.locator("#history-grid .history-item", { hasText: "Lora hashes" }).first();
+  if (await loraItem.count()) {
+    await loraItem.locator(".use-settings").click();
+    check(await page.getAttribute("#tab-txt2img", "aria-selected") === "true", "reuse parameters did not open txt2img");
+    check((await page.inputValue("#prompt")).includes("<lora:"), `reuse parameters filled the prompt ${await page.inputValue("#prompt")}`);
+    await page.click("#tab-history");
+  }
   await page.click("#history-grid .history-item .send-inpaint");
   await page.waitForSelector("#inpaint-drop[data-loaded=true]");
   check(await page.getAttribute("#tab-inpaint", "aria-selected") === "true", "send to inpaint did not open the inpaint tab");
   const kinds = await page.evaluate(async () => (await window.Sumi.history.all()).map((h) => h.mode).join(" "));
   check(n >= minItems, `the history shows ${n} pictures, expected ${minItems} or more (${kinds})`);
-  log(`history after reload: ${n} pictures (${kinds}); send to inpaint works`);
+  log(`history after reload: ${n} pictures (${kinds}); reuse parameters and send to inpaint work`);
 }
 
 // Words allowed in the Chinese page (A1111's zh_CN keeps them too).
@@ -337,6 +346,14 @@ export async function checkLanguages(page, artifacts) {
     await page.selectOption("#lang", lang);
     for (const p of panels) {
       await page.click(`#tab-${p}`);
+      if (p === "inpaint" && lang === "en") {
+        // a mask stroke, so that the screenshots show one
+        const pts = await toPage(page, "#mask-canvas", [[14, 44], [50, 40]]);
+        await page.mouse.move(...pts[0]);
+        await page.mouse.down();
+        await page.mouse.move(...pts[1], { steps: 6 });
+        await page.mouse.up();
+      }
       await page.waitForTimeout(p === "history" ? 300 : 50);
       await page.evaluate(() => document.activeElement && document.activeElement.blur());
       await page.screenshot({ path: path.join(artifacts, `web_${p}_${lang}.png`), fullPage: true });

@@ -594,7 +594,8 @@
   }
   // The actions every picture offers (results and history): download, reuse parameters,
   // send to img2img / inpaint.
-  async function pictureActions(dataUrl, text, fileName, resultNo) {
+  // `mode`: where "reuse parameters" leads from the history (the picture's own tab).
+  async function pictureActions(dataUrl, text, fileName, resultNo, mode) {
     const a = document.createElement("a");
     a.className = "download";
     a.dataset.i18n = "download";
@@ -604,7 +605,9 @@
     const use = button("use_settings", () => {
       const r = applyParams(parseInfotext(text));
       el.pngStatus.textContent = filledText(r, resultNo);
-      if (state.mode === "history") setMode("txt2img");
+      if (state.mode === "history" || state.mode === "extras") {
+        setMode(["img2img", "inpaint"].includes(mode) ? mode : "txt2img");
+      }
     }, "use-settings");
     const toImg = button("send_img2img", () => {
       setMode("img2img");

@@ -166,7 +166,7 @@ window.Sumi = window.Sumi || {};
       del.dataset.i18n = "delete";
       del.textContent = t("delete");
       del.addEventListener("click", async () => { await tx("readwrite", (s) => s.delete(h.id)); renderHistory(); });
-      actions.append(...await app().pictureActions(h.image || h.thumb, h.info || "", h.name || "sumi.png"), del);
+      actions.append(...await app().pictureActions(h.image || h.thumb, h.info || "", h.name || "sumi.png", undefined, h.mode), del);
       fig.append(img, info, actions);
       grid.appendChild(fig);
     }
