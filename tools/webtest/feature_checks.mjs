@@ -217,7 +217,11 @@ export async function checkLora(page, opts) {
   await page.press("#height", "Tab");
   await page.fill("#steps", "2");
   await page.fill("#batch-size", "1");
-  const { response } = await generateAndCapture(page, "txt2img", opts.timeout * 1000);
+  // this one is also kept in the server's outputs folder (the Rust test counts the files)
+  await page.check("#save-images");
+  const { request, response } = await generateAndCapture(page, "txt2img", opts.timeout * 1000);
+  await page.uncheck("#save-images");
+  check(request.save_images === true, "save on the server did not send save_images: true");
   const info = JSON.parse(response.info).infotexts[0];
   check(info.includes("Lora hashes: \"" + opts.lora + ": "), `the infotext lacks Lora hashes: ${info}`);
   log(`LoRA card: prompt tag, Ctrl+Up/Down weights; infotext ${info.match(/Lora hashes: "[^"]*"/)[0]}`);

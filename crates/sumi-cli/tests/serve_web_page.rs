@@ -247,6 +247,11 @@ fn web_page_generates_img2img_in_headless_chromium() {
         "`sumi serve` died during the page test:\n{server_log}"
     );
     assert!(shot.is_file(), "no screenshot at {}", shot.display());
+    // "save on the server" was ticked for the LoRA picture only: one file in --outdir
+    let saved: Vec<_> = std::fs::read_dir(dir.path().join("outputs"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(saved.len(), 1, "outputs/ holds {saved:?}");
     for panel in ["txt2img", "img2img", "inpaint", "extras", "history"] {
         for lang in ["en", "zh-CN"] {
             let p = artifacts.join(format!("web_{panel}_{lang}.png"));

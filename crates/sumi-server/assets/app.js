@@ -527,7 +527,7 @@
       n_iter: Math.trunc(intOf(el.batchCount, "batch_count", 1)),
       batch_size: Math.trunc(intOf(el.batchSize, "batch_size", 1)),
       send_images: true,
-      save_images: false,
+      save_images: $("save-images").checked,
     };
     if (state.mode === "txt2img" && el.enableHr.checked) {
       Object.assign(payload, {
@@ -733,6 +733,12 @@
   });
   el.skip.addEventListener("click", async () => {
     try { await api("POST", "/skip"); } catch (e) { showError(t("err_skip", { msg: e.message })); }
+  });
+
+  // the "save on the server" choice is kept in this browser
+  try { $("save-images").checked = localStorage.getItem("sumi.save_images") === "true"; } catch (_) { /* storage off */ }
+  $("save-images").addEventListener("change", (e) => {
+    try { localStorage.setItem("sumi.save_images", String(e.target.checked)); } catch (_) { /* not kept */ }
   });
 
   // ---------- language ----------
