@@ -71,6 +71,33 @@ const maskCount = (page) => page.$eval("#mask-canvas", (c) => {
   return n;
 });
 
+// Compares an inpaint answer with the source: pixels farther than the blur's reach (A1111: a
+// Gaussian of kernel 2*round(2.5*blur)+1) from every mask pixel must be the source's.
+function compareOutside(request, response, photo, size) {
+  const mask = decodePng(Buffer.from(request.mask, "base64"));
+  const out = decodePng(Buffer.from(response.images[0], "base64"));
+  check(out.width === size && out.height === size, `the inpainted picture is ${out.width}x${out.height}`);
+  const reach = Math.ceil(2.5 * request.mask_blur) + 1;
+  const inMask = (x, y) => mask.data[(y * size + x) * 4] >= 128;
+  let outside = 0, differ = 0, changedInside = 0, inside = 0;
+  for (let y = 0; y < size; y++) {
+    for (let x = 0; x < size; x++) {
+      let near = false;
+      for (let yy = Math.max(0, y - reach); yy <= Math.min(size - 1, y + reach) && !near; yy++) {
+        for (let xx = Math.max(0, x - reach); xx <= Math.min(size - 1, x + reach); xx++) if (inMask(xx, yy)) { near = true; break; }
+      }
+      const o = (y * size + x) * 4;
+      const same = [0, 1, 2].every((c) => out.data[o + c] === photo.data[o + c]);
+      if (!near) { outside++; if (!same) differ++; }
+      if (inMask(x, y)) { inside++; if (!same) changedInside++; }
+    }
+  }
+  check(outside > size * size / 3, `only ${outside} pixels lie outside the blurred mask`);
+  check(differ === 0, `${differ} of ${outside} pixels outside the blurred mask differ from the source`);
+  check(changedInside > inside / 2, `only ${changedInside} of ${inside} masked pixels changed`);
+  return { inside, outside, changedInside };
+}
+
 // Inpaint: a mouse stroke on the uploaded photo, generate, compare the returned picture with
 // the source outside the blurred mask; then a touch stroke, undo and invert.
 export async function checkInpaint(page, ctx, opts, photoFile, photo) {
@@ -104,30 +131,15 @@ export async function checkInpaint(page, ctx, opts, photoFile, photo) {
     check(request[k] === v, `the inpaint request sent ${k} = ${JSON.stringify(request[k])}, expected ${JSON.stringify(v)}`);
   }
   check(request.override_settings && request.override_settings.inpainting_mask_weight === 1, "inpainting_mask_weight not sent");
-  const mask = decodePng(Buffer.from(request.mask, "base64"));
-  const out = decodePng(Buffer.from(response.images[0], "base64"));
-  check(out.width === size && out.height === size, `the inpainted picture is ${out.width}x${out.height}`);
-  // pixels farther than the blur's reach (A1111: a Gaussian of kernel 2*round(2.5*blur)+1) from
-  // every mask pixel must be the source's
-  const reach = Math.ceil(2.5 * 4) + 1;
-  const inMask = (x, y) => mask.data[(y * size + x) * 4] >= 128;
-  let outside = 0, differ = 0, changedInside = 0, inside = 0;
-  for (let y = 0; y < size; y++) {
-    for (let x = 0; x < size; x++) {
-      let near = false;
-      for (let yy = Math.max(0, y - reach); yy <= Math.min(size - 1, y + reach) && !near; yy++) {
-        for (let xx = Math.max(0, x - reach); xx <= Math.min(size - 1, x + reach); xx++) if (inMask(xx, yy)) { near = true; break; }
-      }
-      const o = (y * size + x) * 4;
-      const same = [0, 1, 2].every((c) => out.data[o + c] === photo.data[o + c]);
-      if (!near) { outside++; if (!same) differ++; }
-      if (inMask(x, y)) { inside++; if (!same) changedInside++; }
-    }
-  }
-  check(outside > size * size / 3, `only ${outside} pixels lie outside the blurred mask`);
-  check(differ === 0, `${differ} of ${outside} pixels outside the blurred mask differ from the source`);
-  check(changedInside > inside / 2, `only ${changedInside} of ${inside} masked pixels changed`);
+  const { inside, outside, changedInside } = compareOutside(request, response, photo, size);
   log(`inpaint (mouse): mask ${inside} px; ${outside} px outside the blurred mask all equal the source; ${changedInside} masked px changed`);
+  // "only masked": the masked box at full resolution, pasted back
+  await page.check("input[name=inpaint-area][value='1']");
+  const om = await generateAndCapture(page, "img2img", opts.timeout * 1000);
+  check(om.request.inpaint_full_res === true, "only masked did not send inpaint_full_res: true");
+  const r2 = compareOutside(om.request, om.response, photo, size);
+  await page.check("input[name=inpaint-area][value='0']");
+  log(`inpaint (only masked): ${r2.outside} px outside the blurred mask all equal the source; ${r2.changedInside} of ${r2.inside} masked px changed`);
 
   // touch: a stroke through the Chrome DevTools protocol's touch events
   const cdp = await ctx.newCDPSession(page);
