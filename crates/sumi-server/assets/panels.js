@@ -219,7 +219,8 @@ window.Sumi = window.Sumi || {};
       const actions = document.createElement("div");
       actions.className = "result-actions";
       const name = "sumi-extras-" + Date.now() + ".png";
-      actions.append(...await app().pictureActions(dataUrl, "", name));
+      // an upscaled picture has no generation parameters to reuse
+      actions.append(...(await app().pictureActions(dataUrl, "", name)).filter((b) => !b.classList.contains("use-settings")));
       out.append(img, info, actions);
       await addHistory({ mode: "extras", dataUrl, info: info.textContent, name });
     } catch (e) {
