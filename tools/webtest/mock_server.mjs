@@ -5,67 +5,26 @@
 // Images are solid-colour PNGs of the requested size carrying A1111-style infotext.
 import http from "node:http";
 import fs from "node:fs";
-import zlib from "node:zlib";
 import path from "node:path";
+import { decodePng, encodePng, pngText } from "./png.mjs";
 import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const page = path.join(here, "../../crates/sumi-server/assets/index.html");
+const assets = path.join(here, "../../crates/sumi-server/assets");
+const TYPES = { html: "text/html; charset=utf-8", js: "text/javascript; charset=utf-8", css: "text/css; charset=utf-8" };
 const argPort = process.argv.indexOf("--port");
 const port = argPort > 0 ? Number(process.argv[argPort + 1]) : 7861;
 const stepMs = Number(process.env.MOCK_STEP_MS || 250);
 
-const CRC = new Int32Array(256).map((_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c;
-});
-function crc32(buf) {
-  let c = -1;
-  for (const b of buf) c = CRC[(c ^ b) & 0xff] ^ (c >>> 8);
-  return (c ^ -1) >>> 0;
-}
-function chunk(type, data) {
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(data.length);
-  const td = Buffer.concat([Buffer.from(type, "latin1"), data]);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(td));
-  return Buffer.concat([len, td, crc]);
-}
 function png(width, height, rgb, text) {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8; ihdr[9] = 2; // 8-bit RGB
-  const raw = Buffer.alloc((width * 3 + 1) * height);
+  const px = Buffer.alloc(width * height * 3);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
-      const o = y * (width * 3 + 1) + 1 + x * 3;
-      raw[o] = rgb[0]; raw[o + 1] = (rgb[1] + x * 2) & 255; raw[o + 2] = (rgb[2] + y * 2) & 255;
+      const o = (y * width + x) * 3;
+      px[o] = rgb[0]; px[o + 1] = (rgb[1] + x * 2) & 255; px[o + 2] = (rgb[2] + y * 2) & 255;
     }
   }
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk("IHDR", ihdr),
-    chunk("tEXt", Buffer.from("parameters\0" + text, "latin1")),
-    chunk("IDAT", zlib.deflateSync(raw)),
-    chunk("IEND", Buffer.alloc(0)),
-  ]);
-}
-function pngText(buf) {
-  let o = 8;
-  while (o + 8 <= buf.length) {
-    const len = buf.readUInt32BE(o);
-    const type = buf.toString("latin1", o + 4, o + 8);
-    if (type === "tEXt") {
-      const data = buf.subarray(o + 8, o + 8 + len);
-      const z = data.indexOf(0);
-      if (data.toString("latin1", 0, z) === "parameters") return data.toString("latin1", z + 1);
-    }
-    o += 12 + len;
-  }
-  return "";
+  return encodePng(width, height, px, text);
 }
 
 const idle = { progress: 0, eta_relative: 0, state: { job_count: 0, sampling_step: 0, sampling_steps: 0, interrupted: false, skipped: false }, current_image: null, textinfo: null };
@@ -83,14 +42,28 @@ function body(req) {
   });
 }
 
+// The init picture with the masked pixels painted over, as an inpaint leaves what is outside.
+function inpainted(p, text) {
+  const init = decodePng(Buffer.from(p.init_images[0], "base64"));
+  const mask = decodePng(Buffer.from(p.mask, "base64"));
+  const rgb = Buffer.alloc(init.width * init.height * 3);
+  for (let i = 0; i < init.width * init.height; i++) {
+    const masked = mask.width === init.width && mask.data[i * 4] >= 128;
+    for (let c = 0; c < 3; c++) rgb[i * 3 + c] = masked ? 255 - init.data[i * 4 + c] : init.data[i * 4 + c];
+  }
+  return encodePng(init.width, init.height, rgb, text);
+}
+
 async function generate(mode, req, res) {
   let p;
   try { p = JSON.parse(await body(req)); } catch (e) { return send(res, 422, { error: "JSONDecodeError", detail: e.message }); }
   if (job) return send(res, 429, { error: "QueueFull", detail: "the queue is full" }, { "Retry-After": "2" });
   const steps = p.steps ?? 50;
-  if (steps > 1000) return send(res, 422, { error: "InvalidRequest", detail: "steps must be at most 1000" });
+  // FastAPI's validation answer, as A1111 gives it
+  if (steps > 1000) return send(res, 422, { detail: [{ loc: ["body", "steps"], msg: "ensure this value is less than or equal to 1000", type: "value_error" }] });
   if (mode === "img2img" && !(p.init_images && p.init_images.length)) return send(res, 422, { error: "InvalidRequest", detail: "init_images is required" });
-  const w = p.width ?? 512, h = p.height ?? 512, n = (p.n_iter ?? 1) * (p.batch_size ?? 1);
+  const k = p.enable_hr ? p.hr_scale ?? 2 : 1;
+  const w = (p.width ?? 512) * k, h = (p.height ?? 512) * k, n = (p.n_iter ?? 1) * (p.batch_size ?? 1);
   const seed = p.seed == null || p.seed === -1 ? 1234 : p.seed;
   job = { start: Date.now(), steps, interrupted: false };
   while (!job.interrupted && Date.now() - job.start < steps * stepMs) await new Promise((r) => setTimeout(r, 20));
@@ -101,8 +74,10 @@ async function generate(mode, req, res) {
     if (p.negative_prompt) t += "\nNegative prompt: " + p.negative_prompt;
     t += `\nSteps: ${steps}, Sampler: ${p.sampler_name ?? "Euler"}, Schedule type: ${p.scheduler === "karras" ? "Karras" : "Automatic"}, CFG scale: ${p.cfg_scale ?? 7}, Seed: ${seed + i}, Size: ${w}x${h}, Model hash: 0123456789, Model: mock`;
     if (mode === "img2img") t += `, Denoising strength: ${p.denoising_strength ?? 0.75}`;
+    const loras = [...String(p.prompt ?? "").matchAll(/<lora:([^:>]+)[^>]*>/g)].map((m) => m[1] + ": 0123456789ab");
+    if (loras.length) t += `, Lora hashes: "${loras.join(", ")}"`;
     t += ", Version: mock";
-    images.push(png(w, h, [200, (i * 60) & 255, 90], t).toString("base64"));
+    images.push((p.mask ? inpainted(p, t) : png(w, h, [200, (i * 60) & 255, 90], t)).toString("base64"));
     infotexts.push(t);
     seeds.push(seed + i);
   }
@@ -113,9 +88,22 @@ async function generate(mode, req, res) {
 const server = http.createServer(async (req, res) => {
   const url = new URL(req.url, "http://x");
   const r = `${req.method} ${url.pathname}`;
-  if (r === "GET /") {
-    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
-    return res.end(fs.readFileSync(page));
+  const file = r === "GET /" ? "index.html" : r.startsWith("GET /assets/") ? url.pathname.slice(8) : null;
+  if (file && /^[a-z0-9_]+\.(html|js|css)$/.test(file) && fs.existsSync(path.join(assets, file))) {
+    res.writeHead(200, { "Content-Type": TYPES[file.split(".").pop()] });
+    return res.end(fs.readFileSync(path.join(assets, file)));
+  }
+  if (r === "GET /sdapi/v1/loras") return send(res, 200, [{ name: "mock_lora", alias: "mock_lora", path: "/l/mock_lora.safetensors", metadata: {} }]);
+  if (r === "GET /sdapi/v1/embeddings") return send(res, 200, { loaded: { mockemb: { step: null, sd_checkpoint: null, sd_checkpoint_name: null, shape: 768, vectors: 1 } }, skipped: {} });
+  if (r === "GET /sdapi/v1/hypernetworks") return send(res, 200, [{ name: "mock_hn", path: "/h/mock_hn.pt" }]);
+  if (r === "GET /sdapi/v1/upscalers") return send(res, 200, ["None", "Lanczos", "Nearest"].map((name) => ({ name, model_name: null, model_path: null, model_url: null, scale: 4 })));
+  if (r === "GET /sdapi/v1/latent-upscale-modes") return send(res, 200, [{ name: "Latent" }, { name: "Latent (nearest)" }]);
+  if (r === "POST /sdapi/v1/refresh-loras") { await body(req); return send(res, 200, null); }
+  if (r === "POST /sdapi/v1/extra-single-image") {
+    const p = JSON.parse(await body(req));
+    const k = Number(p.upscaling_resize ?? 2);
+    if (!(k > 0)) return send(res, 422, { error: "ValidationError", detail: `upscaling_resize: ${k} is not greater than 0` });
+    return send(res, 200, { html_info: `Postprocess upscale by: ${k}, Postprocess upscaler: ${p.upscaler_1}`, image: png(64 * k, 64 * k, [10, 200, 30], "").toString("base64") });
   }
   if (r === "GET /health") return send(res, 200, { status: "ok" });
   if (r === "GET /sdapi/v1/samplers") return send(res, 200, ["DPM++ 2M", "Euler a", "Euler", "DDIM"].map((name) => ({ name, aliases: [], options: {} })));

@@ -7,17 +7,23 @@
 //   node tools/webtest/page_test.mjs --url http://127.0.0.1:7860/ --image astronaut.png --out shot.png
 //
 // Options: --sampler NAME (default "Euler a"), --steps N (4), --width N (64), --timeout SECONDS
-// (180, for the whole run), --chromium PATH (/usr/bin/chromium), --no-error-check.
+// (180, for the whole run), --chromium PATH (/usr/bin/chromium), --no-error-check; --features
+// adds the checks of feature_checks.mjs (inpaint, touch, LoRA card --lora NAME [--lora-preview],
+// hires, Extras, history, 中文) with screenshots into --artifacts DIR.
+// Every request is routed through the test: one to anything but the page's origin fails it.
 // Exits 0 when every check passes; otherwise prints "page_test: FAIL: ..." and exits 1.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { decodePng } from "./png.mjs";
+import * as features from "./feature_checks.mjs";
 
 function parseArgs(argv) {
   const opts = {
     url: null, image: null, out: null, sampler: "Euler a", steps: 4, width: 64, progressSteps: 30,
-    timeout: 180, chromium: "/usr/bin/chromium", errorCheck: true,
+    timeout: 180, chromium: "/usr/bin/chromium", errorCheck: true, features: false, lora: null, loraPreview: false,
+    artifacts: null,
   };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
@@ -36,6 +42,10 @@ function parseArgs(argv) {
       case "--timeout": opts.timeout = Number(next()); break;
       case "--chromium": opts.chromium = next(); break;
       case "--no-error-check": opts.errorCheck = false; break;
+      case "--features": opts.features = true; break;
+      case "--lora": opts.lora = next(); break;
+      case "--lora-preview": opts.loraPreview = true; break;
+      case "--artifacts": opts.artifacts = next(); break;
       default: throw new Error(`unknown argument ${a}`);
     }
   }
@@ -43,10 +53,7 @@ function parseArgs(argv) {
   return opts;
 }
 
-class Failure extends Error {}
-function check(cond, msg) {
-  if (!cond) throw new Failure(msg);
-}
+const { Failure, check } = features;
 const log = (msg) => console.log(`page_test: ${msg}`);
 
 // Width and height of a PNG from its IHDR chunk, or null for anything else.
@@ -124,6 +131,15 @@ async function run(opts, ctx, page, tmp) {
     const u = r.url();
     if (!u.startsWith("data:") && !u.startsWith("blob:") && new URL(u).origin !== origin) foreign.push(u);
   });
+  // nothing may leave the page's own origin on 127.0.0.1: every request passes through here
+  let routed = 0;
+  await ctx.route("**/*", (route) => {
+    const u = new URL(route.request().url());
+    routed++;
+    if (u.protocol === "data:" || u.protocol === "blob:" || (u.origin === origin && u.hostname === "127.0.0.1")) return route.continue();
+    foreign.push(u.href);
+    return route.abort("blockedbyclient");
+  });
 
   log(`opening ${opts.url}`);
   const resp = await page.goto(opts.url, { waitUntil: "load" });
@@ -172,10 +188,14 @@ async function run(opts, ctx, page, tmp) {
     }
     const msg = (await page.textContent("#error .msg")).trim();
     check(/\b4\d\d\b/.test(msg), `the error shown for steps=100000 has no 4xx status: ${msg}`);
+    check(await page.isVisible(".field-error[data-for=steps]"), `the error naming steps is not shown next to the field: ${msg}`);
+    check(await page.$eval("#steps", (e) => e.classList.contains("invalid")), "the steps field is not marked invalid");
+    log(`the error is shown next to the steps field: ${await page.textContent(".field-error[data-for=steps]")}`);
     await page.waitForSelector("#generate:not([disabled])", { timeout: 10000 });
     log(`bad request shown as: ${msg.replace(/\n/g, " | ")}`);
     await page.click("#error-close");
     check(await page.isHidden("#error"), "the error did not close");
+    check(await page.$$eval(".field-error[data-for]", (l) => l.length) === 0, "the field error stayed after closing the error");
   }
 
   // txt2img with a batch of two and more steps (long enough to watch the bar move): both
@@ -313,11 +333,30 @@ async function run(opts, ctx, page, tmp) {
 
   // keyboard: the tabs answer the arrow keys
   await page.focus("#tab-img2img");
-  await page.keyboard.press("ArrowRight");
-  check(await page.getAttribute("#tab-txt2img", "aria-selected") === "true", "ArrowRight on the tabs did not select txt2img");
-  check(await page.isHidden("#init-image"), "the input image stays visible on the txt2img tab");
   await page.keyboard.press("ArrowLeft");
-  check(await page.getAttribute("#tab-img2img", "aria-selected") === "true", "ArrowLeft did not go back to img2img");
+  check(await page.getAttribute("#tab-txt2img", "aria-selected") === "true", "ArrowLeft on the tabs did not select txt2img");
+  check(await page.isHidden("#init-image"), "the input image stays visible on the txt2img tab");
+  await page.keyboard.press("ArrowRight");
+  check(await page.getAttribute("#tab-img2img", "aria-selected") === "true", "ArrowRight did not go back to img2img");
+
+  if (opts.features) {
+    const photoFile = path.join(tmp, "photo64.png");
+    fs.writeFileSync(photoFile, features.smallPhoto(opts.image, 64));
+    const photo = decodePng(fs.readFileSync(photoFile));
+    await features.checkInpaint(page, ctx, opts, photoFile, photo);
+    if (opts.lora) await features.checkLora(page, opts);
+    await features.checkKeys(page, opts);
+    await features.checkHiresAndExtras(page, opts, photoFile);
+    // txt2img x2, img2img, inpaint, inpaint sketch, LoRA, interrupted, hires, Extras
+    // the screenshots show the panels as used (results, the last picture in each), in both
+    // languages, switched while they show them
+    await features.checkLanguages(page, opts.artifacts || path.dirname(path.resolve(opts.out)));
+    await features.checkHistory(page, opts.lora ? 9 : 8);
+    check(pageErrors.length === 0, `JavaScript errors on the page: ${pageErrors.join("; ")}`);
+    check(foreign.length === 0, `the page requested other origins: ${foreign.join(", ")}`);
+    log(`${routed} requests, all to ${origin}`);
+    await page.click("#tab-img2img");
+  }
 
   // restore what the run used, so the screenshot shows it
   await page.fill("#steps", String(opts.steps));
@@ -360,6 +399,7 @@ async function main() {
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
       ],
       viewport: { width: 1280, height: 900 },
+      locale: "en-US",
       timeout: 60000,
     });
     ctx.setDefaultTimeout(20000);

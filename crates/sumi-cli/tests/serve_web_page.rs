@@ -2,7 +2,13 @@
 //! model and runs `tools/webtest/page_test.mjs` (playwright-core + Debian's chromium), which
 //! uploads astronaut.png, sets strength 0.6, a sampler, 4 steps and 64x64, generates, watches
 //! the progress bar, checks the result and its infotext, reuses the settings through png-info
-//! and keeps a screenshot in `target/test-artifacts/web_page.png`.
+//! and keeps a screenshot in `target/test-artifacts/web_page.png`; then (`feature_checks.mjs`)
+//! inpaints a mouse-drawn mask on a 64×64 photo and checks that the pixels outside the blurred
+//! mask are the source's, paints with touch events, inpaint sketch, picks the `lora_kohya` card
+//! (its preview served beside it) and finds `Lora hashes` in the infotext, runs the hires fix and
+//! Extras, reloads and finds the history, switches to 中文 with no English label left, refuses
+//! any request leaving 127.0.0.1, and keeps a screenshot of each panel in both languages
+//! (`target/test-artifacts/web_<panel>_<lang>.png`).
 //!
 //! Skips (passes, with the reason printed) where the browser side is not installed:
 //! `/usr/bin/chromium`, `node`, `tools/webtest/node_modules/playwright-core`
@@ -138,6 +144,17 @@ fn web_page_generates_img2img_in_headless_chromium() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let model = sumi_testkit::tiny_model("sd1", dir.path());
+    // a LoRA folder with one network and its preview picture beside it (A1111's convention)
+    let loras = dir.path().join("loras");
+    std::fs::create_dir_all(&loras).expect("lora folder");
+    std::fs::copy(
+        root.join("fixtures/lora/sd1/lora_kohya.safetensors"),
+        loras.join("lora_kohya.safetensors"),
+    )
+    .expect("copy the LoRA fixture");
+    image::RgbImage::from_pixel(16, 16, image::Rgb([200, 60, 40]))
+        .save(loras.join("lora_kohya.preview.png"))
+        .expect("write a preview");
 
     let port = free_port();
     let log = dir.path().join("server.log");
@@ -148,6 +165,8 @@ fn web_page_generates_img2img_in_headless_chromium() {
         .arg("serve")
         .arg("--model")
         .arg(&model)
+        .arg("--lora-dir")
+        .arg(&loras)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .stdout(log_file)
         .stderr(err_file)
@@ -199,6 +218,9 @@ fn web_page_generates_img2img_in_headless_chromium() {
         .arg(&shot)
         .args(["--sampler", "Euler a", "--steps", "4", "--width", "64"])
         .args(["--timeout", "240"])
+        .args(["--features", "--lora", "lora_kohya", "--lora-preview"])
+        .arg("--artifacts")
+        .arg(&artifacts)
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -225,5 +247,16 @@ fn web_page_generates_img2img_in_headless_chromium() {
         "`sumi serve` died during the page test:\n{server_log}"
     );
     assert!(shot.is_file(), "no screenshot at {}", shot.display());
+    // "save on the server" was ticked for the LoRA picture only: one file in --outdir
+    let saved: Vec<_> = std::fs::read_dir(dir.path().join("outputs"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(saved.len(), 1, "outputs/ holds {saved:?}");
+    for panel in ["txt2img", "img2img", "inpaint", "extras", "history"] {
+        for lang in ["en", "zh-CN"] {
+            let p = artifacts.join(format!("web_{panel}_{lang}.png"));
+            assert!(p.is_file(), "no screenshot at {}", p.display());
+        }
+    }
     println!("screenshot: {}", shot.display());
 }

@@ -30,6 +30,7 @@ pub mod loras;
 pub mod metrics;
 pub mod models;
 pub mod options;
+pub mod page;
 pub mod pipeline_backend;
 pub mod progress;
 pub mod queue;

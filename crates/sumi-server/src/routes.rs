@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
@@ -22,9 +22,6 @@ use crate::models::{echo, Endpoint, GenerationFields};
 use crate::options::GenOptions;
 use crate::queue::{Job, Outcome, PushError, Task};
 use crate::{auth, listing, worker, AppState};
-
-/// The embedded web page.
-const INDEX_HTML: &str = include_str!("../assets/index.html");
 
 /// Every route, behind the cross-site guard ([`crate::guard`]), with authentication when
 /// configured.
@@ -71,7 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/cmd-flags", get(listing::cmd_flags));
     Router::new()
         .nest("/sdapi/v1", api)
-        .route("/", get(index))
+        .merge(crate::page::router())
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -101,10 +98,6 @@ async fn method_not_allowed() -> ApiError {
         "MethodNotAllowed",
         "Method Not Allowed",
     )
-}
-
-async fn index() -> Html<&'static str> {
-    Html(INDEX_HTML)
 }
 
 /// The generation worker has ended (it should not: a failing job fails alone).

@@ -1,7 +1,7 @@
 //! `sumi-server`'s HTTP behaviour in process, against a fake backend (no model file, a few
 //! milliseconds a step): routing, request parsing, defaults and validation with every error
 //! status, the queue, progress, interrupt and skip, shutdown, metrics, auth, listings, slow
-//! clients, uploaded images.
+//! clients, uploaded images, the web page's assets and network previews.
 //! End-to-end tests that spawn the real binary on a tiny model are in `sumi-cli/tests/serve_*`.
 
 mod api;
@@ -11,6 +11,7 @@ mod errors;
 mod extras;
 mod fake;
 mod listing;
+mod page;
 mod png_info_exif;
 mod security;
 mod timeouts;

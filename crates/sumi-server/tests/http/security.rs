@@ -133,7 +133,7 @@ fn cross_site_writes_are_refused_and_same_origin_and_scripts_served() {
     assert_eq!(st, 200);
     assert_eq!(header(&hs, "access-control-allow-origin"), None);
     // the embedded page sends its bodies as JSON
-    let page = get(&s, "/").1;
+    let page = get(&s, "/assets/api.js").1;
     assert!(
         page.as_str()
             .unwrap()
