@@ -28,6 +28,10 @@ from safetensors.torch import save_file  # noqa: E402
 from tomesd import merge as tome_merge, patch as tome_patch  # noqa: E402
 
 from make_tiny_models import build  # noqa: E402
+import a1111_unet  # noqa: E402
+
+# latents that are not multiples of 8 (the 12x20 case) through the U-Net as A1111's
+a1111_unet.use(True)
 
 torch.set_num_threads(2)
 ARCH_SEED = {"sd1": 100, "sd2-v": 400}  # make_tiny_models' seeds, as make_generate_fixtures.py

@@ -25,5 +25,5 @@ pub use interpolate::{interpolate, LatentUpscaleMode};
 pub use networks::NetworkModule;
 pub use precision::Precision;
 pub use taesd::{TaesdDecoder, TaesdEncoder};
-pub use unet::{fourier_embedding, UNet, UNetConfig};
+pub use unet::{fourier_embedding, Extras, UNet, UNetConfig};
 pub use vae::{Vae, VaeConfig};

@@ -163,6 +163,20 @@ pub struct Residuals {
     pub mid: Tensor,
 }
 
+/// The U-Net's inputs beyond `x`, `t` and the context.
+#[derive(Clone, Copy)]
+pub struct Extras<'a> {
+    /// SDXL's ADM vector `[b, adm_in]` (`None` for SD1/SD2).
+    pub y: Option<&'a Tensor>,
+    /// ControlNet-style residuals.
+    pub residuals: Option<&'a Residuals>,
+    /// Hypernetworks on the attentions' contexts.
+    pub hyper: &'a Hypernetworks,
+    /// Token merging ratio (A1111's `token_merging_ratio`, tomesd with `use_rand=False`), 0 =
+    /// none.
+    pub token_merging: f64,
+}
+
 /// The U-Net.
 pub struct UNet {
     cfg: UNetConfig,
@@ -409,7 +423,39 @@ impl UNet {
         res: Option<&Residuals>,
         hyper: &Hypernetworks,
     ) -> Result<Tensor> {
-        let (b, c, _, _) = x.dims4()?;
+        let extras = Extras {
+            y,
+            residuals: res,
+            hyper,
+            token_merging: 0.0,
+        };
+        self.forward_extras(x, t, ctx, &extras)
+    }
+
+    /// [`Self::forward_full`] with every extra input, token merging included.
+    pub fn forward_extras(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        ctx: &Tensor,
+        extras: &Extras<'_>,
+    ) -> Result<Tensor> {
+        let Extras {
+            y,
+            residuals: res,
+            hyper,
+            token_merging,
+        } = *extras;
+        let (b, c, h0, w0) = x.dims4()?;
+        // tomesd with max_downsample 1: only the transformers at the input's own resolution
+        let merging = |h: &Tensor| -> Result<f64> {
+            let (_, _, hh, hw) = h.dims4()?;
+            Ok(if (hh, hw) == (h0, w0) {
+                token_merging
+            } else {
+                0.0
+            })
+        };
         if c != self.cfg.in_channels {
             return Err(ModelError::Input {
                 component: "U-Net",
@@ -436,7 +482,7 @@ impl UNet {
             for (j, r) in lvl.resnets.iter().enumerate() {
                 h = r.forward(&h, Some(&emb))?;
                 if let Some(a) = lvl.attentions.get(j) {
-                    h = a.forward_hyper(&h, ctx, hyper)?;
+                    h = a.forward_merging(&h, ctx, hyper, merging(&h)?)?;
                 }
                 skips.push(h.clone());
             }
@@ -470,7 +516,7 @@ impl UNet {
                 })?;
                 h = r.forward(&Tensor::cat(&[&fit_to_skip(h, &s)?, &s], 1)?, Some(&emb))?;
                 if let Some(a) = lvl.attentions.get(j) {
-                    h = a.forward_hyper(&h, ctx, hyper)?;
+                    h = a.forward_merging(&h, ctx, hyper, merging(&h)?)?;
                 }
             }
             if let Some(u) = &lvl.up {

@@ -12,6 +12,7 @@ use crate::nn::{
     conv, group_norm, layer_norm, linear, multi_head_attention_with, Conv2d, GroupNorm, Linear,
     Reload,
 };
+use crate::tome::TokenMerge;
 
 /// A residual block with a time-embedding projection (`time_emb_proj`), or without one (VAE).
 pub struct ResnetBlock {
@@ -136,11 +137,28 @@ impl TransformerBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, ctx: &Tensor, hyper: &Hypernetworks) -> Result<Tensor> {
-        let x = (self
-            .attn1
-            .forward_hyper(&self.norm1.forward(x)?, None, hyper)?
-            + x)?;
+    /// `tome`: token merging on the self-attention, `(ratio, (w, h))` of the block's token grid
+    /// (tomesd's ToMe block: the plan from the block input, the norm's output merged).
+    fn forward(
+        &self,
+        x: &Tensor,
+        ctx: &Tensor,
+        hyper: &Hypernetworks,
+        tome: Option<(f64, (usize, usize))>,
+    ) -> Result<Tensor> {
+        let plan = match tome {
+            Some((ratio, grid)) => {
+                let r = crate::tome::merged_tokens(x.dim(1)?, ratio);
+                TokenMerge::plan(x, grid, (2, 2), r)?
+            }
+            None => None,
+        };
+        let n = self.norm1.forward(x)?;
+        let a = match &plan {
+            Some(p) => p.unmerge(&self.attn1.forward_hyper(&p.merge(&n)?, None, hyper)?)?,
+            None => self.attn1.forward_hyper(&n, None, hyper)?,
+        };
+        let x = (a + x)?;
         let x = (self
             .attn2
             .forward_hyper(&self.norm2.forward(&x)?, Some(ctx), hyper)?
@@ -189,10 +207,24 @@ impl SpatialTransformer {
 
     /// [`Self::forward`] with hypernetworks on every attention's context.
     pub fn forward_hyper(&self, x: &Tensor, ctx: &Tensor, hyper: &Hypernetworks) -> Result<Tensor> {
+        self.forward_merging(x, ctx, hyper, 0.0)
+    }
+
+    /// [`Self::forward_hyper`] with token merging at `ratio` (0 = none) on every block's
+    /// self-attention, as tomesd does at the U-Net's full resolution.
+    pub fn forward_merging(
+        &self,
+        x: &Tensor,
+        ctx: &Tensor,
+        hyper: &Hypernetworks,
+        ratio: f64,
+    ) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let tome = (ratio > 0.0).then_some((ratio, (w, h)));
         let y = tokens::to_tokens(&self.norm.forward(x)?)?;
         let mut y = self.proj_in.forward(&y)?;
         for blk in &self.blocks {
-            y = blk.forward(&y, ctx, hyper)?;
+            y = blk.forward(&y, ctx, hyper, tome)?;
         }
         let y = self.proj_out.forward(&y)?;
         Ok(tokens::add_from_tokens(&y, x)?)

@@ -44,3 +44,57 @@ fn merge_round_trip_matches_tomesd() {
         assert!(e < 1e-6, "{name}: {e:e}");
     }
 }
+
+/// The tiny U-Net of `arch` (make_tiny_models.py's weights, as the other parity tests build it).
+fn tiny_unet(arch: &str, dir: &std::path::Path) -> sumi_models::UNet {
+    use candle_core::{DType, Device};
+    use sumi_testkit::{materialize, tiny_fixture, Storage};
+    use sumi_weights::{detect, Weights};
+    materialize(&tiny_fixture(arch), dir, Storage::F32).unwrap();
+    let w = Weights::open(&dir.join(format!("tiny_{arch}.safetensors"))).unwrap();
+    let facts = detect(&w, None).unwrap();
+    let vb = w.var_builder(DType::F32, &Device::Cpu);
+    let shapes = |n: &str| w.shape(&format!("unet.{n}")).map(|s| s.to_vec());
+    let cfg =
+        sumi_models::UNetConfig::infer(&shapes, &|c, l| facts.unet_heads.heads(c, l)).unwrap();
+    sumi_models::UNet::new(vb.pp("unet"), cfg).unwrap()
+}
+
+/// The U-Net with token merging against the tiny diffusers U-Nets running tomesd's ToMe block
+/// (tomesd's own `compute_merge` at the input's latent size): SD1 and SD2-v, ratios 0.5 and
+/// 0.3, a non-square latent; within 1e-4 relative, and far from the U-Net without merging.
+#[test]
+fn unet_with_token_merging_matches_tomesd() {
+    let dir = sumi_testkit::fixtures().join("tome");
+    let path = dir.join("cases.json");
+    let json = fixture::read_json(&path).unwrap();
+    let cases = Cases::<serde_json::Value>::from_document(&path, &json, "/unet")
+        .and_then(|c| c.exactly(3))
+        .unwrap()
+        .into_vec();
+    let r = fixture::tensors(&dir.join("reference.safetensors")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for c in &cases {
+        let name = c["name"].as_str().unwrap();
+        let arch = c["arch"].as_str().unwrap();
+        let sub = tmp.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let unet = tiny_unet(arch, &sub);
+        let get = |k: &str| -> &Tensor { &r[&format!("unet/{name}/{k}")] };
+        let extras = sumi_models::Extras {
+            y: None,
+            residuals: None,
+            hyper: &sumi_models::hypernetwork::NO_HYPERNETWORKS,
+            token_merging: c["ratio"].as_f64().unwrap(),
+        };
+        let out = unet
+            .forward_extras(get("x"), get("t"), get("ctx"), &extras)
+            .unwrap();
+        let e = sumi_testkit::rel_err_floor(&out, get("out"), 1.0);
+        let plain = unet.forward(get("x"), get("t"), get("ctx")).unwrap();
+        let moved = sumi_testkit::rel_err_floor(&plain, get("out"), 1.0);
+        println!("{name}: vs tomesd {e:.1e} (without merging {moved:.1e})");
+        assert!(e < 1e-4, "{name}: {e:e}");
+        assert!(moved > 1e-2, "{name}: merging changed little ({moved:e})");
+    }
+}
