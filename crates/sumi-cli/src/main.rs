@@ -13,6 +13,7 @@ mod serve;
 mod size;
 mod terminal;
 mod upscale;
+mod worker;
 
 use std::io::Write;
 
@@ -63,6 +64,8 @@ enum Command {
     Serve(serve::Args),
     /// Upscale a picture as A1111's Extras tab does.
     Upscale(upscale::Args),
+    /// Run jobs from a Redis job broker for `sumi serve --broker` fronts (several machines).
+    Worker(worker::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::PngInfo(a) => png_info::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Upscale(a) => upscale::run(a),
+        Command::Worker(a) => worker::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -10,9 +10,10 @@ use sumi_pipeline::LoadOptions;
 /// `sumi serve`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The checkpoint loaded at start (.safetensors, .ckpt, or a diffusers folder).
-    #[arg(long)]
-    model: PathBuf,
+    /// The checkpoint loaded at start (.safetensors, .ckpt, or a diffusers folder); not with
+    /// `--broker`.
+    #[arg(long, required_unless_present = "broker", conflicts_with = "broker")]
+    model: Option<PathBuf>,
     /// A folder of checkpoints to list (`/sdapi/v1/sd-models`) and switch between.
     #[arg(long)]
     models_dir: Option<PathBuf>,
@@ -66,6 +67,8 @@ pub struct Args {
     /// (A1111 keeps them under outputs/ too).
     #[arg(long, value_name = "DIR", default_value = "outputs")]
     outdir: PathBuf,
+    #[command(flatten)]
+    broker: crate::worker::BrokerArgs,
 }
 
 // clap prints the arguments on a parse error only; never derive Debug here (password).
@@ -79,13 +82,29 @@ pub fn run(a: Args) -> Result<()> {
             _ => bail!("--api-auth: expected USER:PASS"),
         },
     };
+    if a.queue == 0 {
+        bail!("--queue: must be at least 1");
+    }
+    if a.broker.broker.is_some() {
+        let o = crate::worker::FrontOptions {
+            host: a.host.clone(),
+            port: a.port,
+            queue: a.queue,
+            auth,
+            body_limit: a.body_limit,
+        };
+        return crate::worker::serve_front(&a.broker, o);
+    }
+    let Some(model) = a.model.clone() else {
+        bail!("--model: required (or --broker)");
+    };
     if let Some(d) = &a.models_dir {
         if !d.is_dir() {
             bail!("--models-dir {}: not a folder", d.display());
         }
     }
     // a FIFO (device, socket) given as a file would block the start for good
-    crate::inputs::model(&a.model, "--model")?;
+    crate::inputs::model(&model, "--model")?;
     for (p, what) in [(&a.vae, "--vae"), (&a.preview_decoder, "--preview-decoder")] {
         if let Some(p) = p {
             crate::inputs::file(p, what)?;
@@ -94,16 +113,13 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(d) = &a.embeddings {
         crate::inputs::folder(d, "--embeddings")?;
     }
-    if a.queue == 0 {
-        bail!("--queue: must be at least 1");
-    }
     let cors_allow_origins = match &a.cors_allow_origins {
         None => Vec::new(),
         Some(list) => sumi_server::guard::parse_origins(list)
             .map_err(|e| anyhow::anyhow!("--cors-allow-origins: {e}"))?,
     };
     let config = sumi_server::Config {
-        model: a.model.clone(),
+        model: model.clone(),
         models_dir: a.models_dir.clone(),
         load: LoadOptions {
             embeddings: a.embeddings.clone(),
@@ -139,7 +155,7 @@ pub fn run(a: Args) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!("loading {} …", a.model.display());
+        eprintln!("loading {} …", model.display());
         // the handler is installed now, so a SIGTERM while the model loads is not lost
         let signal = shutdown_signal()?;
         let shutdown = async move {
@@ -156,7 +172,7 @@ pub fn run(a: Args) -> Result<()> {
 
 /// A future that completes on SIGTERM or Ctrl-C (SIGINT); the handlers are installed before it
 /// is first polled.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
