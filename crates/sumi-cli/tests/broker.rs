@@ -196,7 +196,7 @@ fn a_worker_killed_during_a_job_has_it_finished_by_the_other_once() {
     let front = Arc::new(front);
     let f2 = front.clone();
     let client =
-        std::thread::spawn(move || post(&f2, "/sdapi/v1/txt2img", &long_job(7, "k1", 300)));
+        std::thread::spawn(move || post(&f2, "/sdapi/v1/txt2img", &long_job(7, "k1", 150)));
     let rec = wait_job(&front, "k1", |v| {
         v["state"] == "running" && v["progress"]["state"]["sampling_step"].as_u64() >= Some(2)
     });
@@ -220,7 +220,7 @@ fn a_worker_killed_during_a_job_has_it_finished_by_the_other_once() {
     assert_eq!(discarded, 0);
     drop(workers);
     let single = Server::start(&m, &[]);
-    let (st, full) = post(&single, "/sdapi/v1/txt2img", &long_job(7, "x", 300));
+    let (st, full) = post(&single, "/sdapi/v1/txt2img", &long_job(7, "x", 150));
     assert_eq!(st, 200);
     assert_eq!(
         pixels(&v),
@@ -354,4 +354,86 @@ fn two_checkpoints_get_their_own_jobs_and_an_interrupt_reaches_the_right_worker(
         answer_delete(&f2, "/sumi/v1/jobs/q1").1["state"],
         "cancelled"
     );
+}
+
+#[test]
+fn a_front_killed_during_jobs_loses_nothing_a_new_one_gives_the_results() {
+    let Some(redis) = Redis::start() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let w = worker(&redis, &m, "w1");
+    let (mut fp, front1) = front(&redis, &[]);
+    let front1 = Arc::new(front1);
+    // synchronous clients and async jobs, then the front dies
+    let clients: Vec<_> = (0..3)
+        .map(|i| {
+            let f = front1.clone();
+            std::thread::spawn(move || {
+                agent()
+                    .post(&f.url("/sdapi/v1/txt2img"))
+                    .send_json(long_job(20 + i, &format!("f-{i}"), 60))
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    for i in 3..5u64 {
+        let job =
+            json!({"endpoint": "txt2img", "payload": long_job(20 + i, &format!("f-{i}"), 60)});
+        assert_eq!(post(&front1, "/sumi/v1/jobs", &job).0, 202);
+    }
+    wait_job(&front1, "f-0", |v| v["state"] == "running");
+    fp.kill9();
+    for c in clients {
+        // their connections are gone with the front (or the job was quick enough)
+        let _ = c.join().unwrap();
+    }
+    let (_fp2, front2) = front(&redis, &[]);
+    for i in 0..5u64 {
+        let v = wait_job(&front2, &format!("f-{i}"), |v| v["state"] == "done");
+        assert_eq!(v["result"]["status"], 200, "{v}");
+        assert_eq!(v["attempts"], 1);
+        assert_eq!(info(&v["result"]["body"])["seed"], 20 + i);
+    }
+    let (stored, discarded) = completions(&[&w]);
+    assert_eq!(stored.len(), 5, "{stored:?}");
+    assert!(stored.values().all(|&n| n == 1));
+    assert_eq!(discarded, 0);
+}
+
+#[test]
+fn redis_restarted_mid_run_loses_no_accepted_job() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let w = worker(&redis, &m, "w1");
+    let (fp, front) = front(&redis, &[]);
+    let front = Arc::new(front);
+    for i in 0..4u64 {
+        let job =
+            json!({"endpoint": "txt2img", "payload": long_job(40 + i, &format!("r-{i}"), 80)});
+        assert_eq!(post(&front, "/sumi/v1/jobs", &job).0, 202);
+    }
+    let f = front.clone();
+    let client =
+        std::thread::spawn(move || post(&f, "/sdapi/v1/txt2img", &long_job(44, "r-4", 80)));
+    wait_job(&front, "r-0", |v| v["state"] == "running");
+    redis.restart(Duration::from_millis(500));
+    let (st, v) = client.join().unwrap();
+    assert_eq!(st, 200, "the waiting client gets its image: {v}");
+    for i in 0..5u64 {
+        let v = wait_job(&front, &format!("r-{i}"), |v| v["state"] == "done");
+        assert_eq!(v["result"]["status"], 200, "{v}");
+        assert_eq!(info(&v["result"]["body"])["seed"], 40 + i);
+    }
+    let (stored, discarded) = completions(&[&w]);
+    assert_eq!(stored.len(), 5, "{stored:?}");
+    assert!(stored.values().all(|&n| n == 1), "{stored:?}");
+    assert_eq!(discarded, 0);
+    // both said so in their logs, and both go on without a restart
+    assert!(!w.lines_with("reconnecting").is_empty());
+    assert!(!fp.lines_with("reconnecting").is_empty());
+    let (st, _) = post(&front, "/sdapi/v1/txt2img", &small_job(50, "r-after"));
+    assert_eq!(st, 200);
 }

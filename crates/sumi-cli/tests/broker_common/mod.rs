@@ -103,9 +103,12 @@ impl Redis {
         let _ = self.child.wait();
     }
 
-    /// Starts it again on the same port and folder.
-    pub fn restart(&mut self) {
-        self.kill();
+    /// Stops it as an operator does (`SHUTDOWN`: the AOF is flushed), waits `down`, and starts
+    /// it again on the same port and folder.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.command("SHUTDOWN");
+        let _ = self.child.wait();
+        std::thread::sleep(down);
         self.child = Self::spawn(&redis_server().unwrap(), self.dir.path(), self.port);
         self.wait_ready();
     }
