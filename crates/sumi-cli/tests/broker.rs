@@ -301,10 +301,26 @@ fn two_checkpoints_get_their_own_jobs_and_an_interrupt_reaches_the_right_worker(
             v["state"] == "running" && v["progress"]["state"]["sampling_step"].as_u64() >= Some(2)
         });
     }
-    let (st, p) = get(&f2, "/sdapi/v1/progress");
-    assert_eq!(st, 200);
-    assert!(p["progress"].as_f64().unwrap() > 0.0, "{p}");
-    assert!(p["current_image"].is_string(), "a preview: {p}");
+    // progress with a preview (the worker renders one a second into a job)
+    let t0 = Instant::now();
+    let p = loop {
+        let (st, p) = get(&f2, "/sdapi/v1/progress");
+        assert_eq!(st, 200);
+        if p["current_image"].is_string() {
+            break p;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no preview: {p}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let prog = p["progress"].as_f64().unwrap();
+    assert!(prog > 0.0 && prog < 1.0, "{p}");
+    assert_eq!(p["state"]["sampling_steps"], 400, "{p}");
+    let (img, _) = decode_image(&p["current_image"]);
+    assert_eq!(
+        img.dimensions(),
+        (8, 8),
+        "the cheap preview is latent-sized"
+    );
     let (st, p) = post(
         &f1,
         "/internal/progress",
@@ -312,6 +328,14 @@ fn two_checkpoints_get_their_own_jobs_and_an_interrupt_reaches_the_right_worker(
     );
     assert_eq!(st, 200);
     assert_eq!(p["active"], true, "{p}");
+    assert!(
+        p["live_preview"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,"),
+        "{p}"
+    );
+    assert!(p["id_live_preview"].as_i64().unwrap() >= 1, "{p}");
     let t0 = Instant::now();
     assert_eq!(post(&f2, "/sdapi/v1/interrupt", &json!({})).0, 200);
     let (st, v) = b.join().unwrap();
@@ -436,4 +460,90 @@ fn redis_restarted_mid_run_loses_no_accepted_job() {
     assert!(!fp.lines_with("reconnecting").is_empty());
     let (st, _) = post(&front, "/sdapi/v1/txt2img", &small_job(50, "r-after"));
     assert_eq!(st, 200);
+}
+
+/// Sends `n` jobs from `clients` concurrent clients; jobs per second.
+fn throughput(s: &Arc<Server>, n: u64, clients: u64, tag: &str) -> f64 {
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let s = s.clone();
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                for i in (c..n).step_by(clients as usize) {
+                    let (st, v) = post(
+                        &s,
+                        "/sdapi/v1/txt2img",
+                        &small_job(i, &format!("{tag}-{i}")),
+                    );
+                    assert_eq!(st, 200, "{v}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Sequential one-step jobs: each one's time in milliseconds, sorted.
+fn latencies(s: &Server, n: u64, tag: &str) -> Vec<f64> {
+    let mut out: Vec<f64> = (0..n)
+        .map(|i| {
+            let mut job = small_job(i, &format!("{tag}-{i}"));
+            job["steps"] = json!(1);
+            let t0 = Instant::now();
+            let (st, v) = post(s, "/sdapi/v1/txt2img", &job);
+            assert_eq!(st, 200, "{v}");
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Issue 20's note: throughput with one and two workers on the tiny model, and the latency the
+/// broker adds over the single-process queue per job (median and p99). Run with
+/// `cargo test --release -p sumi-cli --test broker -- --ignored --nocapture measure`.
+#[test]
+#[ignore = "a measurement; prints numbers"]
+fn measure_throughput_and_added_latency() {
+    let Some(redis) = Redis::start() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let single = Arc::new(Server::start(&m, &["--queue", "64"]));
+    let _w1 = worker(&redis, &m, "w1");
+    let (_fp, front) = front(&redis, &["--queue", "64"]);
+    let front = Arc::new(front);
+    // warm up both
+    latencies(&single, 5, "warm-s");
+    latencies(&front, 5, "warm-f");
+    let (n, clients) = (200u64, 8u64);
+    let single_tp = throughput(&single, n, clients, "tp-s");
+    let one = throughput(&front, n, clients, "tp-1");
+    let ls = latencies(&single, 200, "lat-s");
+    let lf = latencies(&front, 200, "lat-f");
+    let _w2 = worker(&redis, &m, "w2");
+    let two = throughput(&front, n, clients, "tp-2");
+    eprintln!("tiny model, 64x64, 3 Euler steps, {n} jobs from {clients} clients:");
+    eprintln!("  single process: {single_tp:.1} jobs/s");
+    eprintln!("  broker, one worker: {one:.1} jobs/s; two workers: {two:.1} jobs/s");
+    eprintln!("one-step jobs one after another (200 each), milliseconds:");
+    for (name, l) in [("single process", &ls), ("broker, one worker", &lf)] {
+        eprintln!(
+            "  {name}: median {:.2}, p99 {:.2}",
+            quantile(l, 0.5),
+            quantile(l, 0.99)
+        );
+    }
+    eprintln!(
+        "  added by the broker: median {:.2} ms, p99 {:.2} ms",
+        quantile(&lf, 0.5) - quantile(&ls, 0.5),
+        quantile(&lf, 0.99) - quantile(&ls, 0.99)
+    );
 }

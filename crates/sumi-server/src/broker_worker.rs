@@ -203,7 +203,8 @@ async fn publish(
     preview_every: Duration,
 ) {
     let mut last_version = u64::MAX;
-    let mut last_preview: Option<Instant> = None;
+    // the first preview after `preview_every`: a short job renders none
+    let mut last_preview = Instant::now();
     let mut preview_version = 0u64;
     loop {
         match worker.control(&id).await {
@@ -236,7 +237,7 @@ async fn publish(
         };
         if version != last_version {
             last_version = version;
-            let due = last_preview.is_none_or(|t| t.elapsed() >= preview_every);
+            let due = last_preview.elapsed() >= preview_every;
             let preview = match latent.filter(|_| due) {
                 Some(l) => tokio::task::spawn_blocking(move || {
                     let im = l.render().ok()?;
@@ -250,7 +251,7 @@ async fn publish(
             };
             let mut p = p;
             if preview.is_some() {
-                last_preview = Some(Instant::now());
+                last_preview = Instant::now();
                 preview_version += 1;
                 p.preview_version = preview_version;
             }
