@@ -170,6 +170,18 @@ impl Proc {
             .collect()
     }
 
+    /// Waits (10 s at most) until a line contains `text`.
+    pub fn wait_line(&self, text: &str) {
+        let t0 = Instant::now();
+        while self.lines_with(text).is_empty() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no line with {text:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// `kill -9`.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
