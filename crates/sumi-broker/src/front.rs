@@ -122,6 +122,53 @@ impl Front {
             .collect())
     }
 
+    /// The shared counters (`sumi:stats`): finished jobs by state, claims.
+    pub async fn stats(&self) -> Result<Vec<(String, u64)>> {
+        let raw: HashMap<String, String> = self
+            .conn
+            .run(|mut c| async move { c.hgetall(keys::STATS).await })
+            .await?;
+        let mut out: Vec<(String, u64)> = raw
+            .into_iter()
+            .filter(|(k, _)| {
+                k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+            .filter_map(|(k, v)| v.parse().ok().map(|n| (k, n)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Entries of checkpoint `model`'s stream delivered to a worker and not yet acknowledged.
+    pub async fn pending(&self, model: &str) -> Result<u64> {
+        let key = keys::stream(model);
+        let v: redis::Value = self
+            .conn
+            .run(|mut c| {
+                let key = key.clone();
+                async move {
+                    let r: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
+                        .arg(&key)
+                        .arg(keys::GROUP)
+                        .query_async(&mut c)
+                        .await;
+                    match r {
+                        // no stream or group yet: nothing pending
+                        Err(e) if e.code() == Some("NOGROUP") => Ok(redis::Value::Nil),
+                        other => other,
+                    }
+                }
+            })
+            .await?;
+        Ok(match v {
+            redis::Value::Array(parts) => match parts.first() {
+                Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            },
+            _ => 0,
+        })
+    }
+
     /// Jobs queued or running for checkpoint `model`.
     pub async fn depth(&self, model: &str) -> Result<usize> {
         let key = keys::stream(model);

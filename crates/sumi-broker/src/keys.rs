@@ -4,6 +4,9 @@
 pub const GROUP: &str = "workers";
 /// The hash of announced checkpoints: short hash → [`crate::ModelEntry`] JSON.
 pub const MODELS: &str = "sumi:models";
+/// The counters every front and worker adds to: `jobs_<state>` (finished jobs by state),
+/// `claims` (jobs taken over from workers that stopped).
+pub const STATS: &str = "sumi:stats";
 /// The channel a finished job's id is published on.
 pub const DONE: &str = "sumi:done";
 

@@ -22,7 +22,7 @@ return 1
 /// Complete, exactly once: KEYS result, job, stream; ARGV result, ttl seconds, state, worker,
 /// now, group, entry id (empty: none to acknowledge), job id, warnings JSON, error text.
 /// The result is written only if none is there; the record is updated, kept `ttl`, and the id
-/// published only then. The stream entry is acknowledged and deleted either way. Returns 1
+/// published only then (and counted in `sumi:stats` by state). The stream entry is acknowledged and deleted either way. Returns 1
 /// when this call stored the result, 0 when one was there already (this one is discarded).
 pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -35,6 +35,7 @@ if stored then
   redis.call('HDEL', KEYS[2], 'request', 'preview')
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   redis.call('PUBLISH', 'sumi:done', ARGV[8])
+  redis.call('HINCRBY', 'sumi:stats', 'jobs_' .. ARGV[3], 1)
 end
 if ARGV[7] ~= '' then
   redis.call('XACK', KEYS[3], ARGV[6], ARGV[7])

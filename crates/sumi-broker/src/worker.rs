@@ -315,6 +315,10 @@ impl Worker {
         }
         let attempts = u32::try_from(n).unwrap_or(u32::MAX);
         if claimed {
+            let _ = self
+                .conn
+                .run(|mut c| async move { c.hincr::<_, _, _, ()>(keys::STATS, "claims", 1).await })
+                .await;
             eprintln!(
                 "sumi worker: took over job {id} from worker {previous:?}, which stopped \
                  (attempt {attempts})"

@@ -32,6 +32,7 @@ Examples:
   sumi txt2img --model v1-5.safetensors --from-png old.png          (make a picture again from its parameters)
   sumi upscale photo.png --upscaler Lanczos --scale 2
   sumi serve --model v1-5.safetensors --port 7860                   (A1111's API and a web page)
+  sumi worker --broker redis://host:6379 --model v1-5.safetensors   (run the jobs of `sumi serve --broker` fronts)
   sumi png-info picture.png
   sumi prompt --steps 20 \"a [cat:dog:0.5], (sharp:1.2)\"
   sumi model-info v1-5.safetensors

@@ -226,6 +226,17 @@ fn a_worker_killed_during_a_job_has_it_finished_by_the_other_once() {
     let (stored, discarded) = completions(&[&workers[0], &workers[1]], 1);
     assert_eq!(stored.get("k1"), Some(&1), "{stored:?}");
     assert_eq!(discarded, 0);
+    let (st, metrics) = get(&front, "/metrics");
+    assert_eq!(st, 200);
+    let text = metrics.as_str().unwrap();
+    for line in [
+        "sumi_broker_claims_total 1",
+        "sumi_broker_jobs_total{state=\"done\"} 1",
+        "sumi_broker_jobs_pending{model=",
+        "sumi_broker_live_workers{model=",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
     drop(workers);
     let single = Server::start(&m, &[]);
     let (st, full) = post(&single, "/sdapi/v1/txt2img", &long_job(7, "x", 40));

@@ -106,6 +106,7 @@ fn router(state: Arc<FrontState>) -> Router {
         .route("/sumi/v1/jobs", post(create_job))
         .route("/sumi/v1/jobs/{id}", get(get_job).delete(delete_job))
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("Not Found") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -463,4 +464,64 @@ async fn delete_job(
         "id": id,
         "state": if cancelled { "cancelled" } else { "finished" },
     })))
+}
+
+/// `GET /metrics` (Prometheus text): per announced checkpoint the jobs queued or running, those
+/// delivered to a worker, and its live workers; finished jobs by state and claims of dead
+/// workers' jobs, counted by every front and worker together.
+async fn metrics(State(s): State<Arc<FrontState>>) -> Result<Response, ApiError> {
+    use std::fmt::Write;
+    let models = s.front.models().await.map_err(broker)?;
+    let live = s.front.live_workers().await.map_err(broker)?;
+    let mut out = String::new();
+    let mut section = |name: &str, help: &str, kind: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    section(
+        "sumi_broker_jobs_open",
+        "Jobs queued or running, per checkpoint.",
+        "gauge",
+    );
+    let mut lines = String::new();
+    for m in &models {
+        let depth = s.front.depth(&m.hash).await.map_err(broker)?;
+        let pending = s.front.pending(&m.hash).await.map_err(broker)?;
+        let workers = live.iter().filter(|w| w.model == m.hash).count();
+        let _ = writeln!(
+            lines,
+            "sumi_broker_jobs_open{{model=\"{}\"}} {depth}",
+            m.hash
+        );
+        let _ = writeln!(
+            lines,
+            "sumi_broker_jobs_pending{{model=\"{}\"}} {pending}",
+            m.hash
+        );
+        let _ = writeln!(
+            lines,
+            "sumi_broker_live_workers{{model=\"{}\"}} {workers}",
+            m.hash
+        );
+    }
+    out.push_str(&lines);
+    let stats = s.front.stats().await.map_err(broker)?;
+    for (k, n) in stats {
+        match k.strip_prefix("jobs_") {
+            Some(state) => {
+                let _ = writeln!(out, "sumi_broker_jobs_total{{state=\"{state}\"}} {n}");
+            }
+            None if k == "claims" => {
+                let _ = writeln!(out, "sumi_broker_claims_total {n}");
+            }
+            None => {}
+        }
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response())
 }
