@@ -297,6 +297,12 @@ impl Front {
             polls += 1;
             if polls.is_multiple_of(4) {
                 self.check_timeout(id).await?;
+                if self.status(id).await?.is_none() && self.result(id).await?.is_none() {
+                    return Err(crate::BrokerError::Malformed {
+                        key: keys::job(id),
+                        reason: "the job's record is gone (expired or deleted)".into(),
+                    });
+                }
             }
             tokio::select! {
                 _ = notify.notified() => {}
@@ -305,14 +311,10 @@ impl Front {
         }
     }
 
-    /// Fails job `id` when it has waited past the job timeout with no live worker, or when its
-    /// record is gone.
-    async fn check_timeout(&self, id: &str) -> Result<()> {
+    /// Fails job `id` when it has waited past the job timeout with no live worker (a client
+    /// waiting or asking for the job checks this).
+    pub async fn check_timeout(&self, id: &str) -> Result<()> {
         let Some(s) = self.status(id).await? else {
-            if self.result(id).await?.is_none() {
-                self.finish(id, "", JobState::Failed, "the job's record is gone")
-                    .await?;
-            }
             return Ok(());
         };
         let waited = now() - s.created.unwrap_or_else(now);

@@ -267,7 +267,7 @@ fn two_checkpoints_get_their_own_jobs_and_an_interrupt_reaches_the_right_worker(
     let wa = worker(&redis, &m1, "wa");
     let mut wb = worker(&redis, &m2, "wb");
     let (_p1, f1) = front(&redis, &[]);
-    let (_p2, f2) = front(&redis, &["--queue", "1"]);
+    let (_p2, f2) = front(&redis, &["--queue", "1", "--job-timeout", "1"]);
     let (f1, f2) = (Arc::new(f1), Arc::new(f2));
     let (st, models) = get(&f1, "/sdapi/v1/sd-models");
     assert_eq!(st, 200);
@@ -393,9 +393,16 @@ fn two_checkpoints_get_their_own_jobs_and_an_interrupt_reaches_the_right_worker(
     assert_eq!(r.status().as_u16(), 429);
     assert_eq!(r.headers().get("retry-after").unwrap(), "1");
     assert_eq!(get(&f2, "/sumi/v1/jobs/q1").1["state"], "queued");
+    // and past --job-timeout without a live worker it fails, saying why
+    let v = wait_job(&f2, "q1", |v| v["state"] == "failed");
+    assert!(
+        v["error"].as_str().unwrap().contains("--job-timeout"),
+        "{v}"
+    );
+    assert_eq!(v["result"]["status"], 503, "{v}");
     assert_eq!(
         answer_delete(&f2, "/sumi/v1/jobs/q1").1["state"],
-        "cancelled"
+        "finished"
     );
 }
 
@@ -565,4 +572,35 @@ fn measure_throughput_and_added_latency() {
         quantile(&lf, 0.5) - quantile(&ls, 0.5),
         quantile(&lf, 0.99) - quantile(&ls, 0.99)
     );
+}
+
+#[test]
+fn a_job_whose_workers_keep_dying_ends_failed_after_max_attempts() {
+    let Some(redis) = Redis::start() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let mut w1 = worker(&redis, &m, "w1");
+    let (_fp, front) = front(&redis, &[]);
+    let job = json!({"endpoint": "txt2img", "payload": long_job(8, "m1", 500)});
+    assert_eq!(post(&front, "/sumi/v1/jobs", &job).0, 202);
+    wait_job(&front, "m1", |v| v["state"] == "running");
+    w1.kill9();
+    // the next worker allows one delivery: the second ends the job
+    let url = redis.url();
+    let model = m.to_string_lossy().to_string();
+    let mut args = vec![
+        "worker", "--broker", &url, "--model", &model, "--name", "w2",
+    ];
+    args.extend_from_slice(FAST);
+    args.extend_from_slice(&["--max-attempts", "1"]);
+    let w2 = Proc::start(&args, "serving");
+    let v = wait_job(&front, "m1", |v| v["state"] == "failed");
+    assert_eq!(v["attempts"], 2, "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("--max-attempts 1") && error.contains("\"w1\""),
+        "{v}"
+    );
+    assert_eq!(v["result"]["status"], 500);
+    assert_eq!(w2.lines_with("job m1 failed").len(), 1);
 }

@@ -429,6 +429,7 @@ async fn get_job(
     State(s): State<Arc<FrontState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    s.front.check_timeout(&id).await.map_err(broker)?;
     let st = s
         .front
         .status(&id)

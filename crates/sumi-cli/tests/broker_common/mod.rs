@@ -129,6 +129,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `sumi <args>` and waits for a stderr line containing `ready`.
+    pub fn start(args: &[&str], ready: &str) -> Proc {
+        Self::spawn(args, ready).0
+    }
+
     fn spawn(args: &[&str], ready: &str) -> (Proc, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sumi"))
             .args(args)
