@@ -54,7 +54,12 @@ pub struct Front {
     conn: Conn,
     settings: Settings,
     waiters: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// The announced checkpoints as last read, and when.
+    models: Mutex<Option<(std::time::Instant, Vec<ModelEntry>)>>,
 }
+
+/// How long the announced checkpoints are read from the last copy.
+const MODELS_FRESH: Duration = Duration::from_secs(1);
 
 impl Front {
     /// Connects to `url` (waiting for Redis with backoff) and starts listening for finished
@@ -71,6 +76,7 @@ impl Front {
             conn,
             settings,
             waiters: Arc::default(),
+            models: Mutex::default(),
         });
         // fail early on a wrong address or password
         front
@@ -87,8 +93,24 @@ impl Front {
         &self.settings
     }
 
-    /// The checkpoints workers announced, by title.
-    pub async fn models(&self) -> Result<Vec<ModelEntry>> {
+    /// The checkpoints workers announced, by title, as read at most a second ago (`fresh`:
+    /// read now).
+    pub async fn models(&self, fresh: bool) -> Result<Vec<ModelEntry>> {
+        if !fresh {
+            let cached = self.models.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, list)) = &*cached {
+                if at.elapsed() < MODELS_FRESH {
+                    return Ok(list.clone());
+                }
+            }
+        }
+        let list = self.read_models().await?;
+        *self.models.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    async fn read_models(&self) -> Result<Vec<ModelEntry>> {
         let raw: HashMap<String, Vec<u8>> = self
             .conn
             .run(|mut c| async move { c.hgetall(keys::MODELS).await })

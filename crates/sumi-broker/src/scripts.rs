@@ -47,19 +47,20 @@ if stored then return 1 else return 0 end
 });
 
 /// Start: KEYS job, result; ARGV worker, now. Counts a delivery and marks the job running
-/// unless it has a result already. Returns `{attempts so far, previous worker}`, or
-/// `{-1, ''}` (finished: skip it), or `{-2, ''}` (no such record: it expired or was never
+/// unless it has a result already. Returns `{attempts so far, previous worker, endpoint,
+/// request}`, or `{-1}` (finished: skip it), or `{-2}` (no such record: it expired or was never
 /// written).
 pub static START: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[2]) == 1 then return {-1, ''} end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-2, ''} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-2} end
 local prev = redis.call('HGET', KEYS[1], 'worker') or ''
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1], 'started', ARGV[2])
 redis.call('HDEL', KEYS[1], 'progress', 'preview')
-return {n, prev}
+local job = redis.call('HMGET', KEYS[1], 'endpoint', 'request')
+return {n, prev, job[1] or '', job[2] or ''}
 ",
     )
 });

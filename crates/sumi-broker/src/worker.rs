@@ -304,8 +304,13 @@ impl Worker {
                 async move { inv.invoke_async(&mut c).await }
             })
             .await?;
-        let (n, previous) = match started.as_slice() {
-            [Value::Int(n), prev] => (*n, text(prev, &jk, 256).unwrap_or_default()),
+        let (n, previous, fields) = match started.as_slice() {
+            [Value::Int(n)] => (*n, String::new(), None),
+            [Value::Int(n), prev, endpoint, request] => (
+                *n,
+                text(prev, &jk, 256).unwrap_or_default(),
+                Some((endpoint, request)),
+            ),
             _ => return Err(malformed(&jk, "unexpected start reply")),
         };
         if n < 0 {
@@ -324,22 +329,7 @@ impl Worker {
                  (attempt {attempts})"
             );
         }
-        let (fields, key): (Vec<Option<Vec<u8>>>, _) = (
-            self.conn
-                .run(|mut c| {
-                    let jk = jk.clone();
-                    async move {
-                        redis::cmd("HMGET")
-                            .arg(jk)
-                            .arg("endpoint")
-                            .arg("request")
-                            .query_async(&mut c)
-                            .await
-                    }
-                })
-                .await?,
-            jk.clone(),
-        );
+        let key = jk.clone();
         let mut d = Delivery {
             entry,
             id: id.clone(),
@@ -348,8 +338,11 @@ impl Worker {
             attempts,
             claimed,
         };
-        let parsed = match fields.as_slice() {
-            [Some(e), Some(r)] if r.len() <= self.settings.value_limit => {
+        let limit = self.settings.value_limit;
+        let parsed = match fields {
+            Some((Value::BulkString(e), Value::BulkString(r)))
+                if !r.is_empty() && r.len() <= limit =>
+            {
                 let e = String::from_utf8_lossy(e);
                 match (Endpoint::parse(&e), String::from_utf8(r.clone())) {
                     (Some(ep), Ok(req)) => Ok((ep, req)),

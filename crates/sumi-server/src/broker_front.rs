@@ -127,7 +127,7 @@ async fn require_auth(State(s): State<Arc<FrontState>>, req: Request, next: Next
 /// The checkpoint a request runs on: `override_settings.sd_model_checkpoint`, else the front's
 /// default, else the first announced; 404 when it is not announced.
 async fn pick_model(s: &FrontState, payload: &Map<String, Value>) -> Result<ModelEntry, ApiError> {
-    let models = s.front.models().await.map_err(broker)?;
+    let models = s.front.models(false).await.map_err(broker)?;
     let wanted = payload
         .get("override_settings")
         .and_then(|o| o.get("sd_model_checkpoint"))
@@ -139,17 +139,21 @@ async fn pick_model(s: &FrontState, payload: &Map<String, Value>) -> Result<Mode
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
         });
-    match wanted {
-        Some(w) => models.into_iter().find(|m| m.matches(&w)).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "sd_model_checkpoint: model '{w}' not found: no worker has announced it"
-            ))
-        }),
-        None => models
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::not_found("no worker has announced a checkpoint")),
+    let pick = |models: Vec<ModelEntry>| match &wanted {
+        Some(w) => models.into_iter().find(|m| m.matches(w)),
+        None => models.into_iter().next(),
+    };
+    if let Some(m) = pick(models) {
+        return Ok(m);
     }
+    // announced within the last second?
+    let models = s.front.models(true).await.map_err(broker)?;
+    pick(models).ok_or_else(|| match &wanted {
+        Some(w) => ApiError::not_found(format!(
+            "sd_model_checkpoint: model '{w}' not found: no worker has announced it"
+        )),
+        None => ApiError::not_found("no worker has announced a checkpoint"),
+    })
 }
 
 /// Queues a job; its id comes back, tracked as open.
@@ -367,7 +371,7 @@ async fn skip(State(s): State<Arc<FrontState>>) -> Result<Json<Value>, ApiError>
 
 /// `GET /sdapi/v1/sd-models`: the announced checkpoints.
 async fn sd_models(State(s): State<Arc<FrontState>>) -> Result<Json<Value>, ApiError> {
-    let models = s.front.models().await.map_err(broker)?;
+    let models = s.front.models(true).await.map_err(broker)?;
     Ok(Json(Value::Array(
         models
             .iter()
@@ -472,7 +476,7 @@ async fn delete_job(
 /// workers' jobs, counted by every front and worker together.
 async fn metrics(State(s): State<Arc<FrontState>>) -> Result<Response, ApiError> {
     use std::fmt::Write;
-    let models = s.front.models().await.map_err(broker)?;
+    let models = s.front.models(true).await.map_err(broker)?;
     let live = s.front.live_workers().await.map_err(broker)?;
     let mut out = String::new();
     let mut section = |name: &str, help: &str, kind: &str| {
