@@ -86,6 +86,21 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--queue: must be at least 1");
     }
     if a.broker.broker.is_some() {
+        // the model's options belong to the workers: named, not dropped silently
+        let unused: Vec<&str> = [
+            ("--models-dir", a.models_dir.is_some()),
+            ("--embeddings", a.embeddings.is_some()),
+            ("--lora-dir", !a.lora_dirs.is_empty()),
+            ("--hypernetwork-dir", !a.hypernetwork_dirs.is_empty()),
+            ("--upscaler-dir", !a.upscaler_dirs.is_empty()),
+            ("--vae", a.vae.is_some()),
+            ("--preview-decoder", a.preview_decoder.is_some()),
+            ("--cors-allow-origins", a.cors_allow_origins.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        crate::worker::warn_front_ignores(&unused);
         let o = crate::worker::FrontOptions {
             host: a.host.clone(),
             port: a.port,

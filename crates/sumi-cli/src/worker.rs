@@ -156,6 +156,17 @@ pub struct FrontOptions {
     pub body_limit: usize,
 }
 
+/// Names the `sumi serve` options a front does not use (they are the workers').
+pub fn warn_front_ignores(options: &[&str]) {
+    if !options.is_empty() {
+        eprintln!(
+            "warning: {} not used by a --broker front (give the model's options to `sumi \
+             worker`; the front has no cross-site guard yet)",
+            options.join(", ")
+        );
+    }
+}
+
 /// `sumi serve --broker URL`: an API front until SIGTERM or Ctrl-C.
 pub fn serve_front(b: &BrokerArgs, o: FrontOptions) -> Result<()> {
     let Some(url) = b.broker.clone() else {

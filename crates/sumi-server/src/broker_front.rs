@@ -43,6 +43,9 @@ pub struct FrontConfig {
     pub on_ready: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
 }
 
+/// The most open jobs a front remembers for progress, interrupt and skip.
+const OPEN_LIMIT: usize = 4096;
+
 struct FrontState {
     front: Arc<Front>,
     config: FrontConfig,
@@ -183,7 +186,12 @@ async fn enqueue(
         }
     }
     let n = s.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    s.open().insert((n, id.to_string()));
+    let mut open = s.open();
+    open.insert((n, id.to_string()));
+    // ids whose clients left unanswered are forgotten, the oldest first
+    while open.len() > OPEN_LIMIT {
+        open.pop_first();
+    }
     Ok(n)
 }
 
