@@ -95,13 +95,17 @@ pub fn run(a: Args) -> Result<()> {
             ("--upscaler-dir", !a.upscaler_dirs.is_empty()),
             ("--vae", a.vae.is_some()),
             ("--preview-decoder", a.preview_decoder.is_some()),
-            ("--cors-allow-origins", a.cors_allow_origins.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
         .collect();
         crate::worker::warn_front_ignores(&unused);
         let o = crate::worker::FrontOptions {
+            cors_allow_origins: match &a.cors_allow_origins {
+                None => Vec::new(),
+                Some(list) => sumi_server::guard::parse_origins(list)
+                    .map_err(|e| anyhow::anyhow!("--cors-allow-origins: {e}"))?,
+            },
             host: a.host.clone(),
             port: a.port,
             queue: a.queue,

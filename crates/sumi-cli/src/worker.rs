@@ -154,6 +154,8 @@ pub struct FrontOptions {
     pub auth: Option<(String, String)>,
     /// `--body-limit`.
     pub body_limit: usize,
+    /// `--cors-allow-origins`, parsed.
+    pub cors_allow_origins: Vec<String>,
 }
 
 /// Names the `sumi serve` options a front does not use (they are the workers').
@@ -161,7 +163,7 @@ pub fn warn_front_ignores(options: &[&str]) {
     if !options.is_empty() {
         eprintln!(
             "warning: {} not used by a --broker front (give the model's options to `sumi \
-             worker`; the front has no cross-site guard yet)",
+             worker`)",
             options.join(", ")
         );
     }
@@ -177,6 +179,8 @@ pub fn serve_front(b: &BrokerArgs, o: FrontOptions) -> Result<()> {
         settings: b.settings(o.queue)?,
         auth: o.auth,
         body_limit: o.body_limit,
+        host: o.host.clone(),
+        cors_allow_origins: o.cors_allow_origins,
         timeouts: sumi_server::Timeouts::default(),
         on_ready: Some(std::sync::Arc::new(|addr| {
             eprintln!("serving on http://{addr}");

@@ -150,6 +150,14 @@ fn the_async_job_api_answers_alike_behind_the_broker_and_in_one_process() {
     let _w = worker(&redis, &m, "w1");
     let (_fp, front) = front(&redis, &[]);
     let single = Server::start(&m, &[]);
+    // the front has the single-process server's cross-site guard
+    let r = agent()
+        .post(&front.url("/sumi/v1/jobs"))
+        .header("origin", "http://evil.example")
+        .send_json(json!({"endpoint": "txt2img", "payload": small_job(5, "evil")}))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(get(&front, "/sumi/v1/jobs/evil").0, 404);
     let mut images = Vec::new();
     for s in [&front, &single] {
         let job = json!({"endpoint": "txt2img", "payload": small_job(5, "async-1")});

@@ -37,6 +37,10 @@ pub struct FrontConfig {
     pub auth: Option<(String, String)>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// The address listened on (for the cross-site guard, [`crate::guard`]).
+    pub host: String,
+    /// Origins whose pages may call the API (`--cors-allow-origins`).
+    pub cors_allow_origins: Vec<String>,
     /// How long clients may take to send requests.
     pub timeouts: Timeouts,
     /// Called with the listening address once requests are served.
@@ -115,9 +119,15 @@ fn router(state: Arc<FrontState>) -> Router {
             state.clone(),
             require_auth,
         ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(crate::access_log::log))
         .with_state(state)
+}
+
+/// The single-process server's cross-site guard ([`crate::guard`]).
+async fn guard(State(s): State<Arc<FrontState>>, req: Request, next: Next) -> Response {
+    crate::guard::check_with(&s.config.host, &s.config.cors_allow_origins, req, next).await
 }
 
 async fn require_auth(State(s): State<Arc<FrontState>>, req: Request, next: Next) -> Response {
