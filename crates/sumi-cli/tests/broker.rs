@@ -212,7 +212,7 @@ fn a_worker_killed_during_a_job_has_it_finished_by_the_other_once() {
     let (_fp, front) = front(&redis, &[]);
     let front = Arc::new(front);
     let f2 = front.clone();
-    let client = std::thread::spawn(move || post(&f2, "/sdapi/v1/txt2img", &long_job(7, "k1", 40)));
+    let client = std::thread::spawn(move || post(&f2, "/sdapi/v1/txt2img", &long_job(7, "k1", 60)));
     let rec = wait_job(&front, "k1", |v| {
         v["state"] == "running" && v["progress"]["state"]["sampling_step"].as_u64() >= Some(2)
     });
@@ -247,7 +247,7 @@ fn a_worker_killed_during_a_job_has_it_finished_by_the_other_once() {
     }
     drop(workers);
     let single = Server::start(&m, &[]);
-    let (st, full) = post(&single, "/sdapi/v1/txt2img", &long_job(7, "x", 40));
+    let (st, full) = post(&single, "/sdapi/v1/txt2img", &long_job(7, "x", 60));
     assert_eq!(st, 200);
     assert_eq!(
         pixels(&v),
@@ -318,10 +318,10 @@ fn two_checkpoints_get_their_own_jobs_and_an_interrupt_reaches_the_right_worker(
     }
     // two long jobs through two fronts; the second front's interrupt stops its own job only
     let f = f1.clone();
-    let job_a = with_model(long_job(3, "i-one", 100), "one");
+    let job_a = with_model(long_job(3, "i-one", 200), "one");
     let a = std::thread::spawn(move || post(&f, "/sdapi/v1/txt2img", &job_a));
     let f = f2.clone();
-    let job_b = with_model(long_job(3, "i-two", 60), "two");
+    let job_b = with_model(long_job(3, "i-two", 300), "two");
     let b = std::thread::spawn(move || post(&f, "/sdapi/v1/txt2img", &job_b));
     for id in ["i-one", "i-two"] {
         wait_job(&f1, id, |v| {
@@ -341,7 +341,7 @@ fn two_checkpoints_get_their_own_jobs_and_an_interrupt_reaches_the_right_worker(
     };
     let prog = p["progress"].as_f64().unwrap();
     assert!(prog > 0.0 && prog < 1.0, "{p}");
-    assert_eq!(p["state"]["sampling_steps"], 60, "{p}");
+    assert_eq!(p["state"]["sampling_steps"], 300, "{p}");
     let (img, _) = decode_image(&p["current_image"]);
     assert_eq!(
         img.dimensions(),
@@ -380,7 +380,7 @@ fn two_checkpoints_get_their_own_jobs_and_an_interrupt_reaches_the_right_worker(
     let (_, full) = post(
         &single,
         "/sdapi/v1/txt2img",
-        &with_model(long_job(3, "x", 100), "one"),
+        &with_model(long_job(3, "x", 200), "one"),
     );
     assert_eq!(
         pixels(&v),
