@@ -87,6 +87,16 @@ fn twenty_concurrent_jobs_on_two_workers_complete_once_with_single_process_pixel
     let (st, models) = get(&front, "/sdapi/v1/sd-models");
     assert_eq!(st, 200);
     assert_eq!(models.as_array().unwrap().len(), 1, "{models}");
+    assert_eq!(get(&front, "/ready"), (200, json!({"ready": true})));
+    for path in [
+        "/sdapi/v1/samplers",
+        "/sdapi/v1/schedulers",
+        "/sdapi/v1/scripts",
+    ] {
+        let (st, list) = get(&front, path);
+        assert_eq!(st, 200);
+        assert_eq!(list, get(&single, path).1, "{path}");
+    }
     assert_eq!(models[0]["model_name"], "tiny");
     let t0 = Instant::now();
     let clients: Vec<_> = (0..20u64)

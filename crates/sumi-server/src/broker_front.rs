@@ -106,13 +106,26 @@ fn router(state: Arc<FrontState>) -> Router {
         .route("/interrupt", post(interrupt))
         .route("/skip", post(skip))
         .route("/sd-models", get(sd_models))
-        .route("/options", get(get_options).post(set_options));
+        .route("/options", get(get_options).post(set_options))
+        // the listings that need no model, as the single-process server gives them
+        .route("/samplers", get(crate::listing::samplers))
+        .route("/schedulers", get(crate::listing::schedulers))
+        .route("/scripts", get(crate::listing::scripts))
+        .route(
+            "/latent-upscale-modes",
+            get(crate::listing::latent_upscale_modes),
+        )
+        .route("/script-info", get(crate::listing::empty_list))
+        .route("/extensions", get(crate::listing::empty_list))
+        .route("/prompt-styles", get(crate::listing::empty_list))
+        .route("/face-restorers", get(crate::listing::empty_list));
     Router::new()
         .nest("/sdapi/v1", api)
         .route("/internal/progress", post(internal_progress))
         .route("/sumi/v1/jobs", post(create_job))
         .route("/sumi/v1/jobs/{id}", get(get_job).delete(delete_job))
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("Not Found") })
         .layer(axum::middleware::from_fn_with_state(
@@ -547,4 +560,21 @@ async fn metrics(State(s): State<Arc<FrontState>>) -> Result<Response, ApiError>
         out,
     )
         .into_response())
+}
+
+/// `GET /ready`: Redis answers and a worker has announced a checkpoint.
+async fn ready(State(s): State<Arc<FrontState>>) -> Response {
+    match s.front.models(false).await {
+        Ok(m) if !m.is_empty() => Json(json!({ "ready": true })).into_response(),
+        Ok(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "detail": "no worker has announced a checkpoint" })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "detail": format!("the job broker: {e}") })),
+        )
+            .into_response(),
+    }
 }
