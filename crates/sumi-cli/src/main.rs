@@ -14,6 +14,7 @@ mod serve;
 mod size;
 mod terminal;
 mod upscale;
+mod worker;
 
 use std::io::Write;
 
@@ -32,6 +33,7 @@ Examples:
   sumi txt2img --model v1-5.safetensors --from-png old.png          (make a picture again from its parameters)
   sumi upscale photo.png --upscaler Lanczos --scale 2
   sumi serve --model v1-5.safetensors --port 7860                   (A1111's API and a web page)
+  sumi worker --broker redis://host:6379 --model v1-5.safetensors   (run the jobs of `sumi serve --broker` fronts)
   sumi png-info picture.png
   sumi prompt --steps 20 \"a [cat:dog:0.5], (sharp:1.2)\"
   sumi model-info v1-5.safetensors
@@ -64,6 +66,8 @@ enum Command {
     Serve(serve::Args),
     /// Upscale a picture as A1111's Extras tab does.
     Upscale(upscale::Args),
+    /// Run jobs from a Redis job broker for `sumi serve --broker` fronts (several machines).
+    Worker(worker::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +84,7 @@ fn main() -> std::process::ExitCode {
         Command::PngInfo(a) => png_info::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Upscale(a) => upscale::run(a),
+        Command::Worker(a) => worker::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,8 +12,9 @@ use sumi_pipeline::LoadOptions;
 pub struct Args {
     /// The checkpoint loaded at start: .safetensors, .ckpt, a diffusers folder, or a Hugging
     /// Face Hub id (org/name, org/name/file.safetensors, …@revision; downloaded once into the
-    /// Hub cache) [$SUMI_MODEL, else the default SD1.5 model from the Hub, as txt2img's].
-    #[arg(long)]
+    /// Hub cache) [$SUMI_MODEL, else the default SD1.5 model from the Hub, as txt2img's]; not
+    /// with `--broker`.
+    #[arg(long, conflicts_with = "broker")]
     model: Option<PathBuf>,
     /// A folder of checkpoints to list (`/sdapi/v1/sd-models`) and switch between.
     #[arg(long)]
@@ -68,6 +69,8 @@ pub struct Args {
     /// (A1111 keeps them under outputs/ too).
     #[arg(long, value_name = "DIR", default_value = "outputs")]
     outdir: PathBuf,
+    #[command(flatten)]
+    broker: crate::worker::BrokerArgs,
 }
 
 // clap prints the arguments on a parse error only; never derive Debug here (password).
@@ -81,6 +84,38 @@ pub fn run(a: Args) -> Result<()> {
             _ => bail!("--api-auth: expected USER:PASS"),
         },
     };
+    if a.queue == 0 {
+        bail!("--queue: must be at least 1");
+    }
+    if a.broker.broker.is_some() {
+        // the model's options belong to the workers: named, not dropped silently
+        let unused: Vec<&str> = [
+            ("--models-dir", a.models_dir.is_some()),
+            ("--embeddings", a.embeddings.is_some()),
+            ("--lora-dir", !a.lora_dirs.is_empty()),
+            ("--hypernetwork-dir", !a.hypernetwork_dirs.is_empty()),
+            ("--upscaler-dir", !a.upscaler_dirs.is_empty()),
+            ("--vae", a.vae.is_some()),
+            ("--preview-decoder", a.preview_decoder.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        crate::worker::warn_front_ignores(&unused);
+        let o = crate::worker::FrontOptions {
+            cors_allow_origins: match &a.cors_allow_origins {
+                None => Vec::new(),
+                Some(list) => sumi_server::guard::parse_origins(list)
+                    .map_err(|e| anyhow::anyhow!("--cors-allow-origins: {e}"))?,
+            },
+            host: a.host.clone(),
+            port: a.port,
+            queue: a.queue,
+            auth,
+            body_limit: a.body_limit,
+        };
+        return crate::worker::serve_front(&a.broker, o);
+    }
     if let Some(d) = &a.models_dir {
         if !d.is_dir() {
             bail!("--models-dir {}: not a folder", d.display());
@@ -97,9 +132,6 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(d) = &a.embeddings {
         crate::inputs::folder(d, "--embeddings")?;
-    }
-    if a.queue == 0 {
-        bail!("--queue: must be at least 1");
     }
     let cors_allow_origins = match &a.cors_allow_origins {
         None => Vec::new(),
@@ -167,7 +199,7 @@ pub fn run(a: Args) -> Result<()> {
 
 /// A future that completes on SIGTERM or Ctrl-C (SIGINT); the handlers are installed before it
 /// is first polled.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -39,25 +39,33 @@ pub fn authorized(header_value: Option<&HeaderValue>, user: &str, pass: &str) ->
     same(&raw, expected.as_bytes())
 }
 
+/// The 401 answer when `auth` is set and `req` lacks its credentials (`/health` and `/ready`
+/// are open).
+pub fn refusal(auth: Option<&(String, String)>, req: &Request) -> Option<Response> {
+    let (user, pass) = auth?;
+    let open = matches!(req.uri().path(), "/health" | "/ready");
+    if open || authorized(req.headers().get(header::AUTHORIZATION), user, pass) {
+        return None;
+    }
+    let mut r = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "Incorrect username or password",
+    )
+    .into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"sumi\""),
+    );
+    Some(r)
+}
+
 /// The middleware.
 pub async fn require(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some((user, pass)) = &s.config.auth {
-        let open = matches!(req.uri().path(), "/health" | "/ready");
-        if !open && !authorized(req.headers().get(header::AUTHORIZATION), user, pass) {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "Incorrect username or password",
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"sumi\""),
-            );
-            return r;
-        }
+    match refusal(s.config.auth.as_ref(), &req) {
+        Some(r) => r,
+        None => next.run(req).await,
     }
-    next.run(req).await
 }
 
 #[cfg(test)]

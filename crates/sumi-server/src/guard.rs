@@ -155,10 +155,13 @@ fn preflight(origin: &HeaderValue, req_headers: &HeaderMap) -> Response {
 
 /// The middleware: Host and Origin checks, CORS for the allowed origins.
 pub async fn check(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let rules = Rules {
-        host: &s.config.host,
-        allowed: &s.config.cors_allow_origins,
-    };
+    check_with(&s.config.host, &s.config.cors_allow_origins, req, next).await
+}
+
+/// [`check`] for a server listening on `host` with the `allowed` origins (a broker front).
+pub async fn check_with(host: &str, allowed: &[String], req: Request, next: Next) -> Response {
+    let listen = host;
+    let rules = Rules { host, allowed };
     let host = request_host(&req);
     if let Some(h) = &host {
         if !rules.allows_host(h) {
@@ -168,7 +171,7 @@ pub async fn check(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
                 format!(
                     "Host {h} is not served: the server listens on {} (loopback) and answers \
                      loopback names only",
-                    s.config.host
+                    listen
                 ),
             )
             .into_response();

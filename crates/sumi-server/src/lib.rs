@@ -14,6 +14,8 @@ pub mod access_log;
 pub mod auth;
 pub mod backend;
 pub mod body;
+pub mod broker_front;
+pub mod broker_worker;
 pub mod checkpoints;
 pub mod conn;
 pub mod convert;
@@ -24,6 +26,7 @@ pub mod hypernetworks;
 pub mod images;
 pub mod info;
 pub mod infotext_fill;
+pub mod jobs;
 pub mod lax;
 pub mod listing;
 pub mod loras;
@@ -163,6 +166,8 @@ pub struct AppState {
     pub next_id: AtomicU64,
     /// The embeddings of the loaded model.
     pub embeddings: Mutex<Embeddings>,
+    /// The async job API's jobs (`/sumi/v1/jobs`).
+    pub jobs: jobs::LocalJobs,
 }
 
 impl AppState {
@@ -198,40 +203,42 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let backend = {
-        let (load, decoder) = (config.load.clone(), config.preview_decoder.clone());
-        tokio::task::spawn_blocking(move || {
-            pipeline_backend::PipelineBackend::new(load, decoder.as_deref())
-        })
-        .await
-        .map_err(|e| ServerError::Worker(e.to_string()))?
-        .map_err(|reason| ServerError::Load {
-            path: config.preview_decoder.clone().unwrap_or_default(),
-            reason,
-        })?
-    };
-    serve_with(config, Arc::new(backend), listener, shutdown).await
+    let backend = pipeline(&config).await?;
+    serve_with(config, backend, listener, shutdown).await
 }
 
-/// [`serve`] with another backend: loads `config.model` with it, then serves on `listener`
-/// until `shutdown` completes and drains as [`serve`] does.
-pub async fn serve_with(
-    config: Config,
-    backend: Arc<dyn Backend>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    serve_with_timeouts(config, Timeouts::default(), backend, listener, shutdown).await
+/// The `sumi_pipeline` backend with `config`'s load options and preview decoder.
+pub async fn pipeline(config: &Config) -> Result<Arc<dyn Backend>, ServerError> {
+    let (load, decoder) = (config.load.clone(), config.preview_decoder.clone());
+    let backend = tokio::task::spawn_blocking(move || {
+        pipeline_backend::PipelineBackend::new(load, decoder.as_deref())
+    })
+    .await
+    .map_err(|e| ServerError::Worker(e.to_string()))?
+    .map_err(|reason| ServerError::Load {
+        path: config.preview_decoder.clone().unwrap_or_default(),
+        reason,
+    })?;
+    Ok(Arc::new(backend))
 }
 
-/// [`serve_with`] with other [`Timeouts`] than the defaults.
-pub async fn serve_with_timeouts(
+/// A server with its model loaded and its worker running, not yet listening: what
+/// [`serve_with_timeouts`] serves, and what `sumi worker` runs jobs through.
+pub struct Started {
+    /// The shared state.
+    pub state: Arc<AppState>,
+    /// Every route.
+    pub app: axum::Router,
+    /// The worker thread (ends once the queue is closed).
+    pub worker: std::thread::JoinHandle<()>,
+}
+
+/// Loads `config.model` with `backend` and starts the worker thread.
+pub async fn start(
     config: Config,
     timeouts: Timeouts,
     backend: Arc<dyn Backend>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+) -> Result<Started, ServerError> {
     let model = {
         let (path, b) = (config.model.clone(), backend.clone());
         tokio::task::spawn_blocking(move || b.load(&path))
@@ -255,14 +262,39 @@ pub async fn serve_with_timeouts(
         worker_alive: AtomicBool::new(true),
         next_id: AtomicU64::new(1),
         embeddings: Mutex::new(model.embeddings()),
+        jobs: jobs::LocalJobs::default(),
         config,
         timeouts,
     });
     let worker = worker::spawn(state.clone(), backend, model)?;
+    let app = routes::router(state.clone());
+    state.jobs.set_router(app.clone());
+    Ok(Started { state, app, worker })
+}
+
+/// [`serve`] with another backend: loads `config.model` with it, then serves on `listener`
+/// until `shutdown` completes and drains as [`serve`] does.
+pub async fn serve_with(
+    config: Config,
+    backend: Arc<dyn Backend>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    serve_with_timeouts(config, Timeouts::default(), backend, listener, shutdown).await
+}
+
+/// [`serve_with`] with other [`Timeouts`] than the defaults.
+pub async fn serve_with_timeouts(
+    config: Config,
+    timeouts: Timeouts,
+    backend: Arc<dyn Backend>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let Started { state, app, worker } = start(config, timeouts, backend).await?;
     if let (Some(f), Ok(addr)) = (&state.config.on_ready, listener.local_addr()) {
         f(addr);
     }
-    let app = routes::router(state.clone());
     let drain_state = state.clone();
     let signal = async move {
         shutdown.await;

@@ -72,6 +72,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/sumi/v1/jobs", post(crate::jobs::create))
+        .route(
+            "/sumi/v1/jobs/{id}",
+            get(crate::jobs::get_job).delete(crate::jobs::delete_job),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
