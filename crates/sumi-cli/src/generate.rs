@@ -110,6 +110,11 @@ pub struct Common {
     /// `skip_early_cond`, 0–1), 0 = off [0].
     #[arg(long, value_name = "FRACTION")]
     skip_early_cond: Option<f64>,
+    /// Token merging ratio (A1111's `token_merging_ratio`, tomesd): merge this fraction of the
+    /// tokens before the full-resolution self-attention (faster, a little different), 0 = off
+    /// [0].
+    #[arg(long, value_name = "RATIO")]
+    token_merging_ratio: Option<f64>,
     /// Fill unset options from an A1111 infotext.
     #[arg(long, conflicts_with = "from_png")]
     infotext: Option<String>,
@@ -173,6 +178,10 @@ pub struct HiresArgs {
     /// Hires fix: negative prompt of the second pass [the negative prompt].
     #[arg(long)]
     hr_negative_prompt: Option<String>,
+    /// Hires fix: token merging ratio of the second pass (A1111's `token_merging_ratio_hr`)
+    /// [--token-merging-ratio].
+    #[arg(long, value_name = "RATIO")]
+    token_merging_ratio_hr: Option<f64>,
 }
 
 impl HiresArgs {
@@ -443,6 +452,7 @@ fn request(c: &Common, info: Option<&Parameters>, size: (u32, u32)) -> Result<Re
                 || info.and_then(|p| p.get("NGMS all steps")).map(str::trim) == Some("True"),
             skip_early_cond: pick(c.skip_early_cond, info, "Skip Early CFG", 0.0)?,
         },
+        token_merging_ratio: pick(c.token_merging_ratio, info, "Token merging ratio", 0.0)?,
         ..Default::default()
     })
 }
@@ -470,6 +480,18 @@ pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
     let info = infotext(&a.common)?;
     let mut req = request(&a.common, info.as_ref(), (512, 512))?;
     req.hires = a.hires.to_hires(info.as_ref(), &req)?;
+    // A1111's `get_token_merging_ratio(for_hr=True)`: the hires ratio, else the first pass's
+    let hr = pick(
+        a.hires.token_merging_ratio_hr,
+        info.as_ref(),
+        "Token merging ratio hr",
+        0.0,
+    )?;
+    req.token_merging_ratio_hr = if hr != 0.0 {
+        hr
+    } else {
+        req.token_merging_ratio
+    };
     // A1111 switches checkpoints for such a second pass; Sumi runs both on --model
     let other = info.as_ref().and_then(|p| p.get("Hires checkpoint"));
     if let Some(c) = other.filter(|c| req.hires.is_some() && *c != "Use same checkpoint") {

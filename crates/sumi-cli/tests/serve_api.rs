@@ -328,6 +328,17 @@ fn four_concurrent_requests_give_the_sequential_pixels() {
     assert_eq!(cli_img.into_raw(), sequential[2]);
 }
 
+/// POSTs `base` with `extra`'s fields over it; the answer must be 200.
+fn post_over(s: &Server, endpoint: &str, base: &Value, extra: Value) -> Value {
+    let mut b = base.clone();
+    b.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (st, v) = post(s, endpoint, &b);
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
 /// A1111's negative-prompt skips through both front ends: the request's `s_min_uncond`, the
 /// settings `skip_early_cond` / `s_min_uncond_all` (override_settings), the infotext keys A1111
 /// writes, an infotext replayed through the API and through the CLI's `--infotext` giving the
@@ -339,15 +350,7 @@ fn negative_prompt_skips_apply_through_the_api_and_the_cli() {
     let s = Server::start(&m, &[]);
     let base = json!({"prompt": "a boat", "negative_prompt": "fog", "seed": 5, "steps": 6,
                       "width": 64, "height": 64, "sampler_name": "Euler"});
-    let with = |extra: Value| {
-        let mut b = base.clone();
-        b.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let (st, v) = post(&s, "/sdapi/v1/txt2img", &b);
-        assert_eq!(st, 200, "{v}");
-        v
-    };
+    let with = |extra: Value| post_over(&s, "/sdapi/v1/txt2img", &base, extra);
     let plain = with(json!({}));
     let ngms = with(json!({"s_min_uncond": 20}));
     let both = with(
@@ -393,4 +396,68 @@ fn negative_prompt_skips_apply_through_the_api_and_the_cli() {
         "replayed.png",
     );
     assert_eq!(out.into_raw(), pixels(&both));
+}
+
+/// Token merging as A1111 picks its ratio: `token_merging_ratio` for txt2img (and, unless
+/// `token_merging_ratio_hr` is set, for the hires pass), `token_merging_ratio_img2img` for
+/// img2img unless the request overrides `token_merging_ratio`; the infotext keys, an infotext
+/// replayed through the API and the CLI's `--infotext` giving the same pixels.
+#[test]
+fn token_merging_applies_as_a1111_picks_its_ratio() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path(), "tiny");
+    let s = Server::start(&m, &[]);
+    let base = json!({"prompt": "a boat", "seed": 9, "steps": 3, "width": 64, "height": 64,
+                      "sampler_name": "Euler"});
+    let post_with = |endpoint: &str, extra: Value| post_over(&s, endpoint, &base, extra);
+    let t2i = "/sdapi/v1/txt2img";
+    let text = |v: &Value| info(v)["infotexts"][0].as_str().unwrap().to_string();
+    let pixels = |v: &Value| decode_image(&v["images"][0]).0.into_raw();
+    let plain = post_with(t2i, json!({}));
+    let merged = post_with(
+        t2i,
+        json!({"override_settings": {"token_merging_ratio": 0.5}}),
+    );
+    assert!(!text(&plain).contains("Token merging"), "{}", text(&plain));
+    assert!(
+        text(&merged).contains(", Token merging ratio: 0.5,"),
+        "{}",
+        text(&merged)
+    );
+    assert_ne!(pixels(&plain), pixels(&merged));
+    // the img2img setting is for img2img only
+    let only_img2img = post_with(
+        t2i,
+        json!({"override_settings": {"token_merging_ratio_img2img": 0.5}}),
+    );
+    assert_eq!(pixels(&only_img2img), pixels(&plain));
+    // the hires pass takes the first pass's ratio unless its own is set
+    let hr = json!({"enable_hr": true, "hr_scale": 1.5, "hr_second_pass_steps": 2,
+                    "denoising_strength": 0.5, "override_settings": {"token_merging_ratio": 0.5}});
+    let hires = post_with(t2i, hr);
+    assert!(
+        text(&hires).contains("Token merging ratio: 0.5, Token merging ratio hr: 0.5"),
+        "{}",
+        text(&hires)
+    );
+    // replayed: through the API, and through the CLI
+    let (st, again) = post(&s, t2i, &json!({ "infotext": text(&merged) }));
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(pixels(&again), pixels(&merged));
+    let out = cli(
+        d.path(),
+        &[
+            "txt2img",
+            "--model",
+            m.to_str().unwrap(),
+            "--infotext",
+            &text(&merged),
+        ],
+        "merged.png",
+    );
+    assert_eq!(out.into_raw(), pixels(&merged));
+    for v in [&merged, &hires] {
+        let warnings = info(v)["warnings"].to_string();
+        assert!(!warnings.contains("token_merging"), "{warnings}");
+    }
 }

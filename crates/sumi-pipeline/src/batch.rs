@@ -91,9 +91,19 @@ pub(crate) struct BatchInputs<'a> {
 }
 
 impl BatchInputs<'_> {
-    /// The infotext keys of the job's networks, then those of the skips that have happened.
+    /// The infotext keys of the job's networks and token merging, then those of the skips that
+    /// have happened.
     pub(crate) fn params_after_sampling(&self) -> Vec<(String, String)> {
         let mut out = self.extra_params.to_vec();
+        let req = self.req;
+        if req.token_merging_ratio != 0.0 {
+            let r = crate::infotext::py_float_repr(req.token_merging_ratio);
+            out.push(("Token merging ratio".to_string(), r));
+        }
+        if req.hires.is_some() && req.token_merging_ratio_hr != 0.0 {
+            let r = crate::infotext::py_float_repr(req.token_merging_ratio_hr);
+            out.push(("Token merging ratio hr".to_string(), r));
+        }
         out.extend(self.req.uncond_skip.infotext(self.fired.get()));
         out
     }
@@ -227,6 +237,10 @@ impl Pipeline {
                 _ => None,
             },
             step: 0,
+            token_merging: match inputs.pass.0 {
+                0 => inputs.req.token_merging_ratio,
+                _ => inputs.req.token_merging_ratio_hr,
+            },
             skip: SkipRule {
                 settings: inputs.req.uncond_skip,
                 total_steps: inputs.plan.total_steps(),

@@ -42,6 +42,8 @@ pub struct CfgDenoiser<'a> {
     pub step: u32,
     /// When the uncond rows are skipped (NGMS, skip early CFG), and what skipped.
     pub(crate) skip: SkipRule,
+    /// Token merging ratio on the U-Net's full-resolution self-attention (0 = none).
+    pub token_merging: f64,
 }
 
 /// A1111's latent mask blend in its `CFGDenoiser`.
@@ -102,6 +104,16 @@ enum ModelInput {
 }
 
 impl CfgDenoiser<'_> {
+    /// The U-Net's extra inputs: the hypernetworks and the token merging.
+    fn extras(&self) -> sumi_models::Extras<'_> {
+        sumi_models::Extras {
+            y: None,
+            residuals: None,
+            hyper: self.hypernetworks,
+            token_merging: self.token_merging,
+        }
+    }
+
     /// The CompVis wrapper on rows `x` with contexts `ctx` (one per row), image conditioning
     /// `ic` (one per row) if any.
     fn inner(
@@ -126,7 +138,7 @@ impl CfgDenoiser<'_> {
         };
         let out = self
             .unet
-            .forward_hyper(&x_in, &ts, ctx, None, self.hypernetworks)
+            .forward_extras(&x_in, &ts, ctx, &self.extras())
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         match self.prediction {
             Prediction::Epsilon => x + out.affine(c_out, 0.0)?,
@@ -149,7 +161,7 @@ impl CfgDenoiser<'_> {
         };
         let out = self
             .unet
-            .forward_hyper(&x_in, &ts, ctx, None, self.hypernetworks)
+            .forward_extras(&x_in, &ts, ctx, &self.extras())
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         match self.prediction {
             Prediction::Epsilon => Ok(out),

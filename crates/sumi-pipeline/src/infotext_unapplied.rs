@@ -12,7 +12,7 @@ use crate::infotext::Parameters;
 
 /// Keys both front ends (`--infotext`/`--from-png`, the API's `infotext`) fill a request from
 /// (`Hypernet` and its strength become a `<hypernet:…>` tag of the prompt, as A1111 pastes them).
-pub const APPLIED: [&str; 26] = [
+pub const APPLIED: [&str; 28] = [
     "Steps",
     "Sampler",
     "Schedule type",
@@ -39,6 +39,8 @@ pub const APPLIED: [&str; 26] = [
     "NGMS",
     "NGMS all steps",
     "Skip Early CFG",
+    "Token merging ratio",
+    "Token merging ratio hr",
 ];
 
 /// Keys that record what was used (checked elsewhere where Sumi can check them) and change
@@ -60,7 +62,7 @@ pub const RECORDS: [&str; 12] = [
 
 /// Keys with the values that change nothing (A1111 v1.10.1's defaults), compared as numbers
 /// where both parse as numbers.
-pub const NEUTRAL: [(&str, &str); 35] = [
+pub const NEUTRAL: [(&str, &str); 33] = [
     ("Face restoration", ""),
     ("Emphasis", "Original"),
     ("Tiling", "False"),
@@ -70,8 +72,6 @@ pub const NEUTRAL: [(&str, &str); 35] = [
     ("Conditional mask weight", "1"),
     ("Noise multiplier", "1"),
     ("Extra noise", "0"),
-    ("Token merging ratio", "0"),
-    ("Token merging ratio hr", "0"),
     ("Pad conds", "False"),
     ("Pad conds v0", "False"),
     ("Old prompt editing timelines", "False"),

@@ -194,6 +194,12 @@ pub struct Request {
     pub sd_upscale: Option<SdUpscale>,
     /// A1111's options that skip the negative prompt on some steps (NGMS, skip early CFG).
     pub uncond_skip: crate::UncondSkip,
+    /// Token merging ratio of the (first) pass, as A1111 picks it for the job (0 = none;
+    /// tomesd on the U-Net's full-resolution self-attention).
+    pub token_merging_ratio: f64,
+    /// Token merging ratio of the hires fix's second pass (A1111's `token_merging_ratio_hr`,
+    /// else the first pass's).
+    pub token_merging_ratio_hr: f64,
 }
 
 impl Default for Request {
@@ -224,6 +230,8 @@ impl Default for Request {
             hires: None,
             sd_upscale: None,
             uncond_skip: crate::UncondSkip::default(),
+            token_merging_ratio: 0.0,
+            token_merging_ratio_hr: 0.0,
         }
     }
 }
@@ -323,6 +331,14 @@ impl Request {
                 "inpainting-mask-weight",
                 format!("{w} is outside 0..=1"),
             ));
+        }
+        for (field, r) in [
+            ("token-merging-ratio", self.token_merging_ratio),
+            ("token-merging-ratio-hr", self.token_merging_ratio_hr),
+        ] {
+            if !r.is_finite() || !(0.0..=1.0).contains(&r) {
+                return Err(bad(field, format!("{r} is outside 0..=1")));
+            }
         }
         self.uncond_skip.validate()
     }

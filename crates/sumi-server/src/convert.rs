@@ -163,6 +163,11 @@ pub fn prepare(
             s_min_uncond: f.s_min_uncond.unwrap_or(opts.uncond_skip.s_min_uncond),
             ..opts.uncond_skip
         },
+        token_merging_ratio: match endpoint {
+            Endpoint::Img2Img => opts.token_merging.1,
+            _ => opts.token_merging.0,
+        },
+        token_merging_ratio_hr: opts.token_merging.2,
     };
     if endpoint == Endpoint::Txt2Img && f.enable_hr == Some(true) {
         hires(f, &mut request)?;

@@ -37,12 +37,14 @@ const HIRES_FIELDS: [(&str, &str); 9] = [
 ];
 
 /// Infotext keys that are settings.
-const SETTINGS: [(&str, &str); 5] = [
+const SETTINGS: [(&str, &str); 7] = [
     ("Clip skip", "CLIP_stop_at_last_layers"),
     ("RNG", "randn_source"),
     ("NGMS", "s_min_uncond"),
     ("NGMS all steps", "s_min_uncond_all"),
     ("Skip Early CFG", "skip_early_cond"),
+    ("Token merging ratio", "token_merging_ratio"),
+    ("Token merging ratio hr", "token_merging_ratio_hr"),
 ];
 
 /// Fills `sent` from its `infotext` (a no-op without one).

@@ -118,6 +118,9 @@ pub struct GenOptions {
     pub inpainting_mask_weight: f64,
     /// `s_min_uncond`, `s_min_uncond_all` and `skip_early_cond`.
     pub uncond_skip: sumi_pipeline::UncondSkip,
+    /// Token merging ratios for (txt2img, img2img, the hires pass), as A1111's
+    /// `get_token_merging_ratio` picks them from the settings.
+    pub token_merging: (f64, f64, f64),
 }
 
 fn get<'a>(
@@ -191,11 +194,25 @@ impl GenOptions {
                 })
                 .ok_or_else(|| bad("s_min_uncond_all", v))?,
         };
+        let base = number("token_merging_ratio")?;
+        let nonzero = |a: f64, b: f64| if a != 0.0 { a } else { b };
+        // img2img: the setting when the request overrides it, else the img2img one, else it
+        let overridden = over.is_some_and(|o| o.contains_key("token_merging_ratio"));
+        let img2img = nonzero(
+            if overridden { base } else { 0.0 },
+            nonzero(number("token_merging_ratio_img2img")?, base),
+        );
+        let token_merging = (
+            base,
+            img2img,
+            nonzero(number("token_merging_ratio_hr")?, base),
+        );
         Ok(Self {
             clip_skip,
             rng,
             exact_steps,
             inpainting_mask_weight,
+            token_merging,
             uncond_skip: sumi_pipeline::UncondSkip {
                 s_min_uncond: number("s_min_uncond")?,
                 s_min_uncond_all,

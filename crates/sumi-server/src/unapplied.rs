@@ -9,8 +9,11 @@ use serde_json::{Map, Value};
 use crate::models::{defaults, Endpoint};
 
 /// Settings Sumi applies (the others are kept and echoed only).
-const APPLIED_SETTINGS: [&str; 8] = [
+const APPLIED_SETTINGS: [&str; 11] = [
     "CLIP_stop_at_last_layers",
+    "token_merging_ratio",
+    "token_merging_ratio_hr",
+    "token_merging_ratio_img2img",
     "s_min_uncond",
     "s_min_uncond_all",
     "skip_early_cond",
@@ -23,7 +26,7 @@ const APPLIED_SETTINGS: [&str; 8] = [
 /// Settings that change A1111's picture (or the image file the API returns) and that Sumi does not
 /// apply: A1111 v1.10.1's `OptionInfo(..., infotext=...)` settings and a few more (the networks
 /// A1111 adds to every prompt, `lora_functional`).
-const PICTURE_SETTINGS: [&str; 41] = [
+const PICTURE_SETTINGS: [&str; 38] = [
     "face_restoration",
     "emphasis",
     "tiling",
@@ -32,9 +35,6 @@ const PICTURE_SETTINGS: [&str; 41] = [
     "sd_vae_decode_method",
     "initial_noise_multiplier",
     "img2img_extra_noise",
-    "token_merging_ratio",
-    "token_merging_ratio_hr",
-    "token_merging_ratio_img2img",
     "pad_cond_uncond",
     "pad_cond_uncond_v0",
     "use_old_scheduling",
