@@ -142,8 +142,8 @@ impl SwinBlock {
     }
 }
 
-/// `torch.roll(x, shift, dim)`.
-fn roll(x: &Tensor, dim: usize, shift: isize) -> Result<Tensor> {
+/// `torch.roll(x, shift, dim)` (DAT's too).
+pub(super) fn roll(x: &Tensor, dim: usize, shift: isize) -> Result<Tensor> {
     let len = x.dim(dim)?;
     let s = shift.rem_euclid(len as isize) as usize;
     if s == 0 {
@@ -201,14 +201,14 @@ fn shifted_window_mask(h: usize, w: usize, ws: usize, s: usize, dev: &Device) ->
     Ok(Tensor::from_vec(out, (nh * nw, n, n), dev)?)
 }
 
-/// A residual 1-conv or 3-conv (conv, LeakyReLU 0.2, 1×1 conv, LeakyReLU, conv).
-enum Resi {
+/// A residual 1-conv or 3-conv (conv, LeakyReLU 0.2, 1×1 conv, LeakyReLU, conv); DAT's too.
+pub(super) enum Resi {
     One(Conv2d),
     Three([Conv2d; 3]),
 }
 
 impl Resi {
-    fn new(vb: VarBuilder, dim: usize, three: bool) -> Result<Self> {
+    pub(super) fn new(vb: VarBuilder, dim: usize, three: bool) -> Result<Self> {
         Ok(if three {
             Resi::Three([
                 conv(vb.pp("0"), dim, dim / 4, 3, 1)?,
@@ -220,7 +220,7 @@ impl Resi {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Resi::One(c) => c.forward(x)?,
             Resi::Three([a, b, c]) => {
