@@ -132,9 +132,18 @@ def main():
         img = a1111.upscale_with_model(desc, Image.fromarray(picture, "RGB"), tile_size=tile, tile_overlap=overlap)
         io[key] = torch.from_numpy(np.asarray(img).copy())
         tiling.append(dict(file=file, tile=tile, overlap=overlap, output=key))
+    # Upscaler.upscale by 2 with the DAT upscaler: its passes in DAT_tile/DAT_tile_overlap tiles
+    # (192/8, whatever ESRGAN_tile says), then the Lanczos resize to 80x56
+    desc = spandrel.ModelLoader().load_from_file(os.path.join(out, "dat_pixelshuffle_x2.pth"))
+    desc.model.eval()
+    img, passes = a1111.upscale_loop(
+        Image.fromarray(picture, "RGB"), 2.0,
+        lambda im: a1111.upscale_with_model(desc, im, tile_size=192, tile_overlap=8))
+    io["upscale/x2"] = torch.from_numpy(np.asarray(img).copy())
+    upscale = dict(file="dat_pixelshuffle_x2.pth", scale=2.0, passes=passes, output="upscale/x2")
     save_file(io, os.path.join(out, "io.safetensors"))
     with open(os.path.join(out, "cases.json"), "w") as f:
-        json.dump({"cases": cases, "tiling": tiling}, f, indent=1)
+        json.dump({"cases": cases, "tiling": tiling, "upscale": upscale}, f, indent=1)
 
 
 if __name__ == "__main__":

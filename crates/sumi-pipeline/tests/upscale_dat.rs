@@ -63,3 +63,39 @@ fn dat_tiles_as_a1111_upscale_with_model() {
         assert!(most <= 1, "{file} {opts:?}: {most} levels");
     }
 }
+
+#[test]
+fn dat_upscaler_uses_dat_tiles_not_esrgan_ones() {
+    // Upscaler.upscale by 2: the pass in DAT_tile/DAT_tile_overlap tiles (192/8) whatever
+    // ESRGAN tiles are asked for (16/4 here), then the Lanczos resize to 80x56
+    let dir = common::root().join("dat");
+    let doc = read_json(&dir.join("cases.json")).unwrap();
+    let c = &doc["upscale"];
+    let io = tensors(&dir.join("io.safetensors")).unwrap();
+    let input = image(&io["tiled/input"]);
+    let up = Upscaler::from_file(&dir.join(c["file"].as_str().unwrap()));
+    let esrgan = TileOptions {
+        tile: 16,
+        overlap: 4,
+    };
+    let mut tiles = 0;
+    let out = up
+        .upscale(&input, c["scale"].as_f64().unwrap(), esrgan, &mut |_| {
+            tiles += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let want = image(&io[c["output"].as_str().unwrap()]);
+    assert_eq!(out.dimensions(), want.dimensions());
+    assert_eq!(c["passes"].as_u64(), Some(1));
+    let (most, n) = out
+        .as_raw()
+        .iter()
+        .zip(want.as_raw())
+        .fold((0u8, 0usize), |(m, n), (a, b)| {
+            (m.max(a.abs_diff(*b)), n + usize::from(a != b))
+        });
+    println!("Upscaler.upscale x2: {tiles} tiles, {n} values differ, by at most {most}");
+    assert_eq!(tiles, 1, "one 192 px tile for a 40x30 picture");
+    assert!(most <= 1, "{most} levels");
+}
