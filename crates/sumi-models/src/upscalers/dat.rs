@@ -12,9 +12,8 @@
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use super::dat_config::{shuffle_steps, DatConfig, DatUpsampler};
-use super::ops::{leaky_relu, pixel_shuffle};
-use super::swinir::{roll, Resi};
+use super::dat_config::{DatConfig, DatUpsampler};
+use super::swinir::{roll, Head, Resi};
 use crate::error::Result;
 use crate::nn::{conv, layer_norm, linear, param, Conv2d, Linear};
 
@@ -411,14 +410,6 @@ impl Block {
     }
 }
 
-/// The output stage's layers.
-enum Head {
-    /// `conv_before_upsample`, the shuffle convs, `conv_last`.
-    PixelShuffle(Conv2d, Vec<(Conv2d, usize)>, Conv2d),
-    /// `upsample.0` and its shuffle.
-    Direct(Conv2d, usize),
-}
-
 /// The DAT network.
 pub struct Dat {
     config: DatConfig,
@@ -445,28 +436,8 @@ impl Dat {
         }
         let out = c.in_channels;
         let head = match c.upsampler {
-            DatUpsampler::PixelShuffle => {
-                let nf = 64;
-                let convs = shuffle_steps(c.scale)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, r)| {
-                        Ok((
-                            conv(vb.pp(format!("upsample.{}", 2 * i)), nf, r * r * nf, 3, 1)?,
-                            r,
-                        ))
-                    })
-                    .collect::<Result<_>>()?;
-                Head::PixelShuffle(
-                    conv(vb.pp("conv_before_upsample.0"), dim, nf, 3, 1)?,
-                    convs,
-                    conv(vb.pp("conv_last"), nf, out, 3, 1)?,
-                )
-            }
-            DatUpsampler::Direct => Head::Direct(
-                conv(vb.pp("upsample.0"), dim, c.scale * c.scale * out, 3, 1)?,
-                c.scale,
-            ),
+            DatUpsampler::PixelShuffle => Head::pixel_shuffle(&vb, dim, 64, c.scale, out)?,
+            DatUpsampler::Direct => Head::direct(&vb, dim, c.scale, out)?,
         };
         Ok(Self {
             config: c.clone(),
@@ -509,16 +480,7 @@ impl Dat {
         let x = x.broadcast_sub(&mean)?.to_dtype(DType::F32)?;
         let first = self.conv_first.forward(&x)?;
         let body = (self.after_body.forward(&self.features(&first)?)? + &first)?;
-        let y = match &self.head {
-            Head::PixelShuffle(before, ups, last) => {
-                let mut y = leaky_relu(&before.forward(&body)?, 0.01)?;
-                for (cv, r) in ups {
-                    y = pixel_shuffle(&cv.forward(&y)?, *r)?;
-                }
-                last.forward(&y)?
-            }
-            Head::Direct(cv, s) => pixel_shuffle(&cv.forward(&body)?, *s)?,
-        };
+        let y = self.head.forward(&body, &x)?;
         let y = y.broadcast_add(&mean)?;
         let s = c.scale;
         Ok(y.narrow(2, 0, h * s)?.narrow(3, 0, w * s)?)
