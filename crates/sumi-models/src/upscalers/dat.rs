@@ -21,6 +21,9 @@ use crate::nn::{conv, layer_norm, linear, param, Conv2d, Linear};
 const EPS: f64 = 1e-5;
 /// The mask value between tokens of different regions in a shifted window.
 const MASKED: f32 = -100.0;
+/// Most attention weights of the spatial attention held at once (64 MiB of f32; a window's
+/// `heads × N²` is at most 32 · 1024² by the limits of `dat_config`).
+const ATTN_BUDGET: usize = 1 << 24;
 /// spandrel's `SizeRequirements(minimum=16)` for DAT.
 const MIN_SIDE: usize = 16;
 
@@ -211,30 +214,35 @@ fn band(i: usize, len: usize, s: usize, sh: usize) -> usize {
     }
 }
 
-/// `calculate_mask` of one branch on an `h × w` map: `[windows, N, N]`.
-fn shifted_mask(h: usize, w: usize, (hs, ws): (usize, usize), dev: &Device) -> Result<Tensor> {
+/// `calculate_mask` of one branch on an `h × w` map, for the windows `windows` (counted over
+/// the batch: window `i` is the `i mod (windows per image)`-th of its image): `[len, N, N]`.
+fn shifted_mask(
+    (h, w): (usize, usize),
+    (hs, ws): (usize, usize),
+    windows: std::ops::Range<usize>,
+    dev: &Device,
+) -> Result<Tensor> {
     let (nh, nw, n) = (h / hs, w / ws, hs * ws);
-    let mut out = Vec::with_capacity(nh * nw * n * n);
-    for wy in 0..nh {
-        for wx in 0..nw {
-            let ids: Vec<usize> = (0..n)
-                .map(|t| {
-                    band(wy * hs + t / ws, h, hs, hs / 2) * 3
-                        + band(wx * ws + t % ws, w, ws, ws / 2)
-                })
-                .collect();
-            for &i in &ids {
-                out.extend(ids.iter().map(|&j| if i == j { 0.0 } else { MASKED }));
-            }
+    let mut out = Vec::with_capacity(windows.len() * n * n);
+    for i in windows.clone() {
+        let (wy, wx) = ((i % (nh * nw)) / nw, i % nw);
+        let ids: Vec<usize> = (0..n)
+            .map(|t| {
+                band(wy * hs + t / ws, h, hs, hs / 2) * 3 + band(wx * ws + t % ws, w, ws, ws / 2)
+            })
+            .collect();
+        for &i in &ids {
+            out.extend(ids.iter().map(|&j| if i == j { 0.0 } else { MASKED }));
         }
     }
-    Ok(Tensor::from_vec(out, (nh * nw, n, n), dev)?)
+    Ok(Tensor::from_vec(out, (windows.len(), n, n), dev)?)
 }
 
 impl Branch {
     /// Attention of `qkv` `[3, b, h, w, c]` (sides multiples of the window) in windows, with
-    /// the mask of shifted windows; `[b, h, w, c]`.
-    fn forward(&self, qkv: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// the mask of shifted windows when `shifted`; `[b, h, w, c]`. The windows go in groups of
+    /// at most [`ATTN_BUDGET`] attention weights (the mask made for each group).
+    fn forward(&self, qkv: &Tensor, shifted: bool) -> Result<Tensor> {
         let (_, b, h, w, c) = qkv.dims5()?;
         let (hs, ws, heads) = (self.hs, self.ws, self.heads);
         let (nh, nw, n, hd) = (h / hs, w / ws, hs * ws, c / heads);
@@ -248,15 +256,26 @@ impl Branch {
         let q = (win(qkv.get(0)?)? * (hd as f64).powf(-0.5))?;
         let k = win(qkv.get(1)?)?;
         let v = win(qkv.get(2)?)?;
-        let att = q.matmul(&k.t()?)?.broadcast_add(&self.bias.unsqueeze(0)?)?;
-        let att = match mask {
-            Some(m) => att
-                .reshape((b, nh * nw, heads, n, n))?
-                .broadcast_add(&m.unsqueeze(1)?.unsqueeze(0)?)?
-                .reshape((b * nh * nw, heads, n, n))?,
-            None => att,
-        };
-        let y = candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?;
+        let total = b * nh * nw;
+        let group = (ATTN_BUDGET / (heads * n * n)).max(1);
+        let bias = self.bias.unsqueeze(0)?;
+        let mut ys = Vec::with_capacity(total.div_ceil(group));
+        for start in (0..total).step_by(group) {
+            let len = group.min(total - start);
+            let k = k.narrow(0, start, len)?;
+            let att = q
+                .narrow(0, start, len)?
+                .matmul(&k.t()?)?
+                .broadcast_add(&bias)?;
+            let att = if shifted {
+                let m = shifted_mask((h, w), (hs, ws), start..start + len, qkv.device())?;
+                att.broadcast_add(&m.unsqueeze(1)?)?
+            } else {
+                att
+            };
+            ys.push(candle_nn::ops::softmax_last_dim(&att)?.matmul(&v.narrow(0, start, len)?)?);
+        }
+        let y = Tensor::cat(&ys, 0)?;
         Ok(y.transpose(1, 2)?
             .reshape((b, nh, nw, hs, ws, c))?
             .permute((0, 1, 3, 2, 4, 5))?
@@ -356,18 +375,16 @@ impl Block {
             .permute((3, 0, 1, 2, 4))?
             .pad_with_zeros(2, 0, ph)?
             .pad_with_zeros(3, 0, pw)?;
-        let (hp, wp) = (h + ph, w + pw);
         let mut outs = Vec::with_capacity(2);
         for (i, bb) in br.iter().enumerate() {
             let part = qkv.narrow(4, i * (c / 2), c / 2)?;
             let (sh, sw) = ((bb.hs / 2) as isize, (bb.ws / 2) as isize);
             let y = if shifted {
                 let part = roll(&roll(&part, 2, -sh)?, 3, -sw)?.contiguous()?;
-                let mask = shifted_mask(hp, wp, (bb.hs, bb.ws), qkv.device())?;
-                let y = bb.forward(&part, Some(&mask))?;
+                let y = bb.forward(&part, true)?;
                 roll(&roll(&y, 1, sh)?, 2, sw)?
             } else {
-                bb.forward(&part.contiguous()?, None)?
+                bb.forward(&part.contiguous()?, false)?
             };
             outs.push(y.narrow(1, 0, h)?.narrow(2, 0, w)?);
         }

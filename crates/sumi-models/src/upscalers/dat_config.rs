@@ -15,7 +15,9 @@ use super::{Result, MAX_BLOCKS, MAX_FEATURES, MAX_IMAGE_CHANNELS, MAX_SCALE};
 
 const A: &str = "DAT";
 /// Largest split (window) side accepted (released files: 32).
-pub const MAX_SPLIT: usize = 64;
+pub const MAX_SPLIT: usize = 32;
+/// Most attention heads per group (released files: 6; the spatial branches get half each).
+pub const MAX_HEADS: usize = 64;
 /// Most residual groups (released files: 4 to 6).
 pub const MAX_LAYERS: usize = 32;
 /// spandrel's DAT always builds 64 upsampling channels (`num_feat = 64`).
@@ -166,7 +168,7 @@ pub fn dat_config(shapes: &BTreeMap<String, Vec<usize>>) -> Result<DatConfig> {
             let key = format!("layers.{i}.blocks.0.attn.attns.0.pos.pos3.2.weight");
             shape(A, shapes, &key, 2)?[0].saturating_mul(2)
         };
-        let h = check(A, "heads", h, embed_dim)?;
+        let h = check(A, "heads", h, MAX_HEADS.min(embed_dim))?;
         let fits = h >= 2 && embed_dim.is_multiple_of(h) && (embed_dim / 2).is_multiple_of(h / 2);
         if !fits {
             return Err(invalid(A, format!("{h} heads for {embed_dim} channels")));
