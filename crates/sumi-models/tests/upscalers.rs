@@ -96,7 +96,9 @@ fn every_layout_matches_spandrel() {
                 assert_eq!(c.num_conv, n("num_conv"), "{file}");
                 assert_eq!(c.scale, n("scale"), "{file}");
             }
-            UpscalerConfig::SwinIr(_) => panic!("{file}: no SwinIR file here (tests/swinir.rs)"),
+            UpscalerConfig::SwinIr(_) | UpscalerConfig::Dat(_) => {
+                panic!("{file}: no SwinIR or DAT file here (tests/swinir.rs, tests/dat.rs)")
+            }
         }
         let stem = file.rsplit_once('.').unwrap().0;
         let want = &io[&format!("out.{stem}")];
@@ -156,12 +158,16 @@ fn architectures_not_built_are_named() {
     ];
     let mut swin2sr = swinir.to_vec();
     swin2sr.push(("patch_embed.proj.weight", &[180, 3, 1, 1]));
-    let dat = [
+    let hat = [
         ("conv_first.weight", &[180usize, 3, 3, 3][..]),
-        ("before_RG.1.weight", &[180]),
-        ("layers.0.blocks.0.attn.attns.0.rpe_biases", &[225, 2]),
+        ("relative_position_index_SA", &[256, 256]),
+        ("layers.0.residual_group.blocks.0.norm1.weight", &[180]),
+        (
+            "layers.0.residual_group.overlap_attn.qkv.weight",
+            &[540, 180],
+        ),
     ];
-    for (s, arch) in [(&swin2sr[..], "Swin2SR"), (&dat[..], "DAT")] {
+    for (s, arch) in [(&swin2sr[..], "Swin2SR"), (&hat[..], "HAT")] {
         let e = detect(&shapes(s)).unwrap_err();
         assert!(
             matches!(e, UpscalerError::NotBuilt { arch: a } if a == arch),

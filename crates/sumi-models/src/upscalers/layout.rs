@@ -45,7 +45,8 @@ const ESRGAN_KEYS: &[(EsrganLayout, &[&str])] = &[
 ];
 
 /// Architectures spandrel reads, by (part of) spandrel's key condition, in spandrel's order:
-/// named in the error instead of "unknown" where Sumi does not build them (all but SwinIR).
+/// named in the error instead of "unknown" where Sumi does not build them (all but SwinIR and
+/// DAT, whose conditions are completed in [`detect`]).
 const NOT_BUILT: &[(&str, &[&str])] = &[
     (
         "HAT",
@@ -110,6 +111,9 @@ pub fn detect(shapes: &BTreeMap<String, Vec<usize>>) -> Result<UpscalerConfig> {
         let first = ["conv_first.weight", "conv_first.1.weight"];
         if *arch == "SwinIR" && first.iter().any(|k| shapes.contains_key(*k)) {
             return super::swinir_config::swinir_config(shapes).map(UpscalerConfig::SwinIr);
+        }
+        if *arch == "DAT" {
+            return super::dat_config::dat_config(shapes).map(UpscalerConfig::Dat);
         }
         return Err(UpscalerError::NotBuilt { arch });
     }
@@ -427,6 +431,7 @@ pub fn expected_keys(config: &UpscalerConfig) -> BTreeSet<String> {
             }
         }
         UpscalerConfig::SwinIr(c) => return super::swinir_config::swinir_keys(c),
+        UpscalerConfig::Dat(c) => return super::dat_config::dat_keys(c),
         UpscalerConfig::Compact(c) => {
             for i in 0..=c.num_conv + 1 {
                 conv(format!("body.{}", 2 * i));

@@ -1,5 +1,5 @@
 //! Upscaler networks as A1111 v1.10.1 runs them through spandrel 0.4.2: RRDBNet (ESRGAN and
-//! its descendants), SRVGGNetCompact and SwinIR. [`detect`] names the architecture and reads every
+//! its descendants), SRVGGNetCompact, SwinIR and DAT. [`detect`] names the architecture and reads every
 //! size from the tensor shapes as spandrel's `ESRGANArch`/`CompactArch` do; [`UpscalerNet::new`]
 //! builds the network from a tensor map (no files here). Images are f32 NCHW in [0, 1], in
 //! whatever channel order the caller feeds (A1111 feeds BGR).
@@ -8,6 +8,8 @@
 //! crafted state dict gets an [`UpscalerError`], never a panic or a huge allocation.
 
 mod compact;
+mod dat;
+mod dat_config;
 mod layout;
 mod ops;
 mod rrdb;
@@ -20,6 +22,8 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use compact::Compact;
+pub use dat::Dat;
+pub use dat_config::{DatConfig, DatUpsampler};
 pub use layout::{canonicalize, detect, expected_keys, to_old_arch};
 pub use ops::{pixel_shuffle, pixel_unshuffle};
 pub use rrdb::RrdbNet;
@@ -57,7 +61,7 @@ pub enum UpscalerError {
     /// An architecture spandrel reads (and A1111 lists) that Sumi does not build yet.
     #[error(
         "{arch} upscalers are not supported yet (Sumi builds ESRGAN/Real-ESRGAN RRDBNet, \
-         SRVGGNetCompact and SwinIR models)"
+         SRVGGNetCompact, SwinIR and DAT models)"
     )]
     NotBuilt {
         /// spandrel's architecture id.
@@ -158,6 +162,8 @@ pub enum UpscalerConfig {
     Compact(CompactConfig),
     /// SwinIR (spandrel's `SwinIR`).
     SwinIr(SwinIrConfig),
+    /// DAT (spandrel's `DAT`).
+    Dat(DatConfig),
 }
 
 impl UpscalerConfig {
@@ -167,6 +173,7 @@ impl UpscalerConfig {
             Self::Esrgan(_) => "ESRGAN",
             Self::Compact(_) => "Compact",
             Self::SwinIr(_) => "SwinIR",
+            Self::Dat(_) => "DAT",
         }
     }
 
@@ -176,6 +183,7 @@ impl UpscalerConfig {
             Self::Esrgan(c) => c.scale(),
             Self::Compact(c) => c.scale,
             Self::SwinIr(c) => c.scale,
+            Self::Dat(c) => c.scale,
         }
     }
 
@@ -185,6 +193,7 @@ impl UpscalerConfig {
             Self::Esrgan(c) => (c.image_channels(), c.out_channels),
             Self::Compact(c) => (c.in_channels, c.out_channels),
             Self::SwinIr(c) => (c.in_channels, c.in_channels),
+            Self::Dat(c) => (c.in_channels, c.in_channels),
         }
     }
 }
@@ -193,6 +202,7 @@ enum Net {
     Esrgan(Box<RrdbNet>),
     Compact(Compact),
     SwinIr(Box<SwinIr>),
+    Dat(Box<Dat>),
 }
 
 /// A built upscaler network.
@@ -245,6 +255,14 @@ impl UpscalerNet {
                 let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
                 Net::SwinIr(Box::new(SwinIr::new(vb, c).map_err(model)?))
             }
+            UpscalerConfig::Dat(c) => {
+                layout::check_unexpected(&config, tensors.keys())?;
+                let rpe = &tensors["layers.0.blocks.0.attn.attns.0.rpe_biases"];
+                let split = dat_config::split_from_rpe_biases(c, rpe)?;
+                // f32 whatever the precision, as SwinIR
+                let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
+                Net::Dat(Box::new(Dat::new(vb, c, split).map_err(model)?))
+            }
         };
         Ok(Self { config, net })
     }
@@ -278,6 +296,7 @@ impl UpscalerNet {
             Net::Esrgan(n) => n.forward(x),
             Net::Compact(n) => n.forward(x),
             Net::SwinIr(n) => n.forward(x),
+            Net::Dat(n) => n.forward(x),
         };
         y.map_err(|source| UpscalerError::Model { arch, source })
     }

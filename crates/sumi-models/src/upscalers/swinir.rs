@@ -142,8 +142,8 @@ impl SwinBlock {
     }
 }
 
-/// `torch.roll(x, shift, dim)`.
-fn roll(x: &Tensor, dim: usize, shift: isize) -> Result<Tensor> {
+/// `torch.roll(x, shift, dim)` (DAT's too).
+pub(super) fn roll(x: &Tensor, dim: usize, shift: isize) -> Result<Tensor> {
     let len = x.dim(dim)?;
     let s = shift.rem_euclid(len as isize) as usize;
     if s == 0 {
@@ -201,14 +201,14 @@ fn shifted_window_mask(h: usize, w: usize, ws: usize, s: usize, dev: &Device) ->
     Ok(Tensor::from_vec(out, (nh * nw, n, n), dev)?)
 }
 
-/// A residual 1-conv or 3-conv (conv, LeakyReLU 0.2, 1×1 conv, LeakyReLU, conv).
-enum Resi {
+/// A residual 1-conv or 3-conv (conv, LeakyReLU 0.2, 1×1 conv, LeakyReLU, conv); DAT's too.
+pub(super) enum Resi {
     One(Conv2d),
     Three([Conv2d; 3]),
 }
 
 impl Resi {
-    fn new(vb: VarBuilder, dim: usize, three: bool) -> Result<Self> {
+    pub(super) fn new(vb: VarBuilder, dim: usize, three: bool) -> Result<Self> {
         Ok(if three {
             Resi::Three([
                 conv(vb.pp("0"), dim, dim / 4, 3, 1)?,
@@ -220,7 +220,7 @@ impl Resi {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Resi::One(c) => c.forward(x)?,
             Resi::Three([a, b, c]) => {
@@ -232,8 +232,8 @@ impl Resi {
     }
 }
 
-/// The output stage's layers.
-enum Head {
+/// The output stage's layers (DAT's too: its two upsamplers).
+pub(super) enum Head {
     /// `conv_before_upsample`, the shuffle convs, `conv_last`.
     PixelShuffle(Conv2d, Vec<(Conv2d, usize)>, Conv2d),
     /// `upsample.0` and its shuffle.
@@ -242,6 +242,66 @@ enum Head {
     NearestConv(Conv2d, Vec<Conv2d>, Conv2d, Conv2d),
     /// `conv_last` (added to the input).
     None(Conv2d),
+}
+
+impl Head {
+    /// `conv_before_upsample.0`, `upsample.0`, `upsample.2`, … (×2 steps, or one ×3) and
+    /// `conv_last`.
+    pub(super) fn pixel_shuffle(
+        vb: &VarBuilder,
+        dim: usize,
+        nf: usize,
+        scale: usize,
+        out: usize,
+    ) -> Result<Self> {
+        let steps: Vec<usize> = if scale == 3 {
+            vec![3]
+        } else {
+            vec![2; scale.trailing_zeros() as usize]
+        };
+        let convs = steps
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                let up = vb.pp(format!("upsample.{}", 2 * i));
+                Ok((conv(up, nf, r * r * nf, 3, 1)?, r))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Head::PixelShuffle(
+            conv(vb.pp("conv_before_upsample.0"), dim, nf, 3, 1)?,
+            convs,
+            conv(vb.pp("conv_last"), nf, out, 3, 1)?,
+        ))
+    }
+
+    /// `upsample.0` to `out·scale²` channels and its shuffle.
+    pub(super) fn direct(vb: &VarBuilder, dim: usize, scale: usize, out: usize) -> Result<Self> {
+        let cv = conv(vb.pp("upsample.0"), dim, scale * scale * out, 3, 1)?;
+        Ok(Head::Direct(cv, scale))
+    }
+
+    /// The output of the body's features `body`; `x` is the network's (normalized) input.
+    pub(super) fn forward(&self, body: &Tensor, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Head::PixelShuffle(before, ups, last) => {
+                let mut y = leaky_relu(&before.forward(body)?, 0.01)?;
+                for (cv, r) in ups {
+                    y = pixel_shuffle(&cv.forward(&y)?, *r)?;
+                }
+                last.forward(&y)?
+            }
+            Head::Direct(cv, s) => pixel_shuffle(&cv.forward(body)?, *s)?,
+            Head::NearestConv(before, ups, hr, last) => {
+                let mut y = leaky_relu(&before.forward(body)?, 0.01)?;
+                for cv in ups {
+                    let (_, _, yh, yw) = y.dims4()?;
+                    y = leaky_relu(&cv.forward(&y.upsample_nearest2d(2 * yh, 2 * yw)?)?, 0.2)?;
+                }
+                last.forward(&leaky_relu(&hr.forward(&y)?, 0.2)?)?
+            }
+            Head::None(last) => (x + last.forward(body)?)?,
+        })
+    }
 }
 
 /// The SwinIR network.
@@ -273,32 +333,8 @@ impl SwinIr {
         let nf = c.num_feat;
         let out = c.in_channels;
         let head = match c.upsampler {
-            SwinUpsampler::PixelShuffle => {
-                let steps: Vec<usize> = if c.scale == 3 {
-                    vec![3]
-                } else {
-                    vec![2; c.scale.trailing_zeros() as usize]
-                };
-                let convs = steps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &r)| {
-                        Ok((
-                            conv(vb.pp(format!("upsample.{}", 2 * i)), nf, r * r * nf, 3, 1)?,
-                            r,
-                        ))
-                    })
-                    .collect::<Result<_>>()?;
-                Head::PixelShuffle(
-                    conv(vb.pp("conv_before_upsample.0"), dim, nf, 3, 1)?,
-                    convs,
-                    conv(vb.pp("conv_last"), nf, out, 3, 1)?,
-                )
-            }
-            SwinUpsampler::Direct => Head::Direct(
-                conv(vb.pp("upsample.0"), dim, c.scale * c.scale * out, 3, 1)?,
-                c.scale,
-            ),
+            SwinUpsampler::PixelShuffle => Head::pixel_shuffle(&vb, dim, nf, c.scale, out)?,
+            SwinUpsampler::Direct => Head::direct(&vb, dim, c.scale, out)?,
             SwinUpsampler::NearestConv => Head::NearestConv(
                 conv(vb.pp("conv_before_upsample.0"), dim, nf, 3, 1)?,
                 (1..=c.scale.trailing_zeros())
@@ -353,25 +389,7 @@ impl SwinIr {
         let x = (x.broadcast_sub(&mean)? * range)?;
         let first = self.conv_first.forward(&x)?;
         let body = (self.after_body.forward(&self.features(&first)?)? + &first)?;
-        let y = match &self.head {
-            Head::PixelShuffle(before, ups, last) => {
-                let mut y = leaky_relu(&before.forward(&body)?, 0.01)?;
-                for (cv, r) in ups {
-                    y = pixel_shuffle(&cv.forward(&y)?, *r)?;
-                }
-                last.forward(&y)?
-            }
-            Head::Direct(cv, s) => pixel_shuffle(&cv.forward(&body)?, *s)?,
-            Head::NearestConv(before, ups, hr, last) => {
-                let mut y = leaky_relu(&before.forward(&body)?, 0.01)?;
-                for cv in ups {
-                    let (_, _, yh, yw) = y.dims4()?;
-                    y = leaky_relu(&cv.forward(&y.upsample_nearest2d(2 * yh, 2 * yw)?)?, 0.2)?;
-                }
-                last.forward(&leaky_relu(&hr.forward(&y)?, 0.2)?)?
-            }
-            Head::None(last) => (&x + last.forward(&body)?)?,
-        };
+        let y = self.head.forward(&body, &x)?;
         let y = ((y / range)?.broadcast_add(&mean))?;
         let s = c.scale;
         Ok(y.narrow(2, 0, h * s)?.narrow(3, 0, w * s)?)

@@ -1,13 +1,15 @@
 //! Upscalers as A1111 v1.10.1 runs them (`modules/upscaler.py`, `modules/images.py`
 //! `resize_image`, `modules/upscaler_utils.py`): the built-ins `None`, `Lanczos` and `Nearest`
-//! (Pillow-exact) and model files (RRDBNet/ESRGAN, SRVGGNetCompact, SwinIR, see
+//! (Pillow-exact) and model files (RRDBNet/ESRGAN, SRVGGNetCompact, SwinIR, DAT, see
 //! [`sumi_models::upscalers`]) found in upscaler folders, listed by an [`UpscalerRegistry`].
 //!
 //! [`resize_with_upscaler`] is `resize_image`'s `resize(im, w, h)` for the hires fix, extras
 //! and img2img: when the target is larger, [`Upscaler::upscale`] runs up to three passes of
 //! the upscaler until the size is reached, then a Lanczos resize to the exact size. Models run
 //! in A1111's overlapping tiles ([`TileOptions`], [`upscale_with_model`]); SwinIR models in its
-//! averaged tiles of 192 pixels overlapping 8 ([`upscale_weighted`], A1111's SwinIR upscaler).
+//! averaged tiles of 192 pixels overlapping 8 ([`upscale_weighted`], A1111's SwinIR upscaler);
+//! DAT models in [`upscale_with_model`]'s tiles of A1111's own DAT options (`DAT_tile`,
+//! `DAT_tile_overlap`: [`DAT_TILE`], [`DAT_TILE_OVERLAP`]), whatever the ESRGAN ones.
 
 mod load;
 mod picture;
@@ -38,6 +40,10 @@ use crate::request::MAX_SIDE;
 pub const DEFAULT_TILE: u32 = 192;
 /// A1111's `ESRGAN_tile_overlap` default.
 pub const DEFAULT_TILE_OVERLAP: u32 = 8;
+/// A1111's `DAT_tile` default (`modules/dat_model.py` tiles with it, not `ESRGAN_tile`).
+pub const DAT_TILE: u32 = 192;
+/// A1111's `DAT_tile_overlap` default.
+pub const DAT_TILE_OVERLAP: u32 = 8;
 /// Largest tile accepted (A1111's slider: 512).
 pub const MAX_TILE: u32 = 4096;
 /// Most pixels an intermediate pass may produce (a 4× model on a 2896² image).
@@ -342,6 +348,13 @@ impl Upscaler {
                         (SWIN_TILE, SWIN_TILE_OVERLAP),
                         &mut on_tile,
                     )?,
+                    UpscalerConfig::Dat(_) => {
+                        let dat = TileOptions {
+                            tile: DAT_TILE,
+                            overlap: DAT_TILE_OVERLAP,
+                        };
+                        upscale_with_model(&net, &img.to_rgb(), dat, &mut on_tile)?
+                    }
                     _ => upscale_with_model(&net, &img.to_rgb(), tile, &mut on_tile)?,
                 };
                 Ok(Picture::Rgb(out))
