@@ -1,0 +1,82 @@
+//! SDXL txt2img end to end against A1111 v1.10.1's SDXL processing restated on the tiny SDXL
+//! base (tools/reference/make_sdxl_generate_fixtures.py): both encoders with emphasis, a prompt
+//! over 75 tokens (cond and uncond then run as separate U-Net calls), an empty negative prompt
+//! (zero embeddings), non-square sizes, batch 2, Euler a / Euler / DPM++ 2M Karras, CPU and NV
+//! noise. Final latents within 1e-5 of their largest value, pixels within one level.
+//! Also: what SDXL refuses by name (a refiner as the model, the hires fix, LoRA).
+
+use std::ops::ControlFlow;
+
+use sumi_pipeline::{LoadOptions, Pipeline, PipelineError};
+
+mod common;
+use common::{max_abs, root, tiny_model};
+
+fn request(c: &serde_json::Value) -> sumi_pipeline::Request {
+    let blank = image::RgbImage::new(8, 8);
+    let prompts = (
+        c["prompt"].as_str().unwrap(),
+        c["negative"].as_str().unwrap(),
+    );
+    common::case_request(c, 64, prompts, &blank)
+}
+
+#[test]
+fn txt2img_matches_a1111() {
+    let (_, list) = common::cases("sdxl_generate/cases.json", 3);
+    let reference = common::reference("sdxl_generate/reference.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = Pipeline::load(&tiny_model("sdxl", dir.path()), &LoadOptions::default()).unwrap();
+    assert_eq!(pipe.model.architecture, "sdxl");
+    for c in &list {
+        let name = c["name"].as_str().unwrap();
+        let (out, warnings) = pipe
+            .generate(&request(c), &mut |_| ControlFlow::Continue(()))
+            .unwrap();
+        assert!(warnings.is_empty(), "{name}: {warnings:?}");
+        assert_eq!(out.len() as u64, c["batch"].as_u64().unwrap());
+        let (d, pd) = common::check_images(&reference, name, &out);
+        let m = max_abs(&reference[&format!("{name}/latents")]);
+        println!("{name}: latents max |diff| {d:.2e} (max {m:.2}), pixels max diff {pd:?}");
+        assert!(d / m < 1e-5, "{name}: latents {d} of {m}");
+        assert!(pd.unwrap() <= 1.0, "{name}: pixels {pd:?}");
+    }
+}
+
+fn refused(pipe: &Pipeline, req: &sumi_pipeline::Request) -> String {
+    match pipe.generate(req, &mut |_| ControlFlow::Continue(())) {
+        Err(e @ PipelineError::Request { .. }) => e.to_string(),
+        other => panic!("not refused: {:?}", other.map(|o| o.1)),
+    }
+}
+
+#[test]
+fn unsupported_sdxl_features_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Pipeline::load(
+        &tiny_model("sdxl-refiner", dir.path()),
+        &LoadOptions::default(),
+    )
+    .err()
+    .expect("a refiner loaded as the model");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("a refiner checkpoint is used with --refiner, not as the model"),
+        "{msg}"
+    );
+    let pipe = Pipeline::load(&tiny_model("sdxl", dir.path()), &LoadOptions::default()).unwrap();
+    let (_, list) = common::cases("sdxl_generate/cases.json", 3);
+    let mut req = request(&list[0]);
+    req.steps = 1;
+    req.prompt = "a cat <lora:some_sd1_lora:0.8>".into();
+    let msg = refused(&pipe, &req);
+    assert!(
+        msg.contains("LoRA") && msg.contains("not supported on SDXL"),
+        "{msg}"
+    );
+    req.prompt = "a cat".into();
+    req.hires = Some(sumi_pipeline::Hires::default());
+    let msg = refused(&pipe, &req);
+    assert!(msg.contains("hires fix is not supported on SDXL"), "{msg}");
+    assert!(root().join("sdxl_generate").is_dir());
+}
