@@ -118,8 +118,9 @@ pub struct Pipeline {
     pub(crate) clip_width: usize,
     /// SDXL's second text encoder (OpenCLIP bigG); `None` for SD1/SD2.
     pub(crate) clip_g: Option<Arc<ClipTextModel>>,
-    /// SDXL: an embeddings folder was given and not read (warned per job).
-    pub(crate) embeddings_dir_ignored: bool,
+    /// What loading left out or doubts (SDXL: the embeddings folder, a TAESD decoder that
+    /// does not look like TAESDXL), warned with every job.
+    pub(crate) load_notes: Vec<String>,
     pub(crate) networks: NetworkState,
     pub(crate) hypernets: HypernetState,
     pub(crate) embeddings: Vec<Embedding>,
@@ -170,7 +171,7 @@ impl Pipeline {
                         detail,
                     };
                     let w = sumi_weights::Weights::open_raw(p).map_err(|e| bad(e.to_string()))?;
-                    if let Some(why) = crate::taesd_file::wrong_taesd_decoder(&w, p) {
+                    if let Some(why) = crate::taesd_file::wrong_taesd_decoder_for(&w, p, sdxl) {
                         return Err(bad(format!("{}: {why}", p.display())));
                     }
                     TaesdDecoder::new(w.var_builder(DType::F32, &device), 4)
@@ -186,7 +187,7 @@ impl Pipeline {
             clip: Mutex::new(Some(Arc::new(clip))),
             clip_width,
             clip_g,
-            embeddings_dir_ignored: sdxl && opts.embeddings.is_some(),
+            load_notes: crate::sdxl_run::load_notes(sdxl, opts),
             networks,
             hypernets: HypernetState::new(opts.hypernetwork_dirs.clone()),
             embeddings,

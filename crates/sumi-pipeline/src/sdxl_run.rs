@@ -34,6 +34,22 @@ pub(crate) fn build_sdxl(
     ))
 }
 
+/// The warnings of loading an SDXL model with `opts`: the embeddings folder is not read.
+pub(crate) fn load_notes(sdxl: bool, opts: &crate::generate::LoadOptions) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !sdxl {
+        return notes;
+    }
+    if let Some(dir) = &opts.embeddings {
+        notes.push(format!(
+            "embeddings: textual-inversion embeddings are not supported on SDXL models yet; {} \
+             was not read",
+            dir.display()
+        ));
+    }
+    notes
+}
+
 fn unsupported(field: &'static str, what: &str) -> PipelineError {
     PipelineError::Request {
         field,
@@ -49,7 +65,7 @@ impl Pipeline {
 
     /// On an SDXL model: an error naming what the request asks for that is not wired for SDXL
     /// yet (hires fix, SD upscale, LoRA and hypernetworks), else the warnings for what is left
-    /// out (the embeddings folder). Nothing for SD1/SD2.
+    /// out ([`load_notes`]). Nothing for SD1/SD2.
     pub(crate) fn sdxl_refusals(&self, req: &Request) -> Result<Vec<String>> {
         if self.clip_g.is_none() {
             return Ok(Vec::new());
@@ -67,15 +83,7 @@ impl Pipeline {
         if !asked.hypernets.is_empty() {
             return Err(unsupported("prompt", "a hypernetwork (`<hypernet:…>`)"));
         }
-        Ok(self
-            .embeddings_dir_ignored
-            .then(|| {
-                "embeddings: textual-inversion embeddings are not supported on SDXL models yet; \
-                 the embeddings folder was not read"
-                    .to_string()
-            })
-            .into_iter()
-            .collect())
+        Ok(self.load_notes.clone())
     }
 
     /// A1111's SDXL conditioning of a prompt and a negative prompt (both encoders, the ADM

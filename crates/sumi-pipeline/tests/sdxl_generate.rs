@@ -78,5 +78,42 @@ fn unsupported_sdxl_features_are_refused_by_name() {
     req.hires = Some(sumi_pipeline::Hires::default());
     let msg = refused(&pipe, &req);
     assert!(msg.contains("hires fix is not supported on SDXL"), "{msg}");
-    assert!(root().join("sdxl_generate").is_dir());
+}
+
+#[test]
+fn what_sdxl_leaves_out_is_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LoadOptions {
+        embeddings: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let pipe = Pipeline::load(&tiny_model("sdxl", dir.path()), &opts).unwrap();
+    let (_, list) = common::cases("sdxl_generate/cases.json", 3);
+    let mut req = request(&list[0]);
+    req.steps = 1;
+    req.batch_size = 1;
+    let (out, warnings) = pipe
+        .generate(&req, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .starts_with("embeddings: textual-inversion embeddings are not supported on SDXL"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn an_sd_taesd_decoder_is_refused_on_sdxl() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LoadOptions {
+        taesd_decoder: Some(root().join("taesd.safetensors")),
+        ..Default::default()
+    };
+    let e = Pipeline::load(&tiny_model("sdxl", dir.path()), &opts)
+        .err()
+        .expect("TAESD's SD decoder taken for SDXL")
+        .to_string();
+    assert!(e.contains("SDXL models need TAESDXL's"), "{e}");
 }
