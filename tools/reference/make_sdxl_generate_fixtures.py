@@ -63,6 +63,15 @@ CASES = [
          cfg=5.5, batch=1, width=64, height=96, prompt=LONG, negative=""),
     dict(name="euler_cpu_empty_negative_batch2", sampler="Euler", scheduler=None, rng="CPU", seed=7, steps=4,
          cfg=6.0, batch=2, width=64, height=64, prompt="a cat on a hill", negative=""),
+    # img2img from fixtures/generate/init.png (128², no resize): the VAE posterior mean × 0.13025
+    dict(name="img2img_euler_a_cpu", mode="img2img", strength=0.6, sampler="Euler a", scheduler=None, rng="CPU",
+         seed=21, steps=5, cfg=7.0, batch=2, width=128, height=128, prompt="a (portrait:1.2) of an astronaut",
+         negative="blurry"),
+    # the 9-channel SDXL inpainting U-Net without a mask (A1111's txt2img_image_conditioning for
+    # is_sdxl_inpaint: a mask of ones and the latents of a 0.5-grey picture)
+    dict(name="inpaint_model_txt2img_dpmpp_2m_karras_cpu", arch="sdxl-inpaint", sampler="DPM++ 2M",
+         scheduler="karras", rng="CPU", seed=5, steps=4, cfg=7.0, batch=2, width=96, height=64,
+         prompt="a cat on a hill", negative="lowres"),
 ]
 
 
@@ -76,6 +85,8 @@ class LDM:
 
     def apply_model(self, x, t, cond):
         ctx, vec, values = cond["crossattn"], cond["vector"], cond["values"]
+        if "c_concat" in cond:  # sd_models_xl.apply_model for is_sdxl_inpaint
+            x = torch.cat([x, cond["c_concat"]], dim=1)
         return self.unet(x, t, encoder_hidden_states=ctx,
                          added_cond_kwargs={"text_embeds": vec[:, :G_HID], "time_ids": values}).sample
 
@@ -89,14 +100,18 @@ def cat(a, b):
 
 
 class CFGDenoiser:
-    """A1111's CFGDenoiser for one prompt without AND parts or schedules (dict conds)."""
+    """A1111's CFGDenoiser for one prompt without AND parts or schedules (dict conds; the
+    inpainting model's c_concat rides in the dict, as A1111's make_condition_dict puts it)."""
 
-    def __init__(self, inner, cond, uncond, cfg):
+    def __init__(self, inner, cond, uncond, cfg, image_cond=None):
         self.inner, self.cond, self.uncond, self.cfg = inner, cond, uncond, cfg
+        self.image_cond = image_cond
 
     def __call__(self, x, sigma, **kw):
         b = x.shape[0]
         c, u = rows(self.cond, b), rows(self.uncond, b)
+        if self.image_cond is not None:
+            c, u = dict(c, c_concat=self.image_cond), dict(u, c_concat=self.image_cond)
         if c["crossattn"].shape[1] == u["crossattn"].shape[1]:
             out = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=cat(c, u))
             den_cond, den_uncond = out[:b], out[b:]
@@ -113,7 +128,7 @@ def encode(encoders, text, negative, width, height):
     return {"crossattn": ctx, "vector": vec, "values": torch.tensor([values], dtype=torch.float32)}
 
 
-def run(c, unet, vae, encoders):
+def run(c, unet, vae, encoders, init_image):
     inner = external.CompVisDenoiser(LDM(unet))
     with torch.no_grad():
         w, h = c["width"], c["height"]
@@ -126,8 +141,21 @@ def run(c, unet, vae, encoders):
             sigmas = K.get_sigmas_karras(steps, inner.sigmas[0].item(), inner.sigmas[-1].item())
         else:
             sigmas = inner.get_sigmas(steps)
-        x = rng.next() * sigmas[0]
-        den = CFGDenoiser(inner, cond, uncond, c["cfg"])
+        noise = rng.next()
+        if c.get("mode") == "img2img":
+            x0 = torch.from_numpy(np.asarray(init_image).astype(np.float32) / 255.0).permute(2, 0, 1)[None] * 2 - 1
+            init = vae.encode(x0).latent_dist.mean * SCALE
+            t_enc = int(min(c["strength"], 0.999) * steps)
+            sigmas = sigmas[steps - t_enc - 1:]
+            x = init + noise * sigmas[0]
+        else:
+            x = noise * sigmas[0]
+        image_cond = None
+        if c.get("arch") == "sdxl-inpaint":
+            grey = torch.zeros(1, 3, h, w)  # 0.5 in [0, 1]
+            lat = vae.encode(grey).latent_dist.mean * SCALE
+            image_cond = torch.cat([torch.ones(1, 1, h // 8, w // 8), lat], dim=1).repeat(c["batch"], 1, 1, 1)
+        den = CFGDenoiser(inner, cond, uncond, c["cfg"], image_cond)
         if c["sampler"] == "Euler a":
             out = K.sample_euler_ancestral(den, x, sigmas, noise_sampler=lambda s, sn: rng.next(), disable=True)
         elif c["sampler"] == "Euler":
@@ -153,12 +181,17 @@ def main():
                    check=True, capture_output=True)
     tokenize_line = make_chunker(pp, tok := CLIPTokenizer.from_pretrained(d), [])
     del tok
-    unet, vae, te1, te2 = build("sdxl")
-    encoders = [Encoder(te1, False, tokenize_line), Encoder(te2, True, tokenize_line)]
+    from PIL import Image
+    init = Image.open(os.path.join(ROOT, "fixtures", "generate", "init.png")).convert("RGB")
+    models = {}
     os.makedirs(OUT, exist_ok=True)
     tensors = {}
     for c in CASES:
-        lat, img, tokens = run(c, unet, vae, encoders)
+        arch = c.get("arch", "sdxl")
+        if arch not in models:
+            unet, vae, te1, te2 = build(arch)
+            models[arch] = (unet, vae, [Encoder(te1, False, tokenize_line), Encoder(te2, True, tokenize_line)])
+        lat, img, tokens = run(c, *models[arch], init)
         tensors[c["name"] + "/latents"], tensors[c["name"] + "/image"] = lat, img
         print(c["name"], tokens, float(lat.std()), img.float().mean().item())
     save_file(tensors, os.path.join(OUT, "reference.safetensors"))

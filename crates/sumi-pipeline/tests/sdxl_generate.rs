@@ -2,7 +2,8 @@
 //! base (tools/reference/make_sdxl_generate_fixtures.py): both encoders with emphasis, a prompt
 //! over 75 tokens (cond and uncond then run as separate U-Net calls), an empty negative prompt
 //! (zero embeddings), non-square sizes, batch 2, Euler a / Euler / DPM++ 2M Karras, CPU and NV
-//! noise. Final latents within 1e-5 of their largest value, pixels within one level.
+//! noise; img2img (Euler a, strength 0.6); the 9-channel SDXL inpainting U-Net in txt2img (mask
+//! of ones, grey picture's latents). Final latents within 1e-5 of their largest value, pixels within one level.
 //! Also: what SDXL refuses by name (a refiner as the model, the hires fix, LoRA).
 
 use std::ops::ControlFlow;
@@ -13,23 +14,30 @@ mod common;
 use common::{max_abs, root, tiny_model};
 
 fn request(c: &serde_json::Value) -> sumi_pipeline::Request {
-    let blank = image::RgbImage::new(8, 8);
+    let init = image::open(root().join("generate/init.png"))
+        .unwrap()
+        .to_rgb8();
     let prompts = (
         c["prompt"].as_str().unwrap(),
         c["negative"].as_str().unwrap(),
     );
-    common::case_request(c, 64, prompts, &blank)
+    common::case_request(c, 64, prompts, &init)
 }
 
 #[test]
-fn txt2img_matches_a1111() {
-    let (_, list) = common::cases("sdxl_generate/cases.json", 3);
+fn generation_matches_a1111() {
+    let (_, list) = common::cases("sdxl_generate/cases.json", 5);
     let reference = common::reference("sdxl_generate/reference.safetensors");
     let dir = tempfile::tempdir().unwrap();
-    let pipe = Pipeline::load(&tiny_model("sdxl", dir.path()), &LoadOptions::default()).unwrap();
-    assert_eq!(pipe.model.architecture, "sdxl");
+    let mut loaded: std::collections::HashMap<String, Pipeline> = Default::default();
     for c in &list {
         let name = c["name"].as_str().unwrap();
+        let arch = c["arch"].as_str().unwrap_or("sdxl");
+        let pipe = loaded.entry(arch.to_string()).or_insert_with(|| {
+            let d = dir.path().join(arch);
+            Pipeline::load(&tiny_model(arch, &d), &LoadOptions::default()).unwrap()
+        });
+        assert_eq!(pipe.model.architecture, arch);
         let (out, warnings) = pipe
             .generate(&request(c), &mut |_| ControlFlow::Continue(()))
             .unwrap();
