@@ -125,3 +125,24 @@ fn an_sd_taesd_decoder_is_refused_on_sdxl() {
         .to_string();
     assert!(e.contains("SDXL models need TAESDXL's"), "{e}");
 }
+
+/// The timestep samplers (DDIM, PLMS, UniPC) reach the U-Net through another path than the
+/// k-diffusion ones: the ADM vector must travel there too (the U-Net refuses a call without it).
+#[test]
+fn timestep_samplers_run_on_sdxl() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = Pipeline::load(&tiny_model("sdxl", dir.path()), &LoadOptions::default()).unwrap();
+    let (_, list) = common::cases("sdxl_generate/cases.json", 3);
+    for sampler in ["DDIM", "PLMS", "UniPC"] {
+        let mut req = request(&list[1]);
+        req.steps = 3;
+        (req.sampler, req.scheduler) =
+            sumi_sampling::names::parse_sampler_and_scheduler(sampler, None).unwrap();
+        let (out, _) = pipe
+            .generate(&req, &mut |_| ControlFlow::Continue(()))
+            .unwrap_or_else(|e| panic!("{sampler}: {e}"));
+        assert_eq!(out.len(), 1);
+        let m = max_abs(&out[0].latents);
+        assert!(m.is_finite() && m > 1.0, "{sampler}: {m}");
+    }
+}
