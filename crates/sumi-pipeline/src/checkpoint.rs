@@ -6,10 +6,13 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use sumi_models::nn::Reload;
 use sumi_models::{ClipConfig, ClipTextModel, UNet, UNetConfig, Vae, VaeConfig};
-use sumi_weights::layout::{TEXT_ENCODER, UNET, VAE};
+use sumi_weights::layout::{TEXT_ENCODER, TEXT_ENCODER_2, UNET, VAE};
 use sumi_weights::{detect, ModelFacts, Prediction, PredictionSource, TensorPatch, Weights};
 
 use crate::error::{PipelineError, Result};
+
+/// SDXL's latent scale factor (SGM's `scale_factor`).
+pub const SDXL_VAE_SCALE: f64 = 0.13025;
 
 /// What remains known of a checkpoint once its networks are built and its file is closed.
 #[derive(Debug, Clone)]
@@ -41,8 +44,8 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Opens and identifies `path` for generation; `prediction` overrides every other source.
     /// SD2 checkpoints with nothing saying ε or v get A1111's U-Net test (one small forward in
-    /// f32). SDXL checkpoints are refused (they are identified, see [`Self::identify`], but
-    /// not generated from yet).
+    /// f32). An SDXL refiner is refused: it is no model of its own (A1111 runs it after a base
+    /// model).
     pub fn open(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
         let ck = Self::identify(path, prediction)?;
         ck.refuse_unrun()?;
@@ -62,8 +65,7 @@ impl Checkpoint {
 
     /// Opens and identifies `path` for generation without running A1111's U-Net test; see
     /// [`Self::needs_unet_test`] and [`Self::resolve_with`] (for callers that build the U-Net
-    /// anyway and should not build it twice). SDXL checkpoints are refused as in
-    /// [`Self::open`].
+    /// anyway and should not build it twice). An SDXL refiner is refused as in [`Self::open`].
     pub fn open_unresolved(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
         let ck = Self::identify_unresolved(path, prediction)?;
         ck.refuse_unrun()?;
@@ -85,18 +87,26 @@ impl Checkpoint {
         })
     }
 
-    /// SDXL's networks and weights load (`sumi-models`), but its conditioning (two encoders,
-    /// the ADM vector) is not in the pipeline yet: generation refuses it rather than run it
-    /// wrong.
+    /// An SDXL refiner has no CLIP-L and other size conditions: it refines a base model's
+    /// latents and is refused as the model itself.
     fn refuse_unrun(&self) -> Result<()> {
-        if self.facts.family.is_sdxl() {
-            return Err(sumi_weights::WeightsError::Unsupported {
-                path: self.weights.path().to_path_buf(),
-                architecture: format!("SDXL ({})", self.architecture()),
-            }
-            .into());
+        if self.facts.family == sumi_weights::Family::SdxlRefiner {
+            return Err(PipelineError::Request {
+                field: "model",
+                detail: format!(
+                    "{}: an SDXL refiner ({}): a refiner checkpoint is used with --refiner, not \
+                     as the model",
+                    self.weights.path().display(),
+                    self.architecture()
+                ),
+            });
         }
         Ok(())
+    }
+
+    /// Whether this is an SDXL model (two text encoders, the ADM vector).
+    pub fn is_sdxl(&self) -> bool {
+        self.facts.family.is_sdxl()
     }
 
     /// Whether only A1111's U-Net test can tell ε from v (SD2 with nothing saying which).
@@ -169,9 +179,21 @@ impl Checkpoint {
             .map_err(|e| self.model_err(e))
     }
 
-    /// The VAE's configuration.
+    /// The VAE's configuration (SDXL's latent scale 0.13025).
     pub fn vae_config(&self) -> Result<VaeConfig> {
-        VaeConfig::infer(&self.shapes(VAE)).map_err(|e| self.model_err(e))
+        let mut cfg = VaeConfig::infer(&self.shapes(VAE)).map_err(|e| self.model_err(e))?;
+        cfg.scale_factor = self.vae_scale();
+        Ok(cfg)
+    }
+
+    /// The latent scale factor of this model's VAE: SD1/SD2 0.18215, SDXL 0.13025 (SGM's
+    /// `scale_factor`; SDXL has no latent shift).
+    pub fn vae_scale(&self) -> f64 {
+        if self.is_sdxl() {
+            SDXL_VAE_SCALE
+        } else {
+            0.18215
+        }
     }
 
     /// Builds the U-Net: f32 weights decoded in parallel up front; a bf16 `dtype` builds the
@@ -214,6 +236,14 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Builds SDXL's second text encoder (OpenCLIP bigG, with its projection).
+    pub fn clip_g(&self, dtype: DType, dev: &Device) -> Result<ClipTextModel> {
+        let cfg =
+            ClipConfig::infer(&self.shapes(TEXT_ENCODER_2), true).map_err(|e| self.model_err(e))?;
+        let vb = self.weights.var_builder(dtype, dev);
+        ClipTextModel::new(vb.pp("text_encoder_2"), cfg).map_err(|e| self.model_err(e))
+    }
+
     /// Builds the text encoder.
     pub fn clip(&self, dtype: DType, dev: &Device) -> Result<ClipTextModel> {
         self.clip_patched(dtype, dev, None)
@@ -231,15 +261,17 @@ impl Checkpoint {
             .map_err(|e| self.model_err(e))
     }
 
-    /// Builds a VAE from a standalone VAE file (A1111's external VAE).
-    pub fn external_vae(path: &Path, dtype: DType, dev: &Device) -> Result<Vae> {
+    /// Builds a VAE from a standalone VAE file (A1111's external VAE), with the latent scale
+    /// `scale` of the model it serves ([`Self::vae_scale`]).
+    pub fn external_vae(path: &Path, scale: f64, dtype: DType, dev: &Device) -> Result<Vae> {
         let w = Weights::open_vae(path)?;
         let shapes = |n: &str| w.shape(&format!("{VAE}{n}")).map(<[usize]>::to_vec);
         let err = |source| PipelineError::Model {
             path: path.to_path_buf(),
             source,
         };
-        let cfg = VaeConfig::infer(&shapes).map_err(err)?;
+        let mut cfg = VaeConfig::infer(&shapes).map_err(err)?;
+        cfg.scale_factor = scale;
         let vae = Vae::new(w.var_builder(dtype, dev).pp("vae"), cfg).map_err(err)?;
         Ok(vae)
     }

@@ -116,6 +116,9 @@ pub struct ScheduledCond {
     pub end_step: u32,
     /// `[tokens, width]`, tokens a multiple of 77.
     pub cond: Tensor,
+    /// SDXL's ADM vector `[adm_in]` (pooled embedding and size conditions); `None` for
+    /// SD1/SD2.
+    pub vector: Option<Tensor>,
 }
 
 /// One `AND` part: its schedule and its weight in the CFG combination (A1111's
@@ -149,7 +152,30 @@ pub fn cond_at(schedule: &[ScheduledCond], step: u32) -> Option<&Tensor> {
         .map(|e| &e.cond)
 }
 
+/// The ADM vector of the entry of `schedule` in force at `step` (the entry [`cond_at`] picks).
+pub fn vector_at(schedule: &[ScheduledCond], step: u32) -> Option<&Tensor> {
+    schedule
+        .iter()
+        .find(|e| step <= e.end_step)
+        .or(schedule.first())
+        .and_then(|e| e.vector.as_ref())
+}
+
 impl MultiCond {
+    /// SDXL: the ADM vectors of the parts at `step`, `[parts, adm_in]`, in the order of
+    /// [`Self::at_step`]'s conds; `None` for SD1/SD2.
+    pub fn vectors_at(&self, step: u32) -> Result<Option<Tensor>> {
+        let vs: Option<Vec<Tensor>> = self
+            .parts
+            .iter()
+            .map(|p| vector_at(&p.schedule, step).cloned())
+            .collect();
+        match vs {
+            Some(vs) if !vs.is_empty() => Ok(Some(Tensor::stack(&vs, 0)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// A1111's `reconstruct_multicond_batch` for one image: the parts' weights and their conds
     /// at `step` (see [`cond_at`]) stacked `[parts, tokens, width]`, shorter ones extended by
     /// repeating their last vector (`stack_conds`).
@@ -536,54 +562,86 @@ impl<'a> TextEncoder<'a> {
     /// together, one cond per entry.
     pub fn schedule_conds(&self, schedule: &[ScheduleEntry]) -> Result<Vec<ScheduledCond>> {
         let texts: Vec<&str> = schedule.iter().map(|e| e.text.as_str()).collect();
-        let z = self.encode_texts(&texts)?;
-        schedule
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                Ok(ScheduledCond {
-                    end_step: e.end_step,
-                    cond: z.get(i)?,
-                })
-            })
-            .collect()
+        scheduled(schedule, &self.encode_texts(&texts)?, None)
     }
 
     /// A positive prompt's conditioning (A1111's `get_multicond_learned_conditioning` for one
     /// prompt): extra networks removed, `AND` parts with weights, each with its schedule.
     pub fn prompt(&self, prompt: &str, timeline: &Timeline) -> Result<MultiCond> {
-        let mut cache: HashMap<String, Vec<ScheduledCond>> = HashMap::new();
-        let mut parts = Vec::new();
-        for PartText { weight, schedule } in prompt_parts(prompt, timeline, false)? {
-            let key = schedule
-                .iter()
-                .map(|e| format!("{}\u{0}{}", e.end_step, e.text))
-                .collect::<Vec<_>>()
-                .join("\u{1}");
-            let conds = match cache.get(&key) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = self.schedule_conds(&schedule)?;
-                    cache.insert(key, c.clone());
-                    c
-                }
-            };
-            parts.push(WeightedCond {
-                weight,
-                schedule: conds,
-            });
-        }
-        Ok(MultiCond { parts })
+        prompt_conds(prompt, timeline, &|s| self.schedule_conds(s))
     }
 
     /// A negative prompt's conditioning (A1111's `get_learned_conditioning`: no `AND` split,
     /// no extra-network removal), one cond per schedule entry.
     pub fn negative(&self, prompt: &str, timeline: &Timeline) -> Result<Vec<ScheduledCond>> {
-        let parts = prompt_parts(prompt, timeline, true)?;
-        match parts.into_iter().next() {
-            Some(part) => self.schedule_conds(&part.schedule),
-            None => Err(PipelineError::Conditioning("empty schedule".into())),
-        }
+        negative_conds(prompt, timeline, &|s| self.schedule_conds(s))
+    }
+}
+
+/// The entries of `schedule` with their rows of `context` `[entries, tokens, width]` and, for
+/// SDXL, of `vectors` `[entries, adm_in]`.
+pub(crate) fn scheduled(
+    schedule: &[ScheduleEntry],
+    context: &Tensor,
+    vectors: Option<&Tensor>,
+) -> Result<Vec<ScheduledCond>> {
+    schedule
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            Ok(ScheduledCond {
+                end_step: e.end_step,
+                cond: context.get(i)?,
+                vector: vectors.map(|v| v.get(i)).transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// A schedule's texts encoded together, one cond per entry.
+pub(crate) type EncodeSchedule<'e> = dyn Fn(&[ScheduleEntry]) -> Result<Vec<ScheduledCond>> + 'e;
+
+/// [`TextEncoder::prompt`] over any schedule encoder (`encode`): the parts' schedules, each
+/// distinct one encoded once.
+pub(crate) fn prompt_conds(
+    prompt: &str,
+    timeline: &Timeline,
+    encode: &EncodeSchedule<'_>,
+) -> Result<MultiCond> {
+    let mut cache: HashMap<String, Vec<ScheduledCond>> = HashMap::new();
+    let mut parts = Vec::new();
+    for PartText { weight, schedule } in prompt_parts(prompt, timeline, false)? {
+        let key = schedule
+            .iter()
+            .map(|e| format!("{}\u{0}{}", e.end_step, e.text))
+            .collect::<Vec<_>>()
+            .join("\u{1}");
+        let conds = match cache.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = encode(&schedule)?;
+                cache.insert(key, c.clone());
+                c
+            }
+        };
+        parts.push(WeightedCond {
+            weight,
+            schedule: conds,
+        });
+    }
+    Ok(MultiCond { parts })
+}
+
+/// [`TextEncoder::negative`] over any schedule encoder (`encode`).
+pub(crate) fn negative_conds(
+    prompt: &str,
+    timeline: &Timeline,
+    encode: &EncodeSchedule<'_>,
+) -> Result<Vec<ScheduledCond>> {
+    let parts = prompt_parts(prompt, timeline, true)?;
+    match parts.into_iter().next() {
+        Some(part) => encode(&part.schedule),
+        None => Err(PipelineError::Conditioning("empty schedule".into())),
     }
 }
 

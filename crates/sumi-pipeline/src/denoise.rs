@@ -16,7 +16,7 @@ use sumi_sampling::denoiser::{scalings, GuidedPrediction};
 use sumi_sampling::{DiscreteSchedule, Prediction};
 
 use crate::cfg_skip::SkipRule;
-use crate::conditioning::{cond_at, MultiCond, ScheduledCond};
+use crate::conditioning::{cond_at, vector_at, MultiCond, ScheduledCond};
 
 /// Classifier-free guidance over a batch of images sharing one prompt.
 pub struct CfgDenoiser<'a> {
@@ -104,10 +104,11 @@ enum ModelInput {
 }
 
 impl CfgDenoiser<'_> {
-    /// The U-Net's extra inputs: the hypernetworks and the token merging.
-    fn extras(&self) -> sumi_models::Extras<'_> {
+    /// The U-Net's extra inputs: SDXL's ADM vectors `y`, the hypernetworks and the token
+    /// merging.
+    fn extras<'b>(&'b self, y: Option<&'b Tensor>) -> sumi_models::Extras<'b> {
         sumi_models::Extras {
-            y: None,
+            y,
             residuals: None,
             hyper: self.hypernetworks,
             token_merging: self.token_merging,
@@ -115,17 +116,18 @@ impl CfgDenoiser<'_> {
     }
 
     /// The CompVis wrapper on rows `x` with contexts `ctx` (one per row), image conditioning
-    /// `ic` (one per row) if any.
+    /// `ic` and SDXL's ADM vectors `y` (one per row) if any.
     fn inner(
         &self,
         x: &Tensor,
         input: ModelInput,
         ctx: &Tensor,
         ic: Option<&Tensor>,
+        y: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let sigma = match input {
             ModelInput::Sigma(sigma) => sigma,
-            ModelInput::Timestep(t) => return self.inner_at_timestep(x, t, ctx, ic),
+            ModelInput::Timestep(t) => return self.inner_at_timestep(x, t, ctx, ic, y),
         };
         let (c_skip, c_out, c_in) = scalings(self.prediction, sigma);
         let t = self.schedule.sigma_to_t(sigma);
@@ -138,7 +140,7 @@ impl CfgDenoiser<'_> {
         };
         let out = self
             .unet
-            .forward_extras(&x_in, &ts, ctx, &self.extras())
+            .forward_extras(&x_in, &ts, ctx, &self.extras(y))
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         match self.prediction {
             Prediction::Epsilon => x + out.affine(c_out, 0.0)?,
@@ -153,6 +155,7 @@ impl CfgDenoiser<'_> {
         t: f64,
         ctx: &Tensor,
         ic: Option<&Tensor>,
+        y: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let ts = Tensor::full(t as f32, x.dim(0)?, x.device())?;
         let x_in = match ic {
@@ -161,7 +164,7 @@ impl CfgDenoiser<'_> {
         };
         let out = self
             .unet
-            .forward_extras(&x_in, &ts, ctx, &self.extras())
+            .forward_extras(&x_in, &ts, ctx, &self.extras(y))
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         match self.prediction {
             Prediction::Epsilon => Ok(out),
@@ -171,6 +174,28 @@ impl CfgDenoiser<'_> {
                 out.affine(a.sqrt(), 0.0)? + x.affine((1.0 - a).sqrt(), 0.0)?
             }
         }
+    }
+
+    /// SDXL's ADM vectors at the current step: the cond rows (image by image, part by part)
+    /// and the uncond rows (one per image); `None` for SD1/SD2.
+    fn adm_rows(
+        &self,
+        b: usize,
+        parts: usize,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let msg = |e: crate::error::PipelineError| candle_core::Error::Msg(e.to_string());
+        let (Some(vc), Some(vu)) = (
+            self.cond.vectors_at(self.step).map_err(msg)?,
+            vector_at(self.uncond, self.step),
+        ) else {
+            return Ok((None, None));
+        };
+        let rows: Vec<Tensor> = (0..b)
+            .flat_map(|_| 0..parts)
+            .map(|p| vc.get(p))
+            .collect::<candle_core::Result<_>>()?;
+        let uncond = vu.unsqueeze(0)?.repeat((b, 1))?;
+        Ok((Some(Tensor::stack(&rows, 0)?), Some(uncond)))
     }
 
     /// `(guided, uncond)` with the guidance scale multiplied by `scale_multiplier`.
@@ -200,6 +225,8 @@ impl CfgDenoiser<'_> {
         }
         let x_cond = Tensor::stack(&xs, 0)?;
         let c_cond = Tensor::stack(&cs, 0)?;
+        let (y_cond, y_uncond) = self.adm_rows(b, parts)?;
+        let (y_cond, y_uncond) = (y_cond.as_ref(), y_uncond.as_ref());
         let ic_rows = |reps: usize| -> candle_core::Result<Option<Tensor>> {
             self.image_cond
                 .as_ref()
@@ -219,7 +246,7 @@ impl CfgDenoiser<'_> {
         };
         let (den_cond, den_uncond) = if self.skip.skips(self.step, level) {
             // the cond rows only; each image's first cond prediction stands for its uncond one
-            let c = self.inner(&x_cond, input, &c_cond, ic_rows(parts)?.as_ref())?;
+            let c = self.inner(&x_cond, input, &c_cond, ic_rows(parts)?.as_ref(), y_cond)?;
             let firsts: Vec<Tensor> = (0..b)
                 .map(|i| c.get(i * parts))
                 .collect::<candle_core::Result<_>>()?;
@@ -233,12 +260,16 @@ impl CfgDenoiser<'_> {
                 (Some(a), Some(u)) => Some(Tensor::cat(&[&a, &u], 0)?),
                 _ => None,
             };
-            let out = self.inner(&all_x, input, &all_c, ic.as_ref())?;
+            let y = match (y_cond, y_uncond) {
+                (Some(c), Some(u)) => Some(Tensor::cat(&[c, u], 0)?),
+                _ => None,
+            };
+            let out = self.inner(&all_x, input, &all_c, ic.as_ref(), y.as_ref())?;
             (out.narrow(0, 0, b * parts)?, out.narrow(0, b * parts, b)?)
         } else {
             let u_ctx = uncond.unsqueeze(0)?.repeat((b, 1, 1))?;
-            let c = self.inner(&x_cond, input, &c_cond, ic_rows(parts)?.as_ref())?;
-            let u = self.inner(x, input, &u_ctx, ic_rows(1)?.as_ref())?;
+            let c = self.inner(&x_cond, input, &c_cond, ic_rows(parts)?.as_ref(), y_cond)?;
+            let u = self.inner(x, input, &u_ctx, ic_rows(1)?.as_ref(), y_uncond)?;
             (c, u)
         };
         let scale = self.cfg_scale * scale_multiplier;

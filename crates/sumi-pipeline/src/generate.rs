@@ -116,6 +116,11 @@ pub struct Pipeline {
     /// The text encoder as the last job's networks left it.
     pub(crate) clip: Mutex<Option<Arc<ClipTextModel>>>,
     pub(crate) clip_width: usize,
+    /// SDXL's second text encoder (OpenCLIP bigG); `None` for SD1/SD2.
+    pub(crate) clip_g: Option<Arc<ClipTextModel>>,
+    /// What loading left out or doubts (SDXL: the embeddings folder, a TAESD decoder that
+    /// does not look like TAESDXL), warned with every job.
+    pub(crate) load_notes: Vec<String>,
     pub(crate) networks: NetworkState,
     pub(crate) hypernets: HypernetState,
     pub(crate) embeddings: Vec<Embedding>,
@@ -138,16 +143,23 @@ impl Pipeline {
         let wdt = opts.precision.weight_dtype();
         let networks = NetworkState::new(opts.lora_dirs.clone());
         let prompt = opts.first_prompt.as_deref();
-        let (unet, clip) =
-            crate::networks::first_build(&mut checkpoint, &networks, prompt, wdt, &device)?;
+        let sdxl = checkpoint.is_sdxl();
+        let (unet, clip, clip_g) = if sdxl {
+            let (u, l, g) = crate::sdxl_run::build_sdxl(&checkpoint, wdt, &device)?;
+            (u, l, Some(Arc::new(g)))
+        } else {
+            let (u, c) =
+                crate::networks::first_build(&mut checkpoint, &networks, prompt, wdt, &device)?;
+            (u, c, None)
+        };
         let vae = match &opts.vae {
-            Some(p) => Checkpoint::external_vae(p, wdt, &device)?,
+            Some(p) => Checkpoint::external_vae(p, checkpoint.vae_scale(), wdt, &device)?,
             None => checkpoint.vae(wdt, &device)?,
         };
         let clip_width = clip.config().hidden;
         let (embeddings, embedding_report) = match &opts.embeddings {
-            Some(dir) => load_embeddings(dir, clip_width)?,
-            None => (Vec::new(), EmbeddingReport::default()),
+            Some(dir) if !sdxl => load_embeddings(dir, clip_width)?,
+            _ => (Vec::new(), EmbeddingReport::default()),
         };
         Ok(Self {
             taesd: opts
@@ -159,7 +171,7 @@ impl Pipeline {
                         detail,
                     };
                     let w = sumi_weights::Weights::open_raw(p).map_err(|e| bad(e.to_string()))?;
-                    if let Some(why) = crate::taesd_file::wrong_taesd_decoder(&w, p) {
+                    if let Some(why) = crate::taesd_file::wrong_taesd_decoder_for(&w, p, sdxl) {
                         return Err(bad(format!("{}: {why}", p.display())));
                     }
                     TaesdDecoder::new(w.var_builder(DType::F32, &device), 4)
@@ -174,6 +186,8 @@ impl Pipeline {
             vae,
             clip: Mutex::new(Some(Arc::new(clip))),
             clip_width,
+            clip_g,
+            load_notes: crate::sdxl_run::load_notes(sdxl, opts),
             networks,
             hypernets: HypernetState::new(opts.hypernetwork_dirs.clone()),
             embeddings,
@@ -214,6 +228,7 @@ impl Pipeline {
     ) -> Result<Vec<String>> {
         // 1. validate, and plan the sampler run as A1111 would
         req.validate()?;
+        let sdxl_notes = self.sdxl_refusals(req)?;
         if let Some(s) = &req.sd_upscale {
             return self.generate_sd_upscale(req, s, on_step, on_image);
         }
@@ -246,6 +261,7 @@ impl Pipeline {
         // 5. the hires fix's second pass: its networks, plan and conditioning
         let passes = 1 + u32::from(req.hires.is_some());
         let mut warnings = active.warnings.clone();
+        warnings.extend(sdxl_notes);
         warnings.extend(self.model_hash_note(req));
         warnings.extend(size_notes(req.width, req.height));
         warnings.extend(init.notes.iter().cloned());
@@ -317,6 +333,14 @@ impl Pipeline {
             };
             on_step(&p) == ControlFlow::Break(Stop::Interrupt)
         };
+        if self.sdxl_clip_g().is_some() {
+            let conds =
+                self.encode_sdxl(active, (prompt, negative), timeline, req, &mut interrupted);
+            return match conds {
+                Err(PipelineError::Interrupted) => Ok(None),
+                other => other.map(Some),
+            };
+        }
         let te = TextEncoder::new(
             &active.clip,
             &self.device,

@@ -45,6 +45,7 @@ pub mod prompt_report;
 pub mod request;
 pub mod sd_upscale;
 pub mod sdxl;
+mod sdxl_run;
 pub mod taesd_file;
 pub mod upscale;
 pub mod vocab;

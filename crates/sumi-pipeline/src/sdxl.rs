@@ -10,13 +10,16 @@
 //! An all-empty negative prompt has zero context and zero pooled embedding
 //! (`force_zero_embeddings`), its size embeddings kept.
 //!
-//! Not wired into generation yet: the pipeline refuses SDXL checkpoints (see
-//! [`crate::Checkpoint::open`]).
+//! [`SdxlEncoders`] gives a job's prompts as the pipeline's schedules ([`ScheduledCond`] with
+//! the ADM vector in `vector`).
 
 use candle_core::Tensor;
 use sumi_models::fourier_embedding;
+use sumi_prompt::{ScheduleEntry, Timeline};
 
-use crate::conditioning::TextEncoder;
+use crate::conditioning::{
+    negative_conds, prompt_conds, scheduled, MultiCond, ScheduledCond, TextEncoder,
+};
 use crate::error::{PipelineError, Result};
 
 /// A1111's default refiner aesthetic score for prompts (`sdxl_refiner_high_aesthetic_score`).
@@ -160,4 +163,71 @@ pub fn sdxl_conditioning(
         context,
         vector: Tensor::cat(&[&pooled, &emb], 1)?,
     })
+}
+
+/// SDXL's encoders and the size conditions of one job: A1111's `get_learned_conditioning`
+/// on each schedule's texts.
+pub struct SdxlEncoders<'a> {
+    /// CLIP-L (`None` for the refiner).
+    pub clip_l: Option<TextEncoder<'a>>,
+    /// OpenCLIP bigG, with its projection.
+    pub clip_g: TextEncoder<'a>,
+    /// The picture's (width, height): the original and target sizes.
+    pub size: (u32, u32),
+    /// A1111's `sdxl_crop_top`, `sdxl_crop_left`.
+    pub crop: (u32, u32),
+    /// The U-Net's ADM input width.
+    pub adm_in: usize,
+    /// The pooled embedding's width (bigG's projection).
+    pub pooled: usize,
+    /// A refiner (aesthetic score instead of the target size).
+    pub refiner: bool,
+}
+
+impl SdxlEncoders<'_> {
+    /// The size conditions of a prompt or a negative prompt.
+    pub fn conditions(&self, negative: bool) -> AdmConditions {
+        let ((w, h), (top, left)) = (self.size, self.crop);
+        if self.refiner {
+            let score = if negative {
+                LOW_AESTHETIC_SCORE
+            } else {
+                HIGH_AESTHETIC_SCORE
+            };
+            AdmConditions::refiner(w, h, top, left, score)
+        } else {
+            AdmConditions::base(w, h, top, left)
+        }
+    }
+
+    /// A schedule's texts encoded together, one cond (context and vector) per entry.
+    pub fn schedule_conds(
+        &self,
+        schedule: &[ScheduleEntry],
+        negative: bool,
+    ) -> Result<Vec<ScheduledCond>> {
+        let texts: Vec<&str> = schedule.iter().map(|e| e.text.as_str()).collect();
+        let conditions = self.conditions(negative);
+        let fourier = fourier_width(self.adm_in, self.pooled, &conditions)?;
+        let zero = force_zero(negative, &texts);
+        let c = sdxl_conditioning(
+            self.clip_l.as_ref(),
+            &self.clip_g,
+            &texts,
+            &conditions,
+            fourier,
+            zero,
+        )?;
+        scheduled(schedule, &c.context, Some(&c.vector))
+    }
+
+    /// A prompt's conditioning, as [`TextEncoder::prompt`].
+    pub fn prompt(&self, prompt: &str, timeline: &Timeline) -> Result<MultiCond> {
+        prompt_conds(prompt, timeline, &|s| self.schedule_conds(s, false))
+    }
+
+    /// A negative prompt's conditioning, as [`TextEncoder::negative`].
+    pub fn negative(&self, prompt: &str, timeline: &Timeline) -> Result<Vec<ScheduledCond>> {
+        negative_conds(prompt, timeline, &|s| self.schedule_conds(s, true))
+    }
 }

@@ -1,7 +1,7 @@
 //! SDXL checkpoints in the pipeline: identified (the report `sumi model-info` prints) for the
-//! base, inpainting and refiner single files and diffusers folders, and refused by name for
-//! generation until SDXL's conditioning is in the pipeline. Fixtures: the tiny SDXL models of
-//! tools/reference/make_sdxl_fixtures.py.
+//! base, inpainting and refiner single files and diffusers folders; the base and inpainting
+//! models open for generation, the refiner is refused as the model by name. Fixtures: the tiny
+//! SDXL models of tools/reference/make_sdxl_fixtures.py.
 
 use sumi_pipeline::checkpoint_report::CheckpointReport;
 use sumi_pipeline::{Checkpoint, LoadOptions, Pipeline, Prediction};
@@ -44,17 +44,30 @@ fn reports_name_every_sdxl_architecture() {
 }
 
 #[test]
-fn generation_refuses_sdxl_by_name() {
-    for arch in ["sdxl", "sdxl-refiner"] {
+fn a_refiner_is_refused_as_the_model() {
+    let d = tempfile::tempdir().unwrap();
+    let p = tiny_model("sdxl-refiner", d.path());
+    let want = format!(
+        "model: {}: an SDXL refiner (sdxl-refiner): a refiner checkpoint is used with \
+         --refiner, not as the model",
+        p.display()
+    );
+    let e = Pipeline::load(&p, &LoadOptions::default()).err().unwrap();
+    assert_eq!(e.to_string(), want);
+    let e = Checkpoint::open(&d.path().join("diffusers"), None)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not as the model"), "{e}");
+}
+
+#[test]
+fn sdxl_base_and_inpainting_models_load() {
+    for arch in ["sdxl", "sdxl-inpaint"] {
         let d = tempfile::tempdir().unwrap();
         let p = tiny_model(arch, d.path());
-        let want = format!(
-            "{}: SDXL ({arch}) models are not supported yet",
-            p.display()
-        );
-        let e = Pipeline::load(&p, &LoadOptions::default()).err().unwrap();
-        assert_eq!(e.to_string(), want);
-        let e = Checkpoint::open(&p, None).err().unwrap();
-        assert_eq!(e.to_string(), want);
+        for path in [p, d.path().join("diffusers")] {
+            let pipe = Pipeline::load(&path, &LoadOptions::default()).unwrap();
+            assert_eq!(pipe.model.architecture, arch, "{}", path.display());
+        }
     }
 }
