@@ -9,21 +9,17 @@
 //! ends in a conv plus its input; LayerNorm; `conv_after_body` plus the first features; the
 //! upsampler; the mean added back and the padding cropped. Activations live as `[b, h, w, c]`.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use super::dat_config::{DatConfig, DatUpsampler};
 use super::swinir::{roll, Head, Resi};
+use super::window_attention::window_attention;
 use crate::error::Result;
 use crate::nn::{conv, layer_norm, linear, param, Conv2d, Linear};
 
 /// LayerNorm's and BatchNorm's epsilon (PyTorch defaults).
 const EPS: f64 = 1e-5;
-/// The mask value between tokens of different regions in a shifted window.
-const MASKED: f32 = -100.0;
-/// Most attention weights of the spatial attention held at once (64 MiB of f32; a window's
-/// `heads × N²` is at most 32 · 1024² by the limits of `dat_config`).
-const ATTN_BUDGET: usize = 1 << 24;
 /// spandrel's `SizeRequirements(minimum=16)` for DAT.
 const MIN_SIDE: usize = 16;
 
@@ -202,46 +198,10 @@ fn position_bias(
         .contiguous()?)
 }
 
-/// The region of position `i` of a side `len` under windows `s` shifted by `sh` (spandrel's
-/// slices `[0, −s)`, `[−s, −sh)`, `[−sh, ∞)`; with `sh = 0` the last takes everything).
-fn band(i: usize, len: usize, s: usize, sh: usize) -> usize {
-    if sh == 0 || i >= len - sh {
-        2
-    } else if i >= len - s {
-        1
-    } else {
-        0
-    }
-}
-
-/// `calculate_mask` of one branch on an `h × w` map, for the windows `windows` (counted over
-/// the batch: window `i` is the `i mod (windows per image)`-th of its image): `[len, N, N]`.
-fn shifted_mask(
-    (h, w): (usize, usize),
-    (hs, ws): (usize, usize),
-    windows: std::ops::Range<usize>,
-    dev: &Device,
-) -> Result<Tensor> {
-    let (nh, nw, n) = (h / hs, w / ws, hs * ws);
-    let mut out = Vec::with_capacity(windows.len() * n * n);
-    for i in windows.clone() {
-        let (wy, wx) = ((i % (nh * nw)) / nw, i % nw);
-        let ids: Vec<usize> = (0..n)
-            .map(|t| {
-                band(wy * hs + t / ws, h, hs, hs / 2) * 3 + band(wx * ws + t % ws, w, ws, ws / 2)
-            })
-            .collect();
-        for &i in &ids {
-            out.extend(ids.iter().map(|&j| if i == j { 0.0 } else { MASKED }));
-        }
-    }
-    Ok(Tensor::from_vec(out, (windows.len(), n, n), dev)?)
-}
-
 impl Branch {
     /// Attention of `qkv` `[3, b, h, w, c]` (sides multiples of the window) in windows, with
     /// the mask of shifted windows when `shifted`; `[b, h, w, c]`. The windows go in groups of
-    /// at most [`ATTN_BUDGET`] attention weights (the mask made for each group).
+    /// at most `ATTN_BUDGET` attention weights ([`window_attention`]).
     fn forward(&self, qkv: &Tensor, shifted: bool) -> Result<Tensor> {
         let (_, b, h, w, c) = qkv.dims5()?;
         let (hs, ws, heads) = (self.hs, self.ws, self.heads);
@@ -256,26 +216,8 @@ impl Branch {
         let q = (win(qkv.get(0)?)? * (hd as f64).powf(-0.5))?;
         let k = win(qkv.get(1)?)?;
         let v = win(qkv.get(2)?)?;
-        let total = b * nh * nw;
-        let group = (ATTN_BUDGET / (heads * n * n)).max(1);
-        let bias = self.bias.unsqueeze(0)?;
-        let mut ys = Vec::with_capacity(total.div_ceil(group));
-        for start in (0..total).step_by(group) {
-            let len = group.min(total - start);
-            let k = k.narrow(0, start, len)?;
-            let att = q
-                .narrow(0, start, len)?
-                .matmul(&k.t()?)?
-                .broadcast_add(&bias)?;
-            let att = if shifted {
-                let m = shifted_mask((h, w), (hs, ws), start..start + len, qkv.device())?;
-                att.broadcast_add(&m.unsqueeze(1)?)?
-            } else {
-                att
-            };
-            ys.push(candle_nn::ops::softmax_last_dim(&att)?.matmul(&v.narrow(0, start, len)?)?);
-        }
-        let y = Tensor::cat(&ys, 0)?;
+        let shift = shifted.then_some(((h, w), (hs, ws)));
+        let y = window_attention(&q, &k, &v, &self.bias, shift)?;
         Ok(y.transpose(1, 2)?
             .reshape((b, nh, nw, hs, ws, c))?
             .permute((0, 1, 3, 2, 4, 5))?

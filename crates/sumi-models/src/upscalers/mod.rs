@@ -15,6 +15,7 @@ mod ops;
 mod rrdb;
 mod swinir;
 mod swinir_config;
+mod window_attention;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -6,19 +6,18 @@
 //! input); LayerNorm; `conv_after_body` plus the first features; the upsampler; the mean added
 //! back and the padding cropped.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::LayerNorm;
 use candle_nn::VarBuilder;
 
 use super::ops::{leaky_relu, pixel_shuffle, reflect_pad_to_multiple};
 use super::swinir_config::{SwinIrConfig, SwinUpsampler};
+use super::window_attention::window_attention;
 use crate::error::Result;
 use crate::nn::{conv, layer_norm, linear, param, Conv2d, Linear};
 
 /// LayerNorm's epsilon (`nn.LayerNorm` default).
 const EPS: f64 = 1e-5;
-/// The mask value between tokens of different regions in a shifted window.
-const MASKED: f32 = -100.0;
 
 /// One Swin transformer block.
 struct SwinBlock {
@@ -79,15 +78,8 @@ impl SwinBlock {
         })
     }
 
-    /// `x` `[b, h·w, c]` (tokens of an `h × w` map, both multiples of `ws`); `mask`
-    /// `[windows, N, N]` for shifted blocks.
-    fn forward(
-        &self,
-        x: &Tensor,
-        (h, w): (usize, usize),
-        ws: usize,
-        mask: &Tensor,
-    ) -> Result<Tensor> {
+    /// `x` `[b, h·w, c]` (tokens of an `h × w` map, both multiples of `ws`).
+    fn forward(&self, x: &Tensor, (h, w): (usize, usize), ws: usize) -> Result<Tensor> {
         let (b, _, c) = x.dims3()?;
         let y = self.norm1.forward(x)?.reshape((b, h, w, c))?;
         let y = if self.shift > 0 {
@@ -100,7 +92,7 @@ impl SwinBlock {
             y
         };
         let windows = partition(&y, ws)?;
-        let a = self.attention(&windows, (self.shift > 0).then_some(mask))?;
+        let a = self.attention(&windows, (self.shift > 0).then_some(((h, w), (ws, ws))))?;
         let y = reverse(&a, ws, b, h, w)?;
         let y = if self.shift > 0 {
             roll(&roll(&y, 1, self.shift as isize)?, 2, self.shift as isize)?
@@ -114,8 +106,13 @@ impl SwinBlock {
         Ok((x + m)?)
     }
 
-    /// Window attention over `x` `[b·windows, N, c]`.
-    fn attention(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// Window attention over `x` `[b·windows, N, c]` (windows in raster order per image);
+    /// `shifted`: the map and window sizes of a shifted block's mask.
+    fn attention(
+        &self,
+        x: &Tensor,
+        shifted: Option<((usize, usize), (usize, usize))>,
+    ) -> Result<Tensor> {
         let (bw, n, c) = x.dims3()?;
         let hd = c / self.heads;
         let qkv = self
@@ -126,18 +123,8 @@ impl SwinBlock {
         let q = (qkv.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let att = q.matmul(&k.t()?)?.broadcast_add(&self.bias.unsqueeze(0)?)?;
-        let att = match mask {
-            Some(m) => {
-                let nw = m.dim(0)?;
-                att.reshape((bw / nw, nw, self.heads, n, n))?
-                    .broadcast_add(&m.unsqueeze(1)?.unsqueeze(0)?)?
-                    .reshape((bw, self.heads, n, n))?
-            }
-            None => att,
-        };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
+        let y = window_attention(&q, &k, &v, &self.bias, shifted)?;
+        let y = y.transpose(1, 2)?.reshape((bw, n, c))?;
         Ok(self.proj.forward(&y)?)
     }
 }
@@ -171,34 +158,6 @@ fn reverse(x: &Tensor, ws: usize, b: usize, h: usize, w: usize) -> Result<Tensor
         .permute((0, 1, 3, 2, 4, 5))?
         .contiguous()?
         .reshape((b, h, w, c))?)
-}
-
-/// `calculate_mask`: `[windows, N, N]`, 0 between tokens of the same region of the shifted map
-/// and −100 between others (regions: the three bands `[0, h−ws)`, `[h−ws, h−s)`, `[h−s, h)`
-/// in each direction).
-fn shifted_window_mask(h: usize, w: usize, ws: usize, s: usize, dev: &Device) -> Result<Tensor> {
-    let band = |i: usize, len: usize| {
-        if i < len - ws {
-            0
-        } else if i < len - s {
-            1
-        } else {
-            2
-        }
-    };
-    let (nh, nw, n) = (h / ws, w / ws, ws * ws);
-    let mut out = Vec::with_capacity(nh * nw * n * n);
-    for wy in 0..nh {
-        for wx in 0..nw {
-            let ids: Vec<usize> = (0..n)
-                .map(|t| band(wy * ws + t / ws, h) * 3 + band(wx * ws + t % ws, w))
-                .collect();
-            for &i in &ids {
-                out.extend(ids.iter().map(|&j| if i == j { 0.0 } else { MASKED }));
-            }
-        }
-    }
-    Ok(Tensor::from_vec(out, (nh * nw, n, n), dev)?)
 }
 
 /// A residual 1-conv or 3-conv (conv, LeakyReLU 0.2, 1×1 conv, LeakyReLU, conv); DAT's too.
@@ -360,14 +319,13 @@ impl SwinIr {
     fn features(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let ws = self.config.window;
-        let mask = shifted_window_mask(h, w, ws, ws / 2, x.device())?;
         let tokens = |t: &Tensor| -> Result<Tensor> { Ok(t.flatten_from(2)?.transpose(1, 2)?) };
         let map = |t: &Tensor| -> Result<Tensor> { Ok(t.transpose(1, 2)?.reshape((b, c, h, w))?) };
         let mut t = self.embed_norm.forward(&tokens(x)?)?;
         for (blocks, conv) in &self.layers {
             let mut y = t.clone();
             for blk in blocks {
-                y = blk.forward(&y, (h, w), ws, &mask)?;
+                y = blk.forward(&y, (h, w), ws)?;
             }
             t = tokens(&conv.forward(&map(&y)?)?)?.add(&t)?;
         }

@@ -11,6 +11,8 @@ const A: &str = "SwinIR";
 pub const MAX_WINDOW: usize = 32;
 /// Most residual Swin transformer layers (real files: 4 to 9).
 pub const MAX_LAYERS: usize = 32;
+/// Most attention heads per layer (real files: 6 to 8).
+pub const MAX_HEADS: usize = 64;
 /// Largest `img_size` accepted (real files: 48 to 128).
 pub const MAX_IMG_SIZE: usize = 1024;
 
@@ -157,7 +159,7 @@ pub fn swinir_config(shapes: &BTreeMap<String, Vec<usize>>) -> Result<SwinIrConf
             &format!("{g}.0.attn.relative_position_bias_table"),
             2,
         )?;
-        let h = check(A, "heads", table[1], embed_dim)?;
+        let h = check(A, "heads", table[1], MAX_HEADS.min(embed_dim))?;
         if !embed_dim.is_multiple_of(h) {
             return Err(invalid(A, format!("{h} heads for {embed_dim} channels")));
         }
