@@ -161,6 +161,37 @@ impl Conv2d {
         let (_, _, h, w) = x.dims4()?;
         self.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
     }
+
+    /// `forward` of the channel concatenation of `xs`, then `epi`: on the f32 path a 3×3,
+    /// stride-1, padding-1 kernel runs the direct convolution of
+    /// [`crate::kernels::conv3x3`] where the CPU has AVX-512 (the concatenation is never
+    /// formed); elsewhere the concatenation goes through `forward`.
+    pub fn forward_cat(
+        &self,
+        xs: &[&Tensor],
+        epi: crate::kernels::conv3x3::Epilogue,
+    ) -> candle_core::Result<Tensor> {
+        use crate::kernels::conv3x3::{conv3x3, Epilogue};
+        if let Kernel::F32 { weight, bias } = &self.kernel {
+            let direct = self.spec.shape.2 == 3 && (self.stride, self.padding) == (1, 1);
+            let cpu_f32 = xs
+                .iter()
+                .all(|x| x.device().is_cpu() && x.dtype() == DType::F32);
+            if direct && cpu_f32 && weight.dtype() == DType::F32 {
+                if let Some(y) = conv3x3(xs, weight, bias, epi)? {
+                    return Ok(y);
+                }
+            }
+        }
+        let y = match xs {
+            [x] => self.forward(x)?,
+            _ => self.forward(&Tensor::cat(xs, 1)?)?,
+        };
+        match epi {
+            Epilogue::None => Ok(y),
+            Epilogue::LeakyRelu(s) => y.maximum(&(&y * f64::from(s))?),
+        }
+    }
 }
 
 impl Module for Conv2d {

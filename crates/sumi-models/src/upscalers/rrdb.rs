@@ -13,6 +13,7 @@ use candle_nn::VarBuilder;
 use super::ops::{leaky_relu, pixel_unshuffle, reflect_pad_to_multiple};
 use super::EsrganConfig;
 use crate::error::Result;
+use crate::kernels::conv3x3::Epilogue;
 use crate::nn::{conv, conv_cfg, Conv2d};
 
 /// ESRGAN's activation slope.
@@ -46,17 +47,18 @@ impl Rdb {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let [c1, c2, c3, c4, c5] = &self.convs;
-        let x1 = leaky_relu(&c1.forward(x)?, SLOPE)?;
-        let mut x2 = leaky_relu(&c2.forward(&Tensor::cat(&[x, &x1], 1)?)?, SLOPE)?;
+        let lrelu = Epilogue::LeakyRelu(SLOPE as f32);
+        let x1 = c1.forward_cat(&[x], lrelu)?;
+        let mut x2 = c2.forward_cat(&[x, &x1], lrelu)?;
         if let Some(c) = &self.conv1x1 {
             x2 = (x2 + c.forward(x)?)?;
         }
-        let x3 = leaky_relu(&c3.forward(&Tensor::cat(&[x, &x1, &x2], 1)?)?, SLOPE)?;
-        let mut x4 = leaky_relu(&c4.forward(&Tensor::cat(&[x, &x1, &x2, &x3], 1)?)?, SLOPE)?;
+        let x3 = c3.forward_cat(&[x, &x1, &x2], lrelu)?;
+        let mut x4 = c4.forward_cat(&[x, &x1, &x2, &x3], lrelu)?;
         if self.conv1x1.is_some() {
             x4 = (x4 + &x2)?;
         }
-        let x5 = c5.forward(&Tensor::cat(&[x, &x1, &x2, &x3, &x4], 1)?)?;
+        let x5 = c5.forward_cat(&[x, &x1, &x2, &x3, &x4], Epilogue::None)?;
         Ok(((x5 * 0.2)? + x)?)
     }
 }
@@ -126,17 +128,19 @@ impl RrdbNet {
             Some(f) => pixel_unshuffle(&reflect_pad_to_multiple(x, f)?, f)?,
             None => x.clone(),
         };
-        let fea = self.conv_first.forward(&input)?;
+        let fea = self.conv_first.forward_cat(&[&input], Epilogue::None)?;
         let mut trunk = fea.clone();
         for b in &self.blocks {
             trunk = b.forward(&trunk)?;
         }
-        let mut fea = (fea + self.lr_conv.forward(&trunk)?)?;
+        let mut fea = (fea + self.lr_conv.forward_cat(&[&trunk], Epilogue::None)?)?;
         for up in &self.upconvs {
             fea = leaky_relu(&up.forward_upsampled2x(&fea)?, SLOPE)?;
         }
-        let fea = leaky_relu(&self.hr_conv.forward(&fea)?, SLOPE)?;
-        let out = self.conv_last.forward(&fea)?;
+        let fea = self
+            .hr_conv
+            .forward_cat(&[&fea], Epilogue::LeakyRelu(SLOPE as f32))?;
+        let out = self.conv_last.forward_cat(&[&fea], Epilogue::None)?;
         Ok(match self.config.shuffle_factor {
             Some(_) => {
                 let s = self.config.scale();
