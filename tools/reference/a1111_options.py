@@ -3,7 +3,7 @@ the OptionInfo entries of the built-in extensions and modules) without importing
 
 Usage: a1111_options.py A1111_SOURCE_DIR (a checkout or `git archive v1.10.1` of it) > crates/sumi-server/assets/a1111_options.json
 
-Each `"key": OptionInfo(default, ...)` (also chained: `.info(...)`, `.link(...)`, ...) gives
+Each `"key": OptionInfo(default, ...)` or `add_option("key", OptionInfo(default, ...))` (also chained: `.info(...)`, `.link(...)`, ...) gives
 `key: default`; OptionHTML entries are not options (A1111 does not save them). Defaults that
 are not Python literals are evaluated as A1111 v1.10.1 evaluates them on a fresh install
 (EXPRESSIONS below); any other expression stops the script, naming it.
@@ -60,9 +60,15 @@ def main():
     for rel in FILES:
         tree = ast.parse((root / rel).read_text(), rel)
         for d in ast.walk(tree):
-            if not isinstance(d, ast.Dict):
+            if isinstance(d, ast.Dict):
+                pairs = zip(d.keys, d.values)
+            elif (isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute)
+                  and d.func.attr == "add_option" and len(d.args) == 2):
+                # `shared.opts.add_option("key", OptionInfo(...))` (SwinIR, ScuNET, LDSR)
+                pairs = [tuple(d.args)]
+            else:
                 continue
-            for k, v in zip(d.keys, d.values):
+            for k, v in pairs:
                 call = option_call(v)
                 if call is None or not isinstance(k, ast.Constant):
                     continue

@@ -10,7 +10,9 @@ use sumi_pipeline::extras::{
     encode_png_with_texts, output_texts, upscale_extras, ExtrasRequest, ExtrasResize,
 };
 use sumi_pipeline::image::load_init_image;
-use sumi_pipeline::upscale::{keep_going, TileOptions, UpscalerRegistry};
+use sumi_pipeline::upscale::{
+    keep_going, TileOptions, UpscalerRegistry, DEFAULT_TILE, DEFAULT_TILE_OVERLAP, MAX_TILE,
+};
 
 /// Largest input picture, in pixels (as img2img's init image).
 const MAX_INPUT_PIXELS: u64 = 64 * 1024 * 1024;
@@ -58,18 +60,31 @@ pub struct Args {
     /// recursively; repeatable.
     #[arg(long = "upscaler-dir", value_name = "DIR")]
     upscaler_dirs: Vec<PathBuf>,
-    /// Model tile size in pixels (A1111's ESRGAN_tile; 0 = whole picture at once).
-    #[arg(long, value_name = "PX", default_value_t = sumi_pipeline::upscale::DEFAULT_TILE)]
-    tile: u32,
-    /// Overlap between model tiles in pixels (A1111's ESRGAN_tile_overlap).
-    #[arg(long, value_name = "PX", default_value_t = sumi_pipeline::upscale::DEFAULT_TILE_OVERLAP)]
-    tile_overlap: u32,
+    /// Model tile size in pixels, 0 to 4096 (0 = the whole picture at once): A1111's
+    /// ESRGAN_tile for RRDBNet/SRVGGNetCompact files, SWIN_tile for SwinIR, DAT_tile for DAT.
+    #[arg(long, value_name = "PX", default_value_t = i64::from(DEFAULT_TILE),
+          allow_negative_numbers = true, value_parser = tile_px)]
+    tile: i64,
+    /// Overlap between model tiles in pixels, under --tile (A1111's ESRGAN_tile_overlap,
+    /// SWIN_tile_overlap, DAT_tile_overlap).
+    #[arg(long, value_name = "PX", default_value_t = i64::from(DEFAULT_TILE_OVERLAP),
+          allow_negative_numbers = true, value_parser = tile_px)]
+    tile_overlap: i64,
     /// The PNG to write (default: the next number in ./outputs/).
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Create --output's folder when it does not exist (else that is an error).
     #[arg(long)]
     mkdir: bool,
+}
+
+/// A tile setting: 0 to [`MAX_TILE`] pixels.
+fn tile_px(s: &str) -> std::result::Result<i64, String> {
+    let v: i64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if !(0..=i64::from(MAX_TILE)).contains(&v) {
+        return Err(format!("{v} pixels: a tile is 0 to {MAX_TILE} pixels"));
+    }
+    Ok(v)
 }
 
 impl Args {
@@ -90,10 +105,12 @@ impl Args {
             upscaler_1: self.upscaler.clone(),
             upscaler_2: self.upscaler_2.clone().unwrap_or_else(|| "None".into()),
             upscaler_2_visibility: self.upscaler_2_visibility.unwrap_or(0.0),
+            // checked by `tile_px`: 0 ..= MAX_TILE
             tile: TileOptions {
-                tile: self.tile,
-                overlap: self.tile_overlap,
-            },
+                tile: self.tile as u32,
+                overlap: self.tile_overlap as u32,
+            }
+            .into(),
         }
     }
 }

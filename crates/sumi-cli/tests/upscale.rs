@@ -1,8 +1,8 @@
 //! `sumi upscale` end to end: A1111's Extras cases of `fixtures/extras/` (made by
 //! `tools/reference/make_extras_fixtures.py` over Pillow 9.5.0) through the command line, the
 //! PNG equal to A1111's picture with A1111's `postprocessing` text beside the input's
-//! `parameters`; an unknown upscaler exits 2 with the list; bad sizes and clashing options
-//! exit 2 naming them.
+//! `parameters`; an unknown upscaler exits 2 with the list; bad sizes, bad tiles and clashing
+//! options exit 2 naming them.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -181,6 +181,31 @@ fn bad_input_exits_2() {
         let o = upscale(&src, &args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(!stderr(&o).is_empty());
+    }
+    // tiles: negative, over 4096, an overlap not under the tile
+    for (args, says) in [
+        (
+            ["--tile", "-16", "--tile-overlap", "8"],
+            "a tile is 0 to 4096 pixels",
+        ),
+        (
+            ["--tile", "5000", "--tile-overlap", "8"],
+            "a tile is 0 to 4096 pixels",
+        ),
+        (
+            ["--tile", "64", "--tile-overlap", "-1"],
+            "a tile is 0 to 4096 pixels",
+        ),
+        (
+            ["--tile", "16", "--tile-overlap", "16"],
+            "tile size 16 with overlap 16",
+        ),
+    ] {
+        let mut all = vec!["--upscaler", "Lanczos", "-o", out.to_str().unwrap()];
+        all.extend(args);
+        let o = upscale(&src, &all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
     }
     assert!(!out.exists());
 }

@@ -19,7 +19,7 @@ use image::RgbImage;
 use crate::error::{PipelineError, Result};
 use crate::infotext::{py_float_repr, quote};
 use crate::request::MAX_SIDE;
-use crate::upscale::{Picture, TileOptions, TileProgress, UpscaleError, UpscalerRegistry};
+use crate::upscale::{Picture, TileProgress, UpscaleError, UpscalerRegistry, UpscalerTiles};
 
 /// The `postprocessing` PNG text chunk A1111 writes the Extras infotext to.
 pub const POSTPROCESSING_KEY: &str = "postprocessing";
@@ -59,8 +59,9 @@ pub struct ExtrasRequest {
     pub upscaler_2: String,
     /// `extras_upscaler_2_visibility`, in [0, 1]: the second upscaler's weight in the blend.
     pub upscaler_2_visibility: f64,
-    /// Model tiling (`ESRGAN_tile`, `ESRGAN_tile_overlap`).
-    pub tile: TileOptions,
+    /// Model tiling, each family with its A1111 settings (`ESRGAN_tile`, `SWIN_tile`,
+    /// `DAT_tile` and their overlaps).
+    pub tile: UpscalerTiles,
 }
 
 impl Default for ExtrasRequest {
@@ -74,7 +75,7 @@ impl Default for ExtrasRequest {
             upscaler_1: "None".into(),
             upscaler_2: "None".into(),
             upscaler_2_visibility: 0.0,
-            tile: TileOptions::default(),
+            tile: UpscalerTiles::default(),
         }
     }
 }

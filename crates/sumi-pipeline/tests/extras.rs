@@ -51,7 +51,7 @@ fn request(c: &serde_json::Value, tile: TileOptions) -> ExtrasRequest {
         upscaler_1: c["upscaler_1"].as_str().unwrap().into(),
         upscaler_2: c["upscaler_2"].as_str().unwrap().into(),
         upscaler_2_visibility: c["visibility"].as_f64().unwrap(),
-        tile,
+        tile: tile.into(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 
 use image::RgbImage;
 use sumi_pipeline::upscale::{
-    upscale_with_model, TileOptions, Upscaler, DAT_TILE, DAT_TILE_OVERLAP,
+    upscale_with_model, TileOptions, Upscaler, UpscalerTiles, DAT_TILE, DAT_TILE_OVERLAP,
 };
 use sumi_testkit::fixture::{read_json, tensors};
 
@@ -74,9 +74,12 @@ fn dat_upscaler_uses_dat_tiles_not_esrgan_ones() {
     let io = tensors(&dir.join("io.safetensors")).unwrap();
     let input = image(&io["tiled/input"]);
     let up = Upscaler::from_file(&dir.join(c["file"].as_str().unwrap()));
-    let esrgan = TileOptions {
-        tile: 16,
-        overlap: 4,
+    let esrgan = UpscalerTiles {
+        esrgan: TileOptions {
+            tile: 16,
+            overlap: 4,
+        },
+        ..Default::default()
     };
     let mut tiles = 0;
     let out = up

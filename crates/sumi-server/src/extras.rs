@@ -3,10 +3,16 @@
 //! [`sumi_pipeline::extras`], and the upscaler listings (`/upscalers`, `/realesrgan-models`)
 //! from the upscaler folders (`Config.load.upscaler_dirs`).
 //!
-//! The work runs off the async runtime (`spawn_blocking`), one Extras job at a time (A1111
-//! holds its queue lock), and stops at the next model tile when the client goes away. While no
-//! generation runs, an Extras job is A1111's `shared.state` job: `/progress` shows it and
-//! `/interrupt` and `/skip` act on it as A1111's `run_postprocessing` does. Fields
+//! The work takes its turn in the generation queue and runs on its worker thread, as A1111 runs
+//! it under its queue lock: an Extras request waits behind the generations queued before it
+//! (and they behind it), counts toward the queue's capacity (429 when full), and stops at the
+//! next model tile when the client goes away. Running, it is A1111's `shared.state` job
+//! (`state.begin(job="extras")`, so an interrupt sent to an earlier generation does not reach
+//! it): `/progress` shows it and `/interrupt` and `/skip` act on it as A1111's
+//! `run_postprocessing` and tiled upscalers do (an interrupt ends the batch before the next
+//! image and makes the running model pass hand back its input; a skip drops the image). The
+//! model tiles are the stored settings' (`ESRGAN_tile`, `SWIN_tile`, `DAT_tile` and their
+//! overlaps, A1111's 192/8 by default). Fields
 //! A1111 accepts but Sumi does not do are refused with a 422 naming them: face restoration
 //! (`gfpgan_visibility`, `codeformer_visibility` above 0). `upscale_first` is accepted as A1111
 //! does: its `run_extras` never reads it. Other unknown fields are ignored, as pydantic does.
@@ -27,12 +33,16 @@ use sumi_pipeline::extras::{
     html_info, output_texts, upscale_extras_picture, ExtrasRequest, ExtrasResize,
 };
 use sumi_pipeline::png::encode_picture_png;
-use sumi_pipeline::upscale::{TileOptions, TileProgress, UpscaleError, UpscalerRegistry};
+use sumi_pipeline::upscale::{
+    real_esrgan_model, TileProgress, UpscaleError, UpscalerRegistry, UpscalerTiles,
+    REAL_ESRGAN_MODELS,
+};
 use sumi_pipeline::PipelineError;
 
 use crate::body::{json_object, read_body};
 use crate::error::ApiError;
 use crate::images::{decode_base64, encode_base64, Upload, MAX_REQUEST_PIXELS};
+use crate::queue::{Outcome, Task, Work};
 use crate::{lax, worker, AppState};
 
 /// `ExtrasBaseRequest` (and the single image's `image`, the batch's `imageList`).
@@ -96,9 +106,10 @@ fn unit(field: &str, v: Option<f64>) -> Result<f64, ApiError> {
     Ok(v)
 }
 
-/// The pipeline request from A1111's fields, with its defaults; 422 for values out of
-/// A1111's ranges and for the face restoration Sumi does not do.
-fn request(f: &Fields) -> Result<ExtrasRequest, ApiError> {
+/// The pipeline request from A1111's fields, with its defaults, and the model tiles of the
+/// settings (`ESRGAN_tile`, `SWIN_tile`, `DAT_tile`: [`crate::options::upscaler_tiles`]); 422
+/// for values out of A1111's ranges and for the face restoration Sumi does not do.
+fn request(f: &Fields, tiles: UpscalerTiles) -> Result<ExtrasRequest, ApiError> {
     for (field, v) in [
         ("gfpgan_visibility", f.gfpgan_visibility),
         ("codeformer_visibility", f.codeformer_visibility),
@@ -150,7 +161,7 @@ fn request(f: &Fields) -> Result<ExtrasRequest, ApiError> {
             "extras_upscaler_2_visibility",
             f.extras_upscaler_2_visibility,
         )?,
-        tile: TileOptions::default(),
+        tile: tiles,
     })
 }
 
@@ -191,15 +202,6 @@ fn answer(e: PipelineError) -> ApiError {
         },
         PipelineError::Request { .. } => ApiError::invalid(e.to_string()),
         _ => ApiError::internal(e.to_string()),
-    }
-}
-
-/// Sets the flag when the handler is dropped before the work is done (the client went away).
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -267,39 +269,24 @@ fn upscale_all(
     Ok((html_info(&infotext), images))
 }
 
-/// A1111's `shared.state` for an Extras job: `/progress` shows it ("extras", one job an image,
-/// a model's tiles as steps) and `/interrupt`, `/skip` reach it — when no generation holds
-/// the state (A1111 runs one at a time behind its queue lock; Sumi's Extras run beside the
-/// generation queue, and then only a client that goes away stops them).
+/// A1111's `shared.state` for an Extras job on the worker: `/progress` shows it ("extras", one
+/// job an image, a model's tiles as steps) and `/interrupt`, `/skip` reach it.
 struct ExtrasState<'a> {
     state: &'a AppState,
     cancel: &'a AtomicBool,
-    owns: bool,
 }
 
 impl<'a> ExtrasState<'a> {
+    /// `state.begin(job="extras")`: a stop asked of an earlier job is forgotten.
     fn begin(state: &'a AppState, cancel: &'a AtomicBool, images: usize) -> Self {
-        let owns = state
-            .running
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok();
-        if owns {
-            state.control.store(worker::RUN, Ordering::SeqCst);
-            state.progress_lock().begin("extras", images as u32);
-        }
-        Self {
-            state,
-            cancel,
-            owns,
-        }
+        state.control.store(worker::RUN, Ordering::SeqCst);
+        state.progress_lock().begin("extras", images as u32);
+        Self { state, cancel }
     }
 
     fn control(&self, e: Event) -> Control {
         if self.cancel.load(Ordering::SeqCst) {
             return Control::Interrupt;
-        }
-        if !self.owns {
-            return Control::Go;
         }
         match e {
             Event::Image(i) => self.state.progress_lock().step(i as u32, 0, 0, None),
@@ -322,21 +309,16 @@ impl<'a> ExtrasState<'a> {
 
 impl Drop for ExtrasState<'_> {
     fn drop(&mut self) {
-        if self.owns {
-            self.state.progress_lock().end();
-            self.state.control.store(worker::RUN, Ordering::SeqCst);
-            self.state.running.store(false, Ordering::SeqCst);
-        }
+        self.state.progress_lock().end();
+        self.state.control.store(worker::RUN, Ordering::SeqCst);
     }
 }
 
-/// Upscales each uploaded image; `(html_info, base64 PNGs)`.
-async fn run(
-    s: &Arc<AppState>,
-    uploads: Vec<(Upload, Texts)>,
-    req: ExtrasRequest,
-) -> Result<(String, Vec<String>), ApiError> {
-    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+/// What an Extras job answers: `(html_info, base64 PNGs)`.
+type Answer = Result<(String, Vec<String>), ApiError>;
+
+/// Upscales each uploaded image in the generation queue's turn; `(html_info, base64 PNGs)`.
+async fn run(s: &Arc<AppState>, uploads: Vec<(Upload, Texts)>, req: ExtrasRequest) -> Answer {
     let registry = registry(s)?;
     // unknown names fail before the queue and before any pixel is decoded
     for name in [&req.upscaler_1, &req.upscaler_2] {
@@ -344,19 +326,29 @@ async fn run(
             registry.get(name).map_err(answer)?;
         }
     }
-    let _permit = ONE_AT_A_TIME
-        .acquire()
-        .await
-        .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    let _guard = CancelOnDrop(cancel.clone());
-    let s = s.clone();
-    tokio::task::spawn_blocking(move || {
-        let shared = ExtrasState::begin(&s, &cancel, uploads.len());
-        upscale_all(uploads, &req, &registry, &mut |e| shared.control(e))
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
+    let (tx, rx) = tokio::sync::oneshot::channel::<Answer>();
+    let state = s.clone();
+    let work = Work(Box::new(move |cancel: &AtomicBool| {
+        let shared = ExtrasState::begin(&state, cancel, uploads.len());
+        let out = upscale_all(uploads, &req, &registry, &mut |e| shared.control(e));
+        drop(shared);
+        let _ = tx.send(out);
+    }));
+    match crate::routes::submit(s, Task::Run(work), false).await? {
+        Outcome::Ran => rx
+            .await
+            .map_err(|_| ApiError::internal("the Extras job ended without an answer"))?,
+        Outcome::Cancelled(why) => Err(ApiError::unavailable(why)),
+        Outcome::Refused(e) => Err(e),
+        Outcome::Generated(_) | Outcome::Loaded(_) => {
+            Err(ApiError::internal("the Extras job failed in the worker"))
+        }
+    }
+}
+
+/// The model tiles of the stored settings (Extras requests have no `override_settings`).
+fn settings_tiles(s: &AppState) -> Result<UpscalerTiles, ApiError> {
+    crate::options::upscaler_tiles(&s.options_lock(), None)
 }
 
 /// Reads the body and its fields (body limit, timeouts, draining as the generation routes).
@@ -388,7 +380,7 @@ pub async fn extra_single_image(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let f = read_fields(&s, &headers, body).await?;
-    let req = request(&f)?;
+    let req = request(&f, settings_tiles(&s)?)?;
     let text = f.image.as_deref().unwrap_or("");
     let (html, mut images) = run(&s, vec![upload("image", text)?], req).await?;
     let image = images.pop().unwrap_or_default();
@@ -403,7 +395,7 @@ pub async fn extra_batch_images(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let f = read_fields(&s, &headers, body).await?;
-    let req = request(&f)?;
+    let req = request(&f, settings_tiles(&s)?)?;
     let Some(list) = &f.image_list else {
         return Err(ApiError::invalid("imageList: field required"));
     };
@@ -418,15 +410,21 @@ pub async fn extra_batch_images(
 }
 
 /// `GET /sdapi/v1/upscalers`: A1111's `get_upscalers` over the registry (`model_name`
-/// `ESRGAN_4x` for files of the ESRGAN folder, null for the built-ins and Real-ESRGAN).
+/// `ESRGAN_4x` for files of the ESRGAN folder, null for the built-ins and Real-ESRGAN; the
+/// Real-ESRGAN entries' `model_path` is their `data_path`, the release's URL, as A1111 lists
+/// it even when the file is on disk).
 pub async fn upscalers(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let r = registry(&s)?;
     let items = r
         .entries()
         .iter()
         .map(|u| {
-            let path = u.path().map(|p| p.to_string_lossy().into_owned());
-            let model_name = (path.is_some() && !is_real_esrgan(u.name())).then_some("ESRGAN_4x");
+            let real = u.path().and(real_esrgan_model(u.name()));
+            let path = match real {
+                Some(m) => Some(m.url.to_string()),
+                None => u.path().map(|p| p.to_string_lossy().into_owned()),
+            };
+            let model_name = (path.is_some() && real.is_none()).then_some("ESRGAN_4x");
             json!({
                 "name": u.name(),
                 "model_name": model_name,
@@ -439,27 +437,15 @@ pub async fn upscalers(State(s): State<Arc<AppState>>) -> Result<Json<Value>, Ap
     Ok(Json(Value::Array(items)))
 }
 
-fn is_real_esrgan(name: &str) -> bool {
-    name.starts_with("R-ESRGAN ")
-}
-
-/// `GET /sdapi/v1/realesrgan-models`: A1111's shape (`name`, `path`, `scale`) for the
-/// Real-ESRGAN files found.
-pub async fn realesrgan_models(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let r = registry(&s)?;
-    let items = r
-        .entries()
+/// `GET /sdapi/v1/realesrgan-models`: A1111's `get_realesrgan_models(None)`: its six
+/// Real-ESRGAN entries (`name`, `path` = the release's URL, `scale`), whichever files are on
+/// disk (`/upscalers` lists those Sumi can run).
+pub async fn realesrgan_models() -> Json<Value> {
+    let items = REAL_ESRGAN_MODELS
         .iter()
-        .filter(|u| u.path().is_some() && is_real_esrgan(u.name()))
-        .map(|u| {
-            json!({
-                "name": u.name(),
-                "path": u.path().map(|p| p.to_string_lossy().into_owned()),
-                "scale": u.scale(),
-            })
-        })
+        .map(|m| json!({"name": m.name, "path": m.url, "scale": m.scale}))
         .collect();
-    Ok(Json(Value::Array(items)))
+    Json(Value::Array(items))
 }
 
 #[cfg(test)]
@@ -473,9 +459,10 @@ mod tests {
 
     #[test]
     fn a1111_defaults() {
-        let r = request(&Fields::default()).unwrap();
+        let r = request(&Fields::default(), UpscalerTiles::default()).unwrap();
         assert_eq!(r, ExtrasRequest::default());
-        let r = request(&fields(json!({"resize_mode": 1, "upscaling_crop": false}))).unwrap();
+        let f = fields(json!({"resize_mode": 1, "upscaling_crop": false}));
+        let r = request(&f, UpscalerTiles::default()).unwrap();
         assert_eq!(
             r.resize,
             ExtrasResize::To {
@@ -536,10 +523,11 @@ mod tests {
         // picture, then Lanczos to the size (80×56 for 2× of 40×30)
         let model = ExtrasRequest {
             upscaler_1: "compact_x2".into(),
-            tile: TileOptions {
+            tile: sumi_pipeline::upscale::TileOptions {
                 tile: 16,
                 overlap: 4,
-            },
+            }
+            .into(),
             ..Default::default()
         };
         let mut tiles = 0;
@@ -609,7 +597,7 @@ mod tests {
                 "extras_upscaler_2_visibility",
             ),
         ] {
-            let e = request(&fields(v)).unwrap_err();
+            let e = request(&fields(v), UpscalerTiles::default()).unwrap_err();
             assert_eq!(e.status.as_u16(), 422);
             assert!(e.detail.starts_with(field), "{}", e.detail);
         }

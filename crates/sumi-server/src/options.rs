@@ -4,12 +4,13 @@
 //! its own value. The other options are accepted, kept and echoed back (so clients that set them,
 //! as webuiapi's `set_options`, work), each value at most [`MAX_VALUE_BYTES`] of JSON; a key A1111
 //! does not define is refused 422 naming it (A1111 fails on it too), so the store is bounded
-//! (317 keys × 4 KiB). The three options A1111's API may not set (`restrict_api`) are ignored, as
+//! (324 keys × 4 KiB). The three options A1111's API may not set (`restrict_api`) are ignored, as
 //! A1111 does.
 //! `sd_model_checkpoint` is the loaded checkpoint's title (setting it switches the model; see
 //! `routes`).
 
 use serde_json::{json, Map, Value};
+use sumi_pipeline::upscale::{UpscalerTiles, TILE_SETTINGS};
 use sumi_pipeline::NoiseSource;
 
 use crate::error::ApiError;
@@ -222,6 +223,44 @@ impl GenOptions {
     }
 }
 
+/// The model upscalers' tiles from the settings (overlaid with `over`): A1111's
+/// `ESRGAN_tile`, `SWIN_tile`, `DAT_tile` and their overlaps, each whole pixels from 0 to
+/// 4096 and each overlap under its tile; anything else is a 422 naming the setting.
+pub fn upscaler_tiles(
+    opts: &Map<String, Value>,
+    over: Option<&Map<String, Value>>,
+) -> Result<UpscalerTiles, ApiError> {
+    let mut tiles = UpscalerTiles::default();
+    for k in TILE_SETTINGS {
+        let Some(v) = get(k, over, opts) else {
+            continue;
+        };
+        let n = as_f64(v)
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+            .ok_or_else(|| {
+                ApiError::invalid(format!("setting {k}: {v} is not a whole number of pixels"))
+            })?;
+        tiles
+            .set(k, n as i64)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+    }
+    tiles
+        .check()
+        .map_err(|e| ApiError::invalid(format!("settings {}: {e}", tile_pair_names(tiles))))?;
+    Ok(tiles)
+}
+
+/// The names of the first pair of tile settings that [`UpscalerTiles::check`] refuses.
+fn tile_pair_names(tiles: UpscalerTiles) -> &'static str {
+    if tiles.esrgan.check().is_err() {
+        "ESRGAN_tile, ESRGAN_tile_overlap"
+    } else if tiles.swin.check().is_err() {
+        "SWIN_tile, SWIN_tile_overlap"
+    } else {
+        "DAT_tile, DAT_tile_overlap"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,13 +284,18 @@ mod tests {
         for k in API_RESTRICTED {
             assert!(is_a1111_option(k), "{k}");
         }
-        assert_eq!(a1111_options().len(), 317);
+        assert_eq!(a1111_options().len(), 324);
     }
 
     #[test]
     fn every_option_has_a1111s_default_unless_sumi_reports_its_own() {
         let d = defaults(false);
-        assert_eq!(d.len(), 317);
+        assert_eq!(d.len(), 324);
+        // the options the built-in extensions add with `shared.opts.add_option`
+        assert_eq!(d["SWIN_tile"], json!(192));
+        assert_eq!(d["SWIN_tile_overlap"], json!(8));
+        assert_eq!(d["SCUNET_tile"], json!(256));
+        assert_eq!(d["ldsr_steps"], json!(100));
         // A1111's defaults, of several kinds
         assert_eq!(d["send_seed"], json!(true));
         assert_eq!(d["jpeg_quality"], json!(80));
@@ -264,5 +308,53 @@ mod tests {
         assert_eq!(d["samples_save"], json!(false));
         assert_eq!(d["show_progress_type"], json!("Approx cheap"));
         assert_eq!(defaults(true)["show_progress_type"], json!("TAESD"));
+    }
+
+    #[test]
+    fn tile_settings_are_read_and_checked() {
+        let d = defaults(false);
+        let t = upscaler_tiles(&d, None).unwrap();
+        assert!(t.is_default());
+        let mut opts = d.clone();
+        opts.insert("SWIN_tile".into(), json!(64));
+        opts.insert("DAT_tile_overlap".into(), json!("0"));
+        let over = json!({"ESRGAN_tile": 32.0, "ESRGAN_tile_overlap": null});
+        let t = upscaler_tiles(&opts, over.as_object()).unwrap();
+        assert_eq!((t.esrgan.tile, t.esrgan.overlap), (32, 8));
+        assert_eq!((t.swin.tile, t.swin.overlap), (64, 8));
+        assert_eq!((t.dat.tile, t.dat.overlap), (192, 0));
+        for (k, v, says) in [
+            (
+                "ESRGAN_tile",
+                json!(-16),
+                "setting ESRGAN_tile: -16: a tile setting is 0 to 4096",
+            ),
+            (
+                "SWIN_tile",
+                json!(1e9),
+                "setting SWIN_tile: 1000000000: a tile setting is 0 to",
+            ),
+            (
+                "DAT_tile",
+                json!(16.5),
+                "setting DAT_tile: 16.5 is not a whole number",
+            ),
+            (
+                "DAT_tile",
+                json!(true),
+                "setting DAT_tile: true is not a whole number",
+            ),
+            (
+                "SWIN_tile",
+                json!(8),
+                "settings SWIN_tile, SWIN_tile_overlap: tile size 8 with overlap 8",
+            ),
+        ] {
+            let mut o = d.clone();
+            o.insert(k.into(), v);
+            let e = upscaler_tiles(&o, None).unwrap_err();
+            assert_eq!(e.status.as_u16(), 422);
+            assert!(e.detail.starts_with(says), "{}", e.detail);
+        }
     }
 }

@@ -18,6 +18,18 @@ pub enum Task {
     Generate(Box<Prepared>),
     /// Load another checkpoint and make it current.
     Load(PathBuf),
+    /// Other work that takes its turn in the queue as A1111 runs it under its queue lock (an
+    /// Extras upscale): called with the job's cancel flag; it sends its own answer.
+    Run(Work),
+}
+
+/// The work of a [`Task::Run`].
+pub struct Work(pub Box<dyn FnOnce(&AtomicBool) + Send>);
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Work")
+    }
 }
 
 /// One generated image set, ready to send.
@@ -57,6 +69,8 @@ pub enum Outcome {
     Generated(Result<Box<GenOutput>, JobFailure>),
     /// A model switch's result.
     Loaded(Result<(), String>),
+    /// A [`Task::Run`] ran (its answer went its own way).
+    Ran,
     /// The job was refused when its turn came (an uploaded image whose pixels cannot be
     /// decoded): the answer to send.
     Refused(crate::error::ApiError),

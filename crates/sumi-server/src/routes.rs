@@ -158,7 +158,7 @@ impl Drop for CancelOnDrop {
 }
 
 /// Queues `task` and waits for its outcome; a dropped wait cancels the job.
-async fn submit(s: &AppState, task: Task, control: bool) -> Result<Outcome, ApiError> {
+pub(crate) async fn submit(s: &AppState, task: Task, control: bool) -> Result<Outcome, ApiError> {
     if !s.worker_alive.load(Ordering::SeqCst) {
         return Err(ApiError::unavailable(WORKER_GONE));
     }
@@ -263,7 +263,7 @@ async fn generate(
         ))),
         Outcome::Cancelled(why) => Err(ApiError::unavailable(why)),
         Outcome::Refused(e) => Err(e),
-        Outcome::Loaded(_) => Err(ApiError::internal("unexpected worker answer")),
+        Outcome::Loaded(_) | Outcome::Ran => Err(ApiError::internal("unexpected worker answer")),
     }
 }
 
@@ -402,6 +402,7 @@ async fn set_options(
     let mut merged = s.options_lock().clone();
     merged.extend(sent.clone());
     GenOptions::read(&merged, None)?;
+    crate::options::upscaler_tiles(&merged, None)?;
     if let Some(v) = sent.remove("sd_model_checkpoint") {
         let wanted = v
             .as_str()
@@ -442,7 +443,7 @@ async fn switch_model(s: &Arc<AppState>, wanted: &str) -> Result<(), ApiError> {
             entry.name
         ))),
         Outcome::Cancelled(why) => Err(ApiError::unavailable(why)),
-        Outcome::Generated(_) | Outcome::Refused(_) => {
+        Outcome::Generated(_) | Outcome::Refused(_) | Outcome::Ran => {
             Err(ApiError::internal("unexpected worker answer"))
         }
     }

@@ -25,8 +25,9 @@ const APPLIED_SETTINGS: [&str; 11] = [
 
 /// Settings that change A1111's picture (or the image file the API returns) and that Sumi does not
 /// apply: A1111 v1.10.1's `OptionInfo(..., infotext=...)` settings and a few more (the networks
-/// A1111 adds to every prompt, `lora_functional`).
-const PICTURE_SETTINGS: [&str; 38] = [
+/// A1111 adds to every prompt, `lora_functional`, the upscaler img2img enlarges its picture
+/// with).
+const PICTURE_SETTINGS: [&str; 39] = [
     "face_restoration",
     "emphasis",
     "tiling",
@@ -61,6 +62,7 @@ const PICTURE_SETTINGS: [&str; 38] = [
     "beta_dist_beta",
     "img2img_color_correction",
     "img2img_background_color",
+    "upscaler_for_img2img",
     "samples_format",
     "lora_functional",
     "sd_lora",
@@ -172,7 +174,9 @@ pub fn warnings(
             continue;
         }
         if let (Some(v), Some(d)) = (options.get(k), a1111.get(k)) {
-            if !neutral(v, d) {
+            // `upscaler_for_img2img` "None" resizes as no upscaler does
+            let none_upscaler = k == "upscaler_for_img2img" && v.as_str() == Some("None");
+            if !neutral(v, d) && !none_upscaler {
                 out.push(format!(
                     "setting {k}: {} is not applied by Sumi (A1111's default {} is what Sumi \
                      does): the picture may differ from A1111's",
@@ -182,11 +186,47 @@ pub fn warnings(
             }
         }
     }
+    out.extend(tile_warnings(sent, options));
     if let Some(text) = sent.get("infotext").and_then(Value::as_str) {
         let p = sumi_pipeline::infotext::parse_generation_parameters(text);
         out.extend(capped(
             sumi_pipeline::infotext_unapplied::unapplied_warnings(&p),
             "infotext keys not applied",
+        ));
+    }
+    out
+}
+
+/// The model upscalers' tile settings (`ESRGAN_tile`, …) stored away from A1111's defaults:
+/// Sumi applies them to Extras, while the hires fix and the SD upscale script (whose upscaler
+/// A1111 tiles with them) tile with the defaults; named when the request has either.
+fn tile_warnings(sent: &Map<String, Value>, options: &Map<String, Value>) -> Vec<String> {
+    let hires = sent
+        .get("enable_hr")
+        .is_some_and(|v| v.as_bool() == Some(true));
+    let script = sent
+        .get("script_name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty() && n != "None");
+    if !(hires || script) {
+        return Vec::new();
+    }
+    let over = sent.get("override_settings").and_then(Value::as_object);
+    let mut out = Vec::new();
+    for k in sumi_pipeline::upscale::TILE_SETTINGS {
+        let (Some(v), Some(d)) = (
+            options.get(k),
+            sumi_pipeline::upscale::tile_setting_default(k),
+        ) else {
+            continue;
+        };
+        if over.is_some_and(|o| o.contains_key(k)) || neutral(v, &Value::from(d)) {
+            continue;
+        }
+        out.push(format!(
+            "setting {k}: {} is applied to Extras only: the hires fix and SD upscale tile \
+             with A1111's default {d}",
+            shown(v)
         ));
     }
     out
@@ -260,6 +300,40 @@ mod tests {
         // img2img fields are fields of img2img only
         let w = warnings(Endpoint::Txt2Img, &obj(json!({"mask_blur": 4})), &opts);
         assert_eq!(w, ["mask_blur: not a field of A1111's API: ignored"]);
+    }
+
+    #[test]
+    fn tile_settings_are_named_for_the_hires_fix_and_sd_upscale() {
+        let mut opts = crate::options::defaults(false);
+        opts.insert("ESRGAN_tile".into(), json!(64));
+        opts.insert("DAT_tile_overlap".into(), json!(8));
+        let w = warnings(Endpoint::Txt2Img, &obj(json!({"prompt": "x"})), &opts);
+        assert_eq!(w, Vec::<String>::new());
+        let hires = obj(json!({"prompt": "x", "enable_hr": true}));
+        assert_eq!(
+            warnings(Endpoint::Txt2Img, &hires, &opts),
+            [
+                "setting ESRGAN_tile: 64 is applied to Extras only: the hires fix and SD upscale \
+              tile with A1111's default 192"
+            ]
+        );
+        let sd_upscale = obj(json!({"prompt": "x", "script_name": "SD upscale",
+            "override_settings": {"ESRGAN_tile": 32}}));
+        assert_eq!(
+            warnings(Endpoint::Img2Img, &sd_upscale, &opts),
+            ["override_settings.ESRGAN_tile: 32 is not applied by Sumi"]
+        );
+        // img2img's upscaler: "None" resizes as none does
+        opts.insert("upscaler_for_img2img".into(), json!("None"));
+        let plain = obj(json!({"prompt": "x"}));
+        assert_eq!(
+            warnings(Endpoint::Img2Img, &plain, &opts),
+            Vec::<String>::new()
+        );
+        opts.insert("upscaler_for_img2img".into(), json!("Lanczos"));
+        let w = warnings(Endpoint::Img2Img, &plain, &opts);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("setting upscaler_for_img2img: \"Lanczos\" is not applied"));
     }
 
     #[test]

@@ -112,6 +112,10 @@ fn execute(
                 Outcome::Refused(e)
             }
         },
+        Task::Run(work) => {
+            (work.0)(cancel);
+            Outcome::Ran
+        }
         Task::Load(path) => Outcome::Loaded(
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let m = backend.load(&path)?;

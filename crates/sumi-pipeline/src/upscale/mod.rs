@@ -6,16 +6,18 @@
 //! [`resize_with_upscaler`] is `resize_image`'s `resize(im, w, h)` for the hires fix, extras
 //! and img2img: when the target is larger, [`Upscaler::upscale`] runs up to three passes of
 //! the upscaler until the size is reached, then a Lanczos resize to the exact size. Models run
-//! in A1111's overlapping tiles ([`TileOptions`], [`upscale_with_model`]); SwinIR models in its
-//! averaged tiles of 192 pixels overlapping 8 ([`upscale_weighted`], A1111's SwinIR upscaler);
-//! DAT models in [`upscale_with_model`]'s tiles of A1111's own DAT options (`DAT_tile`,
-//! `DAT_tile_overlap`: [`DAT_TILE`], [`DAT_TILE_OVERLAP`]), whatever the ESRGAN ones.
+//! in A1111's overlapping tiles ([`TileOptions`], [`upscale_with_model`]), each family with the
+//! tiles of its own A1111 settings ([`UpscalerTiles`]): RRDBNet and SRVGGNetCompact with
+//! `ESRGAN_tile`/`ESRGAN_tile_overlap`, SwinIR in `upscale_2`'s averaged tiles
+//! ([`upscale_weighted`]) with `SWIN_tile`/`SWIN_tile_overlap`, DAT with
+//! `DAT_tile`/`DAT_tile_overlap` (all 192/8 by default).
 
 mod load;
 mod picture;
 mod registry;
 mod tile;
 mod tile_weighted;
+mod tiles;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -28,9 +30,13 @@ use sumi_models::Precision;
 
 pub use load::{read_state_dict, MAX_UPSCALER_FILE_BYTES};
 pub use picture::Picture;
-pub use registry::{UpscalerRegistry, MAX_SCAN_DEPTH, MAX_SCAN_FILES, UPSCALER_EXTENSIONS};
+pub use registry::{
+    real_esrgan_model, RealEsrganModel, UpscalerRegistry, MAX_SCAN_DEPTH, MAX_SCAN_FILES,
+    REAL_ESRGAN_MODELS, UPSCALER_EXTENSIONS,
+};
 pub use tile::{resize_nearest, upscale_with_model};
 pub use tile_weighted::{upscale_weighted, SWIN_TILE, SWIN_TILE_OVERLAP};
+pub use tiles::{tile_setting_default, UpscalerTiles, TILE_SETTINGS};
 
 use crate::error::Result;
 use crate::image::resize_lanczos;
@@ -40,7 +46,8 @@ use crate::request::MAX_SIDE;
 pub const DEFAULT_TILE: u32 = 192;
 /// A1111's `ESRGAN_tile_overlap` default.
 pub const DEFAULT_TILE_OVERLAP: u32 = 8;
-/// A1111's `DAT_tile` default (`modules/dat_model.py` tiles with it, not `ESRGAN_tile`).
+/// A1111's `DAT_tile` default (`modules/dat_model.py` tiles with it, not `ESRGAN_tile`; see
+/// [`UpscalerTiles`]).
 pub const DAT_TILE: u32 = 192;
 /// A1111's `DAT_tile_overlap` default.
 pub const DAT_TILE_OVERLAP: u32 = 8;
@@ -125,6 +132,16 @@ pub enum UpscaleError {
         /// The limit it breaks.
         detail: String,
     },
+    /// A tiling setting (`ESRGAN_tile`, …) with a value Sumi cannot use.
+    #[error("setting {key}: {value}: {detail}")]
+    Setting {
+        /// The setting.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        detail: String,
+    },
     /// The caller's `on_tile` callback asked to stop.
     #[error("the upscale was interrupted")]
     Interrupted,
@@ -155,7 +172,8 @@ pub fn keep_going(_: TileProgress) -> ControlFlow<()> {
     ControlFlow::Continue(())
 }
 
-/// A1111's tiling options (`ESRGAN_tile`, `ESRGAN_tile_overlap`).
+/// One pair of A1111's tiling options (`ESRGAN_tile`, `ESRGAN_tile_overlap`, or SwinIR's or
+/// DAT's: [`UpscalerTiles`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TileOptions {
     /// Tile size in input pixels; 0 runs the whole image at once.
@@ -311,7 +329,7 @@ impl Upscaler {
         &self,
         img: &Picture,
         scale: f64,
-        tile: TileOptions,
+        tiles: UpscalerTiles,
         pass: usize,
         on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
     ) -> Result<Picture> {
@@ -342,20 +360,18 @@ impl Upscaler {
                 }
                 let mut on_tile = |p| on_tile(TileProgress { pass, ..p });
                 let out = match net.config() {
-                    UpscalerConfig::SwinIr(_) => upscale_weighted(
-                        &net,
-                        &img.to_rgb(),
-                        (SWIN_TILE, SWIN_TILE_OVERLAP),
-                        &mut on_tile,
-                    )?,
-                    UpscalerConfig::Dat(_) => {
-                        let dat = TileOptions {
-                            tile: DAT_TILE,
-                            overlap: DAT_TILE_OVERLAP,
-                        };
-                        upscale_with_model(&net, &img.to_rgb(), dat, &mut on_tile)?
+                    UpscalerConfig::SwinIr(_) => {
+                        let t = tiles.swin;
+                        t.check()?;
+                        let pair = (t.tile as usize, t.overlap as usize);
+                        upscale_weighted(&net, &img.to_rgb(), pair, &mut on_tile)?
                     }
-                    _ => upscale_with_model(&net, &img.to_rgb(), tile, &mut on_tile)?,
+                    UpscalerConfig::Dat(_) => {
+                        upscale_with_model(&net, &img.to_rgb(), tiles.dat, &mut on_tile)?
+                    }
+                    UpscalerConfig::Esrgan(_) | UpscalerConfig::Compact(_) => {
+                        upscale_with_model(&net, &img.to_rgb(), tiles.esrgan, &mut on_tile)?
+                    }
                 };
                 Ok(Picture::Rgb(out))
             }
@@ -367,15 +383,16 @@ impl Upscaler {
     /// `(w·scale)//8·8 × (h·scale)//8·8`, then Pillow LANCZOS to exactly that size.
     /// `on_tile` hears of each model tile and may interrupt (see [`upscale_with_model`]): as
     /// A1111's, the interrupted pass hands back its input and the passes end there (the
-    /// Lanczos resize to the size still follows).
+    /// Lanczos resize to the size still follows). `tiles`: each model family's tiles
+    /// ([`UpscalerTiles`]; a [`TileOptions`] sets all three).
     pub fn upscale(
         &self,
         img: &RgbImage,
         scale: f64,
-        tile: TileOptions,
+        tiles: impl Into<UpscalerTiles>,
         on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
     ) -> Result<RgbImage> {
-        let out = self.upscale_picture(&Picture::Rgb(img.clone()), scale, tile, on_tile)?;
+        let out = self.upscale_picture(&Picture::Rgb(img.clone()), scale, tiles, on_tile)?;
         Ok(out.into_rgb())
     }
 
@@ -385,9 +402,10 @@ impl Upscaler {
         &self,
         img: &Picture,
         scale: f64,
-        tile: TileOptions,
+        tiles: impl Into<UpscalerTiles>,
         on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
     ) -> Result<Picture> {
+        let tiles = tiles.into();
         if !(scale.is_finite() && scale > 0.0) {
             return Err(UpscaleError::Scale(scale).into());
         }
@@ -400,7 +418,7 @@ impl Upscaler {
             if w >= dest_w && h >= dest_h && (i > 0 || scale != 1.0) {
                 break;
             }
-            img = match self.do_upscale(&img, scale, tile, i, on_tile) {
+            img = match self.do_upscale(&img, scale, tiles, i, on_tile) {
                 Ok(next) => next,
                 // A1111's `upscale_with_model` returns the pass's input once `state.interrupted`:
                 // the size is unchanged, so the passes end and the Lanczos resize follows
@@ -459,7 +477,7 @@ pub fn resize_with_upscaler(
     width: u32,
     height: u32,
     upscaler: &Upscaler,
-    tile: TileOptions,
+    tiles: impl Into<UpscalerTiles>,
     on_tile: &mut dyn FnMut(TileProgress) -> ControlFlow<()>,
 ) -> Result<RgbImage> {
     let (width, height) = check_size(width.into(), height.into(), MAX_SIDE)?;
@@ -470,7 +488,7 @@ pub fn resize_with_upscaler(
     let scale = (f64::from(width) / f64::from(img.width()))
         .max(f64::from(height) / f64::from(img.height()));
     let mut im = if scale > 1.0 {
-        upscaler.upscale(img, scale, tile, on_tile)?
+        upscaler.upscale(img, scale, tiles, on_tile)?
     } else {
         img.clone()
     };

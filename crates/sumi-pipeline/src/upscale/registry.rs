@@ -16,15 +16,53 @@ pub const MAX_SCAN_DEPTH: usize = 8;
 /// Most model files listed.
 pub const MAX_SCAN_FILES: usize = 10_000;
 
-/// A1111's Real-ESRGAN entries: (name, file stem, listed scale).
-const REAL_ESRGAN: &[(&str, &str, u32)] = &[
-    ("R-ESRGAN General 4xV3", "realesr-general-x4v3", 4),
-    ("R-ESRGAN General WDN 4xV3", "realesr-general-wdn-x4v3", 4),
-    ("R-ESRGAN AnimeVideo", "realesr-animevideov3", 4),
-    ("R-ESRGAN 4x+", "RealESRGAN_x4plus", 4),
-    ("R-ESRGAN 4x+ Anime6B", "RealESRGAN_x4plus_anime_6B", 4),
-    ("R-ESRGAN 2x+", "RealESRGAN_x2plus", 2),
+/// One of A1111's Real-ESRGAN entries (`realesrgan_model.get_realesrgan_models`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealEsrganModel {
+    /// The name A1111 lists it under.
+    pub name: &'static str,
+    /// The release's file stem, by which a local file is recognised.
+    pub stem: &'static str,
+    /// Where A1111 downloads it from (its `data_path`, which its API lists as the path).
+    pub url: &'static str,
+    /// The scale A1111 lists.
+    pub scale: u32,
+}
+
+const fn real_esrgan(
+    name: &'static str,
+    stem: &'static str,
+    url: &'static str,
+    scale: u32,
+) -> RealEsrganModel {
+    RealEsrganModel {
+        name,
+        stem,
+        url,
+        scale,
+    }
+}
+
+/// A1111 v1.10.1's Real-ESRGAN entries, in its order.
+pub static REAL_ESRGAN_MODELS: [RealEsrganModel; 6] = [
+    real_esrgan("R-ESRGAN General 4xV3", "realesr-general-x4v3",
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.5.0/realesr-general-x4v3.pth", 4),
+    real_esrgan("R-ESRGAN General WDN 4xV3", "realesr-general-wdn-x4v3",
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.5.0/realesr-general-wdn-x4v3.pth", 4),
+    real_esrgan("R-ESRGAN AnimeVideo", "realesr-animevideov3",
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.5.0/realesr-animevideov3.pth", 4),
+    real_esrgan("R-ESRGAN 4x+", "RealESRGAN_x4plus",
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth", 4),
+    real_esrgan("R-ESRGAN 4x+ Anime6B", "RealESRGAN_x4plus_anime_6B",
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth", 4),
+    real_esrgan("R-ESRGAN 2x+", "RealESRGAN_x2plus",
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth", 2),
 ];
+
+/// The Real-ESRGAN entry listed under `name`.
+pub fn real_esrgan_model(name: &str) -> Option<&'static RealEsrganModel> {
+    REAL_ESRGAN_MODELS.iter().find(|m| m.name == name)
+}
 
 /// The upscalers a request may name.
 #[derive(Debug)]
@@ -92,8 +130,8 @@ impl UpscalerRegistry {
 
 fn model_entry(path: &Path) -> Upscaler {
     let u = Upscaler::from_file(path);
-    match REAL_ESRGAN.iter().find(|(_, stem, _)| *stem == u.name()) {
-        Some((name, _, scale)) => Upscaler::new(*name, u.kind().clone(), *scale),
+    match REAL_ESRGAN_MODELS.iter().find(|m| m.stem == u.name()) {
+        Some(m) => Upscaler::new(m.name, u.kind().clone(), m.scale),
         None => u,
     }
 }

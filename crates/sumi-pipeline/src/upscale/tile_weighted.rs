@@ -58,7 +58,9 @@ pub fn upscale_weighted(
     for (r, &y0) in rows.iter().enumerate() {
         for (c, &x0) in cols.iter().enumerate() {
             notify(on_tile, r * cols.len() + c, total)?;
-            let patch = x.narrow(2, y0, tile)?.narrow(3, x0, tile)?;
+            // contiguous: the network pads a tile that is no multiple of its window by
+            // index-select, which needs it so
+            let patch = x.narrow(2, y0, tile)?.narrow(3, x0, tile)?.contiguous()?;
             let out = run(&patch)?.flatten_all()?.to_vec1::<f32>()?;
             let ts = tile * s;
             for ch in 0..3 {

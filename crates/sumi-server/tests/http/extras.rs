@@ -234,6 +234,9 @@ fn errors_name_the_field_or_list_the_upscalers() {
     assert!(v["detail"].as_str().unwrap().contains("broken.pth"), "{v}");
 }
 
+/// Where A1111 downloads the Real-ESRGAN releases from.
+const REL: &str = "https://github.com/xinntao/Real-ESRGAN/releases/download/";
+
 #[test]
 fn upscaler_listings() {
     let d = tempfile::tempdir().unwrap();
@@ -253,14 +256,40 @@ fn upscaler_listings() {
              "model_url": null, "scale": 4},
             {"name": "compact_x2", "model_name": "ESRGAN_4x",
              "model_path": path("compact_x2.safetensors"), "model_url": null, "scale": 4},
+            // A1111 lists a Real-ESRGAN entry's data_path, the release's URL
             {"name": "R-ESRGAN 4x+ Anime6B", "model_name": null,
-             "model_path": path("RealESRGAN_x4plus_anime_6B.pth"), "model_url": null, "scale": 4},
+             "model_path": format!("{REL}v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth"),
+             "model_url": null, "scale": 4},
         ])
     );
+    // A1111's get_realesrgan_models(None): its six entries, whichever files are there
+    let real = |name: &str, file: &str, scale: u32| json!({"name": name, "path": format!("{REL}{file}"), "scale": scale});
     assert_eq!(
         get(&s, "/sdapi/v1/realesrgan-models").1,
-        json!([{"name": "R-ESRGAN 4x+ Anime6B", "path": path("RealESRGAN_x4plus_anime_6B.pth"),
-                "scale": 4}])
+        json!([
+            real(
+                "R-ESRGAN General 4xV3",
+                "v0.2.5.0/realesr-general-x4v3.pth",
+                4
+            ),
+            real(
+                "R-ESRGAN General WDN 4xV3",
+                "v0.2.5.0/realesr-general-wdn-x4v3.pth",
+                4
+            ),
+            real(
+                "R-ESRGAN AnimeVideo",
+                "v0.2.5.0/realesr-animevideov3.pth",
+                4
+            ),
+            real("R-ESRGAN 4x+", "v0.1.0/RealESRGAN_x4plus.pth", 4),
+            real(
+                "R-ESRGAN 4x+ Anime6B",
+                "v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth",
+                4
+            ),
+            real("R-ESRGAN 2x+", "v0.2.1/RealESRGAN_x2plus.pth", 2),
+        ])
     );
     let names: Vec<Value> = [
         "Latent",

@@ -9,6 +9,7 @@ mod common;
 mod control;
 mod errors;
 mod extras;
+mod extras_queue;
 mod fake;
 mod listing;
 mod page;

@@ -268,7 +268,7 @@ fn options_keep_a1111_settings_only_each_bounded() {
     }
     assert_eq!(get(&s, "/sdapi/v1/options").1, before);
     // every A1111 option is there with its default (a fresh A1111 answers so)
-    assert_eq!(before.as_object().unwrap().len(), 317);
+    assert_eq!(before.as_object().unwrap().len(), 324);
     assert_eq!(before["send_seed"], true);
     assert_eq!(before["jpeg_quality"], 80);
     assert_eq!(before["api_useragent"], "");
@@ -283,5 +283,5 @@ fn options_keep_a1111_settings_only_each_bounded() {
     assert_eq!(after["jpeg_quality"], 95);
     assert_eq!(after["samples_filename_pattern"], "[seed]");
     assert_eq!(after["api_useragent"], "");
-    assert_eq!(after.as_object().unwrap().len(), 317);
+    assert_eq!(after.as_object().unwrap().len(), 324);
 }
