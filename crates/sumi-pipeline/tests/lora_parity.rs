@@ -34,7 +34,6 @@ fn merged_weights_match_a1111() {
     let mut pipes: HashMap<String, Pipeline> = HashMap::new();
     let mut worst = 0f64;
     for c in &cases {
-        let name = c["name"].as_str().unwrap();
         let arch = c["arch"].as_str().unwrap();
         let file = c["files"][0].as_str().unwrap();
         let folder = file.split('/').next().unwrap();

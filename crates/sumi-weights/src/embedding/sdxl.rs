@@ -124,7 +124,7 @@ fn read_torch_pair(path: &Path) -> Result<Option<(Tensor, Tensor)>, EmbeddingErr
         let t = archive.tensor(key.to_string(), t.clone())?;
         float_tensor(path, &t.name, &archive.bytes(&t), t.dtype, &t.shape)
     };
-    Ok(Some((read("clip_l", &**l)?, read("clip_g", &**g)?)))
+    Ok(Some((read("clip_l", l)?, read("clip_g", g)?)))
 }
 
 /// The SDXL embeddings of a folder (and its subfolders, walked as [`super::EmbeddingDir`]).
