@@ -87,13 +87,17 @@ class Layer:
 
 def layer_mapping(ldm_sd, is_sd2):
     """A1111's network_layer_mapping for an SD1/SD2 model given by its LDM state dict:
-    cond_stage_model(.wrapped).named_modules() and model.named_modules(), dots -> '_'."""
+    cond_stage_model(.wrapped).named_modules() and model.named_modules(), dots -> '_'.
+    An SDXL model given by its SGM state dict: each conditioner embedder's wrapped modules named
+    f'{i}_{name}' (conditioner.embedders.<i>.<name>), the U-Net as above."""
     layers = {}
     for key, t in ldm_sd.items():
         if key.startswith("model.diffusion_model."):
             path = key[len("model."):]
         elif key.startswith("cond_stage_model."):
             path = key[len("cond_stage_model."):]
+        elif key.startswith("conditioner.embedders."):
+            path = key[len("conditioner.embedders."):]
         else:
             continue
         mod, _, param = path.rpartition(".")

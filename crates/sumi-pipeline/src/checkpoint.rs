@@ -238,9 +238,19 @@ impl Checkpoint {
 
     /// Builds SDXL's second text encoder (OpenCLIP bigG, with its projection).
     pub fn clip_g(&self, dtype: DType, dev: &Device) -> Result<ClipTextModel> {
+        self.clip_g_patched(dtype, dev, None)
+    }
+
+    /// [`Self::clip_g`] with `patch` applied to its weights as they are loaded (extra networks).
+    pub fn clip_g_patched(
+        &self,
+        dtype: DType,
+        dev: &Device,
+        patch: Option<&dyn TensorPatch>,
+    ) -> Result<ClipTextModel> {
         let cfg =
             ClipConfig::infer(&self.shapes(TEXT_ENCODER_2), true).map_err(|e| self.model_err(e))?;
-        let vb = self.weights.var_builder(dtype, dev);
+        let vb = self.weights.var_builder_patched(dtype, dev, patch);
         ClipTextModel::new(vb.pp("text_encoder_2"), cfg).map_err(|e| self.model_err(e))
     }
 

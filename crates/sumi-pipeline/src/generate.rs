@@ -116,14 +116,18 @@ pub struct Pipeline {
     /// The text encoder as the last job's networks left it.
     pub(crate) clip: Mutex<Option<Arc<ClipTextModel>>>,
     pub(crate) clip_width: usize,
-    /// SDXL's second text encoder (OpenCLIP bigG); `None` for SD1/SD2.
-    pub(crate) clip_g: Option<Arc<ClipTextModel>>,
-    /// What loading left out or doubts (SDXL: the embeddings folder, a TAESD decoder that
-    /// does not look like TAESDXL), warned with every job.
+    /// SDXL's second text encoder (OpenCLIP bigG) as the last job's networks left it; `None`
+    /// for SD1/SD2.
+    pub(crate) clip_g: Option<Mutex<Option<Arc<ClipTextModel>>>>,
+    /// What loading doubts (an external VAE whose name says another model family), warned
+    /// with every job.
     pub(crate) load_notes: Vec<String>,
     pub(crate) networks: NetworkState,
     pub(crate) hypernets: HypernetState,
     pub(crate) embeddings: Vec<Embedding>,
+    /// SDXL: the bigG parts of the embeddings (the `clip_g` vectors; `embeddings` holds the
+    /// `clip_l` ones, same names and order); empty for SD1/SD2.
+    pub(crate) embeddings_g: Vec<Embedding>,
     pub(crate) embedding_report: EmbeddingReport,
     pub(crate) schedule: DiscreteSchedule,
     pub(crate) device: Device,
@@ -146,7 +150,7 @@ impl Pipeline {
         let sdxl = checkpoint.is_sdxl();
         let (unet, clip, clip_g) = if sdxl {
             let (u, l, g) = crate::sdxl_run::build_sdxl(&checkpoint, wdt, &device)?;
-            (u, l, Some(Arc::new(g)))
+            (u, l, Some(g))
         } else {
             let (u, c) =
                 crate::networks::first_build(&mut checkpoint, &networks, prompt, wdt, &device)?;
@@ -157,9 +161,15 @@ impl Pipeline {
             None => checkpoint.vae(wdt, &device)?,
         };
         let clip_width = clip.config().hidden;
-        let (embeddings, embedding_report) = match &opts.embeddings {
-            Some(dir) if !sdxl => load_embeddings(dir, clip_width)?,
-            _ => (Vec::new(), EmbeddingReport::default()),
+        let (embeddings, embeddings_g, embedding_report) = match (&opts.embeddings, &clip_g) {
+            (Some(dir), None) => {
+                let (e, report) = load_embeddings(dir, clip_width)?;
+                (e, Vec::new(), report)
+            }
+            (Some(dir), Some(g)) => {
+                crate::sdxl_run::load_sdxl_embeddings(dir, clip_width, g.config().hidden)?
+            }
+            (None, _) => (Vec::new(), Vec::new(), EmbeddingReport::default()),
         };
         Ok(Self {
             taesd: opts
@@ -186,11 +196,12 @@ impl Pipeline {
             vae,
             clip: Mutex::new(Some(Arc::new(clip))),
             clip_width,
-            clip_g,
+            clip_g: clip_g.map(|g| Mutex::new(Some(Arc::new(g)))),
             load_notes: crate::sdxl_run::load_notes(sdxl, opts),
             networks,
             hypernets: HypernetState::new(opts.hypernetwork_dirs.clone()),
             embeddings,
+            embeddings_g,
             embedding_report,
             schedule: DiscreteSchedule::sd(),
             device,

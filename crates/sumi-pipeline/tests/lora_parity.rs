@@ -4,14 +4,13 @@
 //! changes, its error counts; end-to-end latents within 1e-4 and pixels within one level; and
 //! the restore: a job without networks after jobs with them is bit-identical to a fresh load.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use candle_core::Tensor;
 use serde_json::Value;
 use sumi_pipeline::{LoadOptions, Pipeline, Request};
 
 mod common;
-use common::{max_abs, root, tiny_model};
+use common::{root, tiny_model};
 
 /// The tiny `arch` model with the LoRA folder `fixtures/lora/<folder>`.
 fn pipeline_with(arch: &str, folder: &str, dir: &std::path::Path) -> Pipeline {
@@ -27,32 +26,6 @@ fn pipeline(arch: &str, dir: &std::path::Path) -> Pipeline {
     pipeline_with(arch, arch, dir)
 }
 
-/// The `<lora:…>` tags of a case's networks, in order.
-fn tags(networks: &Value) -> String {
-    networks
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            let mut t = format!(
-                "<lora:{}:te={}:unet={}",
-                n["name"].as_str().unwrap(),
-                n["te"].as_f64().unwrap(),
-                n["unet"].as_f64().unwrap()
-            );
-            if let Some(d) = n["dyn"].as_u64() {
-                t.push_str(&format!(":dyn={d}"));
-            }
-            t + ">"
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn rel(a: &Tensor, b: &Tensor) -> f64 {
-    sumi_testkit::rel_err(a, b)
-}
-
 #[test]
 fn merged_weights_match_a1111() {
     let (_, cases) = common::cases("lora/cases.json", 27);
@@ -61,101 +34,15 @@ fn merged_weights_match_a1111() {
     let mut pipes: HashMap<String, Pipeline> = HashMap::new();
     let mut worst = 0f64;
     for c in &cases {
-        let name = c["name"].as_str().unwrap();
         let arch = c["arch"].as_str().unwrap();
         let file = c["files"][0].as_str().unwrap();
         let folder = file.split('/').next().unwrap();
         let pipe = pipes
             .entry(arch.to_string())
             .or_insert_with(|| pipeline_with(arch, folder, dir.path()));
-        let (merged, warnings) = pipe.merged_tensors(&tags(&c["networks"])).unwrap();
-        let merged: HashMap<String, Tensor> = merged.into_iter().collect();
-        let mut want_changed = BTreeSet::new();
-        for pair in c["tensors"].as_array().unwrap() {
-            let ldm = pair[0].as_str().unwrap();
-            let want = &expected[&format!("{name}/{ldm}")];
-            let names: Vec<&str> = pair[1]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap())
-                .collect();
-            let parts: Vec<Tensor> = names
-                .iter()
-                .map(|n| {
-                    want_changed.insert(n.to_string());
-                    merged
-                        .get(*n)
-                        .unwrap_or_else(|| panic!("{name}: {n} not merged"))
-                        .clone()
-                })
-                .collect();
-            let got = Tensor::cat(&parts, 0)
-                .unwrap()
-                .reshape(want.shape())
-                .unwrap();
-            let e = rel(&got, want);
-            worst = worst.max(e);
-            assert!(e <= 1e-6, "{name}: {ldm} relative error {e:.2e}");
-        }
-        assert_eq!(
-            c["tensors"].as_array().unwrap().len(),
-            c["changed"].as_u64().unwrap() as usize,
-            "{name}"
-        );
-        // every other tensor the networks touched is left as it was (a failed layer, a zero change)
-        for (n, t) in &merged {
-            if !want_changed.contains(n) {
-                let diff = touched_change(pipe, n, t);
-                assert_eq!(
-                    diff, 0.0,
-                    "{name}: {n} changed by {diff} though A1111 leaves it"
-                );
-            }
-        }
-        // A1111's error counts
-        let errors = c["errors"].as_object().unwrap();
-        if errors.is_empty() {
-            assert!(
-                !warnings
-                    .iter()
-                    .any(|w| w.starts_with("Networks with errors")),
-                "{name}: {warnings:?}"
-            );
-        } else {
-            let line: Vec<String> = errors
-                .iter()
-                .map(|(k, v)| format!("{k} ({})", v.as_u64().unwrap()))
-                .collect();
-            let line = format!("Networks with errors: {}", line.join(", "));
-            assert!(
-                warnings.contains(&line),
-                "{name}: {warnings:?} lacks {line}"
-            );
-        }
-        // keys that match no layer are named
-        let unmatched: usize = c["unmatched"]
-            .as_object()
-            .unwrap()
-            .values()
-            .flat_map(|v| v.as_array().unwrap())
-            .filter(|k| !k.as_str().unwrap().starts_with("bundle_emb."))
-            .count();
-        if unmatched > 0 {
-            let said = format!("{unmatched} keys match no layer");
-            assert!(
-                warnings.iter().any(|w| w.contains(&said)),
-                "{name}: {warnings:?} lacks '{said}'"
-            );
-        }
+        worst = worst.max(common::lora::check_case(pipe, c, &expected).0);
     }
     println!("{} cases, worst relative error {worst:.2e}", cases.len());
-}
-
-/// max |merged − stored| for a tensor the networks touched.
-fn touched_change(pipe: &Pipeline, name: &str, merged: &Tensor) -> f32 {
-    let stored = pipe.checkpoint_tensor(name).unwrap();
-    max_abs(&(merged - stored.reshape(merged.shape()).unwrap()).unwrap())
 }
 
 #[test]

@@ -87,3 +87,58 @@ fn bad_adm_widths_are_refused() {
     assert!(!force_zero(true, &["", "x"]));
     assert!(!force_zero(false, &[""]));
 }
+
+/// SDXL textual-inversion embeddings (`clip_l`/`clip_g` pairs, each encoder its own part)
+/// against A1111's EmbeddingsWithFixes on both encoders; a one-tensor (SD1-style) embedding is
+/// not registered, as A1111 skips it by its shape. Fixtures:
+/// tools/reference/make_sdxl_embedding_fixtures.py.
+#[test]
+fn embeddings_match_a1111() {
+    let dir = fixtures().join("sdxl_embeddings");
+    let cases = sumi_testkit::fixture::read_json(&dir.join("cases.json")).unwrap();
+    let want = sumi_testkit::fixture::tensors(&dir.join("conditioning.safetensors")).unwrap();
+    let cases = cases["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 3);
+    let found = sumi_weights::embedding::SdxlEmbeddingDir::load(&dir.join("emb"), 64, 128).unwrap();
+    let names: Vec<&str> = found.loaded.iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["tinyxl"]);
+    assert_eq!(found.loaded[0].width(), 192);
+    let other: Vec<&str> = found.other.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(other, ["tinysd"]);
+    assert!(found.skipped.is_empty(), "{:?}", found.skipped);
+    let l_parts: Vec<_> = found.loaded.iter().map(|e| e.clip_l.clone()).collect();
+    let g_parts: Vec<_> = found.loaded.iter().map(|e| e.clip_g.clone()).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let w = Weights::open(&sumi_testkit::tiny_model("sdxl", tmp.path())).unwrap();
+    let l = encoder(&w, "text_encoder", false).unwrap();
+    let g = encoder(&w, "text_encoder_2", true).unwrap();
+    let dev = Device::Cpu;
+    let opts = ConditioningOptions::default();
+    let le = TextEncoder::new_sdxl(&l, &dev, ClipPad::EndOfText, &l_parts, opts.clone()).unwrap();
+    let ge = TextEncoder::new_sdxl(&g, &dev, ClipPad::Zero, &g_parts, opts).unwrap();
+    let plain =
+        TextEncoder::new_sdxl(&l, &dev, ClipPad::EndOfText, &[], Default::default()).unwrap();
+    let adm_in = w.shape("unet.add_embedding.linear_1.weight").unwrap()[1];
+    for (i, c) in cases.iter().enumerate() {
+        let texts: Vec<&str> = c["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let n = |k: &str| c[k].as_u64().unwrap() as u32;
+        let cond = AdmConditions::base(n("width"), n("height"), 0, 0);
+        let fourier = fourier_width(adm_in, 128, &cond).unwrap();
+        let got = sdxl_conditioning(Some(&le), &ge, &texts, &cond, fourier, false).unwrap();
+        for (part, t) in [("context", &got.context), ("vector", &got.vector)] {
+            let r = &want[&format!("c{i}_{part}")];
+            assert_eq!(t.dims(), r.dims(), "case {i} {part}");
+            let e = sumi_testkit::rel_err_floor(t, r, 1.0);
+            assert!(e < 1e-4, "case {i} {part}: {e:e}");
+        }
+        // the embedding changes the context (the test can fail)
+        let without = sdxl_conditioning(Some(&plain), &ge, &texts, &cond, fourier, false).unwrap();
+        let d = sumi_testkit::max_abs_diff(&without.context, &got.context);
+        assert!(d > 1e-3, "case {i}: the embedding changed nothing ({d})");
+    }
+}

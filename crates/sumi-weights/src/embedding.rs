@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+mod sdxl;
+pub use sdxl::{SdxlEmbedding, SdxlEmbeddingDir};
+
 use crate::ckpt::TorchArchive;
 use crate::dtype::{decode, StorageDtype};
 use crate::error::WeightsError;
@@ -67,6 +70,25 @@ pub enum EmbeddingError {
     Sdxl {
         /// The file.
         path: PathBuf,
+    },
+    /// A one-encoder (SD1/SD2) embedding where an SDXL one is wanted (A1111 skips it on
+    /// SDXL: its `shape` is not the two encoders' widths summed).
+    #[error("{path}: a {width}-wide embedding for one text encoder (SD1/SD2); SDXL models use embeddings with clip_l and clip_g vectors, and A1111 skips it")]
+    NotSdxl {
+        /// The file.
+        path: PathBuf,
+        /// Its vectors' width.
+        width: usize,
+    },
+    /// An SDXL embedding whose `clip_l` and `clip_g` parts differ in vector count.
+    #[error("{path}: an SDXL embedding with {clip_l} clip_l vectors and {clip_g} clip_g vectors; Sumi reads pairs of as many vectors")]
+    SdxlParts {
+        /// The file.
+        path: PathBuf,
+        /// `clip_l`'s vector count.
+        clip_l: usize,
+        /// `clip_g`'s vector count.
+        clip_g: usize,
     },
     /// The tensor is not `[vectors, width]` (or a single `[width]` vector).
     #[error("{path}: embedding tensor `{key}` has shape {shape:?}, expected [vectors, width]")]
@@ -197,27 +219,8 @@ impl EmbeddingDir {
     /// (A1111 reads embeddings stored in images; Sumi does not yet). With `width`, embeddings
     /// of another width are skipped.
     pub fn load(dir: &Path, width: Option<usize>) -> Result<Self, EmbeddingError> {
-        let mut files = Vec::new();
-        walk(dir, &mut files, 0)?;
-        files.sort();
         let mut out = EmbeddingDir::default();
-        for path in files {
-            let ext = path
-                .extension()
-                .map(|e| e.to_string_lossy().to_ascii_uppercase())
-                .unwrap_or_default();
-            let stem = path.file_stem().map(Path::new);
-            let preview = stem
-                .and_then(Path::extension)
-                .is_some_and(|e| e.eq_ignore_ascii_case("preview"));
-            let image = matches!(ext.as_str(), "PNG" | "WEBP" | "JXL" | "AVIF");
-            // A1111 passes over `<name>.preview.png` images and files of other kinds
-            if !(matches!(ext.as_str(), "SAFETENSORS" | "PT" | "BIN") || image && !preview) {
-                continue;
-            }
-            if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-                continue;
-            }
+        for path in embedding_files(dir)? {
             let loaded = Embedding::load(&path).and_then(|e| match width {
                 Some(w) => e.check_width(w).map(|()| e),
                 None => Ok(e),
@@ -237,6 +240,29 @@ impl EmbeddingDir {
     pub fn get(&self, name: &str) -> Option<&Embedding> {
         self.loaded.iter().find(|e| e.name == name)
     }
+}
+
+/// The files under `dir` A1111 reads as embeddings, sorted: `.safetensors`, `.pt`, `.bin` and
+/// images other than `*.preview.png`, empty files passed over.
+fn embedding_files(dir: &Path) -> Result<Vec<PathBuf>, EmbeddingError> {
+    let mut files = Vec::new();
+    walk(dir, &mut files, 0)?;
+    files.sort();
+    files.retain(|path| {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_uppercase())
+            .unwrap_or_default();
+        let stem = path.file_stem().map(Path::new);
+        let preview = stem
+            .and_then(Path::extension)
+            .is_some_and(|e| e.eq_ignore_ascii_case("preview"));
+        let image = matches!(ext.as_str(), "PNG" | "WEBP" | "JXL" | "AVIF");
+        // A1111 passes over `<name>.preview.png` images and files of other kinds
+        (matches!(ext.as_str(), "SAFETENSORS" | "PT" | "BIN") || image && !preview)
+            && !std::fs::metadata(path).is_ok_and(|m| m.len() == 0)
+    });
+    Ok(files)
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), EmbeddingError> {

@@ -184,3 +184,100 @@ fn the_a1111_module_table_of_the_tiny_models() {
     );
     assert!(!r.text_encoder());
 }
+
+/// A1111's SDXL table (`f'{i}_{name}'` per conditioner embedder, the SGM U-Net numbering) from
+/// the tiny SDXL base's canonical names, and the refiner's (bigG is embedder 0).
+#[test]
+fn the_a1111_module_table_of_tiny_sdxl() {
+    let dir = tempfile::tempdir().unwrap();
+    let xl = Weights::open(&sumi_testkit::tiny_model("sdxl", dir.path())).unwrap();
+    let ix = TargetIndex::new(xl.names(), Family::Sdxl);
+    let layer = |key: &str| {
+        let r = ix.resolve(key).unwrap().unwrap();
+        match r.target {
+            Target::Layer { module } => (r.sd_key, module),
+            other => panic!("{key}: {other:?}"),
+        }
+    };
+    let (sd_key, module) = layer("lora_te1_text_model_encoder_layers_0_self_attn_q_proj");
+    assert_eq!(
+        sd_key,
+        "0_transformer_text_model_encoder_layers_0_self_attn_q_proj"
+    );
+    assert_eq!(module, "text_encoder.encoder.layers.0.self_attn.q_proj");
+    let (sd_key, module) = layer("lora_te2_text_model_encoder_layers_0_mlp_fc1");
+    assert_eq!(sd_key, "1_model_transformer_resblocks_0_mlp_c_fc");
+    assert_eq!(module, "text_encoder_2.encoder.layers.0.mlp.fc1");
+    for (key, module) in [
+        (
+            "lora_unet_input_blocks_4_1_proj_in",
+            "unet.down_blocks.1.attentions.0.proj_in",
+        ),
+        (
+            "lora_unet_down_blocks_2_attentions_1_transformer_blocks_1_attn1_to_out_0",
+            "unet.down_blocks.2.attentions.1.transformer_blocks.1.attn1.to_out.0",
+        ),
+        // SDXL's first up level has transformers: its upsampler is output_blocks.2.2
+        (
+            "lora_unet_output_blocks_2_2_conv",
+            "unet.up_blocks.0.upsamplers.0.conv",
+        ),
+        ("lora_unet_label_emb_0_0", "unet.add_embedding.linear_1"),
+    ] {
+        assert_eq!(layer(key).1, module, "{key}");
+    }
+    // bigG's attention: the parts of one nn.MultiheadAttention, text-encoder multiplier
+    for (part, p) in [
+        ("k_proj", AttentionPart::K),
+        ("out_proj", AttentionPart::Out),
+    ] {
+        let r = ix
+            .resolve(&format!(
+                "lora_te2_text_model_encoder_layers_1_self_attn_{part}"
+            ))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.sd_key,
+            format!("1_model_transformer_resblocks_1_attn_{part}")
+        );
+        assert_eq!(
+            r.target,
+            Target::Attention {
+                module: format!("text_encoder_2.encoder.layers.1.self_attn.{part}"),
+                attention: "1_model_transformer_resblocks_1_attn".into(),
+                part: p,
+            }
+        );
+        assert!(r.text_encoder());
+    }
+    // A1111's conversion sends diffusers' up_blocks_0 upsampler to SD1's output_blocks_2_1_conv,
+    // and SD1's text-encoder names match nothing on SDXL
+    for key in [
+        "lora_unet_up_blocks_0_upsamplers_0_conv",
+        "lora_te_text_model_encoder_layers_0_self_attn_q_proj",
+    ] {
+        assert_eq!(ix.resolve(key).unwrap(), None, "{key}");
+    }
+    let r = ix.resolve("lora_unet_input_blocks_4_1").unwrap().unwrap();
+    assert_eq!(r.target, Target::Inert(Inert::Container));
+
+    let refiner = Weights::open(&sumi_testkit::tiny_model("sdxl-refiner", dir.path())).unwrap();
+    let ix = TargetIndex::new(refiner.names(), Family::SdxlRefiner);
+    // the refiner's bigG is embedder 0: A1111's `lora_te2_` names (embedder 1) miss it
+    assert_eq!(
+        ix.resolve("lora_te2_text_model_encoder_layers_0_mlp_fc1")
+            .unwrap(),
+        None
+    );
+    let r = ix
+        .resolve("0_model_transformer_resblocks_0_mlp_c_fc")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.target,
+        Target::Layer {
+            module: "text_encoder_2.encoder.layers.0.mlp.fc1".into()
+        }
+    );
+}

@@ -10,7 +10,7 @@ use sumi_weights::lora::TargetIndex;
 
 use super::activation::activations;
 use super::patch::MergePatch;
-use super::state::{layers, Built, NetworkState, Resolved};
+use super::state::{layers, Built, NetworkState, Resolved, TEXT_ENCODER, UNET};
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 
@@ -39,24 +39,24 @@ pub(crate) fn first_build(
     // the first job resolves the same tags again and gives their warnings
     let mut again = Vec::new();
     let resolved = state.resolve(&asked, &ck.weights, index, width, &mut again)?;
-    let clip = merged(ck, &state.clip_set, &resolved, true, |ck, p| {
+    let clip = merged(ck, &state.clip_set, &resolved, TEXT_ENCODER, |ck, p| {
         ck.clip_patched(dtype, dev, p)
     })?;
-    let unet = merged(ck, &state.unet_set, &resolved, false, |ck, p| {
+    let unet = merged(ck, &state.unet_set, &resolved, UNET, |ck, p| {
         ck.unet_patched(dtype, dev, p)
     })?;
     Ok((unet, clip))
 }
 
-/// One network built with the text encoder's (`te`) or the U-Net's networks merged.
+/// One network (canonical prefix `network`) built with its networks merged.
 fn merged<T>(
     ck: &Checkpoint,
     built: &std::sync::Mutex<Built>,
     resolved: &[Resolved],
-    te: bool,
+    network: &str,
     build: impl Fn(&Checkpoint, Option<&dyn sumi_weights::TensorPatch>) -> Result<T>,
 ) -> Result<T> {
-    let (layers, want) = layers(resolved, te);
+    let (layers, want) = layers(resolved, network);
     let patch = MergePatch::new(&ck.weights, layers);
     let net = build(ck, Some(&patch))?;
     *built.lock().unwrap_or_else(|e| e.into_inner()) = Built {

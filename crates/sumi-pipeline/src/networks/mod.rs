@@ -31,7 +31,7 @@ use crate::error::Result;
 use crate::generate::Pipeline;
 use crate::request::Request;
 use patch::{add_errors, errors_line, LayerNetwork, MergePatch};
-use state::{layers, Built, Resolved};
+use state::{layers, Built, Resolved, TEXT_ENCODER, TEXT_ENCODER_2, UNET};
 
 /// Canonical tensor name → merged tensor.
 pub type MergedTensors = Vec<(String, Tensor)>;
@@ -42,6 +42,8 @@ pub(crate) struct Active {
     pub unet: Arc<UNet>,
     /// The text encoder with the job's networks merged.
     pub clip: Arc<ClipTextModel>,
+    /// SDXL's second text encoder (bigG) with the job's networks merged; `None` for SD1/SD2.
+    pub clip_g: Option<Arc<ClipTextModel>>,
     /// The job's hypernetworks, for the U-Net's attention.
     pub hypernetworks: Hypernetworks,
     /// The embedding folder's embeddings and the networks' bundled ones.
@@ -84,13 +86,17 @@ impl Pipeline {
         let mut warnings = asked.warnings;
         let index = self.target_index();
         let weights = &self.checkpoint.weights;
-        let resolved =
-            self.networks
-                .resolve(&asked.loras, weights, index, self.clip_width, &mut warnings)?;
+        let resolved = self.networks.resolve(
+            &asked.loras,
+            weights,
+            index,
+            self.embedding_width(),
+            &mut warnings,
+        )?;
         let mut out = Vec::new();
         let mut errors = Vec::new();
-        for te in [true, false] {
-            let (layers, _) = layers(&resolved, te);
+        for network in [TEXT_ENCODER, TEXT_ENCODER_2, UNET] {
+            let (layers, _) = layers(&resolved, network);
             let mut modules: Vec<String> = layers.keys().cloned().collect();
             modules.sort();
             let patch = MergePatch::new(weights, layers);
@@ -132,8 +138,13 @@ impl Pipeline {
         } else {
             let index = self.target_index();
             let weights = &self.checkpoint.weights;
-            self.networks
-                .resolve(&asked.loras, weights, index, self.clip_width, &mut warnings)?
+            self.networks.resolve(
+                &asked.loras,
+                weights,
+                index,
+                self.embedding_width(),
+                &mut warnings,
+            )?
         };
         let hypernetworks = if asked.hypernets.is_empty() {
             self.hypernets.resolve(&[], &[], &mut warnings)?
@@ -154,6 +165,7 @@ impl Pipeline {
         // A1111 counts the layers each network failed on over both networks, text encoder first
         let mut errors = Vec::new();
         let clip = self.clip_with(&resolved, &mut warnings, &mut errors)?;
+        let clip_g = self.clip_g_with(&resolved, &mut warnings, &mut errors)?;
         let unet = self.unet_with(&resolved, &mut warnings, &mut errors)?;
         warnings.extend(errors_line(&errors));
         let mut embeddings = self.embeddings.clone();
@@ -172,6 +184,7 @@ impl Pipeline {
         Ok(Active {
             unet,
             clip,
+            clip_g,
             hypernetworks,
             embeddings,
             extra_params: lora_hashes(&resolved),
@@ -185,7 +198,7 @@ impl Pipeline {
         warnings: &mut Vec<String>,
         errors: &mut Vec<(String, usize)>,
     ) -> Result<Arc<UNet>> {
-        let (layers, want) = layers(resolved, false);
+        let (layers, want) = layers(resolved, UNET);
         let net = Net {
             label: "unet",
             build: &|patch| {
@@ -204,7 +217,7 @@ impl Pipeline {
         warnings: &mut Vec<String>,
         errors: &mut Vec<(String, usize)>,
     ) -> Result<Arc<ClipTextModel>> {
-        let (layers, want) = layers(resolved, true);
+        let (layers, want) = layers(resolved, TEXT_ENCODER);
         let net = Net {
             label: "text_encoder",
             build: &|patch| {
@@ -215,6 +228,30 @@ impl Pipeline {
         };
         let slots = (&self.clip, &self.networks.clip_set);
         self.rebuilt(slots, want, layers, &net, (warnings, errors))
+    }
+
+    /// SDXL's bigG with the job's networks merged (`None` for SD1/SD2).
+    fn clip_g_with(
+        &self,
+        resolved: &[Resolved],
+        warnings: &mut Vec<String>,
+        errors: &mut Vec<(String, usize)>,
+    ) -> Result<Option<Arc<ClipTextModel>>> {
+        let Some(slot) = &self.clip_g else {
+            return Ok(None);
+        };
+        let (layers, want) = layers(resolved, TEXT_ENCODER_2);
+        let net = Net {
+            label: "text_encoder_2",
+            build: &|patch| {
+                self.checkpoint
+                    .clip_g_patched(self.weight_dtype, &self.device, patch)
+            },
+            layers_of: ClipTextModel::layers_mut,
+        };
+        let slots = (slot, &self.networks.clip_g_set);
+        self.rebuilt(slots, want, layers, &net, (warnings, errors))
+            .map(Some)
     }
 
     /// The network in `slot` brought to the networks `want` (merged from `layers`) when it
@@ -342,10 +379,11 @@ struct Net<'a, T> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkUpdate {
     /// The layers loaded again in place (canonical module prefixes: `unet.…`,
-    /// `text_encoder.…`), text encoder first, each network's sorted.
+    /// `text_encoder.…`, `text_encoder_2.…`), text encoders first, each network's sorted.
     pub reloaded: Vec<String>,
-    /// The networks built again whole (`unet`, `text_encoder`): one of the layers to change
-    /// cannot be loaded in place (a LayerNorm), or the network was in use elsewhere.
+    /// The networks built again whole (`unet`, `text_encoder`, `text_encoder_2`): one of the
+    /// layers to change cannot be loaded in place (a LayerNorm), or the network was in use
+    /// elsewhere.
     pub rebuilt: Vec<&'static str>,
 }
 

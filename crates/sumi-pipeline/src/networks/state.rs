@@ -83,6 +83,8 @@ pub(crate) struct NetworkState {
     pub unet_set: Mutex<Built>,
     /// What the current text encoder holds.
     pub clip_set: Mutex<Built>,
+    /// What the current second text encoder (SDXL's bigG) holds.
+    pub clip_g_set: Mutex<Built>,
     /// How the last activation brought the networks to its set.
     pub update: Mutex<super::NetworkUpdate>,
     /// The model's layers by A1111's names (made once, on the first job with a network).
@@ -102,6 +104,7 @@ impl NetworkState {
             read: Mutex::new(HashMap::new()),
             unet_set: Mutex::new(Built::default()),
             clip_set: Mutex::new(Built::default()),
+            clip_g_set: Mutex::new(Built::default()),
             update: Mutex::new(super::NetworkUpdate::default()),
             index: std::sync::OnceLock::new(),
         }
@@ -288,17 +291,7 @@ fn read_file(
     }
     let mut notes = Vec::new();
     if !net.unmatched.is_empty() {
-        notes.push(format!(
-            "{}: {} keys match no layer of this model and are not applied (e.g. {})",
-            path.display(),
-            net.unmatched.len(),
-            net.unmatched
-                .iter()
-                .take(3)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        notes.push(unmatched_note(path, &net.unmatched, index.family()));
     }
     if !net.inert.is_empty() {
         let list: Vec<String> = net
@@ -340,6 +333,50 @@ fn read_file(
     })
 }
 
+/// The group of a network key: its text up to the second `_` (`lora_te1`, `lora_unet`), or to
+/// the first `.`, whichever comes first.
+fn key_group(key: &str) -> &str {
+    let head = key.split('.').next().unwrap_or(key);
+    match head.match_indices('_').nth(1) {
+        Some((i, _)) => &head[..i],
+        None => head,
+    }
+}
+
+/// The warning for the keys of a network file that match no layer of the model (A1111 logs
+/// them at debug level only): every group of them named with its count and first key, and
+/// what the groups say when the file is for another model family (an SD1/SD2 LoRA's
+/// `lora_te_` keys on SDXL, an SDXL LoRA's `lora_te2_` keys on SD1/SD2).
+fn unmatched_note(path: &Path, unmatched: &[String], family: sumi_weights::Family) -> String {
+    let mut groups: Vec<(&str, usize, &str)> = Vec::new();
+    for k in unmatched {
+        let g = key_group(k);
+        match groups.iter_mut().find(|(name, _, _)| *name == g) {
+            Some(entry) => entry.1 += 1,
+            None => groups.push((g, 1, k)),
+        }
+    }
+    let list: Vec<String> = groups
+        .iter()
+        .map(|(g, n, first)| format!("{g}_* ({n} keys, e.g. {first})"))
+        .collect();
+    let has = |g: &str| groups.iter().any(|(name, _, _)| *name == g);
+    let hint = if family.is_sdxl() && has("lora_te") {
+        "; `lora_te_` keys name an SD1/SD2 text encoder: this looks like a LoRA for SD1/SD2, \
+         not for SDXL"
+    } else if !family.is_sdxl() && (has("lora_te2") || has("lora_te1")) {
+        "; `lora_te1_`/`lora_te2_` keys name SDXL's text encoders: this looks like an SDXL LoRA"
+    } else {
+        ""
+    };
+    format!(
+        "{}: {} keys match no layer of this model and are not applied: {}{hint}",
+        path.display(),
+        unmatched.len(),
+        list.join(", ")
+    )
+}
+
 /// A bundled textual inversion as A1111 registers it, when this model can use it.
 fn bundled_embedding(
     path: &Path,
@@ -363,28 +400,40 @@ fn bundled_embedding(
     })
 }
 
-/// The layers of one network (U-Net or text encoder) the resolved LoRAs change, with their
-/// multipliers, and what the network holds with them merged.
+/// The canonical prefixes of the networks LoRAs change: the U-Net, the text encoder, SDXL's
+/// second text encoder.
+pub(crate) const UNET: &str = "unet.";
+/// See [`UNET`].
+pub(crate) const TEXT_ENCODER: &str = "text_encoder.";
+/// See [`UNET`].
+pub(crate) const TEXT_ENCODER_2: &str = "text_encoder_2.";
+
+/// The layers of one network (the one whose canonical names start with `network`: [`UNET`],
+/// [`TEXT_ENCODER`], [`TEXT_ENCODER_2`]) the resolved LoRAs change, with their multipliers
+/// (each module's by A1111's te/U-Net rule), and what the network holds with them merged.
 pub(crate) fn layers(
     resolved: &[Resolved],
-    text_encoder: bool,
+    network: &str,
 ) -> (HashMap<String, Vec<LayerNetwork>>, Built) {
     let mut layers: HashMap<String, Vec<LayerNetwork>> = HashMap::new();
     let mut built = Built::default();
     for r in resolved {
-        let multiplier = if text_encoder { r.tag.te } else { r.tag.unet };
-        let entry = (
-            r.file.path.clone(),
-            multiplier.to_bits(),
-            r.tag.dyn_dim,
-            r.read.mtime,
-        );
-        let mut any = false;
+        let mut entries: SetKey = Vec::new();
         for (module, te, keeps_bias, m) in &r.read.modules {
-            if *te != text_encoder {
+            if !module.starts_with(network) {
                 continue;
             }
-            any = true;
+            let multiplier = if *te { r.tag.te } else { r.tag.unet };
+            let entry = (
+                r.file.path.clone(),
+                multiplier.to_bits(),
+                r.tag.dyn_dim,
+                r.read.mtime,
+            );
+            // (a network whose layers here take both multipliers is in the set with both)
+            if !entries.contains(&entry) {
+                entries.push(entry.clone());
+            }
             built
                 .layers
                 .entry(module.clone())
@@ -401,9 +450,7 @@ pub(crate) fn layers(
                     dyn_dim: r.tag.dyn_dim,
                 });
         }
-        if any {
-            built.key.push(entry);
-        }
+        built.key.extend(entries);
     }
     (layers, built)
 }

@@ -10,6 +10,8 @@ use candle_core::Tensor;
 use serde_json::Value;
 use sumi_testkit::Cases;
 
+pub mod lora;
+
 /// The repository's `fixtures/` folder.
 pub fn root() -> PathBuf {
     sumi_testkit::fixtures()

@@ -248,7 +248,13 @@ fn unet_resnet_back(tail: &str) -> String {
 }
 
 fn unet_key_back(rest: &str) -> Option<String> {
-    let (src, dst, kind) = unet_table()
+    unet_key_back_in(unet_table(), rest)
+}
+
+/// The inverse of [`unet_key_in`]: the LDM/SGM key (with `model.diffusion_model.`) of a
+/// canonical U-Net name without its `unet.` prefix, by `table`.
+pub(crate) fn unet_key_back_in(table: &[UnetRow], rest: &str) -> Option<String> {
+    let (src, dst, kind) = table
         .iter()
         .find(|(_, d, _)| rest.starts_with(d.as_str()))?;
     let tail = &rest[dst.len()..];

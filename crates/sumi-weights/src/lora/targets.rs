@@ -9,6 +9,12 @@
 //! loaded checkpoint: each canonical tensor is mapped back to its LDM key
 //! ([`crate::layout::ldm::unmap_key`]), whose module path is the A1111 name.
 //!
+//! On SDXL (`sd_model.is_sdxl`) A1111 names the modules of each conditioner embedder with its
+//! index in front (`embedder.wrapped.named_modules()`, `f'{i}_{name}'`): the base's CLIP-L
+//! `0_transformer_text_model_…`, its OpenCLIP bigG `1_model_transformer_resblocks_…` (the
+//! refiner's bigG is embedder 0), and the U-Net as on SD1 (`diffusion_model_…`, numbered as the
+//! SGM file numbers its blocks).
+//!
 //! What A1111 then does with a matched module depends on the layer: it changes the weights of
 //! `Linear`, `Conv2d`, `GroupNorm`, `LayerNorm` and `MultiheadAttention` layers only
 //! (`lora_patches.py`); every other match is accepted and never applied ([`Inert`]).
@@ -20,7 +26,8 @@ use std::collections::HashMap;
 
 use super::convert::convert_diffusers_name_to_compvis;
 use crate::detect::Family;
-use crate::layout::ldm;
+use crate::layout::ldm::{self, build_unet_table, unet_key_back_in, UnetRow};
+use crate::layout::open_clip;
 
 /// Why A1111 accepts a network module and never changes the model with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +143,7 @@ enum Slot {
     Inert(Inert),
 }
 
-/// A1111's `network_layer_mapping` for one loaded SD1/SD2 model: module names (`_`-joined)
+/// A1111's `network_layer_mapping` for one loaded model: module names (`_`-joined)
 /// to the layers they are, built from the model's canonical tensor names.
 #[derive(Debug, Clone)]
 pub struct TargetIndex {
@@ -157,17 +164,96 @@ fn network_name(path: &str) -> String {
     path.replace('.', "_")
 }
 
+/// How canonical tensor names go back to the keys whose module paths A1111 names.
+enum Paths {
+    /// SD1/SD2: the LDM keys ([`ldm::unmap_key`]).
+    Ldm(Family),
+    /// SDXL: the SGM U-Net of this file's levels, and the conditioner embedders' indices.
+    Sgm {
+        unet: Vec<UnetRow>,
+        clip_l: Option<usize>,
+        clip_g: usize,
+    },
+}
+
+impl Paths {
+    fn new(names: &[&str], family: Family) -> Self {
+        if !family.is_sdxl() {
+            return Paths::Ldm(family);
+        }
+        let index = |rest: &str| -> Option<usize> { rest.split_once('.')?.0.parse().ok() };
+        let mut levels = 0usize;
+        let mut up_attention = std::collections::HashSet::new();
+        for n in names {
+            if let Some(i) = n.strip_prefix("unet.down_blocks.").and_then(index) {
+                levels = levels.max(i.saturating_add(1));
+            }
+            if let Some(rest) = n.strip_prefix("unet.up_blocks.") {
+                if let (Some(i), true) = (index(rest), rest.contains(".attentions.")) {
+                    up_attention.insert(i);
+                }
+            }
+        }
+        // A1111's SDXL conditioner: the base's CLIP-L is embedder 0 and bigG 1; the refiner
+        // has bigG only, as embedder 0
+        let has_clip_l = names.iter().any(|n| n.starts_with("text_encoder."));
+        Paths::Sgm {
+            unet: build_unet_table(levels, &|i| up_attention.contains(&i)),
+            clip_l: has_clip_l.then_some(0),
+            clip_g: usize::from(has_clip_l),
+        }
+    }
+
+    /// The key of a canonical tensor with the module path A1111 gives it (the U-Net's
+    /// `model.diffusion_model.…`, the text encoder's `cond_stage_model.…`; on SDXL
+    /// `cond_stage_model.<embedder>.…`); `None` for the VAE and names outside the model.
+    fn key(&self, name: &str) -> Option<String> {
+        let (unet, clip_l, clip_g) = match self {
+            Paths::Ldm(family) => return ldm::unmap_key(name, *family).map(|m| m.name),
+            Paths::Sgm {
+                unet,
+                clip_l,
+                clip_g,
+            } => (unet, clip_l, clip_g),
+        };
+        if let Some(rest) = name.strip_prefix("unet.") {
+            return unet_key_back_in(unet, rest);
+        }
+        if let Some(rest) = name.strip_prefix("text_encoder_2.") {
+            let m = open_clip::unmap_key(rest)?;
+            return Some(format!("cond_stage_model.{clip_g}.model.{}", m.name));
+        }
+        let rest = name.strip_prefix("text_encoder.")?;
+        let i = (*clip_l)?;
+        Some(format!(
+            "cond_stage_model.{i}.transformer.text_model.{rest}"
+        ))
+    }
+}
+
+/// Whether `module` (an A1111 module path) is the `out_proj` of an OpenCLIP attention (SD2's
+/// `model.transformer.resblocks.N.attn.out_proj`, SDXL's under an embedder index).
+fn is_open_clip_out_proj(module: &str) -> bool {
+    let inner = match module.split_once('.') {
+        Some((i, rest)) if i.parse::<usize>().is_ok() => rest,
+        _ => module,
+    };
+    inner.starts_with("model.transformer.resblocks.") && inner.ends_with(".attn.out_proj")
+}
+
 impl TargetIndex {
     /// Builds the index from a model's canonical tensor names (`Weights::names()`) and its
     /// family. Names outside the U-Net and the text encoder are passed over.
     pub fn new<'a>(canonical_names: impl Iterator<Item = &'a str>, family: Family) -> Self {
+        let names: Vec<&str> = canonical_names.collect();
+        let paths = Paths::new(&names, family);
         let mut slots: HashMap<String, Slot> = HashMap::new();
         let mut last_layer: Option<usize> = None;
-        for name in canonical_names {
-            let Some(m) = ldm::unmap_key(name, family) else {
+        for name in names {
+            let Some(key) = paths.key(name) else {
                 continue;
             };
-            let Some(path) = a1111_path(&m.name) else {
+            let Some(path) = a1111_path(&key) else {
                 continue;
             };
             let (Some((module, param)), Some((canonical, _))) =
@@ -184,9 +270,7 @@ impl TargetIndex {
             }
             let slot = match param {
                 "weight" | "bias" => {
-                    if family == Family::Sd2
-                        && module.starts_with("model.transformer.resblocks.")
-                        && module.ends_with(".attn.out_proj")
+                    if (family == Family::Sd2 || family.is_sdxl()) && is_open_clip_out_proj(module)
                     {
                         Slot::MhaOut {
                             attention: canonical.trim_end_matches(".out_proj").to_string(),
@@ -215,6 +299,14 @@ impl TargetIndex {
         if family == Family::Sd2 {
             if let Some(n) = last_layer {
                 add_unused_open_clip_layer(&mut slots, n + 1);
+            }
+        }
+        if family.is_sdxl() {
+            // an embedder itself: A1111's `f'{i}_{name}'` of the empty name
+            for i in ["0", "1"] {
+                if let Some(slot) = slots.remove(i) {
+                    slots.insert(format!("{i}_"), slot);
+                }
             }
         }
         Self { family, slots }
