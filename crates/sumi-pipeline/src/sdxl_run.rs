@@ -58,23 +58,27 @@ fn unsupported(field: &'static str, what: &str) -> PipelineError {
 }
 
 impl Pipeline {
+    /// The latent space of the model's latents (previews pick their projection and TAESD
+    /// decoder by it).
+    pub fn latent_space(&self) -> crate::preview::LatentSpace {
+        if self.clip_g.is_some() {
+            crate::preview::LatentSpace::Sdxl
+        } else {
+            crate::preview::LatentSpace::Sd
+        }
+    }
+
     /// SDXL's second text encoder (OpenCLIP bigG), `None` for SD1/SD2.
     pub(crate) fn sdxl_clip_g(&self) -> Option<&Arc<ClipTextModel>> {
         self.clip_g.as_ref()
     }
 
     /// On an SDXL model: an error naming what the request asks for that is not wired for SDXL
-    /// yet (hires fix, SD upscale, LoRA and hypernetworks), else the warnings for what is left
-    /// out ([`load_notes`]). Nothing for SD1/SD2.
+    /// yet (LoRA and hypernetworks), else the warnings for what is left out ([`load_notes`]).
+    /// Nothing for SD1/SD2.
     pub(crate) fn sdxl_refusals(&self, req: &Request) -> Result<Vec<String>> {
         if self.clip_g.is_none() {
             return Ok(Vec::new());
-        }
-        if req.hires.is_some() {
-            return Err(unsupported("hires", "the hires fix"));
-        }
-        if req.sd_upscale.is_some() {
-            return Err(unsupported("sd_upscale", "SD upscale"));
         }
         let asked = activations(&req.prompt)?;
         if !asked.loras.is_empty() {
@@ -87,8 +91,9 @@ impl Pipeline {
     }
 
     /// A1111's SDXL conditioning of a prompt and a negative prompt (both encoders, the ADM
-    /// vector of the request's size and crop 0, 0); `interrupted` is asked between bigG
-    /// chunks.
+    /// vector of the request's size and crop 0, 0: the hires fix's second pass passes a request
+    /// sized as its upscale target, SD upscale one sized as its tiles); `interrupted` is asked
+    /// between bigG chunks.
     pub(crate) fn encode_sdxl(
         &self,
         active: &Active,
