@@ -170,17 +170,30 @@ def run(c, unet, vae, encoders, init_image):
     return out.contiguous(), torch.from_numpy(img).contiguous(), cond["crossattn"].shape[1]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bpe", default=os.path.join(ROOT, "..", "shared", "data", "clip", "bpe_simple_vocab_16e6.txt.gz"))
-    args = ap.parse_args()
+BPE = os.path.join(ROOT, "..", "shared", "data", "clip", "bpe_simple_vocab_16e6.txt.gz")
+
+
+def chunker(bpe):
+    """A1111's tokenize_line (its prompt_parser for emphasis) over the SD tokenizer made from `bpe`."""
     pp = prompt_parser()
     from transformers import CLIPTokenizer
     d = os.path.join(tempfile.mkdtemp(), "tok")
-    subprocess.run([sys.executable, os.path.join(HERE, "make_clip_tokenizer.py"), args.bpe, d, "--pad", "sd1"],
+    subprocess.run([sys.executable, os.path.join(HERE, "make_clip_tokenizer.py"), bpe, d, "--pad", "sd1"],
                    check=True, capture_output=True)
-    tokenize_line = make_chunker(pp, tok := CLIPTokenizer.from_pretrained(d), [])
-    del tok
+    return make_chunker(pp, CLIPTokenizer.from_pretrained(d), [])
+
+
+def load(arch, tokenize_line):
+    """The tiny `arch` model: U-Net, VAE and its encoders as A1111's embedders."""
+    unet, vae, te1, te2 = build(arch)
+    return unet, vae, [Encoder(te1, False, tokenize_line), Encoder(te2, True, tokenize_line)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bpe", default=BPE)
+    args = ap.parse_args()
+    tokenize_line = chunker(args.bpe)
     from PIL import Image
     init = Image.open(os.path.join(ROOT, "fixtures", "generate", "init.png")).convert("RGB")
     models = {}
@@ -189,8 +202,7 @@ def main():
     for c in CASES:
         arch = c.get("arch", "sdxl")
         if arch not in models:
-            unet, vae, te1, te2 = build(arch)
-            models[arch] = (unet, vae, [Encoder(te1, False, tokenize_line), Encoder(te2, True, tokenize_line)])
+            models[arch] = load(arch, tokenize_line)
         lat, img, tokens = run(c, *models[arch], init)
         tensors[c["name"] + "/latents"], tensors[c["name"] + "/image"] = lat, img
         print(c["name"], tokens, float(lat.std()), img.float().mean().item())

@@ -14,6 +14,22 @@ use sumi_weights::{Format, ModelHash, Prediction, PredictionSource};
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 
+/// The latent space of a `.safetensors` checkpoint read from its header alone (no tensor read,
+/// no U-Net test), for listings (the web page's default size follows it); `None` for other
+/// files, unreadable or unrecognised ones, and SDXL refiners (no model of their own).
+pub fn latent_space_of(path: &Path) -> Option<crate::preview::LatentSpace> {
+    let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
+    if ext != "safetensors" {
+        return None;
+    }
+    let ck = Checkpoint::open_unresolved(path, None).ok()?;
+    Some(if ck.is_sdxl() {
+        crate::preview::LatentSpace::Sdxl
+    } else {
+        crate::preview::LatentSpace::Sd
+    })
+}
+
 /// A1111's model hash of a file: its sha256 and the 10-digit short form.
 pub fn model_hash(path: &Path) -> Result<ModelHash> {
     Ok(sumi_weights::sha256_file(path)?)

@@ -34,7 +34,9 @@ pub struct LoadOptions {
     pub embeddings: Option<PathBuf>,
     /// An external VAE file replacing the checkpoint's own.
     pub vae: Option<PathBuf>,
-    /// A TAESD decoder file: decode with it instead of the VAE (fast, approximate).
+    /// A TAESD decoder file: decode with it instead of the VAE (fast, approximate). The
+    /// model's kind picks TAESD's or TAESDXL's decoder from the file's folder where the file
+    /// given is the other kind's (see [`crate::taesd_file::decoder_for`]).
     pub taesd_decoder: Option<PathBuf>,
     /// Compute precision of the U-Net, VAE and text encoder (default f32;
     /// [`Precision::auto`] picks bf16 where the CPU has bf16 dot products).
@@ -180,6 +182,8 @@ impl Pipeline {
                         field: "taesd-decoder",
                         detail,
                     };
+                    // the fitting kind beside the file given, where there is one
+                    let p = &crate::taesd_file::decoder_for(p, sdxl);
                     let w = sumi_weights::Weights::open_raw(p).map_err(|e| bad(e.to_string()))?;
                     if let Some(why) = crate::taesd_file::wrong_taesd_decoder_for(&w, p, sdxl) {
                         return Err(bad(format!("{}: {why}", p.display())));
@@ -241,7 +245,9 @@ impl Pipeline {
         req.validate()?;
         let sdxl_notes = self.sdxl_refusals(req)?;
         if let Some(s) = &req.sd_upscale {
-            return self.generate_sd_upscale(req, s, on_step, on_image);
+            let mut warnings = self.generate_sd_upscale(req, s, on_step, on_image)?;
+            warnings.extend(sdxl_notes);
+            return Ok(warnings);
         }
         let size = effective_size(req.width, req.height);
         let shape = LatentShape::of_pixels(size.0, size.1);

@@ -36,6 +36,10 @@ impl Pipeline {
             }
             Some(src) => {
                 let (_, _, ph, pw) = src.dims4()?;
+                // SDXL inpainting models reach A1111's `inpainting_image_conditioning` through
+                // `img2img_image_conditioning`'s `is_sdxl_inpaint` branch, which leaves
+                // `round_image_mask` at its default: their mask is rounded whatever the request's
+                let always_round = self.clip_g.is_some();
                 let m = match mask {
                     Some(m) => {
                         let v: Vec<f32> = m
@@ -43,7 +47,7 @@ impl Pipeline {
                             .pixels()
                             .map(|p| {
                                 let f = f32::from(p[0]) / 255.0;
-                                if m.round {
+                                if m.round || always_round {
                                     f.round_ties_even()
                                 } else {
                                     f

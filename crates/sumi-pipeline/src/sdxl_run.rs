@@ -117,6 +117,16 @@ fn unsupported(field: &'static str, what: &str) -> PipelineError {
 }
 
 impl Pipeline {
+    /// The latent space of the model's latents (previews pick their projection and TAESD
+    /// decoder by it).
+    pub fn latent_space(&self) -> crate::preview::LatentSpace {
+        if self.clip_g.is_some() {
+            crate::preview::LatentSpace::Sdxl
+        } else {
+            crate::preview::LatentSpace::Sd
+        }
+    }
+
     /// SDXL's second text encoder (OpenCLIP bigG) as the last job's networks left it, `None`
     /// for SD1/SD2.
     pub(crate) fn sdxl_clip_g(&self) -> Option<&std::sync::Mutex<Option<Arc<ClipTextModel>>>> {
@@ -124,17 +134,11 @@ impl Pipeline {
     }
 
     /// On an SDXL model: an error naming what the request asks for that is not wired for SDXL
-    /// yet (hires fix, SD upscale, hypernetworks), else the warnings of loading
-    /// ([`load_notes`]) and for the prompts' skipped embeddings. SD1/SD2: the loading notes.
+    /// yet (hypernetworks), else the warnings of loading ([`load_notes`]) and for the prompts'
+    /// skipped embeddings. SD1/SD2: the loading notes.
     pub(crate) fn sdxl_refusals(&self, req: &Request) -> Result<Vec<String>> {
         if self.clip_g.is_none() {
             return Ok(self.load_notes.clone());
-        }
-        if req.hires.is_some() {
-            return Err(unsupported("hires", "the hires fix"));
-        }
-        if req.sd_upscale.is_some() {
-            return Err(unsupported("sd_upscale", "SD upscale"));
         }
         let asked = activations(&req.prompt)?;
         if !asked.hypernets.is_empty() {
@@ -177,8 +181,9 @@ impl Pipeline {
     }
 
     /// A1111's SDXL conditioning of a prompt and a negative prompt (both encoders, the ADM
-    /// vector of the request's size and crop 0, 0); `interrupted` is asked between bigG
-    /// chunks.
+    /// vector of the request's size and crop 0, 0: the hires fix's second pass passes a request
+    /// sized as its upscale target, SD upscale one sized as its tiles); `interrupted` is asked
+    /// between bigG chunks.
     pub(crate) fn encode_sdxl(
         &self,
         active: &Active,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use sumi_pipeline::checkpoint_report::CheckpointReport;
 use sumi_pipeline::embedding_report::EmbeddingReport;
-use sumi_pipeline::preview::{PreviewLatents, Previewer};
+use sumi_pipeline::preview::{LatentSpace, PreviewLatents, Previewer};
 use sumi_pipeline::prompt_report::{PromptReport, ReadPrompt, ReportEncoding};
 use sumi_pipeline::{
     Checkpoint, Emphasis, Format, LoadOptions, Pipeline, Prediction, PredictionSource, Request,
@@ -198,8 +198,8 @@ fn previews_of_each_step() {
     assert_eq!(steps, [0, 1, 2]);
     for (_, first, second) in &seen {
         assert_eq!(first.dims(), Some((4, 8, 8)));
-        let a = Previewer::Cheap.render(first).unwrap();
-        let b = Previewer::Cheap.render(second).unwrap();
+        let a = Previewer::Cheap.render(first, LatentSpace::Sd).unwrap();
+        let b = Previewer::Cheap.render(second, LatentSpace::Sd).unwrap();
         assert_eq!(a.dimensions(), (8, 8));
         // seeds 3 and 4 make different images
         assert_ne!(a.as_raw(), b.as_raw());
@@ -255,7 +255,7 @@ fn taesd_preview_of_a_real_photo() {
         denoised: Some(&latents),
     };
     let preview = previewer
-        .render(&PreviewLatents::first(&progress).unwrap())
+        .render(&PreviewLatents::first(&progress).unwrap(), LatentSpace::Sd)
         .unwrap();
     assert_eq!(preview.dimensions(), (256, 256));
     let mse: f64 = preview
@@ -272,7 +272,8 @@ fn taesd_preview_of_a_real_photo() {
 }
 
 /// The wrong TAESD files are refused by what they are: the encoder, and TAESDXL's decoder (same
-/// layers, told apart by its name) for these SD1/SD2 models; the SD decoder is taken.
+/// layers, told apart by its name) for these SD1/SD2 models when no SD decoder is beside it; the
+/// SD decoder is taken, also when TAESDXL's is named and TAESD's is in its folder.
 #[test]
 fn wrong_taesd_files_are_refused_by_what_they_are() {
     let Some(data) = shared() else { return };
@@ -294,9 +295,12 @@ fn wrong_taesd_files_are_refused_by_what_they_are() {
             enc.display()
         )
     );
-    let xl = data.join("taesd/taesdxl_decoder.safetensors");
+    // TAESDXL's decoder alone in its folder (beside TAESD's, the SD decoder is taken)
+    let xl = d.path().join("taesdxl_decoder.safetensors");
+    std::fs::copy(data.join("taesd/taesdxl_decoder.safetensors"), &xl).unwrap();
     let e = load(xl).unwrap_err().to_string();
     assert!(e.contains("by its name this is TAESDXL's decoder"), "{e}");
+    load(data.join("taesd/taesdxl_decoder.safetensors")).unwrap();
     assert!(Previewer::load(Some(&enc))
         .err()
         .unwrap()

@@ -4,7 +4,7 @@
 //! (zero embeddings), non-square sizes, batch 2, Euler a / Euler / DPM++ 2M Karras, CPU and NV
 //! noise; img2img (Euler a, strength 0.6); the 9-channel SDXL inpainting U-Net in txt2img (mask
 //! of ones, grey picture's latents). Final latents within 1e-5 of their largest value, pixels within one level.
-//! Also: what SDXL refuses by name (a refiner as the model, the hires fix, LoRA).
+//! Also: what SDXL refuses by name (a refiner as the model, LoRA).
 
 use std::ops::ControlFlow;
 
@@ -82,10 +82,6 @@ fn unsupported_sdxl_features_are_refused_by_name() {
         msg.contains("hypernetwork") && msg.contains("not supported on SDXL"),
         "{msg}"
     );
-    req.prompt = "a cat".into();
-    req.hires = Some(sumi_pipeline::Hires::default());
-    let msg = refused(&pipe, &req);
-    assert!(msg.contains("hires fix is not supported on SDXL"), "{msg}");
 }
 
 /// The embeddings folder is read on SDXL (tests/sdxl_networks.rs checks what it gives): a

@@ -430,6 +430,7 @@
         for (const m of models || []) {
           const o = document.createElement("option");
           o.value = o.textContent = m.title;
+          o.dataset.latentSpace = m.latent_space || "";
           el.model.appendChild(o);
         }
         if (options && options.sd_model_checkpoint) {
@@ -440,14 +441,27 @@
           }
           el.model.value = options.sd_model_checkpoint;
         }
+        followModelSize();
       }),
       window.Sumi.networks.load().catch((e) => problems.push(t("extra_networks") + ": " + e.message)),
     ]);
     if (problems.length) showError(t("err_load", { list: problems.join("\n") }));
     document.body.dataset.ready = "true";
   }
+  // SDXL models default to 1024², SD1/SD2 ones to 512²: a size still at the other kind's
+  // default follows the selected checkpoint (a size the user chose stays).
+  function followModelSize() {
+    const o = el.model.selectedOptions[0];
+    const want = o && o.dataset.latentSpace === "sdxl" ? 1024 : 512;
+    const other = want === 1024 ? 512 : 1024;
+    if (Number(el.width.value) === other && Number(el.height.value) === other) {
+      el.width.value = el.height.value = want;
+      state.ratio = 1;
+    }
+  }
   el.model.addEventListener("change", async () => {
     const title = el.model.value;
+    followModelSize();
     clearError();
     el.model.disabled = true;
     try {

@@ -64,14 +64,21 @@ pub async fn schedulers() -> Json<Value> {
     Json(Value::Array(list))
 }
 
-/// `GET /sdapi/v1/sd-models` (hashes computed on first listing, then cached).
+/// `GET /sdapi/v1/sd-models` (hashes computed on first listing, then cached), each with Sumi's
+/// `latent_space` (`sd`, `sdxl`, or null where the header does not say: the web page's default
+/// size follows it).
 pub async fn sd_models(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let list = tokio::task::spawn_blocking(move || {
         let current = s.current_model();
         s.checkpoints
             .list(&[&s.config.model, &current])
             .iter()
-            .map(|e| e.to_json())
+            .map(|e| {
+                let mut v = e.to_json();
+                let space = sumi_pipeline::checkpoint_report::latent_space_of(&e.path);
+                v["latent_space"] = json!(space.map(|l| l.name()));
+                v
+            })
             .collect::<Vec<_>>()
     })
     .await

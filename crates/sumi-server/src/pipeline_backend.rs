@@ -1,6 +1,6 @@
 //! The server's real [`Backend`]: each checkpoint loaded as a [`Pipeline`] with the server's
 //! load options; step previews from the pipeline's [`Previewer`] (A1111's cheap approximation,
-//! or the configured TAESD decoder).
+//! or the configured TAESD decoder), in the loaded model's latent space (SD or SDXL).
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,9 @@ impl PipelineBackend {
 impl Backend for PipelineBackend {
     fn load(&self, path: &Path) -> Result<Box<dyn Model>, String> {
         let pipe = Pipeline::load(path, &self.load).map_err(|e| e.to_string())?;
+        if let Some(why) = self.previewer.missing(pipe.latent_space()) {
+            eprintln!("sumi serve: {}: {why}", path.display());
+        }
         Ok(Box::new(PipelineModel {
             pipe,
             previewer: self.previewer.clone(),
@@ -71,10 +74,11 @@ impl Model for PipelineModel {
         on_step: &mut dyn FnMut(&Step) -> ControlFlow<Stop>,
         on_image: &mut dyn FnMut(Image) -> Result<(), String>,
     ) -> Result<Vec<String>, JobFailure> {
+        let space = self.pipe.latent_space();
         let mut step = |p: &Progress<'_>| {
             let preview = PreviewLatents::first(p).map(|latent| {
                 let previewer = self.previewer.clone();
-                Preview::new(move || previewer.render(&latent).map_err(|e| e.to_string()))
+                Preview::new(move || previewer.render(&latent, space).map_err(|e| e.to_string()))
             });
             on_step(&Step {
                 batch: p.batch * p.passes + p.pass,

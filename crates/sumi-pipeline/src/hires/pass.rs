@@ -126,11 +126,21 @@ impl Pipeline {
             old_scheduling: false,
         };
         let negative = h.negative_prompt(req);
+        let target = h.target(req.width, req.height);
+        // A1111's `calculate_hr_conds` sizes the prompts as the upscale target (`hr_upscale_to_x`,
+        // `hr_upscale_to_y`, before the crop): SDXL's size conditions read them
+        let sized = Request {
+            width: target.width,
+            height: target.height,
+            img2img: None,
+            sd_upscale: None,
+            ..req.clone()
+        };
         let conds = self.encode_prompts(
             active,
             (prompt, negative),
             &timeline,
-            req,
+            &sized,
             plan.as_ref().map_or(0, Plan::steps),
             on_step,
         )?;
@@ -138,7 +148,7 @@ impl Pipeline {
             return Ok(None);
         };
         Ok(Some(HiresRun {
-            target: h.target(req.width, req.height),
+            target,
             upscaler,
             plan,
             unet: active.unet.clone(),

@@ -49,6 +49,8 @@ fn sd_models_and_switching_through_the_options() {
         );
         assert_eq!(m["filename"], path.to_str().unwrap());
         assert_eq!(m["config"], Value::Null);
+        // no checkpoint header to read the latent space from
+        assert_eq!(m["latent_space"], Value::Null);
     }
     let (ta, tb) = (models[1]["title"].clone(), models[2]["title"].clone());
     let (_, opts) = get(&s, "/sdapi/v1/options");
