@@ -116,14 +116,16 @@ impl Pipeline {
         let l = TextEncoder::new_sdxl(&active.clip, dev, ClipPad::EndOfText, &[], opts.clone())?;
         let g = TextEncoder::new_sdxl(clip_g, dev, ClipPad::Zero, &[], opts)?
             .with_interrupt(interrupted);
+        // an SDXL refiner (a job's refiner, [`crate::refiner`]) has bigG only
+        let refiner = self.model.facts.family == sumi_weights::Family::SdxlRefiner;
         let enc = SdxlEncoders {
-            clip_l: Some(l),
+            clip_l: (!refiner).then_some(l),
             clip_g: g,
             size: (req.width, req.height),
             crop: CROP,
             adm_in,
             pooled,
-            refiner: false,
+            refiner,
         };
         let cond = enc.prompt(prompt, timeline)?;
         Ok((cond, enc.negative(negative, timeline)?))
