@@ -47,10 +47,7 @@ fn the_refiner_is_recorded_and_found_again_by_name() {
         .args(FAST)
         .output()
         .unwrap());
-    let info = ok(sumi(d.path())
-        .args(["png-info", "r.png"])
-        .output()
-        .unwrap());
+    let info = ok(sumi(d.path()).args(["png-info", "r.png"]).output().unwrap());
     assert!(
         info.contains("Refiner: tiny_sd2-v [") && info.contains("Refiner switch at: 0.5"),
         "{info}"
@@ -62,7 +59,11 @@ fn the_refiner_is_recorded_and_found_again_by_name() {
         .output()
         .unwrap();
     ok(o.clone());
-    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let a = image::open(d.path().join("r.png")).unwrap().to_rgb8();
     let b = image::open(d.path().join("again.png")).unwrap().to_rgb8();
     assert_eq!(a.as_raw(), b.as_raw());
@@ -115,7 +116,12 @@ fn bad_refiners_exit_2_naming_the_option() {
         ],
     );
     fails(
-        run(&["--refiner", "tiny_sdxl-refiner", "--refiner-switch-at", "1.5"]),
+        run(&[
+            "--refiner",
+            "tiny_sdxl-refiner",
+            "--refiner-switch-at",
+            "1.5",
+        ]),
         &["refiner-switch-at", "1.5 is outside (0, 1]"],
     );
     fails(

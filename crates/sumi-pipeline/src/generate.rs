@@ -156,8 +156,7 @@ impl Pipeline {
         let networks = NetworkState::new(opts.lora_dirs.clone());
         let prompt = opts.first_prompt.as_deref();
         let sdxl = checkpoint.is_sdxl();
-        let (unet, clip, clip_g) = if checkpoint.facts.family == sumi_weights::Family::SdxlRefiner
-        {
+        let (unet, clip, clip_g) = if checkpoint.facts.family == sumi_weights::Family::SdxlRefiner {
             let g = Arc::new(checkpoint.clip_g(wdt, &device)?);
             (checkpoint.unet(wdt, &device)?, g.clone(), Some(g))
         } else if sdxl {
@@ -299,11 +298,12 @@ impl Pipeline {
         };
         let hires = match &req.hires {
             None => None,
-            Some(h) => match self.prepare_stage_hires(req, h, &active, &stages, &mut warnings, on_step)
-            {
-                Err(PipelineError::Interrupted) => return Ok(warnings),
-                r => Some(r?),
-            },
+            Some(h) => {
+                match self.prepare_stage_hires(req, h, &active, &stages, &mut warnings, on_step) {
+                    Err(PipelineError::Interrupted) => return Ok(warnings),
+                    r => Some(r?),
+                }
+            }
         };
 
         // 6. batch by batch: noise → sampler → decode → images

@@ -40,8 +40,8 @@ use crate::denoise::CfgDenoiser;
 use crate::error::{PipelineError, Result};
 use crate::generate::{conditioning_steps, LoadOptions, Pipeline, Progress, Stop};
 use crate::hires::{Hires, HiresRun};
-use crate::networks::Active;
 use crate::infotext::py_float_repr;
+use crate::networks::Active;
 use crate::request::{bad, Request};
 
 /// Which passes of a hires fix job the refiner runs in (A1111's `hires_fix_refiner_pass`).
@@ -189,15 +189,14 @@ impl RefinerJob {
 
     /// The infotext keys set while sampling (the uncond skips' and the refiner's), in the order
     /// A1111 first sets them; `all` is what has fired in the job.
-    pub(crate) fn params(
-        job: Option<&Self>,
-        req: &Request,
-        all: Fired,
-    ) -> Vec<(String, String)> {
+    pub(crate) fn params(job: Option<&Self>, req: &Request, all: Fired) -> Vec<(String, String)> {
         let skip = &req.uncond_skip;
         let mut out = Vec::new();
         if req.stages.refiner_by_sample_steps {
-            out.push(("Refiner switch by sampling steps".to_string(), "True".into()));
+            out.push((
+                "Refiner switch by sampling steps".to_string(),
+                "True".into(),
+            ));
         }
         match job.and_then(|j| j.first.get().map(|f| (j, f))) {
             None => out.extend(skip.infotext(all)),
@@ -294,7 +293,12 @@ impl<'a> CfgDenoiser<'a> {
             return;
         };
         let run = sw.run;
-        if !run.due(self.schedule.sigmas(), self.step, self.skip.total_steps, level) {
+        if !run.due(
+            self.schedule.sigmas(),
+            self.step,
+            self.skip.total_steps,
+            level,
+        ) {
             return;
         }
         let prior = sw.prior.or(self.skip.fired);

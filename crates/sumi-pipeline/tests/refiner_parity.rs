@@ -51,10 +51,16 @@ fn switches_match_a1111() {
         let name = c["name"].as_str().unwrap();
         let xl = c["family"] == "sdxl";
         let (pipe, other, prompts) = if xl {
-            let p = (c["prompt"].as_str().unwrap(), c["negative"].as_str().unwrap());
+            let p = (
+                c["prompt"].as_str().unwrap(),
+                c["negative"].as_str().unwrap(),
+            );
             (&sdxl, &xl_refiner, p)
         } else {
-            let p = (top["prompt"].as_str().unwrap(), top["negative"].as_str().unwrap());
+            let p = (
+                top["prompt"].as_str().unwrap(),
+                top["negative"].as_str().unwrap(),
+            );
             (&sd1, &sd2v, p)
         };
         let mut req = common::case_request(c, 128, prompts, &init);

@@ -56,7 +56,10 @@ pub fn resolve(
     warnings: &mut Vec<String>,
 ) -> Result<(), ApiError> {
     if let Some(name) = named(&f.refiner_checkpoint, &["None", "none"]) {
-        if let Some(at) = f.refiner_switch_at.filter(|a| !(a.is_finite() && *a > 0.0 && *a <= 1.0)) {
+        if let Some(at) = f
+            .refiner_switch_at
+            .filter(|a| !(a.is_finite() && *a > 0.0 && *a <= 1.0))
+        {
             return Err(ApiError::invalid(format!(
                 "refiner_switch_at: {at} is outside (0, 1] (the fraction of sampling done on the \
                  model)"
