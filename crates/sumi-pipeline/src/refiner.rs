@@ -528,10 +528,10 @@ mod tests {
 
     #[test]
     fn the_nearest_timestep_is_the_first_of_equals() {
-        let sigmas = [0.1, 0.2, 0.4, 0.8];
+        let sigmas = [0.25, 0.5, 1.0, 2.0];
         assert_eq!(nearest_timestep(&sigmas, 0.05), 0);
-        assert_eq!(nearest_timestep(&sigmas, 0.3), 1);
-        assert_eq!(nearest_timestep(&sigmas, 0.31), 2);
+        assert_eq!(nearest_timestep(&sigmas, 0.75), 1);
+        assert_eq!(nearest_timestep(&sigmas, 0.76), 2);
         assert_eq!(nearest_timestep(&sigmas, 9.0), 3);
     }
 
