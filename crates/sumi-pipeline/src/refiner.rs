@@ -28,6 +28,7 @@
 use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use sumi_models::{Hypernetworks, UNet};
@@ -153,7 +154,7 @@ pub(crate) struct LoadedStages {
     /// The refiner (`None` too when it is the job's model: A1111 does not switch then).
     pub refiner: Option<StageModel>,
     /// The refiner's part of the job.
-    pub job: Option<Arc<RefinerJob>>,
+    pub job: Option<Rc<RefinerJob>>,
     /// The hires checkpoint's title, and its networks unless it is the job's model.
     pub hires: Option<(String, Option<Arc<Pipeline>>)>,
 }
@@ -219,7 +220,7 @@ impl RefinerJob {
 /// The refiner in one pass of a job: its networks and the pass's conditioning.
 pub(crate) struct RefinerRun {
     /// The job's part.
-    pub job: Arc<RefinerJob>,
+    pub job: Rc<RefinerJob>,
     /// The refiner's networks (its VAE decodes a batch it took over).
     pub pipe: Arc<Pipeline>,
     /// Its U-Net with the pass's networks.
@@ -321,7 +322,7 @@ impl<'a> CfgDenoiser<'a> {
 /// The pipeline that decodes a batch: the refiner's when it took over, else `base`.
 pub(crate) fn decoder<'a>(base: &'a Pipeline, run: Option<&'a RefinerRun>) -> &'a Pipeline {
     match run {
-        Some(r) if r.switched.get() => &*r.pipe,
+        Some(r) if r.switched.get() => &r.pipe,
         _ => base,
     }
 }
@@ -386,7 +387,7 @@ impl Pipeline {
                     ));
                 }
                 let hires_pass = req.hires.as_ref().map(|_| req.stages.hires_refiner_pass);
-                out.job = Some(Arc::new(RefinerJob {
+                out.job = Some(Rc::new(RefinerJob {
                     title: stage.title.clone(),
                     switch_at: r.switch_at,
                     by_steps: req.stages.refiner_by_sample_steps,
