@@ -131,6 +131,8 @@ pub struct Common {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    stages: crate::stages::StageArgs,
 }
 
 /// `sumi txt2img`.
@@ -492,15 +494,7 @@ pub fn txt2img(a: Txt2ImgArgs) -> Result<()> {
     } else {
         req.token_merging_ratio
     };
-    // A1111 switches checkpoints for such a second pass; Sumi runs both on --model
-    let other = info.as_ref().and_then(|p| p.get("Hires checkpoint"));
-    if let Some(c) = other.filter(|c| req.hires.is_some() && *c != "Use same checkpoint") {
-        eprintln!(
-            "warning: the infotext's `Hires checkpoint: {c}` is not applied: Sumi runs the hires \
-             pass on --model"
-        );
-    }
-    run(&a.common, req, None)
+    run(&a.common, info.as_ref(), req, None)
 }
 
 /// Runs `sumi img2img`.
@@ -536,12 +530,17 @@ pub fn img2img(a: Img2ImgArgs) -> Result<()> {
     });
     req.sd_upscale = a.sd_upscale.to_sd_upscale()?;
     req.inpainting_mask_weight = a.inpaint.inpainting_mask_weight;
-    run(&a.common, req, auto)
+    run(&a.common, info.as_ref(), req, auto)
 }
 
 /// Runs `req`; with `auto` (the init image's size, no size given) the size is chosen for the
 /// loaded model ([`crate::size::native`]).
-fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
+fn run(
+    c: &Common,
+    info: Option<&Parameters>,
+    mut req: Request,
+    auto: Option<(u32, u32)>,
+) -> Result<()> {
     req.validate()?;
     let mut outputs = crate::output::Outputs::plan(
         c.output.as_deref(),
@@ -555,6 +554,8 @@ fn run(c: &Common, mut req: Request, auto: Option<(u32, u32)>) -> Result<()> {
     // a Hub model is fetched once the request is known to be valid
     let model = crate::hub_models::model(c.model.as_deref(), "--model", c.quiet)?;
     crate::inputs::model(&model, "--model")?;
+    crate::stages::apply(&c.stages, info, &model, &mut req, c.quiet)?;
+    req.validate()?;
     let vae = match &c.vae {
         Some(v) => Some(crate::hub_models::file(v, "--vae", c.quiet)?),
         None => None,

@@ -12,6 +12,7 @@ mod ranged;
 mod sd_upscale;
 mod serve;
 mod size;
+mod stages;
 mod terminal;
 mod upscale;
 mod worker;

@@ -88,6 +88,8 @@ pub(crate) struct BatchInputs<'a> {
     /// The uncond skips that have happened in the job so far (A1111 keeps their infotext keys
     /// on the job once they happen).
     pub fired: &'a Cell<Fired>,
+    /// The refiner of this pass, if the job has one.
+    pub refiner: Option<&'a crate::refiner::RefinerRun>,
 }
 
 impl BatchInputs<'_> {
@@ -104,7 +106,12 @@ impl BatchInputs<'_> {
             let r = crate::infotext::py_float_repr(req.token_merging_ratio_hr);
             out.push(("Token merging ratio hr".to_string(), r));
         }
-        out.extend(self.req.uncond_skip.infotext(self.fired.get()));
+        let job = self.refiner.map(|r| &*r.job);
+        out.extend(crate::refiner::RefinerJob::params(
+            job,
+            req,
+            self.fired.get(),
+        ));
         out
     }
 }
@@ -119,7 +126,8 @@ impl Pipeline {
     ) -> Result<BatchOutcome> {
         let (latents, stop) = self.sample_batch(inputs, &batch, on_step)?;
         let params = inputs.params_after_sampling();
-        let images = self.finish_batch(inputs.init, &params, &batch, &latents)?;
+        let decoder = crate::refiner::decoder(self, inputs.refiner);
+        let images = decoder.finish_batch(inputs.init, &params, &batch, &latents)?;
         Ok(BatchOutcome { images, stop })
     }
 
@@ -153,7 +161,10 @@ impl Pipeline {
             &self.device,
         );
         let x = plan.start(&rng.next_noise()?, init.latents.as_ref())?;
-        // 2. the sampler over the guided U-Net
+        // 2. the sampler over the guided U-Net (the refiner may take over)
+        if let Some(r) = inputs.refiner {
+            r.switched.set(false);
+        }
         let mut denoiser = self.guided_unet(inputs);
         let mut stop = None;
         let mut report = |s: &Step<'_>| match on_step(&Progress {
@@ -247,6 +258,13 @@ impl Pipeline {
                 by_timestep: inputs.plan.sees_timesteps(),
                 fired: Fired::default(),
             },
+            refiner: inputs
+                .refiner
+                .filter(|r| r.active)
+                .map(|run| crate::refiner::Switch {
+                    run,
+                    prior: inputs.fired.get(),
+                }),
         }
     }
 }

@@ -72,6 +72,12 @@ impl Checkpoint {
         Ok(ck)
     }
 
+    /// Opens and identifies `path` as another checkpoint of a job (a refiner, a hires
+    /// checkpoint): an SDXL refiner is accepted; detection alone says ε or v (no override).
+    pub(crate) fn open_stage_unresolved(path: &Path) -> Result<Self> {
+        Self::identify_unresolved(path, None)
+    }
+
     fn identify_unresolved(path: &Path, prediction: Option<Prediction>) -> Result<Self> {
         let weights = Weights::open(path)?;
         let facts = detect(&weights, prediction)?;

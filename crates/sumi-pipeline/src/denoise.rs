@@ -44,6 +44,8 @@ pub struct CfgDenoiser<'a> {
     pub(crate) skip: SkipRule,
     /// Token merging ratio on the U-Net's full-resolution self-attention (0 = none).
     pub token_merging: f64,
+    /// The refiner, until it takes over ([`crate::refiner`]).
+    pub(crate) refiner: Option<crate::refiner::Switch<'a>>,
 }
 
 /// A1111's latent mask blend in its `CFGDenoiser`.
@@ -297,6 +299,7 @@ impl CfgDenoiser<'_> {
         sigma: f64,
         scale_multiplier: f64,
     ) -> sumi_sampling::Result<(Tensor, Tensor)> {
+        self.apply_refiner(crate::refiner::Level::Sigma(sigma));
         let before = match &self.blend {
             Some(b) if b.before => Some(b.blend_input(x, sigma).map_err(err)?),
             _ => None,
@@ -346,6 +349,7 @@ impl sumi_sampling::Denoiser for CfgDenoiser<'_> {
         alpha: f64,
         sigma: f64,
     ) -> sumi_sampling::Result<Tensor> {
+        self.apply_refiner(crate::refiner::Level::Timestep(t_model));
         let blended = match &self.blend {
             Some(b) if b.before => Some(b.blend_input(x, 0.0).map_err(err)?),
             _ => None,

@@ -139,24 +139,39 @@ pub struct Pipeline {
     pub(crate) vae_hash: std::sync::OnceLock<Option<String>>,
     /// The image upscalers (built-in and the upscaler folders' model files).
     pub(crate) upscalers: crate::upscale::UpscalerRegistry,
+    /// The options it was loaded with (a job's refiner and hires checkpoint load with them).
+    pub(crate) load_opts: LoadOptions,
 }
 
 impl Pipeline {
     /// Opens `path` and builds its networks on the CPU, at `opts.precision`.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        Self::load_checkpoint(path, opts, false)
+    }
+
+    /// [`Self::load`]; with `stage`, an SDXL refiner is accepted (its bigG encoder stands in
+    /// for the text encoder: it refines another model's latents, [`crate::refiner`]).
+    pub(crate) fn load_checkpoint(path: &Path, opts: &LoadOptions, stage: bool) -> Result<Self> {
         let device = Device::Cpu;
-        let mut checkpoint = Checkpoint::open_unresolved(path, opts.prediction)?;
+        let mut checkpoint = if stage {
+            Checkpoint::open_stage_unresolved(path)?
+        } else {
+            Checkpoint::open_unresolved(path, opts.prediction)?
+        };
         let wdt = opts.precision.weight_dtype();
         let networks = NetworkState::new(opts.lora_dirs.clone());
         let prompt = opts.first_prompt.as_deref();
         let sdxl = checkpoint.is_sdxl();
-        let (unet, clip, clip_g) = if sdxl {
+        let (unet, clip, clip_g) = if checkpoint.facts.family == sumi_weights::Family::SdxlRefiner {
+            let g = Arc::new(checkpoint.clip_g(wdt, &device)?);
+            (checkpoint.unet(wdt, &device)?, g.clone(), Some(g))
+        } else if sdxl {
             let (u, l, g) = crate::sdxl_run::build_sdxl(&checkpoint, wdt, &device)?;
-            (u, l, Some(g))
+            (u, Arc::new(l), Some(Arc::new(g)))
         } else {
             let (u, c) =
                 crate::networks::first_build(&mut checkpoint, &networks, prompt, wdt, &device)?;
-            (u, c, None)
+            (u, Arc::new(c), None)
         };
         let vae = match &opts.vae {
             Some(p) => Checkpoint::external_vae(p, checkpoint.vae_scale(), wdt, &device)?,
@@ -198,9 +213,9 @@ impl Pipeline {
             vae_path: opts.vae.clone(),
             unet: Mutex::new(Some(Arc::new(unet))),
             vae,
-            clip: Mutex::new(Some(Arc::new(clip))),
+            clip: Mutex::new(Some(clip)),
             clip_width,
-            clip_g: clip_g.map(|g| Mutex::new(Some(Arc::new(g)))),
+            clip_g: clip_g.map(|g| Mutex::new(Some(g))),
             load_notes: crate::sdxl_run::load_notes(sdxl, opts),
             networks,
             hypernets: HypernetState::new(opts.hypernetwork_dirs.clone()),
@@ -212,6 +227,7 @@ impl Pipeline {
             hash: std::sync::OnceLock::new(),
             vae_hash: std::sync::OnceLock::new(),
             upscalers: crate::upscale::UpscalerRegistry::scan(&opts.upscaler_dirs)?,
+            load_opts: opts.clone(),
         })
     }
 
@@ -249,6 +265,8 @@ impl Pipeline {
             warnings.extend(sdxl_notes);
             return Ok(warnings);
         }
+        // the refiner and the hires checkpoint, loaded for this job
+        let stages = self.load_stages(req)?;
         let size = effective_size(req.width, req.height);
         let shape = LatentShape::of_pixels(size.0, size.1);
         let plan = Plan::new(&plan_request(req), &self.schedule).map_err(request_error)?;
@@ -282,12 +300,27 @@ impl Pipeline {
         warnings.extend(self.model_hash_note(req));
         warnings.extend(size_notes(req.width, req.height));
         warnings.extend(init.notes.iter().cloned());
+        let first_refiner = stages.refiner_run(
+            req,
+            (&req.prompt, &req.negative_prompt),
+            &timeline,
+            plan.steps(),
+            0,
+            &mut warnings,
+            on_step,
+        );
+        let first_refiner = match first_refiner {
+            Err(PipelineError::Interrupted) => return Ok(warnings),
+            r => r?,
+        };
         let hires = match &req.hires {
             None => None,
-            Some(h) => match self.prepare_hires(req, h, &active, &mut warnings, on_step)? {
-                Some(run) => Some(run),
-                None => return Ok(warnings),
-            },
+            Some(h) => {
+                match self.prepare_stage_hires(req, h, &active, &stages, &mut warnings, on_step) {
+                    Err(PipelineError::Interrupted) => return Ok(warnings),
+                    r => Some(r?),
+                }
+            }
         };
 
         // 6. batch by batch: noise → sampler → decode → images
@@ -306,6 +339,7 @@ impl Pipeline {
             shape,
             pass: (0, passes),
             fired: &fired,
+            refiner: first_refiner.as_ref(),
         };
         for n in 0..req.batch_count {
             let batch = BatchSeeds::of(req, n, seed, subseed);

@@ -12,7 +12,7 @@ use crate::infotext::Parameters;
 
 /// Keys both front ends (`--infotext`/`--from-png`, the API's `infotext`) fill a request from
 /// (`Hypernet` and its strength become a `<hypernet:…>` tag of the prompt, as A1111 pastes them).
-pub const APPLIED: [&str; 28] = [
+pub const APPLIED: [&str; 33] = [
     "Steps",
     "Sampler",
     "Schedule type",
@@ -41,11 +41,16 @@ pub const APPLIED: [&str; 28] = [
     "Skip Early CFG",
     "Token merging ratio",
     "Token merging ratio hr",
+    "Refiner",
+    "Refiner switch at",
+    "Refiner switch by sampling steps",
+    "Hires refiner",
+    "Hires checkpoint",
 ];
 
 /// Keys that record what was used (checked elsewhere where Sumi can check them) and change
 /// nothing by themselves.
-pub const RECORDS: [&str; 12] = [
+pub const RECORDS: [&str; 11] = [
     "Model",
     "Model hash",
     "VAE",
@@ -56,17 +61,15 @@ pub const RECORDS: [&str; 12] = [
     "TI hashes",
     "Lora hashes",
     "Init image hash",
-    "Hires checkpoint",
     "Image CFG scale",
 ];
 
 /// Keys with the values that change nothing (A1111 v1.10.1's defaults), compared as numbers
 /// where both parse as numbers.
-pub const NEUTRAL: [(&str, &str); 33] = [
+pub const NEUTRAL: [(&str, &str); 31] = [
     ("Face restoration", ""),
     ("Emphasis", "Original"),
     ("Tiling", "False"),
-    ("Hires refiner", "second pass"),
     ("VAE Encoder", "Full"),
     ("VAE Decoder", "Full"),
     ("Conditional mask weight", "1"),
@@ -76,7 +79,6 @@ pub const NEUTRAL: [(&str, &str); 33] = [
     ("Pad conds v0", "False"),
     ("Old prompt editing timelines", "False"),
     ("Downcast alphas_cumprod", "False"),
-    ("Refiner switch by sampling steps", "False"),
     ("Eta DDIM", "0"),
     ("Eta", "1"),
     ("Sigma churn", "0"),

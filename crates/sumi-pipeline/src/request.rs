@@ -200,6 +200,8 @@ pub struct Request {
     /// Token merging ratio of the hires fix's second pass (A1111's `token_merging_ratio_hr`,
     /// else the first pass's).
     pub token_merging_ratio_hr: f64,
+    /// Other checkpoints for part of the job: the refiner, the hires pass's checkpoint.
+    pub stages: crate::refiner::Stages,
 }
 
 impl Default for Request {
@@ -232,6 +234,7 @@ impl Default for Request {
             uncond_skip: crate::UncondSkip::default(),
             token_merging_ratio: 0.0,
             token_merging_ratio_hr: 0.0,
+            stages: crate::refiner::Stages::default(),
         }
     }
 }
@@ -340,6 +343,7 @@ impl Request {
                 return Err(bad(field, format!("{r} is outside 0..=1")));
             }
         }
+        self.stages.validate(self)?;
         self.uncond_skip.validate()
     }
 }

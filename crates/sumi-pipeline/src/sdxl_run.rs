@@ -217,14 +217,16 @@ impl Pipeline {
         )?;
         let g = TextEncoder::new_sdxl(clip_g, dev, ClipPad::Zero, &self.embeddings_g, opts)?
             .with_interrupt(interrupted);
+        // an SDXL refiner (a job's refiner, [`crate::refiner`]) has bigG only
+        let refiner = self.model.facts.family == sumi_weights::Family::SdxlRefiner;
         let enc = SdxlEncoders {
-            clip_l: Some(l),
+            clip_l: (!refiner).then_some(l),
             clip_g: g,
             size: (req.width, req.height),
             crop: CROP,
             adm_in,
             pooled,
-            refiner: false,
+            refiner,
         };
         let cond = enc.prompt(prompt, timeline)?;
         Ok((cond, enc.negative(negative, timeline)?))

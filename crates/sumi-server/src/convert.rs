@@ -168,6 +168,8 @@ pub fn prepare(
             _ => opts.token_merging.0,
         },
         token_merging_ratio_hr: opts.token_merging.2,
+        // the refiner and the hires checkpoint: named checkpoints, [`crate::stages`]
+        stages: Default::default(),
     };
     if endpoint == Endpoint::Txt2Img && f.enable_hr == Some(true) {
         hires(f, &mut request)?;
@@ -192,19 +194,13 @@ pub fn prepare(
 }
 
 /// A1111's hires fix fields: `firstphase_width/height` (the old API's first pass size), the
-/// scale or resize, steps, strength, upscaler, sampler, schedule and prompts. A checkpoint of
-/// its own for the second pass is refused (Sumi runs both passes on one model).
+/// scale or resize, steps, strength, upscaler, sampler, schedule and prompts (a checkpoint of
+/// its own for the second pass: [`crate::stages`]).
 fn hires(f: &GenerationFields, request: &mut Request) -> Result<(), ApiError> {
     let given = |s: &Option<String>, same: &str| {
         s.clone()
             .filter(|v| !v.trim().is_empty() && v.as_str() != same)
     };
-    if let Some(c) = given(&f.hr_checkpoint_name, "Use same checkpoint") {
-        return Err(ApiError::invalid(format!(
-            "hr_checkpoint_name: '{c}': a checkpoint of its own for the hires pass is not \
-             supported by Sumi yet (leave it empty to use the same one)"
-        )));
-    }
     let (fw, fh) = (
         f.firstphase_width.unwrap_or(0),
         f.firstphase_height.unwrap_or(0),

@@ -9,7 +9,7 @@ use sumi_pipeline::infotext::parse_generation_parameters;
 use crate::models::Endpoint;
 
 /// Infotext keys and the request fields they fill.
-const FIELDS: [(&str, &str); 11] = [
+const FIELDS: [(&str, &str); 13] = [
     ("Steps", "steps"),
     ("Sampler", "sampler_name"),
     ("Schedule type", "scheduler"),
@@ -21,10 +21,12 @@ const FIELDS: [(&str, &str); 11] = [
     ("Variation seed strength", "subseed_strength"),
     ("Denoising strength", "denoising_strength"),
     ("Image CFG scale", "image_cfg_scale"),
+    ("Refiner", "refiner_checkpoint"),
+    ("Refiner switch at", "refiner_switch_at"),
 ];
 
 /// Infotext keys of the hires fix and the txt2img fields they fill (A1111's paste fields).
-const HIRES_FIELDS: [(&str, &str); 9] = [
+const HIRES_FIELDS: [(&str, &str); 10] = [
     ("Hires upscale", "hr_scale"),
     ("Hires upscaler", "hr_upscaler"),
     ("Hires steps", "hr_second_pass_steps"),
@@ -34,10 +36,11 @@ const HIRES_FIELDS: [(&str, &str); 9] = [
     ("Hires schedule type", "hr_scheduler"),
     ("Hires prompt", "hr_prompt"),
     ("Hires negative prompt", "hr_negative_prompt"),
+    ("Hires checkpoint", "hr_checkpoint_name"),
 ];
 
 /// Infotext keys that are settings.
-const SETTINGS: [(&str, &str); 7] = [
+const SETTINGS: [(&str, &str); 9] = [
     ("Clip skip", "CLIP_stop_at_last_layers"),
     ("RNG", "randn_source"),
     ("NGMS", "s_min_uncond"),
@@ -45,6 +48,8 @@ const SETTINGS: [(&str, &str); 7] = [
     ("Skip Early CFG", "skip_early_cond"),
     ("Token merging ratio", "token_merging_ratio"),
     ("Token merging ratio hr", "token_merging_ratio_hr"),
+    ("Hires refiner", "hires_fix_refiner_pass"),
+    ("Refiner switch by sampling steps", "refiner_switch_by_sample_steps"),
 ];
 
 /// Fills `sent` from its `infotext` (a no-op without one).

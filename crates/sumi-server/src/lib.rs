@@ -39,6 +39,7 @@ pub mod progress;
 pub mod queue;
 pub mod routes;
 pub mod scripts;
+pub mod stages;
 pub mod unapplied;
 pub mod worker;
 

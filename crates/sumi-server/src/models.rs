@@ -81,6 +81,10 @@ pub struct GenerationFields {
     #[serde(default, deserialize_with = "lax::string")]
     pub hr_checkpoint_name: Option<String>,
     #[serde(default, deserialize_with = "lax::string")]
+    pub refiner_checkpoint: Option<String>,
+    #[serde(default, deserialize_with = "lax::float")]
+    pub refiner_switch_at: Option<f64>,
+    #[serde(default, deserialize_with = "lax::string")]
     pub hr_sampler_name: Option<String>,
     #[serde(default, deserialize_with = "lax::string")]
     pub hr_scheduler: Option<String>,

@@ -242,6 +242,7 @@ async fn generate(
         let mut p = prepare(endpoint, &f, &opts)?;
         p.checkpoint = model_override(&s2, &f);
         p.warnings = warnings;
+        crate::stages::resolve(&s2, &f, &mut p.request, &mut p.warnings)?;
         p.request.model_hash = model_hash;
         Ok::<_, ApiError>(p)
     })

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::models::{defaults, Endpoint};
 
 /// Settings Sumi applies (the others are kept and echoed only).
-const APPLIED_SETTINGS: [&str; 11] = [
+const APPLIED_SETTINGS: [&str; 13] = [
     "CLIP_stop_at_last_layers",
     "token_merging_ratio",
     "token_merging_ratio_hr",
@@ -21,17 +21,18 @@ const APPLIED_SETTINGS: [&str; 11] = [
     "img2img_fix_steps",
     "inpainting_mask_weight",
     "sd_model_checkpoint",
+    "hires_fix_refiner_pass",
+    "refiner_switch_by_sample_steps",
 ];
 
 /// Settings that change A1111's picture (or the image file the API returns) and that Sumi does not
 /// apply: A1111 v1.10.1's `OptionInfo(..., infotext=...)` settings and a few more (the networks
 /// A1111 adds to every prompt, `lora_functional`, the upscaler img2img enlarges its picture
 /// with).
-const PICTURE_SETTINGS: [&str; 39] = [
+const PICTURE_SETTINGS: [&str; 37] = [
     "face_restoration",
     "emphasis",
     "tiling",
-    "hires_fix_refiner_pass",
     "sd_vae_encode_method",
     "sd_vae_decode_method",
     "initial_noise_multiplier",
@@ -40,7 +41,6 @@ const PICTURE_SETTINGS: [&str; 39] = [
     "pad_cond_uncond_v0",
     "use_old_scheduling",
     "use_downcasted_alpha_bar",
-    "refiner_switch_by_sample_steps",
     "eta_ddim",
     "eta_ancestral",
     "s_churn",
@@ -104,7 +104,6 @@ fn inert_fields() -> Vec<(&'static str, Value)> {
         ("s_noise", json!(1.0)),
         ("seed_resize_from_h", json!(-1)),
         ("seed_resize_from_w", json!(-1)),
-        ("refiner_checkpoint", json!("")),
         ("disable_extra_networks", json!(false)),
         ("firstpass_image", Value::Null),
         ("alwayson_scripts", json!({})),
@@ -148,7 +147,6 @@ pub fn warnings(
         let quiet = neutral(v, &quiet)
             || (field == "seed_resize_from_h" || field == "seed_resize_from_w")
                 && v.as_i64().is_some_and(|n| n <= 0)
-            || (field == "refiner_checkpoint" && v.as_str() == Some("None"))
             || (field == "s_tmax" && v.as_f64().is_some_and(f64::is_infinite));
         if !quiet {
             out.push(format!(

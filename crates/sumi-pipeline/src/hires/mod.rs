@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::infotext::Number;
 use crate::request::{bad, Request, MAX_PROMPT_BYTES, MAX_SIDE, MAX_STEPS};
 
+pub(crate) use pass::HiresRun;
 pub use upscale::{HiresUpscaler, LATENT_UPSCALE_MODES};
 
 /// A1111's hires fix settings (the `hr_*` fields of its txt2img request).

@@ -16,13 +16,11 @@ use super::{Hires, HiresTarget};
 use crate::batch::{BatchInputs, BatchOutcome, BatchSeeds, Conds};
 use crate::conditioning::{MultiCond, ScheduledCond};
 use crate::error::Result;
-use crate::generate::conditioning_steps;
 use crate::generate::{Pipeline, Progress, Stop};
 use crate::image::to_signed_chw;
 use crate::init::{Init, LatentShape};
 use crate::networks::{activations, Active};
 use crate::request::Request;
-use sumi_prompt::Timeline;
 
 /// What the second pass of every batch shares, prepared once per request.
 pub(crate) struct HiresRun {
@@ -43,6 +41,10 @@ pub(crate) struct HiresRun {
     pub uncond: Vec<ScheduledCond>,
     /// Infotext keys of the hires fix, before the networks'.
     pub params: Vec<(String, String)>,
+    /// The hires checkpoint (`hr_checkpoint_name`), when it is not the job's model.
+    pub model: Option<Arc<Pipeline>>,
+    /// The refiner's run in this pass.
+    pub refiner: Option<crate::refiner::RefinerRun>,
 }
 
 impl HiresRun {
@@ -120,11 +122,7 @@ impl Pipeline {
             }
             &own
         };
-        let timeline = Timeline {
-            steps: conditioning_steps(req.sampler, req.steps),
-            hires_steps: Some(conditioning_steps(h.sampler(req), h.steps(req))),
-            old_scheduling: false,
-        };
+        let timeline = h.timeline(req);
         let negative = h.negative_prompt(req);
         let target = h.target(req.width, req.height);
         // A1111's `calculate_hr_conds` sizes the prompts as the upscale target (`hr_upscale_to_x`,
@@ -156,6 +154,8 @@ impl Pipeline {
             cond,
             uncond,
             params: h.infotext_params(req),
+            model: None,
+            refiner: None,
         }))
     }
 
@@ -171,12 +171,20 @@ impl Pipeline {
         on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
     ) -> Result<BatchOutcome> {
         let (latents, stop) = self.sample_batch(first, &batch, on_step)?;
+        // the first pass's pictures come from the model it ended on; the rest of the batch runs
+        // on the hires checkpoint (A1111 loads it before the second pass)
+        let first_decoder = crate::refiner::decoder(self, first.refiner);
         if stop == Some(Stop::Interrupt) {
             let params = first.params_after_sampling();
-            let images = self.finish_batch(first.init, &params, &batch, &latents)?;
+            let images = first_decoder.finish_batch(first.init, &params, &batch, &latents)?;
             return Ok(BatchOutcome { images, stop });
         }
-        let (start, image_cond) = self.hires_start(first, hr, &latents, on_step)?;
+        let second = hr.model.as_deref().unwrap_or(self);
+        if let Some(r) = &hr.refiner {
+            r.switched.set(false);
+        }
+        let (start, image_cond) =
+            second.hires_start(first, hr, &latents, first_decoder, on_step)?;
         let (_, _, h, w) = start.dims4()?;
         let init = Init {
             latents: Some(start),
@@ -212,25 +220,29 @@ impl Pipeline {
                     },
                     pass: (1, 2),
                     fired: first.fired,
+                    refiner: hr.refiner.as_ref(),
                 };
-                self.sample_batch(&inputs, &batch, on_step)?
+                second.sample_batch(&inputs, &batch, on_step)?
             }
             // strength 0 (no step) or a skip during the first pass (A1111's sampler stops at
             // its first call): the upscaled latents as they are
             _ => (init.latents.clone().unwrap_or(latents), stop),
         };
         let params = first.params_after_sampling();
-        let images = self.finish_batch(&init, &params, &batch, &latents)?;
+        let decoder = crate::refiner::decoder(second, hr.refiner.as_ref());
+        let images = decoder.finish_batch(&init, &params, &batch, &latents)?;
         Ok(BatchOutcome { images, stop })
     }
 
     /// The second pass's start latents (upscaled and cropped) and, for inpainting checkpoints,
-    /// its image conditioning.
+    /// its image conditioning; an image upscaler sees the first pass's pictures as
+    /// `first_decoder` decodes them.
     fn hires_start(
         &self,
         first: &BatchInputs<'_>,
         hr: &HiresRun,
         latents: &Tensor,
+        first_decoder: &Pipeline,
         on_step: &mut dyn FnMut(&Progress<'_>) -> ControlFlow<Stop>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let t = hr.target;
@@ -249,7 +261,7 @@ impl Pipeline {
                 (samples, source)
             }
             HiresUpscaler::Image(name) => {
-                let pictures = self.decode(latents, None)?;
+                let pictures = first_decoder.decode(latents, None)?;
                 let mut signed = Vec::with_capacity(n);
                 let mut unit = Vec::with_capacity(n);
                 // the model upscaler asks between tiles whether to interrupt

@@ -348,6 +348,7 @@ impl Pipeline {
                 shape,
                 pass: (0, 1),
                 fired: &fired,
+                refiner: None,
             };
             let batch = BatchSeeds {
                 index: n * run.batches + b as u32,

@@ -90,8 +90,20 @@ fn cases() -> Vec<(&'static str, Value, u16, &'static str)> {
         (
             t2i,
             small(json!({"enable_hr": true, "hr_checkpoint_name": "other.safetensors"})),
+            404,
+            "hr_checkpoint_name: Could not find checkpoint",
+        ),
+        (
+            t2i,
+            small(json!({"refiner_checkpoint": "no_such_refiner", "refiner_switch_at": 0.8})),
+            404,
+            "refiner_checkpoint: Could not find checkpoint with name no_such_refiner",
+        ),
+        (
+            t2i,
+            small(json!({"refiner_checkpoint": "model", "refiner_switch_at": 1.5})),
             422,
-            "hr_checkpoint_name",
+            "refiner_switch_at: 1.5 is outside (0, 1]",
         ),
         (
             t2i,
