@@ -2,13 +2,20 @@
 # Sumi vs PyTorch and OpenVINO on the same work, in the same run, on this machine.
 #
 #   tools/bench/run.sh [NAME...]
-#     NAME: unet-f32 vae-decode-f32 unet-bf16 vae-decode-bf16 img2img-512 (default: all)
+#     NAME: unet-f32 vae-decode-f32 unet-bf16 vae-decode-bf16 img2img-512 fast-img2img-512
+#           (default: all)
 #
 # unet-bf16 compares Sumi's bf16 path with PyTorch f32 (ratio=) and with PyTorch's model cast
 # to bf16 (ratio-bf16=); vae-decode-bf16 compares Sumi bf16 with PyTorch f32. img2img-512 is
 # end to end: `sumi img2img` (default precision, auto) against diffusers'
 # StableDiffusionImg2ImgPipeline, 512x512, 20 steps, strength 0.75, DPM++ 2M Karras, CFG 7,
 # each a whole process (load included) timed with /usr/bin/time, with its peak RSS.
+# fast-img2img-512 is the fast path for CPU users, end to end in the same way: an LCM-LoRA-shaped
+# file (tools/reference/make_lcm_lora.py: LCM-LoRA SD1.5's key layout and shapes, rank 64, random
+# weights), the LCM sampler, 4 steps at strength 0.5 (2 U-Net calls), CFG 1 (the U-Net at batch
+# 1), TAESD decode, 512x512 (issue 21's target: 10 s); diffusers: LCMScheduler, the same LoRA
+# merged, AutoencoderTiny decode (tools/bench/torch_fast_img2img.py). Its BENCH line adds Sumi's
+# load time, its sampling steps after the first (one U-Net call here) and its warning count.
 #
 # Sets up what it needs: the reference environment (tools/reference/setup_env.sh, ~2.5 GB
 # download, once) and a full-size random-weight SD1.5 checkpoint (tools/reference/
@@ -28,7 +35,7 @@ WORK=tools/bench/work
 VENV=tools/reference/.venv
 PY=$VENV/bin/python
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(unet-f32 vae-decode-f32 unet-bf16 vae-decode-bf16 img2img-512)
+[ ${#names[@]} -eq 0 ] && names=(unet-f32 vae-decode-f32 unet-bf16 vae-decode-bf16 img2img-512 fast-img2img-512)
 
 [ -x "$PY" ] || bash tools/reference/setup_env.sh "$VENV" >&2
 [ -f "$WORK/sd15/sd15_random.safetensors" ] || "$PY" tools/reference/make_full_sd15.py "$WORK/sd15" >&2
@@ -77,6 +84,32 @@ for name in "${names[@]}"; do
             --cfg-scale 7 --seed 1 --width 512 --height 512 --quiet --output "$WORK/img2img_sumi.png")
       p=$(timed_runs "$PY" -W ignore tools/bench/torch_img2img.py "$WORK/sd15/diffusers" \
             "$WORK/init512.png" "$WORK/tokenizer")
+      ;;
+    fast-img2img-512)
+      img2img_setup
+      LCM=$WORK/lcm/lcm_lora_sd15.safetensors
+      [ -f "$LCM" ] || "$PY" tools/reference/make_lcm_lora.py \
+        "$WORK/sd15/diffusers/unet/diffusion_pytorch_model.safetensors" "$LCM" >&2
+      TAESD=../shared/data/taesd
+      s=$(CLEAN="$WORK/fast_sumi.png" timed_runs target/release/sumi img2img --model "$CKPT" \
+            --lora-dir "$WORK/lcm" --init-image "$WORK/init512.png" \
+            --prompt "an anime portrait <lora:lcm_lora_sd15:1>" --negative-prompt blurry \
+            --steps 4 --denoising-strength 0.5 --sampler LCM --cfg-scale 1 --seed 1 \
+            --width 512 --height 512 --taesd-decoder "$TAESD/taesd_decoder.safetensors" \
+            --output "$WORK/fast_sumi.png")
+      # the load time and the sampling steps after the first (the CLI's progress line), from the
+      # last run's stderr
+      s=$("$PY" -c 'import json, re, sys
+d = json.loads(sys.argv[1]); e = open(sys.argv[2]).read()
+m = re.search(r"loaded .* in ([0-9.]+)s", e); d["load_s"] = float(m.group(1)) if m else 0
+m = re.search(r"steps in ([0-9.]+)s", e); d["steps_after_first_s"] = float(m.group(1)) if m else 0
+d["warnings"] = e.count("warning:"); print(json.dumps(d))' "$s" "$WORK/stderr.txt")
+      grep "warning:" "$WORK/stderr.txt" >&2 || true
+      p=$(timed_runs "$PY" -W ignore tools/bench/torch_fast_img2img.py "$WORK/sd15/diffusers" \
+            "$WORK/init512.png" "$WORK/tokenizer" "$LCM" "$TAESD/taesd_decoder.safetensors")
+      extra=" target-10s=$("$PY" -c "print('met' if $(median "$s") <= 10 else 'OVER')")"
+      extra="$extra sumi-load=$(field "$s" load_s) sumi-steps-after-first=$(field "$s" steps_after_first_s)"
+      extra="$extra sumi-warnings=$(field "$s" warnings)"
       ;;
     unet-bf16)
       s=$("$BIN" "$name" "$CKPT" "$RUNS")

@@ -95,6 +95,10 @@ pub struct Common {
     /// Decode with this TAESD decoder file instead of the VAE (fast, approximate).
     #[arg(long)]
     taesd_decoder: Option<PathBuf>,
+    /// Encode img2img sources (and the hires fix's upscaled pictures) with this TAESD encoder
+    /// file instead of the VAE (A1111's "VAE type for encode: TAESD"; fast, approximate).
+    #[arg(long)]
+    taesd_encoder: Option<PathBuf>,
     /// Compute precision of the U-Net, VAE and text encoder: f32, bf16 (weights in bf16, bf16
     /// dot products with f32 sums), or auto (bf16 where the CPU has AVX-512 BF16, else f32).
     #[arg(long, default_value = "auto", value_name = "f32|bf16|auto")]
@@ -465,7 +469,11 @@ fn check_inputs(c: &Common) -> Result<()> {
     if let Some(m) = &c.model {
         crate::inputs::model(m, "--model")?;
     }
-    for (p, what) in [(&c.vae, "--vae"), (&c.taesd_decoder, "--taesd-decoder")] {
+    for (p, what) in [
+        (&c.vae, "--vae"),
+        (&c.taesd_decoder, "--taesd-decoder"),
+        (&c.taesd_encoder, "--taesd-encoder"),
+    ] {
         if let Some(p) = p {
             crate::inputs::file(p, what)?;
         }
@@ -567,6 +575,7 @@ fn run(
         upscaler_dirs: c.upscaler_dirs.clone(),
         vae,
         taesd_decoder: c.taesd_decoder.clone(),
+        taesd_encoder: c.taesd_encoder.clone(),
         precision: c.precision,
         // one job: its LoRAs are merged as the networks are built
         first_prompt: Some(req.prompt.clone()),

@@ -252,6 +252,7 @@ impl Pipeline {
                 0 => inputs.req.token_merging_ratio,
                 _ => inputs.req.token_merging_ratio_hr,
             },
+            unet_rows: std::cell::Cell::new(0),
             skip: SkipRule {
                 settings: inputs.req.uncond_skip,
                 total_steps: inputs.plan.total_steps(),

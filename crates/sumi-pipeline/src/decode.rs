@@ -1,4 +1,5 @@
-//! The decode stage: latents → pixels (the VAE, or TAESD when asked for), A1111's conversion to
+//! The encode stage (pixels → latents, the VAE or TAESD's encoder) and the decode stage:
+//! latents → pixels (the VAE, or TAESD when asked for), A1111's conversion to
 //! 8-bit RGB, and inpainting's overlay of the original pixels outside the mask; NaN or
 //! infinite latents or pixels are refused (A1111's `devices.test_for_nans`).
 
@@ -10,6 +11,18 @@ use crate::generate::Pipeline;
 use crate::inpaint::MaskParts;
 
 impl Pipeline {
+    /// U-Net-scale latents of pictures `[b, 3, h, w]` in [-1, 1], as A1111's
+    /// `images_tensor_to_samples` makes them: the VAE, or the TAESD encoder where one was given
+    /// (A1111's `sd_vae_encode_method` "TAESD", which takes the pictures in [0, 1]).
+    pub(crate) fn encode_first_stage(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.taesd_encoder {
+            Some(t) => t
+                .forward(&x.affine(0.5, 0.5)?)
+                .map_err(|e| self.model_err(e)),
+            None => self.vae.encode(x).map_err(|e| self.model_err(e)),
+        }
+    }
+
     /// The pictures of a batch of latents `[batch, 4, h/8, w/8]`, each with the original pixels
     /// outside `mask` put back over it.
     pub(crate) fn decode(

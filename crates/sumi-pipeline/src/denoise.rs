@@ -3,6 +3,10 @@
 //! last; one U-Net call when cond and uncond have the same token count, separate calls
 //! otherwise (A1111's default, unpadded); `denoised = uncond + Σ wᵢ·cfg·(condᵢ − uncond)`.
 //! The prompt-schedule step counter advances once per call, as A1111's does.
+//! At CFG scale 1 with the parts' weights summing to 1 (a prompt without `AND`), A1111 still
+//! runs the uncond rows, and `uncond + 1·(cond − uncond)` is the cond prediction up to
+//! rounding: Sumi then runs the cond rows only (the U-Net at batch 1 for one picture), unless
+//! the caller asks for the uncond prediction (CFG++).
 //! CFG++ (DDIM CFG++) asks through [`Denoiser::denoise_cfg_pp`](sumi_sampling::Denoiser::denoise_cfg_pp)
 //! for the scale multiplied by A1111's `cond_scale_miltiplier` and the unconditional
 //! prediction (A1111's `last_noise_uncond`), both of the same U-Net call.
@@ -46,6 +50,8 @@ pub struct CfgDenoiser<'a> {
     pub token_merging: f64,
     /// The refiner, until it takes over ([`crate::refiner`]).
     pub(crate) refiner: Option<crate::refiner::Switch<'a>>,
+    /// Rows the U-Net has run so far (a batch of 2 counts 2), for tests and timings.
+    pub unet_rows: std::cell::Cell<usize>,
 }
 
 /// A1111's latent mask blend in its `CFGDenoiser`.
@@ -93,6 +99,30 @@ fn err(e: impl std::fmt::Display) -> sumi_sampling::SamplingError {
     }
 }
 
+/// Whether the guided prediction `u + Σ wᵢ·scale·(cᵢ − u)` is the conds' alone: scale 1 and
+/// weights summing to exactly 1 (then `u`'s coefficient `1 − Σ wᵢ·scale` is 0).
+pub(crate) fn cond_suffices(weights: &[f64], scale: f64) -> bool {
+    scale == 1.0 && !weights.is_empty() && weights.iter().sum::<f64>() == 1.0
+}
+
+/// `Σ wᵢ·cᵢ` of each of `b` images from its rows of `c` (image by image, part by part), f32;
+/// one part is its row as it is.
+fn weighted_conds(c: &Tensor, weights: &[f64], b: usize) -> candle_core::Result<Tensor> {
+    let parts = weights.len();
+    let mut out = Vec::with_capacity(b);
+    for i in 0..b {
+        let mut d = c.get(i * parts)?;
+        if parts > 1 {
+            d = (d * weights[0])?;
+            for (p, w) in weights.iter().enumerate().skip(1) {
+                d = (d + (c.get(i * parts + p)? * *w)?)?;
+            }
+        }
+        out.push(d);
+    }
+    Tensor::stack(&out, 0)?.to_dtype(DType::F32)
+}
+
 /// How the sampler asks for a prediction.
 #[derive(Clone, Copy, Debug)]
 enum ModelInput {
@@ -134,6 +164,7 @@ impl CfgDenoiser<'_> {
         let (c_skip, c_out, c_in) = scalings(self.prediction, sigma);
         let t = self.schedule.sigma_to_t(sigma);
         let rows = x.dim(0)?;
+        self.unet_rows.set(self.unet_rows.get() + rows);
         let ts = Tensor::full(t as f32, rows, x.device())?;
         let x_in = x.affine(c_in, 0.0)?;
         let x_in = match ic {
@@ -159,7 +190,9 @@ impl CfgDenoiser<'_> {
         ic: Option<&Tensor>,
         y: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        let ts = Tensor::full(t as f32, x.dim(0)?, x.device())?;
+        let rows = x.dim(0)?;
+        self.unet_rows.set(self.unet_rows.get() + rows);
+        let ts = Tensor::full(t as f32, rows, x.device())?;
         let x_in = match ic {
             Some(ic) => Tensor::cat(&[x, ic], 1)?,
             None => x.clone(),
@@ -200,13 +233,16 @@ impl CfgDenoiser<'_> {
         Ok((Some(Tensor::stack(&rows, 0)?), Some(uncond)))
     }
 
-    /// `(guided, uncond)` with the guidance scale multiplied by `scale_multiplier`.
+    /// `(guided, uncond)` with the guidance scale multiplied by `scale_multiplier`; `uncond` is
+    /// `None` where it was not computed: CFG scale 1 ([`cond_suffices`]) when `want_uncond` is
+    /// false.
     fn run(
         &mut self,
         x: &Tensor,
         input: ModelInput,
         scale_multiplier: f64,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
+        want_uncond: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let b = x.dim(0)?;
         let (weights, conds) = self
             .cond
@@ -246,6 +282,7 @@ impl CfgDenoiser<'_> {
             ModelInput::Sigma(sigma) => sigma,
             ModelInput::Timestep(t) => t,
         };
+        let scale = self.cfg_scale * scale_multiplier;
         let (den_cond, den_uncond) = if self.skip.skips(self.step, level) {
             // the cond rows only; each image's first cond prediction stands for its uncond one
             let c = self.inner(&x_cond, input, &c_cond, ic_rows(parts)?.as_ref(), y_cond)?;
@@ -254,6 +291,10 @@ impl CfgDenoiser<'_> {
                 .collect::<candle_core::Result<_>>()?;
             let u = Tensor::stack(&firsts, 0)?;
             (c, u)
+        } else if !want_uncond && cond_suffices(&weights, scale) {
+            // CFG 1: `u + Σ wᵢ·(cᵢ − u)` is `Σ wᵢ·cᵢ`; the uncond rows are not needed
+            let c = self.inner(&x_cond, input, &c_cond, ic_rows(parts)?.as_ref(), y_cond)?;
+            return Ok((weighted_conds(&c, &weights, b)?, None));
         } else if c_cond.dim(1)? == uncond.dim(0)? {
             let u_ctx = uncond.unsqueeze(0)?.repeat((b, 1, 1))?;
             let all_x = Tensor::cat(&[&x_cond, x], 0)?;
@@ -274,7 +315,6 @@ impl CfgDenoiser<'_> {
             let u = self.inner(x, input, &u_ctx, ic_rows(1)?.as_ref(), y_uncond)?;
             (c, u)
         };
-        let scale = self.cfg_scale * scale_multiplier;
         let mut out = Vec::with_capacity(b);
         for i in 0..b {
             let u = den_uncond.get(i)?;
@@ -287,18 +327,20 @@ impl CfgDenoiser<'_> {
         }
         Ok((
             Tensor::stack(&out, 0)?.to_dtype(DType::F32)?,
-            den_uncond.to_dtype(DType::F32)?,
+            Some(den_uncond.to_dtype(DType::F32)?),
         ))
     }
 
     /// Blends (inpainting), runs and counts one call: `(guided, uncond)`, both handed
-    /// back relative to the caller's `x` as the module docs of [`LatentBlend`] say.
+    /// back relative to the caller's `x` as the module docs of [`LatentBlend`] say (`uncond`
+    /// only when `want_uncond`, or when it was computed anyway).
     fn guided(
         &mut self,
         x: &Tensor,
         sigma: f64,
         scale_multiplier: f64,
-    ) -> sumi_sampling::Result<(Tensor, Tensor)> {
+        want_uncond: bool,
+    ) -> sumi_sampling::Result<(Tensor, Option<Tensor>)> {
         self.apply_refiner(crate::refiner::Level::Sigma(sigma));
         let before = match &self.blend {
             Some(b) if b.before => Some(b.blend_input(x, sigma).map_err(err)?),
@@ -309,6 +351,7 @@ impl CfgDenoiser<'_> {
                 before.as_ref().unwrap_or(x),
                 ModelInput::Sigma(sigma),
                 scale_multiplier,
+                want_uncond,
             )
             .map_err(err)?;
         let (d, u) = match (&self.blend, &before) {
@@ -316,7 +359,8 @@ impl CfgDenoiser<'_> {
             (Some(b), None) => (b.blend_output(&d).map_err(err)?, u),
             (Some(_), Some(xb)) => {
                 let shift = (x - xb).map_err(err)?;
-                ((d + &shift).map_err(err)?, (u + shift).map_err(err)?)
+                let u = u.map(|u| u + &shift).transpose().map_err(err)?;
+                ((d + shift).map_err(err)?, u)
             }
         };
         self.step += 1;
@@ -326,7 +370,7 @@ impl CfgDenoiser<'_> {
 
 impl sumi_sampling::Denoiser for CfgDenoiser<'_> {
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> sumi_sampling::Result<Tensor> {
-        Ok(self.guided(x, sigma, 1.0)?.0)
+        Ok(self.guided(x, sigma, 1.0, false)?.0)
     }
 
     fn denoise_cfg_pp(
@@ -335,7 +379,8 @@ impl sumi_sampling::Denoiser for CfgDenoiser<'_> {
         sigma: f64,
         scale_multiplier: f64,
     ) -> sumi_sampling::Result<GuidedPrediction> {
-        let (denoised, uncond) = self.guided(x, sigma, scale_multiplier)?;
+        let (denoised, uncond) = self.guided(x, sigma, scale_multiplier, true)?;
+        let uncond = uncond.ok_or_else(|| err("the uncond prediction was not computed"))?;
         Ok(GuidedPrediction { denoised, uncond })
     }
 
@@ -359,6 +404,7 @@ impl sumi_sampling::Denoiser for CfgDenoiser<'_> {
                 blended.as_ref().unwrap_or(x),
                 ModelInput::Timestep(t_model),
                 1.0,
+                false,
             )
             .map_err(err)?;
         let x0 = ((x - eps.affine(sigma, 0.0)?)? / alpha)?;
@@ -368,5 +414,130 @@ impl sumi_sampling::Denoiser for CfgDenoiser<'_> {
         };
         self.step += 1;
         Ok(x0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cfg_skip::{Fired, UncondSkip};
+    use crate::conditioning::WeightedCond;
+    use sumi_sampling::Denoiser;
+
+    #[test]
+    fn cond_suffices_only_where_the_uncond_coefficient_is_zero() {
+        assert!(cond_suffices(&[1.0], 1.0));
+        assert!(cond_suffices(&[0.5, 0.5], 1.0));
+        assert!(!cond_suffices(&[1.0], 7.0));
+        assert!(!cond_suffices(&[1.0, 1.0], 1.0));
+        assert!(!cond_suffices(&[0.8], 1.0));
+        assert!(!cond_suffices(&[], 1.0));
+    }
+
+    fn guided<'a>(
+        unet: &'a UNet,
+        hypernetworks: &'a Hypernetworks,
+        schedule: &'a DiscreteSchedule,
+        cond: &'a MultiCond,
+        uncond: &'a [ScheduledCond],
+        cfg_scale: f64,
+    ) -> CfgDenoiser<'a> {
+        CfgDenoiser {
+            unet,
+            hypernetworks,
+            prediction: Prediction::Epsilon,
+            schedule,
+            cond,
+            uncond,
+            cfg_scale,
+            image_cond: None,
+            blend: None,
+            step: 0,
+            skip: SkipRule {
+                settings: UncondSkip::default(),
+                total_steps: 4,
+                by_timestep: false,
+                fired: Fired::default(),
+            },
+            token_merging: 0.0,
+            refiner: None,
+            unet_rows: std::cell::Cell::new(0),
+        }
+    }
+
+    fn sched(t: Tensor) -> Vec<ScheduledCond> {
+        vec![ScheduledCond {
+            end_step: 100,
+            cond: t,
+            vector: None,
+        }]
+    }
+
+    /// The tiny SD1 U-Net under CFG: at scale 1 one picture runs at batch 1 (two `AND` parts
+    /// of weights summing to 1: batch 2), and the prediction is A1111's `u + (c − u)` (Sumi's
+    /// own path with the uncond rows, asked for through CFG++) up to rounding; at scale 7, and
+    /// where CFG++ wants the uncond prediction, the uncond row runs.
+    #[test]
+    fn cfg_scale_1_runs_the_unet_on_the_cond_rows_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sumi_testkit::tiny_model("sd1", dir.path());
+        let pipe = crate::Pipeline::load(&path, &crate::LoadOptions::default()).unwrap();
+        let unet = pipe.unet.lock().unwrap().clone().unwrap();
+        let width = unet.config().context_dim;
+        let dev = candle_core::Device::Cpu;
+        let ctx = |seed: f64| {
+            Tensor::arange(0f32, (77 * width) as f32, &dev)
+                .unwrap()
+                .reshape((77, width))
+                .unwrap()
+                .affine(1e-3 * seed, -0.5)
+                .unwrap()
+                .sin()
+                .unwrap()
+        };
+        let part = |w: f64, seed: f64| WeightedCond {
+            weight: w,
+            schedule: sched(ctx(seed)),
+        };
+        let one = MultiCond {
+            parts: vec![part(1.0, 1.0)],
+        };
+        let halves = MultiCond {
+            parts: vec![part(0.5, 1.0), part(0.5, 2.0)],
+        };
+        let uncond = sched(ctx(3.0));
+        let schedule = DiscreteSchedule::sd();
+        let hyper = Hypernetworks::default();
+        let x = Tensor::arange(0f32, 256.0, &dev)
+            .unwrap()
+            .reshape((1, 4, 8, 8))
+            .unwrap()
+            .affine(0.37, 0.0)
+            .unwrap()
+            .sin()
+            .unwrap()
+            .affine(2.5, 0.0)
+            .unwrap();
+        let sigma = 2.5;
+        let rows = |cond: &MultiCond, scale: f64| {
+            let mut d = guided(&unet, &hyper, &schedule, cond, &uncond, scale);
+            let out = d.denoise(&x, sigma).unwrap();
+            (d.unet_rows.get(), out)
+        };
+        let (n, fast) = rows(&one, 1.0);
+        assert_eq!(n, 1, "CFG 1: batch 1");
+        assert_eq!(rows(&halves, 1.0).0, 2, "CFG 1, two halves: the cond rows");
+        assert_eq!(rows(&one, 7.0).0, 2, "CFG 7: cond and uncond");
+        assert_eq!(rows(&halves, 7.0).0, 3);
+        let mut full = guided(&unet, &hyper, &schedule, &one, &uncond, 1.0);
+        let a1111 = full.denoise_cfg_pp(&x, sigma, 1.0).unwrap().denoised;
+        assert_eq!(full.unet_rows.get(), 2, "CFG++ needs the uncond row");
+        let diff = sumi_testkit::max_abs_diff(&fast, &a1111);
+        let scale = sumi_testkit::max_abs(&a1111);
+        println!("CFG 1: |skip − u + (c − u)| ≤ {diff:.2e} of max {scale:.2}");
+        // not bit-equal: the U-Net's rows at batch 1 and batch 2 differ in summation order
+        // (5.3e-5 of max here); the end-to-end latent tolerance bounds it
+        assert!(diff <= 1e-4 * scale.max(1.0), "{diff:e}");
+        assert!(scale > 0.1, "a prediction that is not all zeros");
     }
 }

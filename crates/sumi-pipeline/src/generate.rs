@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
-use sumi_models::{ClipTextModel, Precision, TaesdDecoder, UNet, Vae};
+use sumi_models::{ClipTextModel, Precision, TaesdDecoder, TaesdEncoder, UNet, Vae};
 use sumi_prompt::Timeline;
 use sumi_sampling::noise::fixed_seed;
 use sumi_sampling::{DiscreteSchedule, Plan, PlanRequest, SamplingError, Strength};
@@ -38,6 +38,10 @@ pub struct LoadOptions {
     /// model's kind picks TAESD's or TAESDXL's decoder from the file's folder where the file
     /// given is the other kind's (see [`crate::taesd_file::decoder_for`]).
     pub taesd_decoder: Option<PathBuf>,
+    /// A TAESD encoder file: img2img encodes its source with it instead of the VAE (A1111's
+    /// "VAE type for encode: TAESD", infotext `VAE Encoder: TAESD`; also the hires fix's
+    /// re-encode and an inpainting model's txt2img conditioning, as A1111's option does).
+    pub taesd_encoder: Option<PathBuf>,
     /// Compute precision of the U-Net, VAE and text encoder (default f32;
     /// [`Precision::auto`] picks bf16 where the CPU has bf16 dot products).
     pub precision: Precision,
@@ -136,6 +140,8 @@ pub struct Pipeline {
     pub(crate) hash: std::sync::OnceLock<Option<String>>,
     pub(crate) vae_path: Option<PathBuf>,
     pub(crate) taesd: Option<TaesdDecoder>,
+    /// The TAESD encoder, when asked for ([`LoadOptions::taesd_encoder`]).
+    pub(crate) taesd_encoder: Option<TaesdEncoder>,
     pub(crate) vae_hash: std::sync::OnceLock<Option<String>>,
     /// The image upscalers (built-in and the upscaler folders' model files).
     pub(crate) upscalers: crate::upscale::UpscalerRegistry,
@@ -206,6 +212,11 @@ impl Pipeline {
                     TaesdDecoder::new(w.var_builder(DType::F32, &device), 4)
                         .map_err(|e| bad(format!("{}: {e}", p.display())))
                 })
+                .transpose()?,
+            taesd_encoder: opts
+                .taesd_encoder
+                .as_ref()
+                .map(|p| crate::taesd_file::load_encoder(p, sdxl, &device))
                 .transpose()?,
             model: checkpoint.identity(),
             checkpoint,

@@ -93,7 +93,7 @@ impl Pipeline {
         };
         let latents = match (&req.img2img, &pixels) {
             (Some(i), Some(x)) => {
-                let lat = self.vae.encode(x).map_err(|e| self.model_err(e))?;
+                let lat = self.encode_first_stage(x)?;
                 Some(match i.resize_mode {
                     // A1111 encodes the image at its own size and resizes the latent
                     ResizeMode::LatentUpscale => {
@@ -109,10 +109,18 @@ impl Pipeline {
             .as_ref()
             .map(|i| source_notes(i, source.as_ref()))
             .unwrap_or_default();
-        let (mask, params) = match source {
+        let (mask, mut params) = match source {
             Some(s) => (s.mask, s.params),
             None => (None, Vec::new()),
         };
+        if latents.is_some() && self.taesd_encoder.is_some() {
+            let fill = req
+                .img2img
+                .as_ref()
+                .and_then(|i| i.inpaint.as_ref())
+                .map(|m| m.fill);
+            vae_encoder_param(&mut params, fill);
+        }
         let blend = match &mask {
             Some(m) => Some(self.latent_blend(m, shape)?),
             None => None,
@@ -210,4 +218,57 @@ fn source_notes(i: &crate::request::Img2Img, source: Option<&inpaint::Source>) -
         );
     }
     notes
+}
+
+/// A1111 adds `VAE Encoder: TAESD` just before it encodes the source: after the keys of the
+/// source's preparation, where "Masked content: fill" is one, and before the "Masked content"
+/// of latent noise or latent nothing, which it adds after the encode (Sumi with the others).
+fn vae_encoder_param(params: &mut Vec<(String, String)>, fill: Option<MaskedContent>) {
+    let after_encode = matches!(
+        fill,
+        Some(MaskedContent::LatentNoise | MaskedContent::LatentNothing)
+    );
+    let at = params
+        .iter()
+        .position(|(k, _)| after_encode && k == "Masked content")
+        .unwrap_or(params.len());
+    params.insert(at, ("VAE Encoder".into(), "TAESD".into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(fill: Option<MaskedContent>, given: &[(&str, &str)]) -> Vec<String> {
+        let mut p: Vec<(String, String)> = given
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vae_encoder_param(&mut p, fill);
+        p.into_iter().map(|(k, v)| format!("{k}: {v}")).collect()
+    }
+
+    #[test]
+    fn the_vae_encoder_key_sits_where_a1111_adds_it() {
+        assert_eq!(keys(None, &[]), ["VAE Encoder: TAESD"]);
+        let fill = [("Mask blur", "4"), ("Masked content", "fill")];
+        assert_eq!(
+            keys(Some(MaskedContent::Fill), &fill),
+            ["Mask blur: 4", "Masked content: fill", "VAE Encoder: TAESD"]
+        );
+        let noise = [("Mask blur", "4"), ("Masked content", "latent noise")];
+        assert_eq!(
+            keys(Some(MaskedContent::LatentNoise), &noise),
+            [
+                "Mask blur: 4",
+                "VAE Encoder: TAESD",
+                "Masked content: latent noise"
+            ]
+        );
+        let nothing = [("Masked content", "latent nothing")];
+        assert_eq!(
+            keys(Some(MaskedContent::LatentNothing), &nothing),
+            ["VAE Encoder: TAESD", "Masked content: latent nothing"]
+        );
+    }
 }

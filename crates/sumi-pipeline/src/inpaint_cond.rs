@@ -31,7 +31,9 @@ impl Pipeline {
         let (mask_px, lat) = match source {
             None => {
                 let blank = Tensor::zeros((1, 3, h * 8, w * 8), DType::F32, &self.device)?;
-                let lat = self.vae.encode(&blank).map_err(|e| self.model_err(e))?;
+                // A1111's `txt2img_image_conditioning` encodes with `sd_vae_encode_method`,
+                // its `inpainting_image_conditioning` (below) always with the VAE
+                let lat = self.encode_first_stage(&blank)?;
                 (None, lat)
             }
             Some(src) => {

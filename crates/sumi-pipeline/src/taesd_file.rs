@@ -3,11 +3,16 @@
 //! are published under: `taesd_decoder.safetensors`, `taesdxl_decoder.safetensors`); an encoder
 //! (other layers) or the other model kind's decoder would make wrong pictures or fail deep in
 //! the build, so they are refused up front, by what they are. A1111 keeps both decoders in one
-//! folder and picks by the model ([`decoder_for`] does the same with the file's folder).
+//! folder and picks by the model ([`decoder_for`] does the same with the file's folder). The same
+//! for a file given as an encoder (A1111's "VAE type for encode: TAESD").
 
 use std::path::{Path, PathBuf};
 
+use candle_core::{DType, Device};
+use sumi_models::TaesdEncoder;
 use sumi_weights::Weights;
+
+use crate::error::{PipelineError, Result};
 
 /// TAESD's SD1/SD2 decoder's published file name.
 pub const SD_DECODER: &str = "taesd_decoder.safetensors";
@@ -76,4 +81,39 @@ pub fn wrong_taesd_decoder_for(w: &Weights, path: &Path, sdxl: bool) -> Option<&
         );
     }
     None
+}
+
+/// Why `w` (read from `path`) is not a TAESD encoder for an SD1/SD2 model or, `sdxl`, an SDXL
+/// one (TAESDXL's, told by its file name as for the decoder), or `None` when it may be one.
+pub fn wrong_taesd_encoder_for(w: &Weights, path: &Path, sdxl: bool) -> Option<&'static str> {
+    if w.contains("1.weight") && !w.contains("0.weight") {
+        return Some("this is a TAESD decoder, not an encoder (taesd_encoder.safetensors)");
+    }
+    let xl = named_xl(path);
+    match (sdxl, xl) {
+        (true, false) => Some(
+            "by its name this is not TAESDXL's encoder; SDXL models need TAESDXL's \
+             (taesdxl_encoder.safetensors)",
+        ),
+        (false, true) => Some(
+            "by its name this is TAESDXL's encoder, for SDXL; SD1/SD2 models need TAESD's \
+             (taesd_encoder.safetensors)",
+        ),
+        _ => None,
+    }
+}
+
+/// The TAESD encoder of file `path` for an SD1/SD2 model or, `sdxl`, an SDXL one; errors name
+/// the option (`taesd-encoder`).
+pub(crate) fn load_encoder(path: &Path, sdxl: bool, device: &Device) -> Result<TaesdEncoder> {
+    let bad = |detail: String| PipelineError::Request {
+        field: "taesd-encoder",
+        detail,
+    };
+    let w = Weights::open_raw(path).map_err(|e| bad(e.to_string()))?;
+    if let Some(why) = wrong_taesd_encoder_for(&w, path, sdxl) {
+        return Err(bad(format!("{}: {why}", path.display())));
+    }
+    TaesdEncoder::new(w.var_builder(DType::F32, device), 4)
+        .map_err(|e| bad(format!("{}: {e}", path.display())))
 }

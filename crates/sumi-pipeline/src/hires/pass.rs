@@ -159,6 +159,13 @@ impl Pipeline {
         }))
     }
 
+    /// A1111's `VAE Encoder: TAESD`, added as an image upscaler's pictures are encoded (latent
+    /// upscalers encode nothing).
+    fn hires_encoder_param(&self, hr: &HiresRun) -> Option<(String, String)> {
+        (self.taesd_encoder.is_some() && matches!(hr.upscaler, HiresUpscaler::Image(_)))
+            .then(|| ("VAE Encoder".into(), "TAESD".into()))
+    }
+
     /// One batch with the hires fix: the first pass, then the second at the target size.
     /// An interrupt during the first pass hands over its pictures at the first size (A1111
     /// returns before the second pass); a skip there runs no second-pass step (A1111's sampler
@@ -197,6 +204,7 @@ impl Pipeline {
                 .iter()
                 .chain(&hr.params)
                 .cloned()
+                .chain(self.hires_encoder_param(hr))
                 .collect(),
             notes: Vec::new(),
         };
@@ -283,7 +291,7 @@ impl Pipeline {
                     )?);
                 }
                 let x = Tensor::cat(&signed, 0)?;
-                let samples = self.vae.encode(&x).map_err(|e| self.model_err(e))?;
+                let samples = self.encode_first_stage(&x)?;
                 // A1111 passes the [0, 1] pictures as the conditioning's source
                 (samples, Some(Tensor::cat(&unit, 0)?))
             }
