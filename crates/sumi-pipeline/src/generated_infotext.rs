@@ -99,7 +99,10 @@ impl Pipeline {
 }
 
 /// A file's A1111 short hash, computed on first use (none when the file cannot be read).
-pub(crate) fn cached_short_hash(cell: &std::sync::OnceLock<Option<String>>, path: &Path) -> Option<String> {
+pub(crate) fn cached_short_hash(
+    cell: &std::sync::OnceLock<Option<String>>,
+    path: &Path,
+) -> Option<String> {
     cell.get_or_init(|| {
         sumi_weights::sha256_file(path)
             .map(|h| h.short().to_string())

@@ -49,7 +49,10 @@ const SETTINGS: [(&str, &str); 9] = [
     ("Token merging ratio", "token_merging_ratio"),
     ("Token merging ratio hr", "token_merging_ratio_hr"),
     ("Hires refiner", "hires_fix_refiner_pass"),
-    ("Refiner switch by sampling steps", "refiner_switch_by_sample_steps"),
+    (
+        "Refiner switch by sampling steps",
+        "refiner_switch_by_sample_steps",
+    ),
 ];
 
 /// Fills `sent` from its `infotext` (a no-op without one).
