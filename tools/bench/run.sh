@@ -3,7 +3,8 @@
 #
 #   tools/bench/run.sh [NAME...]
 #     NAME: unet-f32 vae-decode-f32 unet-bf16 vae-decode-bf16 img2img-512 fast-img2img-512
-#           (default: all)
+#           (default: these), unet-bf16-768 unet-bf16-1024 unet-sdxl-f32 unet-sdxl-bf16 (only
+#           when named)
 #
 # unet-bf16 compares Sumi's bf16 path with PyTorch f32 (ratio=) and with PyTorch's model cast
 # to bf16 (ratio-bf16=); vae-decode-bf16 compares Sumi bf16 with PyTorch f32. img2img-512 is
@@ -28,6 +29,19 @@
 # the diffusers module converted with ov.convert_model, compiled at the line's precision, 2
 # threads, latency hint):  openvino=<median s> ratio-ov=<sumi/openvino> ov-precision=<what the
 # compiled model reports it runs: bf16 on the bf16 lines, or the line says it fell back>.
+#
+# unet-bf16-768 and unet-bf16-1024 are unet-bf16 at latent 96 and 128 (768² and 1024², 9216
+# and 16384 tokens in the first attention), same line format; OpenVINO converts the U-Net at
+# that size for the run (~3.4 GB of disk while it runs). unet-sdxl-f32/unet-sdxl-bf16: the
+# SDXL base U-Net (full size, random weights: tools/reference/make_full_sdxl.py, ~5.2 GB on
+# disk under tools/bench/work/sdxl, once), batch 2, 128x128 latent, 77 tokens of 2048 context,
+# ADM vector 2816; Sumi against PyTorch f32 (pytorch=; measured once per run.sh invocation and
+# shared by both lines) and, on the bf16 line, PyTorch bf16 (pytorch-bf16=), with each
+# engine's peak RSS and Sumi's against the U-Net file's size + 2 GiB. No OpenVINO there: the
+# conversion of the f32 SDXL U-Net needs more memory than this machine has. SDXL_LATENT=32
+# (say) runs the SDXL lines at a smaller latent for a quick check (the line then says latent=).
+# Expect each SDXL line to take several minutes; never run two engines at once (f32 SDXL is
+# 10.3 GB of weights in memory).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
@@ -40,7 +54,7 @@ names=("$@")
 [ -x "$PY" ] || bash tools/reference/setup_env.sh "$VENV" >&2
 [ -f "$WORK/sd15/sd15_random.safetensors" ] || "$PY" tools/reference/make_full_sd15.py "$WORK/sd15" >&2
 cargo build --release -p sumi-pipeline --benches >&2
-BIN=$(ls -t target/release/deps/forward-* | grep -v '\.d$' | head -n 1)
+BIN=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/forward-* | grep -v '\.d$' | head -n 1)
 CKPT=$WORK/sd15/sd15_random.safetensors
 
 # busy jiffies of the whole machine, and CPU jiffies of this script's finished children
@@ -60,6 +74,35 @@ timed_runs() {
     walls+=("$w"); [ "$m" -gt "$rss" ] && rss=$m
   done
   echo "{\"runs_s\": [$(IFS=,; echo "${walls[*]}")], \"load_s\": 0, \"peak_rss_kib\": $rss}"
+}
+
+SDXL=$WORK/sdxl/diffusers
+SDXL_LATENT=${SDXL_LATENT:-128}
+declare -A torch_done
+
+# PyTorch's JSON for WHAT DIR LATENT in `tl`, measured once per invocation of this script
+torch_line() {
+  local key="$1 $2 $3"
+  if [ -z "${torch_done[$key]:-}" ]; then
+    torch_done[$key]=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/torch_forward.py "$1" "$2" "$RUNS" "$3" 2>/dev/null | tail -n 1)
+  else
+    echo "  raw $name: pytorch $1 (latent $3) as measured for an earlier line of this run" >&2
+  fi
+  tl=${torch_done[$key]}
+}
+
+# a U-Net line at latent LATENT: Sumi NET-PREC against PyTorch NET-f32 and (bf16) NET-bf16;
+# sets s, p, pb and extra
+unet_vs_torch() {  # NET PREC CHECKPOINT DIFFUSERS_DIR LATENT
+  s=$("$BIN" "$1-$2" "$3" "$RUNS" "$5")
+  torch_line "$1-f32" "$4" "$5"; p=$tl
+  pb=""
+  if [ "$2" = bf16 ]; then
+    torch_line "$1-bf16" "$4" "$5"; pb=$tl
+    echo "  raw $name: pytorch-bf16 $pb" >&2
+    mb=$(median "$pb")
+    extra=" pytorch-bf16=$mb ratio-bf16=$("$PY" -c "print(f'{$(median "$s")/$mb:.2f}')")"
+  fi
 }
 
 img2img_setup() {
@@ -119,6 +162,14 @@ d["warnings"] = e.count("warning:"); print(json.dumps(d))' "$s" "$WORK/stderr.tx
       mb=$(median "$pb")
       extra=" pytorch-bf16=$mb ratio-bf16=$("$PY" -c "print(f'{$(median "$s")/$mb:.2f}')")"
       ;;
+    unet-bf16-768 | unet-bf16-1024)
+      unet_vs_torch unet bf16 "$CKPT" "$WORK/sd15/diffusers" $(( ${name##*-} / 8 ))
+      ;;
+    unet-sdxl-f32 | unet-sdxl-bf16)
+      [ -f "$SDXL/unet/diffusion_pytorch_model.safetensors" ] || "$PY" tools/reference/make_full_sdxl.py "$WORK/sdxl" >&2
+      unet_vs_torch unet-sdxl "${name##*-}" "$SDXL" "$SDXL" "$SDXL_LATENT"
+      [ "$SDXL_LATENT" = 128 ] || extra="$extra latent=$SDXL_LATENT"
+      ;;
     *-bf16)
       s=$("$BIN" "$name" "$CKPT" "$RUNS")
       p=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/torch_forward.py "${name%-bf16}-f32" "$WORK/sd15/diffusers" "$RUNS" 2>/dev/null | tail -n 1)
@@ -129,6 +180,7 @@ d["warnings"] = e.count("warning:"); print(json.dumps(d))' "$s" "$WORK/stderr.tx
       ;;
   esac
   case "$name" in
+    unet-sdxl-*) ;;
     unet-* | vae-decode-*)
       o=$(BENCH_THREADS=2 "$PY" -W ignore tools/bench/openvino_forward.py "$name" "$WORK/sd15/diffusers" "$RUNS" 2>/dev/null | tail -n 1)
       echo "  raw $name: openvino $o" >&2
@@ -146,6 +198,12 @@ d["warnings"] = e.count("warning:"); print(json.dumps(d))' "$s" "$WORK/stderr.tx
   echo "  detail $name: sumi runs $(field "$s" runs_s) load $(field "$s" load_s)s peak RSS $(( $(field "$s" peak_rss_kib) / 1024 )) MiB;" \
        "pytorch runs $(field "$p" runs_s) load $(field "$p" load_s)s peak RSS $(( $(field "$p" peak_rss_kib) / 1024 )) MiB;" \
        "other processes used ${other}% of one core on average"
+  if [ "${name#unet-sdxl-}" != "$name" ]; then
+    size=$(stat -c %s "$SDXL/unet/diffusion_pytorch_model.safetensors"); rss=$(( $(field "$s" peak_rss_kib) * 1024 ))
+    echo "  detail $name: sumi peak RSS $(( rss >> 20 )) MiB vs U-Net file + 2 GiB = $(( (size >> 20) + 2048 )) MiB" \
+         "($([ "$rss" -le $(( size + (2 << 30) )) ] && echo within || echo OVER))$([ -n "$pb" ] &&
+         echo "; pytorch-bf16 peak RSS $(( $(field "$pb" peak_rss_kib) / 1024 )) MiB")"
+  fi
   if [ "$name" = img2img-512 ]; then
     size=$(stat -c %s "$CKPT"); rss=$(( $(field "$s" peak_rss_kib) * 1024 ))
     echo "  detail $name: sumi peak RSS $(( rss >> 20 )) MiB vs checkpoint + 1.5 GiB = $(( (size >> 20) + 1536 )) MiB" \

@@ -1,12 +1,15 @@
 //! Timings of single network passes at full SD1.5 size, for `tools/bench/run.sh` (which runs
 //! PyTorch on the same work in the same run and prints the ratios).
 //!
-//! `cargo bench -p sumi-pipeline --bench forward -- WHAT CHECKPOINT RUNS`, WHAT one of
-//! `unet-f32`/`unet-bf16` (batch 2, 4×64×64 latent, 2×77×768 context), `vae-decode-f32`/
-//! `vae-decode-bf16` (one 512×512 image). Prints one JSON line: load seconds, each timed run's
-//! seconds (after one warm-up) with the CPU seconds each used (a loaded machine stretches the
-//! wall time more than the CPU time), peak RSS. `unet-fidelity`/`vae-fidelity` (RUNS ignored)
-//! print the bf16 output's max difference from f32 relative to f32's largest magnitude.
+//! `cargo bench -p sumi-pipeline --bench forward -- WHAT CHECKPOINT RUNS [LATENT]`, WHAT one of
+//! `unet-f32`/`unet-bf16` (batch 2, 4×64×64 latent, 2×77×768 context), `unet-sdxl-f32`/
+//! `unet-sdxl-bf16` (an SDXL checkpoint's U-Net: batch 2, 4×128×128 latent, 2×77×2048 context,
+//! the ADM vector 2×2816), `vae-decode-f32`/`vae-decode-bf16` (one 512×512 image). LATENT sets
+//! the U-Net latent's side (96 = 768², 128 = 1024²; a small one for a quick check). Prints one
+//! JSON line: load seconds, each timed run's seconds (after one warm-up) with the CPU seconds
+//! each used (a loaded machine stretches the wall time more than the CPU time), peak RSS.
+//! `unet-fidelity`/`vae-fidelity` (RUNS ignored) print the bf16 output's max difference from f32
+//! relative to f32's largest magnitude.
 
 use std::time::Instant;
 
@@ -16,6 +19,7 @@ use std::time::Instant;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{DType, Device, Tensor};
+use sumi_models::UNetConfig;
 use sumi_pipeline::Checkpoint;
 
 /// CPU seconds this process has used (user + system), from /proc/self/stat (0 if unreadable).
@@ -40,12 +44,21 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// One U-Net forward's inputs: batch 2, 4×64×64 latent, t = 500, 2×77×768 context.
-fn unet_inputs(dev: &Device) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+/// A U-Net forward's inputs: latent, timesteps, context, ADM vector (SDXL only).
+type UnetInputs = (Tensor, Tensor, Tensor, Option<Tensor>);
+
+/// One U-Net forward's inputs for `cfg`: batch 2, `in_channels`×`lat`×`lat` latent, t = 500,
+/// 77 tokens of context, and the ADM vector where the U-Net takes one (SDXL).
+fn unet_inputs(cfg: &UNetConfig, lat: usize, dev: &Device) -> candle_core::Result<UnetInputs> {
+    let y = cfg
+        .adm_in
+        .map(|n| Tensor::randn(0f32, 1.0, (2, n), dev))
+        .transpose()?;
     Ok((
-        Tensor::randn(0f32, 1.0, (2, 4, 64, 64), dev)?,
+        Tensor::randn(0f32, 1.0, (2, cfg.in_channels, lat, lat), dev)?,
         Tensor::new(&[500f32, 500.0], dev)?,
-        Tensor::randn(0f32, 1.0, (2, 77, 768), dev)?,
+        Tensor::randn(0f32, 1.0, (2, 77, cfg.context_dim), dev)?,
+        y,
     ))
 }
 
@@ -58,10 +71,19 @@ fn rel(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    let [_, what, path, runs] = args.as_slice() else {
-        eprintln!("usage: forward unet-f32|unet-bf16|vae-decode-f32|vae-decode-bf16|unet-fidelity|vae-fidelity CHECKPOINT RUNS");
-        std::process::exit(2);
+    let (what, path, runs, lat) = match args.as_slice() {
+        [_, what, path, runs] => (what, path, runs, None),
+        [_, what, path, runs, lat] => (what, path, runs, Some(lat.parse::<usize>()?)),
+        _ => {
+            eprintln!("usage: forward unet-f32|unet-bf16|unet-sdxl-f32|unet-sdxl-bf16|vae-decode-f32|vae-decode-bf16|unet-fidelity|vae-fidelity CHECKPOINT RUNS [LATENT]");
+            std::process::exit(2);
+        }
     };
+    let sdxl = what.starts_with("unet-sdxl-");
+    let lat = lat.unwrap_or(if sdxl { 128 } else { 64 });
+    if lat == 0 || lat % 8 != 0 {
+        return Err(format!("LATENT {lat}: a positive multiple of 8").into());
+    }
     // Keep freed memory instead of returning it to the kernel, which would zero it again on
     // the next layer's allocation. 15 is mimalloc v2's `mi_option_purge_delay`; -1 = never.
     // SAFETY: sets a process-wide allocator option before any worker threads exist.
@@ -70,6 +92,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::Cpu;
     let t0 = Instant::now();
     let ck = Checkpoint::open(std::path::Path::new(path), None)?;
+    if sdxl != ck.is_sdxl() {
+        return Err(format!("{what} on a {} checkpoint", ck.architecture()).into());
+    }
     let precision = |w: &str| {
         if w.ends_with("-bf16") {
             DType::BF16
@@ -78,11 +103,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let mut step: Box<dyn FnMut() -> Result<(), Box<dyn std::error::Error>>> = match what.as_str() {
-        "unet-f32" | "unet-bf16" => {
+        "unet-f32" | "unet-bf16" | "unet-sdxl-f32" | "unet-sdxl-bf16" => {
             let unet = ck.unet(precision(what), &dev)?;
-            let (x, t, ctx) = unet_inputs(&dev)?;
+            let (x, t, ctx, y) = unet_inputs(unet.config(), lat, &dev)?;
             Box::new(move || {
-                unet.forward(&x, &t, &ctx)?;
+                match &y {
+                    Some(y) => unet.forward_adm(&x, &t, &ctx, y)?,
+                    None => unet.forward(&x, &t, &ctx)?,
+                };
                 Ok(())
             })
         }
@@ -96,7 +124,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "unet-fidelity" => {
             // bf16 against f32 on the same inputs: max |bf16 - f32| / max |f32|
-            let (x, t, ctx) = unet_inputs(&dev)?;
+            let (x, t, ctx, _) = unet_inputs(&ck.unet_config()?, lat, &dev)?;
             let a = ck.unet(DType::F32, &dev)?.forward(&x, &t, &ctx)?;
             let b = ck.unet(DType::BF16, &dev)?.forward(&x, &t, &ctx)?;
             println!("{{\"unet_bf16_rel\": {:.4e}}}", rel(&b, &a)?);
