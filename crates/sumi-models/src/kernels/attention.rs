@@ -64,8 +64,8 @@ const SCORE_BLOCK_BYTES: usize = 1 << 20;
 
 /// K and V rearranged once per (batch, head) so the GEMMs of every block of query rows read
 /// them in place: without it the GEMM repacks all of K (and V, when the head width is not a
-/// multiple of 16) for each block, which at 4096+ keys and small blocks costs as much as the
-/// products.
+/// multiple of 16) for each block, which at 8192+ keys (blocks of 32 rows or fewer) costs a
+/// large part of the products.
 struct HeadKv {
     /// `[b·h][d][m]`: each head's K transposed.
     kt: Option<Vec<f32>>,
@@ -147,7 +147,8 @@ impl CustomOp3 for Attention {
             .clamp(8, 512)
             .min(n.max(1));
         let blocks = n.div_ceil(rows);
-        let kv = HeadKv::new(k, v, (b, h, m, c), blocks > 1);
+        // (with blocks of more than 48 rows the GEMM packs its operands anyway)
+        let kv = HeadKv::new(k, v, (b, h, m, c), blocks > 1 && rows <= 48);
         let kv = &kv;
         let mut out = vec![0f32; b * n * c];
         let out_ptr = SendPtr(out.as_mut_ptr());
@@ -305,9 +306,16 @@ mod tests {
     #[test]
     fn several_blocks_match_the_naive_product() {
         let dev = Device::Cpu;
-        // (keys, channels, heads): 4100 keys give blocks of 63 query rows, so K is read
-        // transposed; head widths 40 (V padded to 48), 64 and 8 (too narrow to pad)
-        for (m, c, heads) in [(4100, 80, 2), (4100, 128, 2), (4100, 16, 2), (64, 80, 2)] {
+        // (keys, channels, heads): 8200 keys give blocks of 31 query rows, so K is read
+        // transposed; head widths 40 (V padded to 48), 64 and 8 (too narrow to pad); 4100 keys
+        // give blocks of 63 rows, read in place
+        for (m, c, heads) in [
+            (8200, 80, 2),
+            (8200, 128, 2),
+            (8200, 16, 2),
+            (4100, 80, 2),
+            (64, 80, 2),
+        ] {
             let n = 150;
             let q = Tensor::randn(0f32, 1.0, (2, n, c), &dev).unwrap();
             let k = Tensor::randn(0f32, 1.0, (2, m, c), &dev).unwrap();
