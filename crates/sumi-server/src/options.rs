@@ -124,7 +124,9 @@ pub struct GenOptions {
     pub token_merging: (f64, f64, f64),
 }
 
-fn get<'a>(
+/// A setting from `override_settings` (a null there counts as absent), else the stored
+/// options.
+pub(crate) fn setting<'a>(
     key: &str,
     over: Option<&'a Map<String, Value>>,
     opts: &'a Map<String, Value>,
@@ -146,7 +148,7 @@ impl GenOptions {
         over: Option<&Map<String, Value>>,
     ) -> Result<Self, ApiError> {
         let bad = |k: &str, v: &Value| ApiError::invalid(format!("setting {k}: bad value {v}"));
-        let clip_skip = match get("CLIP_stop_at_last_layers", over, opts) {
+        let clip_skip = match setting("CLIP_stop_at_last_layers", over, opts) {
             None => 1,
             Some(v) => match as_f64(v) {
                 Some(f) if f.fract() == 0.0 && (1.0..=12.0).contains(&f) => f as usize,
@@ -157,18 +159,18 @@ impl GenOptions {
                 }
             },
         };
-        let rng = match get("randn_source", over, opts) {
+        let rng = match setting("randn_source", over, opts) {
             None => NoiseSource::Gpu,
             Some(v) => v
                 .as_str()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| bad("randn_source (GPU, CPU or NV)", v))?,
         };
-        let exact_steps = match get("img2img_fix_steps", over, opts) {
+        let exact_steps = match setting("img2img_fix_steps", over, opts) {
             None => false,
             Some(v) => v.as_bool().ok_or_else(|| bad("img2img_fix_steps", v))?,
         };
-        let inpainting_mask_weight = match get("inpainting_mask_weight", over, opts) {
+        let inpainting_mask_weight = match setting("inpainting_mask_weight", over, opts) {
             None => 1.0,
             Some(v) => match as_f64(v) {
                 Some(f) if (0.0..=1.0).contains(&f) => f,
@@ -179,12 +181,12 @@ impl GenOptions {
                 }
             },
         };
-        let number = |k: &str| match get(k, over, opts) {
+        let number = |k: &str| match setting(k, over, opts) {
             None => Ok(0.0),
             Some(v) => as_f64(v).filter(|f| f.is_finite()).ok_or_else(|| bad(k, v)),
         };
         // a pasted infotext's `NGMS all steps: True` arrives as text
-        let s_min_uncond_all = match get("s_min_uncond_all", over, opts) {
+        let s_min_uncond_all = match setting("s_min_uncond_all", over, opts) {
             None => false,
             Some(v) => v
                 .as_bool()
@@ -232,7 +234,7 @@ pub fn upscaler_tiles(
 ) -> Result<UpscalerTiles, ApiError> {
     let mut tiles = UpscalerTiles::default();
     for k in TILE_SETTINGS {
-        let Some(v) = get(k, over, opts) else {
+        let Some(v) = setting(k, over, opts) else {
             continue;
         };
         let n = as_f64(v)

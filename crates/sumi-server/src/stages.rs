@@ -6,7 +6,6 @@
 //! `override_settings`) apply too. The pipeline loads the checkpoints for the job and drops
 //! them after it.
 
-use serde_json::{Map, Value};
 use sumi_pipeline::{HiresRefinerPass, Refiner, Request};
 
 use crate::error::ApiError;
@@ -34,17 +33,6 @@ fn checkpoint(s: &AppState, field: &str, wanted: &str) -> Result<std::path::Path
             )))
         }
     }
-}
-
-/// A setting from `override_settings`, else the stored options.
-fn setting<'a>(
-    key: &str,
-    over: Option<&'a Map<String, Value>>,
-    opts: &'a Map<String, Value>,
-) -> Option<&'a Value> {
-    over.and_then(|o| o.get(key))
-        .filter(|v| !v.is_null())
-        .or_else(|| opts.get(key))
 }
 
 /// Fills `request.stages` from the fields and settings; `warnings` gets what is not applied
@@ -92,7 +80,7 @@ pub fn resolve(
     }
     let opts = s.options_lock().clone();
     let over = f.override_settings.as_ref();
-    if let Some(v) = setting("hires_fix_refiner_pass", over, &opts) {
+    if let Some(v) = crate::options::setting("hires_fix_refiner_pass", over, &opts) {
         request.stages.hires_refiner_pass = v
             .as_str()
             .and_then(HiresRefinerPass::parse)
@@ -103,7 +91,7 @@ pub fn resolve(
                 ))
             })?;
     }
-    if let Some(v) = setting("refiner_switch_by_sample_steps", over, &opts) {
+    if let Some(v) = crate::options::setting("refiner_switch_by_sample_steps", over, &opts) {
         request.stages.refiner_by_sample_steps = v.as_bool().ok_or_else(|| {
             ApiError::invalid(format!(
                 "setting refiner_switch_by_sample_steps: bad value {v}"
