@@ -5,7 +5,8 @@
 //! `unet-f32`/`unet-bf16` (batch 2, 4×64×64 latent, 2×77×768 context), `unet-sdxl-f32`/
 //! `unet-sdxl-bf16` (an SDXL checkpoint's U-Net: batch 2, 4×128×128 latent, 2×77×2048 context,
 //! the ADM vector 2×2816), `vae-decode-f32`/`vae-decode-bf16` (one 512×512 image). LATENT sets
-//! the U-Net latent's side (96 = 768², 128 = 1024²; a small one for a quick check). Prints one
+//! the latent's side (96 = 768², 128 = 1024²; a small one for a quick check), for the VAE one
+//! image from a LATENT×LATENT latent. Prints one
 //! JSON line: load seconds, each timed run's seconds (after one warm-up) with the CPU seconds
 //! each used (a loaded machine stretches the wall time more than the CPU time), peak RSS.
 //! `unet-fidelity`/`vae-fidelity` (RUNS ignored) print the bf16 output's max difference from f32
@@ -116,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "vae-decode-f32" | "vae-decode-bf16" => {
             let vae = ck.vae(precision(what), &dev)?;
-            let z = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &dev)?;
+            let z = Tensor::randn(0f32, 1.0, (1, 4, lat, lat), &dev)?;
             Box::new(move || {
                 vae.decode(&z)?;
                 Ok(())
