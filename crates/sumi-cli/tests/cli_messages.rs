@@ -96,7 +96,19 @@ fn a_log_gets_a_line_per_batch_and_no_carriage_returns() {
     assert_eq!(lines.len(), 2, "{err}");
     assert!(lines[0].starts_with("batch 1/2  3 steps in "), "{err}");
     assert!(lines[1].starts_with("batch 2/2  3 steps in "), "{err}");
-    assert!(lines[1].ends_with("s/it"), "{err}");
+    // `3 steps in 0.6s  5.00it/s`: the speed is the 3 steps over their time (the first counted)
+    for l in lines {
+        let rest = l.split("3 steps in ").nth(1).unwrap();
+        let (secs, speed) = rest.split_once("s  ").unwrap();
+        let secs: f64 = secs.parse().unwrap();
+        let per = match (speed.strip_suffix("it/s"), speed.strip_suffix("s/it")) {
+            (Some(r), _) => 1.0 / r.parse::<f64>().unwrap(),
+            (_, Some(p)) => p.parse().unwrap(),
+            _ => panic!("no speed in {l}"),
+        };
+        // both are rounded (the time to 0.1 s, the speed to 2 digits)
+        assert!((per * 3.0 - secs).abs() <= 0.05 + 0.02 * secs, "{l}");
+    }
 }
 
 #[test]

@@ -167,6 +167,7 @@ impl Pipeline {
         }
         let mut denoiser = self.guided_unet(inputs);
         let mut stop = None;
+        let started = std::time::Instant::now();
         let mut report = |s: &Step<'_>| match on_step(&Progress {
             batch: batch.index,
             batch_count: req.batch_count,
@@ -175,6 +176,7 @@ impl Pipeline {
             step: s.i,
             steps: s.steps,
             denoised: Some(s.denoised),
+            elapsed: started.elapsed(),
         }) {
             ControlFlow::Continue(()) => ControlFlow::Continue(()),
             ControlFlow::Break(why) => {

@@ -431,6 +431,7 @@ pub(crate) fn interrupt_asked(
         step: 0,
         steps: 0,
         denoised: None,
+        elapsed: Default::default(),
     };
     match on_step(&p) {
         ControlFlow::Break(Stop::Interrupt) => ControlFlow::Break(()),
