@@ -381,10 +381,52 @@ fn infotext(c: &Common) -> Result<Option<Parameters>> {
         (None, None) => return Ok(None),
     };
     let p = parse_generation_parameters(&text);
-    for w in sumi_pipeline::infotext_unapplied::unapplied_warnings(&p) {
+    for w in infotext_warnings(c, &p) {
         eprintln!("warning: {}", crate::terminal::escape_controls(&w));
     }
     Ok(Some(p))
+}
+
+/// The infotext keys of A1111's TAESD settings ("VAE type for decode/encode": `VAE Decoder:
+/// TAESD`, `VAE Encoder: TAESD`), the option that applies each and the file it takes.
+const TAESD_KEYS: [(&str, &str, &str); 2] = [
+    (
+        "VAE Decoder",
+        "--taesd-decoder",
+        "taesd_decoder.safetensors",
+    ),
+    (
+        "VAE Encoder",
+        "--taesd-encoder",
+        "taesd_encoder.safetensors",
+    ),
+];
+
+/// One warning per key of `p` that this run does not apply. A TAESD key is applied by its
+/// option (a file Sumi cannot guess from the infotext; A1111 downloads TAESD's): given, it is
+/// quiet; missing, the warning names the option to give.
+fn infotext_warnings(c: &Common, p: &Parameters) -> Vec<String> {
+    sumi_pipeline::infotext_unapplied::unapplied(p)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let Some(&(_, option, file)) = TAESD_KEYS
+                .iter()
+                .find(|(key, ..)| *key == k && v.trim() == "TAESD")
+            else {
+                return Some(sumi_pipeline::infotext_unapplied::unapplied_warning(&k, &v));
+            };
+            let given = match option {
+                "--taesd-decoder" => c.taesd_decoder.is_some(),
+                _ => c.taesd_encoder.is_some(),
+            };
+            (!given).then(|| {
+                format!(
+                    "the infotext's `{k}: TAESD` is not applied without {option} (TAESD's \
+                     {file}, taesdxl_… for SDXL): the picture may differ"
+                )
+            })
+        })
+        .collect()
 }
 
 /// An option: given, else from the infotext (`key`), else the default.

@@ -96,7 +96,19 @@ fn a_log_gets_a_line_per_batch_and_no_carriage_returns() {
     assert_eq!(lines.len(), 2, "{err}");
     assert!(lines[0].starts_with("batch 1/2  3 steps in "), "{err}");
     assert!(lines[1].starts_with("batch 2/2  3 steps in "), "{err}");
-    assert!(lines[1].ends_with("s/it"), "{err}");
+    // `3 steps in 0.6s  5.00it/s`: the speed is the 3 steps over their time (the first counted)
+    for l in lines {
+        let rest = l.split("3 steps in ").nth(1).unwrap();
+        let (secs, speed) = rest.split_once("s  ").unwrap();
+        let secs: f64 = secs.parse().unwrap();
+        let per = match (speed.strip_suffix("it/s"), speed.strip_suffix("s/it")) {
+            (Some(r), _) => 1.0 / r.parse::<f64>().unwrap(),
+            (_, Some(p)) => p.parse().unwrap(),
+            _ => panic!("no speed in {l}"),
+        };
+        // both are rounded (the time to 0.1 s, the speed to 2 digits)
+        assert!((per * 3.0 - secs).abs() <= 0.05 + 0.02 * secs, "{l}");
+    }
 }
 
 #[test]
@@ -211,22 +223,35 @@ fn output_into_a_missing_folder_needs_mkdir() {
     assert!(d.path().join("made/x.png").is_file());
 }
 
+/// The commands `sumi --help` lists (clap's own list of the subcommands, so that a new command
+/// is checked without being added here), `help` aside.
+fn commands(help: &str) -> Vec<String> {
+    let list = help.split("Commands:").nth(1).expect("a Commands section");
+    list.lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        // a wrapped description goes on deeper
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn help_shows_an_example_of_every_command() {
     let d = tempfile::tempdir().unwrap();
     let o = sumi(d.path(), &["--help"]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
+    let commands = commands(&text);
+    // the list was read (a new command joins it by itself)
+    for known in ["txt2img", "img2img", "upscale", "worker"] {
+        assert!(commands.iter().any(|c| c == known), "{known}: {commands:?}");
+    }
+    assert!(commands.len() >= 8, "{commands:?}");
     let examples = text.split("Examples:").nth(1).expect("an Examples section");
-    for cmd in [
-        "img2img",
-        "txt2img",
-        "upscale",
-        "serve",
-        "png-info",
-        "prompt",
-        "model-info",
-    ] {
+    for cmd in &commands {
         assert!(
             examples
                 .lines()

@@ -422,23 +422,56 @@ fn taesd_decoder_option() {
     let d = tempfile::tempdir().unwrap();
     let m = model(d.path());
     let run = |extra: &[&std::ffi::OsStr], out: &str| {
-        ok(sumi(d.path())
+        let o = sumi(d.path())
             .args(["txt2img", "--model"])
             .arg(&m)
-            .args(["--seed", "9", "--output", out])
+            .args(["--output", out])
             .args(FAST)
             .args(extra)
             .output()
-            .unwrap());
-        image::open(d.path().join(out)).unwrap().to_rgb8()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        ok(o);
+        (image::open(d.path().join(out)).unwrap().to_rgb8(), err)
     };
-    let vae = run(&[], "vae.png");
-    let fast = run(
-        &["--taesd-decoder".as_ref(), taesd.as_os_str()],
-        "taesd.png",
-    );
+    type Args<'a> = [&'a std::ffi::OsStr; 2];
+    let with_taesd: Args = ["--taesd-decoder".as_ref(), taesd.as_os_str()];
+    let seed: Args = ["--seed".as_ref(), "9".as_ref()];
+    let (vae, _) = run(&seed, "vae.png");
+    let (fast, _) = run(&[seed, with_taesd].concat(), "taesd.png");
     assert_eq!(fast.dimensions(), (64, 64));
     assert_ne!(vae.as_raw(), fast.as_raw());
+    // A1111's infotext key, last before the version
+    let info = ok(sumi(d.path())
+        .args(["png-info", "taesd.png"])
+        .output()
+        .unwrap());
+    assert!(info.contains(", VAE Decoder: TAESD, Version: "), "{info}");
+    let vae_info = ok(sumi(d.path())
+        .args(["png-info", "vae.png"])
+        .output()
+        .unwrap());
+    assert!(!vae_info.contains("VAE Decoder"), "{vae_info}");
+    // --from-png reads it back: with the decoder given, the same picture and no warning; without,
+    // the VAE's picture and a warning naming the option
+    let from: Args = ["--from-png".as_ref(), "taesd.png".as_ref()];
+    let (again, err) = run(&[from, with_taesd].concat(), "again.png");
+    assert_eq!(
+        again.as_raw(),
+        fast.as_raw(),
+        "--from-png did not remake it"
+    );
+    assert!(!err.contains("warning"), "{err}");
+    let (plain, err) = run(&from, "plain.png");
+    assert_eq!(plain.as_raw(), vae.as_raw());
+    assert!(
+        err.contains(
+            "warning: the infotext's `VAE Decoder: TAESD` is not applied without \
+             --taesd-decoder (TAESD's taesd_decoder.safetensors, taesdxl_… for SDXL): the \
+             picture may differ"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -51,6 +51,7 @@ pub struct Client {
 impl Client {
     /// A client of the Hub `config` describes.
     pub fn new(config: HubConfig) -> Self {
+        let read_timeout = config.read_timeout;
         let agent = |redirects: u32| {
             Agent::config_builder()
                 .http_status_as_error(false)
@@ -58,6 +59,8 @@ impl Client {
                 .user_agent(concat!("sumi/", env!("CARGO_PKG_VERSION")))
                 .timeout_connect(Some(Duration::from_secs(30)))
                 .timeout_recv_response(Some(Duration::from_secs(120)))
+                // a server that stops sending: each read waits this long at most
+                .timeout_per_read(Some(read_timeout))
                 .build()
                 .new_agent()
         };

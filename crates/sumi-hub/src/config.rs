@@ -5,9 +5,13 @@
 //! - `HF_ENDPOINT` (default `https://huggingface.co`), a mirror or a local server;
 //! - `HF_TOKEN`, else the token file `huggingface-cli login` writes (`$HF_TOKEN_PATH`, else
 //!   `$HF_HOME/token`), sent as `Authorization: Bearer` to the endpoint only;
-//! - `HF_HUB_OFFLINE` (`1`, `true`, `yes`, `on`): files come from the cache only.
+//! - `HF_HUB_OFFLINE` (`1`, `true`, `yes`, `on`): files come from the cache only;
+//! - `HF_HUB_DOWNLOAD_TIMEOUT`: seconds without a byte from the server before a transfer is
+//!   given up (resumed, then an error): `huggingface_hub`'s read timeout, 60 s here where
+//!   `huggingface_hub` waits 10.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::{HubError, Result};
 
@@ -16,6 +20,13 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// Largest token file read.
 const MAX_TOKEN_FILE: u64 = 4096;
+
+/// How long a transfer may go without a byte from the server, unless `HF_HUB_DOWNLOAD_TIMEOUT`
+/// says otherwise.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest `HF_HUB_DOWNLOAD_TIMEOUT` taken (a day).
+const MAX_READ_TIMEOUT_SECS: f64 = 86_400.0;
 
 /// How to reach the Hub and where its cache is.
 #[derive(Clone, Debug)]
@@ -28,6 +39,10 @@ pub struct HubConfig {
     pub token: Option<String>,
     /// Use the cache only, never the network.
     pub offline: bool,
+    /// How long one read may wait for the server (headers or body) before the transfer is
+    /// given up: a server that stops sending mid-file ends in an error naming the file, not a
+    /// wait forever.
+    pub read_timeout: Duration,
 }
 
 impl HubConfig {
@@ -89,11 +104,28 @@ impl HubConfig {
                 "1" | "true" | "yes" | "on"
             )
         });
+        let read_timeout = match var("HF_HUB_DOWNLOAD_TIMEOUT") {
+            None => DEFAULT_READ_TIMEOUT,
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(s) if s > 0.0 && s <= MAX_READ_TIMEOUT_SECS => Duration::from_secs_f64(s),
+                _ => {
+                    return Err(HubError::Config {
+                        var: "HF_HUB_DOWNLOAD_TIMEOUT",
+                        reason: format!(
+                            "`{}` is not a number of seconds above 0 and up to \
+                             {MAX_READ_TIMEOUT_SECS}",
+                            v.chars().take(40).collect::<String>()
+                        ),
+                    })
+                }
+            },
+        };
         Ok(Self {
             endpoint,
             cache_dir,
             token,
             offline,
+            read_timeout,
         })
     }
 }
@@ -148,5 +180,21 @@ mod tests {
         let e = with(&[("HF_HUB_CACHE", "/c"), ("HF_ENDPOINT", "ftp://x")]).unwrap_err();
         assert!(e.to_string().starts_with("HF_ENDPOINT: `ftp://x`"), "{e}");
         assert!(with(&[("HF_HUB_CACHE", "/c"), ("HF_HUB_OFFLINE", "0")]).is_ok_and(|c| !c.offline));
+    }
+
+    #[test]
+    fn the_read_timeout_is_60_s_unless_set() {
+        let c = with(&[("HF_HUB_CACHE", "/c")]).unwrap();
+        assert_eq!(c.read_timeout, Duration::from_secs(60));
+        let c = with(&[("HF_HUB_CACHE", "/c"), ("HF_HUB_DOWNLOAD_TIMEOUT", " 2.5 ")]).unwrap();
+        assert_eq!(c.read_timeout, Duration::from_millis(2500));
+        for bad in ["0", "-1", "x", "1e9", "NaN"] {
+            let e = with(&[("HF_HUB_CACHE", "/c"), ("HF_HUB_DOWNLOAD_TIMEOUT", bad)]).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("HF_HUB_DOWNLOAD_TIMEOUT: `{bad}` is not a number")),
+                "{e}"
+            );
+        }
     }
 }

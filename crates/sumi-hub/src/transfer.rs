@@ -2,9 +2,10 @@
 //! part already there (a `200` answer to a range request restarts from byte 0, a `416` drops the
 //! part), retried from where it stopped a few times, then checked — the sha256 of the bytes
 //! against a 64-digit ETag (the LFS object id), the length always — and only then renamed to
-//! `blobs/<etag>`. A mismatch deletes the part: nothing is ever kept under the final name that
-//! the Hub did not vouch for. Small non-LFS files (40-digit git blob ETags) are checked by
-//! length. The blob's lock file (as `huggingface_hub`'s) keeps two processes from writing it.
+//! `blobs/<etag>`. A read that waits longer than the read timeout
+//! ([`crate::HubConfig::read_timeout`]) stops the transfer as a closed connection does. A
+//! mismatch deletes the part: nothing is ever kept under the final name that the Hub did not
+//! vouch for. Small non-LFS files (40-digit git blob ETags) are checked by length. The blob's lock file (as `huggingface_hub`'s) keeps two processes from writing it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -154,7 +155,11 @@ fn fetch(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 file.flush().map_err(io(part))?;
-                return Err(interrupted(id, done, size, &e.to_string()));
+                let reason = match ureq::Error::from(e) {
+                    ureq::Error::Timeout(_) => stalled(client),
+                    e => e.to_string(),
+                };
+                return Err(interrupted(id, done, size, &reason));
             }
         };
         if done + n as u64 > size {
@@ -216,6 +221,14 @@ fn remove(path: &Path) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
         _ => Ok(()),
     }
+}
+
+/// Why a transfer that timed out stopped.
+fn stalled(client: &Client) -> String {
+    format!(
+        "nothing arrived for {:.1} s; HF_HUB_DOWNLOAD_TIMEOUT sets how long to wait",
+        client.config().read_timeout.as_secs_f64()
+    )
 }
 
 fn interrupted(id: &str, got: u64, size: u64, reason: &str) -> HubError {

@@ -1,5 +1,6 @@
 //! Hub downloads against the mock Hub of `sumi_testkit::mock_hub` (127.0.0.1, no network): the
-//! cache layout, the sha256 check, errors, resume, offline mode, repo-level choices, the token.
+//! cache layout, the sha256 check, errors, resume (after a cut or a stall), offline mode,
+//! repo-level choices, the token.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ fn hub(mock: &MockHub, cache: &Path) -> Hub {
         cache_dir: cache.to_path_buf(),
         token: None,
         offline: false,
+        read_timeout: sumi_hub::config::DEFAULT_READ_TIMEOUT,
     })
 }
 
@@ -234,6 +236,55 @@ fn an_interrupted_transfer_resumes_with_range() {
         .map(|r| r.map(|r| format!("bytes={r}-")))
         .collect();
     assert_eq!(ranges, want);
+}
+
+/// A server that stops sending mid-body (the connection left open): each try gives up after the
+/// read timeout and resumes; the last ends in an error naming the file and the wait, and a
+/// later call finishes the file.
+#[test]
+fn a_stalled_transfer_times_out_and_resumes() {
+    let mock = MockHub::start();
+    let (repo, b) = ckpt_repo();
+    mock.add("org/ckpt", repo);
+    let n = 1_000_000;
+    {
+        let mut st = mock.state();
+        st.cuts = 3;
+        st.cut_after = n;
+        st.stall = true;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Hub::new(HubConfig {
+        read_timeout: std::time::Duration::from_millis(300),
+        ..hub(&mock, tmp.path()).config().clone()
+    });
+    let t0 = std::time::Instant::now();
+    let (r, events) = fetch(&hub, "org/ckpt/model.safetensors");
+    let took = t0.elapsed();
+    let e = r.unwrap_err();
+    assert!(
+        matches!(e, HubError::Interrupted { got, .. } if got == 3 * n as u64),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "org/ckpt/model.safetensors: the download stopped after {} of {SIZE} bytes (nothing \
+             arrived for 0.3 s; HF_HUB_DOWNLOAD_TIMEOUT sets how long to wait); run again to \
+             resume it",
+            3 * n
+        )
+    );
+    let id = "org/ckpt/model.safetensors";
+    assert_eq!(events[1], format!("retry {id} at {n}"));
+    // three waits of 0.3 s, not the stalled server's 30 s
+    println!("three stalled tries took {took:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took.as_secs() < 5,
+        "{took:?}"
+    );
+    let got = fetch(&hub, id).0.unwrap();
+    assert_eq!(std::fs::read(&got.path).unwrap(), b);
 }
 
 #[test]

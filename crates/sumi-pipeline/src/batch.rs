@@ -167,6 +167,7 @@ impl Pipeline {
         }
         let mut denoiser = self.guided_unet(inputs);
         let mut stop = None;
+        let started = std::time::Instant::now();
         let mut report = |s: &Step<'_>| match on_step(&Progress {
             batch: batch.index,
             batch_count: req.batch_count,
@@ -175,6 +176,7 @@ impl Pipeline {
             step: s.i,
             steps: s.steps,
             denoised: Some(s.denoised),
+            elapsed: started.elapsed(),
         }) {
             ControlFlow::Continue(()) => ControlFlow::Continue(()),
             ControlFlow::Break(why) => {
@@ -201,7 +203,9 @@ impl Pipeline {
     }
 
     /// The pictures of a batch: decoded, with the original pixels outside the mask over the
-    /// result, and what made each.
+    /// result, and what made each (A1111's `VAE Decoder: TAESD` last, where TAESD decodes: A1111
+    /// leaves it out of hires-fix pictures, whose decode happens inside its hires pass, though
+    /// TAESD decodes them too; Sumi writes it there as well, so that the infotext remakes them).
     pub(crate) fn finish_batch(
         &self,
         init: &Init,
@@ -220,7 +224,13 @@ impl Pipeline {
                     seed,
                     subseed,
                     latents: latents.get(i)?,
-                    extra_params: init.params.iter().chain(extra_params).cloned().collect(),
+                    extra_params: init
+                        .params
+                        .iter()
+                        .chain(extra_params)
+                        .cloned()
+                        .chain(self.vae_decoder_param())
+                        .collect(),
                 })
             })
             .collect()

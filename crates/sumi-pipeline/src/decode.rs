@@ -23,6 +23,26 @@ impl Pipeline {
         }
     }
 
+    /// Pictures `[b, 3, h, w]` in [-1, 1] of U-Net-scale latents, as A1111's
+    /// `decode_first_stage` makes them: the VAE, or TAESD's decoder where one was given (A1111's
+    /// `sd_vae_decode_method` "TAESD").
+    pub(crate) fn decode_first_stage(&self, latents: &Tensor) -> Result<Tensor> {
+        Ok(match &self.taesd {
+            // TAESD decodes to [0, 1]; bring it to the VAE's [-1, 1]
+            Some(t) => t
+                .forward(latents)
+                .map_err(|e| self.model_err(e))?
+                .affine(2.0, -1.0)?,
+            None => self.vae.decode(latents).map_err(|e| self.model_err(e))?,
+        })
+    }
+
+    /// A1111's `VAE Decoder: TAESD` (its `sd_vae_decode_method` "TAESD"), added to the infotext
+    /// as the pictures are decoded, after the keys of the sampling.
+    pub(crate) fn vae_decoder_param(&self) -> Option<(String, String)> {
+        self.taesd.is_some().then(|| taesd_param("VAE Decoder"))
+    }
+
     /// The pictures of a batch of latents `[batch, 4, h/8, w/8]`, each with the original pixels
     /// outside `mask` put back over it.
     pub(crate) fn decode(
@@ -30,14 +50,7 @@ impl Pipeline {
         latents: &Tensor,
         mask: Option<&MaskParts>,
     ) -> Result<Vec<RgbImage>> {
-        let pixels = match &self.taesd {
-            // TAESD decodes to [0, 1]; bring it to the VAE's [-1, 1]
-            Some(t) => t
-                .forward(latents)
-                .map_err(|e| self.model_err(e))?
-                .affine(2.0, -1.0)?,
-            None => self.vae.decode(latents).map_err(|e| self.model_err(e))?,
-        };
+        let pixels = self.decode_first_stage(latents)?;
         (0..pixels.dim(0)?)
             .map(|i| {
                 let image = to_image(&pixels.get(i)?)?;
@@ -48,6 +61,11 @@ impl Pipeline {
             })
             .collect()
     }
+}
+
+/// The infotext key `key` (`VAE Encoder`, `VAE Decoder`) with A1111's value for TAESD.
+pub(crate) fn taesd_param(key: &str) -> (String, String) {
+    (key.to_string(), "TAESD".to_string())
 }
 
 /// Refuses `x` if any of its values is NaN or infinite ([`PipelineError::NonFinite`], naming

@@ -90,6 +90,10 @@ pub struct Progress<'a> {
     /// the callback is asked between text-encoder chunks, so an interrupt stops the job
     /// there, with no image).
     pub denoised: Option<&'a Tensor>,
+    /// Time from the start of this pass's sampler (A1111's progress bar starts there) to the
+    /// end of this step: `step + 1` steps took it. Zero where there is no step (`denoised` is
+    /// `None`).
+    pub elapsed: std::time::Duration,
 }
 
 /// One output image and what made it.
@@ -392,6 +396,7 @@ impl Pipeline {
                 step: 0,
                 steps,
                 denoised: None,
+                elapsed: Default::default(),
             };
             on_step(&p) == ControlFlow::Break(Stop::Interrupt)
         };

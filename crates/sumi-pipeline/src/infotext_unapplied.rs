@@ -125,11 +125,15 @@ pub fn unapplied(p: &Parameters) -> Vec<(String, String)> {
 pub fn unapplied_warnings(p: &Parameters) -> Vec<String> {
     unapplied(p)
         .into_iter()
-        .map(|(k, v)| {
-            let v: String = v.chars().take(200).collect();
-            format!("the infotext's `{k}: {v}` is not applied: the picture may differ")
-        })
+        .map(|(k, v)| unapplied_warning(&k, &v))
         .collect()
+}
+
+/// The warning for key `k` of value `v` that Sumi does not apply (the value cut at 200
+/// characters).
+pub fn unapplied_warning(k: &str, v: &str) -> String {
+    let v: String = v.chars().take(200).collect();
+    format!("the infotext's `{k}: {v}` is not applied: the picture may differ")
 }
 
 #[cfg(test)]

@@ -232,7 +232,7 @@ fn vae_encoder_param(params: &mut Vec<(String, String)>, fill: Option<MaskedCont
         .iter()
         .position(|(k, _)| after_encode && k == "Masked content")
         .unwrap_or(params.len());
-    params.insert(at, ("VAE Encoder".into(), "TAESD".into()));
+    params.insert(at, crate::decode::taesd_param("VAE Encoder"));
 }
 
 #[cfg(test)]

@@ -127,3 +127,86 @@ fn img2img_encodes_with_taesd_when_asked() {
         "{e}"
     );
 }
+
+fn keys(g: &Generated) -> Vec<&str> {
+    g.extra_params.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+/// `taesd_decoder`: the pictures are TAESD's decode of the same latents (A1111's
+/// `sd_vae_decode_method` "TAESD"), and the infotext says `VAE Decoder: TAESD` after every
+/// other key of the processing (A1111 adds it as it decodes): after `VAE Encoder` and
+/// `Lora hashes` on img2img, after the hires keys on a hires-fix txt2img (where A1111 leaves it
+/// out, though it decodes with TAESD there too: Sumi writes it so that the infotext remakes the
+/// picture).
+#[test]
+fn taesd_decodes_when_asked_and_the_infotext_says_so_last() {
+    let Some(taesd) = taesd_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model("sd1", dir.path());
+    let vae = LoadOptions {
+        lora_dirs: vec![root().join("lcm_lora")],
+        taesd_encoder: Some(taesd.join("taesd_encoder.safetensors")),
+        ..Default::default()
+    };
+    let fast = LoadOptions {
+        taesd_decoder: Some(taesd.join("taesd_decoder.safetensors")),
+        ..vae.clone()
+    };
+    let (vae, fast) = (
+        Pipeline::load(&model, &vae).unwrap(),
+        Pipeline::load(&model, &fast).unwrap(),
+    );
+    let req = request("a cat <lora:lcm_lora_tiny_sd1:1>");
+    let (a, _) = run(&fast, &req);
+    let (b, _) = run(&vae, &req);
+    assert_eq!(keys(&a[0]), ["VAE Encoder", "Lora hashes", "VAE Decoder"]);
+    assert_eq!(keys(&b[0]), ["VAE Encoder", "Lora hashes"]);
+    assert_eq!(a[0].extra_params[2].1, "TAESD");
+    // the same latents, decoded otherwise
+    assert_eq!(
+        sumi_testkit::max_abs_diff(&a[0].latents, &b[0].latents),
+        0.0
+    );
+    let d = a[0]
+        .image
+        .as_raw()
+        .iter()
+        .zip(b[0].image.as_raw())
+        .filter(|(x, y)| x != y)
+        .count();
+    println!(
+        "TAESD vs VAE decode: {d} of {} bytes differ",
+        a[0].image.len()
+    );
+    assert!(d > a[0].image.len() / 2, "{d}");
+    let info = fast.infotext(&req, &a[0]).unwrap().to_string();
+    assert!(
+        info.contains(", VAE Decoder: TAESD, Version: sumi-"),
+        "{info}"
+    );
+    // the hires fix: the key after the hires keys
+    let (sampler, scheduler) = parse_sampler_and_scheduler("Euler", None).unwrap();
+    let hires = Request {
+        prompt: "a cat".into(),
+        seed: 3,
+        steps: 2,
+        sampler,
+        scheduler,
+        width: 64,
+        height: 64,
+        hires: Some(sumi_pipeline::Hires {
+            upscaler: Some("Lanczos".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (h, _) = run(&fast, &hires);
+    assert_eq!(h[0].image.dimensions(), (128, 128));
+    let k = keys(&h[0]);
+    assert!(
+        k.contains(&"Hires upscale") && k.contains(&"VAE Encoder"),
+        "{k:?}"
+    );
+    assert_eq!(k.last(), Some(&"VAE Decoder"), "{k:?}");
+    assert_eq!(k.iter().filter(|k| **k == "VAE Decoder").count(), 1);
+}

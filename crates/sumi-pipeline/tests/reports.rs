@@ -253,6 +253,7 @@ fn taesd_preview_of_a_real_photo() {
         step: 0,
         steps: 1,
         denoised: Some(&latents),
+        elapsed: Default::default(),
     };
     let preview = previewer
         .render(&PreviewLatents::first(&progress).unwrap(), LatentSpace::Sd)

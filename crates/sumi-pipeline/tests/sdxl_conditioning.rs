@@ -95,10 +95,6 @@ fn bad_adm_widths_are_refused() {
 #[test]
 fn embeddings_match_a1111() {
     let dir = fixtures().join("sdxl_embeddings");
-    let cases = sumi_testkit::fixture::read_json(&dir.join("cases.json")).unwrap();
-    let want = sumi_testkit::fixture::tensors(&dir.join("conditioning.safetensors")).unwrap();
-    let cases = cases["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 3);
     let found = sumi_weights::embedding::SdxlEmbeddingDir::load(&dir.join("emb"), 64, 128).unwrap();
     let names: Vec<&str> = found.loaded.iter().map(|e| e.name()).collect();
     assert_eq!(names, ["tinyxl"]);
@@ -106,6 +102,46 @@ fn embeddings_match_a1111() {
     let other: Vec<&str> = found.other.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(other, ["tinysd"]);
     assert!(found.skipped.is_empty(), "{:?}", found.skipped);
+    compare_embedding_cases(&dir, &found);
+}
+
+/// Embeddings whose parts differ in vector count, read as A1111 reads them: both encoders
+/// reserve `clip_g`'s count of positions (A1111's `vectors`) and write their own part from the
+/// first on; a shorter `clip_l` part leaves the rest to token 0, a longer one runs on over
+/// the next positions (in case 1 over the chunk's end token). Fixtures:
+/// tools/reference/make_sdxl_embedding_fixtures.py (`sdxl_embeddings_uneven`).
+#[test]
+fn uneven_parts_match_a1111() {
+    let dir = fixtures().join("sdxl_embeddings_uneven");
+    let found = sumi_weights::embedding::SdxlEmbeddingDir::load(&dir.join("emb"), 64, 128).unwrap();
+    assert!(found.skipped.is_empty(), "{:?}", found.skipped);
+    let parts: Vec<(&str, usize, usize, usize)> = found
+        .loaded
+        .iter()
+        .map(|e| {
+            let rows = |p: &sumi_weights::embedding::Embedding| p.vectors.dims()[0];
+            (e.name(), e.clip_l.len(), rows(&e.clip_l), rows(&e.clip_g))
+        })
+        .collect();
+    // (name, positions, clip_l vectors, clip_g vectors)
+    assert_eq!(parts, [("tinylong", 2, 4, 2), ("tinyshort", 3, 1, 3)]);
+    assert!(found
+        .loaded
+        .iter()
+        .all(|e| e.clip_g.len() == e.clip_l.len()));
+    compare_embedding_cases(&dir, &found);
+}
+
+/// Every case of `dir/cases.json` encoded with `found`'s embeddings against A1111's
+/// conditioning (`dir/conditioning.safetensors`), and changed by them.
+fn compare_embedding_cases(
+    dir: &std::path::Path,
+    found: &sumi_weights::embedding::SdxlEmbeddingDir,
+) {
+    let cases = sumi_testkit::fixture::read_json(&dir.join("cases.json")).unwrap();
+    let want = sumi_testkit::fixture::tensors(&dir.join("conditioning.safetensors")).unwrap();
+    let cases = cases["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 3);
     let l_parts: Vec<_> = found.loaded.iter().map(|e| e.clip_l.clone()).collect();
     let g_parts: Vec<_> = found.loaded.iter().map(|e| e.clip_g.clone()).collect();
     let tmp = tempfile::tempdir().unwrap();
@@ -134,6 +170,8 @@ fn embeddings_match_a1111() {
             let r = &want[&format!("c{i}_{part}")];
             assert_eq!(t.dims(), r.dims(), "case {i} {part}");
             let e = sumi_testkit::rel_err_floor(t, r, 1.0);
+            let name = dir.file_name().unwrap().to_string_lossy();
+            println!("{name}: case {i} {part}: {e:.2e}");
             assert!(e < 1e-4, "case {i} {part}: {e:e}");
         }
         // the embedding changes the context (the test can fail)

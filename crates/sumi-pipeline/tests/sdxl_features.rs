@@ -190,6 +190,7 @@ fn taesdxl_previews_sdxl_latents() {
         step: 0,
         steps: 1,
         denoised: Some(&latents),
+        elapsed: Default::default(),
     };
     let l = PreviewLatents::first(&progress).unwrap();
     let previewer = Previewer::load(Some(&data.join("taesd/taesd_decoder.safetensors"))).unwrap();
@@ -243,6 +244,7 @@ fn the_cheap_preview_of_sdxl_latents_uses_sdxls_coefficients() {
         step: 0,
         steps: 1,
         denoised: Some(&batch),
+        elapsed: Default::default(),
     };
     let l = PreviewLatents::first(&progress).unwrap();
     // 255 · (0.5 + 0.5 · [0.3448, 0.4168, 0.4395]) truncated; SD's first row [0.298, 0.207, 0.208]

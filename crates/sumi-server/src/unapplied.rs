@@ -334,6 +334,30 @@ mod tests {
         assert!(w[0].starts_with("setting upscaler_for_img2img: \"Lanczos\" is not applied"));
     }
 
+    /// Sumi's server decodes with the VAE only: A1111's "VAE type for decode: TAESD" (and
+    /// encode), stored, overridden or pasted as an infotext, is named.
+    #[test]
+    fn taesd_decode_and_encode_are_named() {
+        let mut opts = crate::options::defaults(false);
+        let over = obj(json!({"prompt": "x",
+            "override_settings": {"sd_vae_decode_method": "TAESD"}}));
+        assert_eq!(
+            warnings(Endpoint::Txt2Img, &over, &opts),
+            ["override_settings.sd_vae_decode_method: \"TAESD\" is not applied by Sumi"]
+        );
+        opts.insert("sd_vae_encode_method".into(), json!("TAESD"));
+        let pasted = obj(json!({"prompt": "x",
+            "infotext": "x\nSteps: 2, Seed: 1, Size: 64x64, VAE Decoder: TAESD, VAE Encoder: Full"}));
+        assert_eq!(
+            warnings(Endpoint::Img2Img, &pasted, &opts),
+            [
+                "setting sd_vae_encode_method: \"TAESD\" is not applied by Sumi (A1111's \
+                 default \"Full\" is what Sumi does): the picture may differ from A1111's",
+                "the infotext's `VAE Decoder: TAESD` is not applied: the picture may differ",
+            ]
+        );
+    }
+
     #[test]
     fn the_picture_settings_are_a1111_options_and_not_applied_ones() {
         for k in PICTURE_SETTINGS {

@@ -8,12 +8,12 @@
 //! - `404` with `X-Error-Code: RepoNotFound` / `EntryNotFound` / `RevisionNotFound`, `401`
 //!   `GatedRepo` for a repo with a token when the request lacks `Authorization: Bearer` with it.
 //!
-//! Faults on demand: a transfer cut after N bytes (the connection closed mid-body), a corrupted
-//! byte, a range request answered `200` with the whole file, a wrong `X-Linked-Size`. Every request is recorded (method,
+//! Faults on demand: a transfer cut after N bytes (the connection closed mid-body, or kept open
+//! with nothing more sent: a stalled server), a corrupted byte, a range request answered `200` with the whole file, a wrong `X-Linked-Size`. Every request is recorded (method,
 //! path, headers) for the tests to check what was asked.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -79,6 +79,9 @@ pub struct MockState {
     pub cuts: usize,
     /// Bytes sent before a cut.
     pub cut_after: usize,
+    /// A cut keeps the connection open and sends nothing more (until the client closes it, or
+    /// [`STALL_LIMIT`]) instead of closing it.
+    pub stall: bool,
     /// `/cdn/` bodies have their first byte changed.
     pub corrupt: bool,
     /// Range requests are answered `200` with the whole file.
@@ -88,6 +91,9 @@ pub struct MockState {
     /// Every request, in order.
     pub seen: Vec<Seen>,
 }
+
+/// The longest a stalled transfer ([`MockState::stall`]) keeps its connection open.
+pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The mock Hub, serving until the process ends.
 pub struct MockHub {
@@ -161,6 +167,8 @@ struct Reply {
     body: Vec<u8>,
     /// Close the connection after this many body bytes.
     cut: Option<usize>,
+    /// After the cut, keep the connection open, silent.
+    stall: bool,
 }
 
 impl Reply {
@@ -170,6 +178,7 @@ impl Reply {
             headers: Vec::new(),
             body: Vec::new(),
             cut: None,
+            stall: false,
         }
     }
 
@@ -233,6 +242,12 @@ fn write_reply(mut stream: TcpStream, method: &str, r: Reply) -> std::io::Result
     if method != "HEAD" {
         let n = r.cut.unwrap_or(r.body.len()).min(r.body.len());
         stream.write_all(&r.body[..n])?;
+        if r.stall && r.cut.is_some() {
+            // silent until the client gives up and closes its end
+            stream.flush()?;
+            stream.set_read_timeout(Some(STALL_LIMIT))?;
+            let _ = stream.read(&mut [0u8; 1]);
+        }
     }
     stream.flush()?;
     stream.shutdown(std::net::Shutdown::Both)
@@ -360,6 +375,7 @@ fn content(st: &mut MockState, req: &Seen, mut bytes: Vec<u8>) -> Reply {
     if is_cdn && req.method == "GET" && st.cuts > 0 {
         st.cuts -= 1;
         r.cut = Some(st.cut_after);
+        r.stall = st.stall;
     }
     r
 }

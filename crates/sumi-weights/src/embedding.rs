@@ -80,16 +80,6 @@ pub enum EmbeddingError {
         /// Its vectors' width.
         width: usize,
     },
-    /// An SDXL embedding whose `clip_l` and `clip_g` parts differ in vector count.
-    #[error("{path}: an SDXL embedding with {clip_l} clip_l vectors and {clip_g} clip_g vectors; Sumi reads pairs of as many vectors")]
-    SdxlParts {
-        /// The file.
-        path: PathBuf,
-        /// `clip_l`'s vector count.
-        clip_l: usize,
-        /// `clip_g`'s vector count.
-        clip_g: usize,
-    },
     /// The tensor is not `[vectors, width]` (or a single `[width]` vector).
     #[error("{path}: embedding tensor `{key}` has shape {shape:?}, expected [vectors, width]")]
     Shape {
@@ -132,12 +122,17 @@ pub struct Embedding {
     pub vectors: Tensor,
     /// Training step recorded in A1111's `.pt` files, if any.
     pub step: Option<i64>,
+    /// The prompt positions it takes where that is not its vector count: an SDXL embedding's
+    /// CLIP-L part takes as many as its `clip_g` part has (A1111's `vectors`), and its vectors
+    /// fill as many of them as they are, or run on over the positions after them.
+    pub positions: Option<usize>,
 }
 
 impl Embedding {
-    /// Number of vectors (prompt positions it takes).
+    /// The prompt positions it takes (A1111's `vectors`): its vector count, unless
+    /// [`Self::positions`] says otherwise.
     pub fn len(&self) -> usize {
-        self.vectors.dims()[0]
+        self.positions.unwrap_or_else(|| self.vectors.dims()[0])
     }
 
     /// Whether it has no vectors.
@@ -179,6 +174,7 @@ impl Embedding {
             path: path.to_path_buf(),
             vectors,
             step,
+            positions: None,
         })
     }
 

@@ -163,7 +163,7 @@ impl Pipeline {
     /// upscalers encode nothing).
     fn hires_encoder_param(&self, hr: &HiresRun) -> Option<(String, String)> {
         (self.taesd_encoder.is_some() && matches!(hr.upscaler, HiresUpscaler::Image(_)))
-            .then(|| ("VAE Encoder".into(), "TAESD".into()))
+            .then(|| crate::decode::taesd_param("VAE Encoder"))
     }
 
     /// One batch with the hires fix: the first pass, then the second at the target size.
@@ -262,7 +262,7 @@ impl Pipeline {
                 // A1111 decodes the upscaled latents for the conditioning only where the mask
                 // weight asks for the picture
                 let source = if self.model.facts.inpaint && first.req.inpainting_mask_weight < 1.0 {
-                    Some(self.vae.decode(&samples).map_err(|e| self.model_err(e))?)
+                    Some(self.decode_first_stage(&samples)?)
                 } else {
                     None
                 };

@@ -397,6 +397,7 @@ fn bundled_embedding(
         path: path.join(name),
         vectors: vectors.clone(),
         step: None,
+        positions: None,
     })
 }
 

@@ -240,8 +240,12 @@ impl Pipeline {
         let Some((cond, uncond)) = encoded else {
             return Ok(active.warnings);
         };
+        // A1111's img2img of each tile: its source encoded, then the networks, then the decode
         let mut params = s.infotext_params(upscaler.name());
+        let encoder = self.taesd_encoder.is_some();
+        params.extend(encoder.then(|| crate::decode::taesd_param("VAE Encoder")));
         params.extend(active.extra_params.iter().cloned());
+        params.extend(self.vae_decoder_param());
         let run = TileRun {
             img2img: i,
             grid,
@@ -427,6 +431,7 @@ pub(crate) fn interrupt_asked(
         step: 0,
         steps: 0,
         denoised: None,
+        elapsed: Default::default(),
     };
     match on_step(&p) {
         ControlFlow::Break(Stop::Interrupt) => ControlFlow::Break(()),

@@ -5,9 +5,11 @@
 //! only an embedding of the model's summed width registers (`expected_shape`), so an SD1/SD2
 //! embedding (one tensor, 768 or 1024 wide) is skipped on SDXL.
 //!
-//! A1111 reserves `clip_g`'s vector count in the prompt and fills as many positions as each
-//! part has; Sumi reads pairs whose parts have as many vectors (every SDXL embedding trainer
-//! writes them so) and refuses others by name.
+//! Parts of different vector counts are read as A1111 reads them: the prompt reserves
+//! `clip_g`'s count of positions (A1111's `vectors`) for both encoders, and each encoder's
+//! `EmbeddingsWithFixes` writes its own part from the first of them on (`sd_hijack.py`): a
+//! shorter `clip_l` part leaves the last positions to the token they hold (id 0), a longer one
+//! runs on over the positions after them (the next words', up to the chunk's end token).
 
 use std::path::Path;
 
@@ -39,8 +41,9 @@ impl SdxlEmbedding {
     }
 
     /// Reads an SDXL embedding file. A file A1111 reads as a one-encoder embedding is
-    /// [`EmbeddingError::NotSdxl`]; a pair whose parts differ in vector count is
-    /// [`EmbeddingError::SdxlParts`]; anything else fails as [`Embedding::load`] does.
+    /// [`EmbeddingError::NotSdxl`]; anything else fails as [`Embedding::load`] does. Both parts
+    /// take `clip_g`'s count of prompt positions ([`Embedding::positions`] on the `clip_l`
+    /// part where its count differs).
     pub fn load(path: &Path) -> Result<Self, EmbeddingError> {
         let ext = path
             .extension()
@@ -59,27 +62,22 @@ impl SdxlEmbedding {
             });
         };
         let (l, g) = (as_matrix(path, "clip_l", l)?, as_matrix(path, "clip_g", g)?);
+        // A1111's `vectors = data['clip_g'].shape[0]`, the positions both encoders reserve
         let (nl, ng) = (l.dims()[0], g.dims()[0]);
-        if nl != ng {
-            return Err(EmbeddingError::SdxlParts {
-                path: path.to_path_buf(),
-                clip_l: nl,
-                clip_g: ng,
-            });
-        }
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let part = |vectors: Tensor| Embedding {
+        let part = |vectors: Tensor, positions: Option<usize>| Embedding {
             name: name.clone(),
             path: path.to_path_buf(),
             vectors,
             step: None,
+            positions,
         };
         Ok(Self {
-            clip_l: part(l),
-            clip_g: part(g),
+            clip_l: part(l, (nl != ng).then_some(ng)),
+            clip_g: part(g, None),
         })
     }
 
@@ -135,8 +133,8 @@ pub struct SdxlEmbeddingDir {
     pub loaded: Vec<SdxlEmbedding>,
     /// One-encoder (SD1/SD2) embeddings, which A1111 skips on SDXL (another `shape`).
     pub other: Vec<Embedding>,
-    /// Files that could not be used, with the reason: unreadable, parts of other widths than
-    /// the model's encoders or of different vector counts.
+    /// Files that could not be used, with the reason: unreadable, or parts of other widths
+    /// than the model's encoders.
     pub skipped: Vec<EmbeddingError>,
 }
 
