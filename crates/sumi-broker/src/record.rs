@@ -130,6 +130,11 @@ pub struct ModelEntry {
     pub sha256: String,
     /// The file as the worker knows it.
     pub filename: String,
+    /// Sumi's `latent_space` of the checkpoint as the single server lists it (`sd`, `sdxl`;
+    /// `None` where the file's header does not say, and in announcements of workers that
+    /// predate the field): the web page's default size follows it.
+    #[serde(default)]
+    pub latent_space: Option<String>,
 }
 
 impl ModelEntry {
@@ -321,6 +326,7 @@ mod tests {
             hash: "0123456789".into(),
             sha256: "01234567890abc".into(),
             filename: "/x/m.safetensors".into(),
+            latent_space: Some("sdxl".into()),
         };
         for n in [
             "m",
@@ -336,5 +342,21 @@ mod tests {
             Some(Endpoint::ExtraSingleImage)
         );
         assert_eq!(Endpoint::parse("upscale"), None);
+    }
+
+    /// A worker's announcement carries the latent space; one of a worker that predates it
+    /// still reads, without it.
+    #[test]
+    fn announcements_with_and_without_the_latent_space() {
+        let old = br#"{"title":"m [0123456789]","model_name":"m","hash":"0123456789","sha256":"ab","filename":"m"}"#;
+        let e: ModelEntry = serde_json::from_slice(old).unwrap();
+        assert_eq!(e.latent_space, None);
+        let new = ModelEntry {
+            latent_space: Some("sdxl".into()),
+            ..e
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""latent_space":"sdxl""#), "{text}");
+        assert_eq!(serde_json::from_str::<ModelEntry>(&text).unwrap(), new);
     }
 }

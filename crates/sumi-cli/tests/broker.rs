@@ -3,7 +3,8 @@
 //! exactly once with the single-process server's pixels; a worker killed with `kill -9` during
 //! a job has it finished by the other, once; workers of two checkpoints get their own jobs and
 //! an interrupt reaches the worker running the caller's job; the async job API; the bounds
-//! (404 for an unannounced checkpoint, 429 with Retry-After past the queue).
+//! (404 for an unannounced checkpoint, 429 with Retry-After past the queue); the front's
+//! checkpoint listing (an SD1 and an SDXL worker) equal to the single server's.
 
 mod broker_common;
 mod serve_common;
@@ -267,13 +268,47 @@ fn a_worker_killed_during_a_job_has_it_finished_by_the_other_once() {
 }
 
 /// The tiny SD2 checkpoint as `dir/<name>.safetensors` (another hash than the SD1 one).
-fn tiny_sd2(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+/// The tiny `arch` checkpoint as `dir/<name>.safetensors`.
+fn tiny_arch(arch: &str, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let sub = dir.join(format!(".make-{name}"));
     std::fs::create_dir_all(&sub).unwrap();
-    let made = sumi_testkit::tiny_model("sd2", &sub);
+    let made = sumi_testkit::tiny_model(arch, &sub);
     let target = dir.join(format!("{name}.safetensors"));
     std::fs::rename(made, &target).unwrap();
+    let _ = std::fs::remove_dir_all(&sub);
     target
+}
+
+fn tiny_sd2(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    tiny_arch("sd2", dir, name)
+}
+
+/// The front lists the announced checkpoints as the single server lists the same files,
+/// Sumi's `latent_space` included (the web page's default size follows it).
+#[test]
+fn the_front_lists_checkpoints_and_their_latent_space_as_the_single_server() {
+    let Some(redis) = Redis::start() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let sd = tiny_model(d.path(), "one");
+    let xl = tiny_arch("sdxl", d.path(), "xl");
+    let _w1 = worker(&redis, &sd, "w1");
+    let _w2 = worker(&redis, &xl, "w2");
+    let (_fp, front) = front(&redis, &[]);
+    let (st, models) = get(&front, "/sdapi/v1/sd-models");
+    assert_eq!(st, 200);
+    let spaces: Vec<(&str, &str)> = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let name = m["model_name"].as_str().unwrap();
+            (name, m["latent_space"].as_str().unwrap_or("null"))
+        })
+        .collect();
+    assert_eq!(spaces, [("one", "sd"), ("xl", "sdxl")], "{models}");
+    let dir = d.path().to_string_lossy().to_string();
+    let single = Server::start(&sd, &["--models-dir", &dir]);
+    assert_eq!(get(&single, "/sdapi/v1/sd-models").1, models);
 }
 
 #[test]

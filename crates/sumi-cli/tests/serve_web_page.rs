@@ -8,7 +8,9 @@
 //! (its preview served beside it) and finds `Lora hashes` in the infotext, runs the hires fix and
 //! Extras, reloads and finds the history, switches to 中文 with no English label left, refuses
 //! any request leaving 127.0.0.1, and keeps a screenshot of each panel in both languages
-//! (`target/test-artifacts/web_<panel>_<lang>.png`).
+//! (`target/test-artifacts/web_<panel>_<lang>.png`). And (`model_size_test.mjs`, a server with
+//! a tiny SD1 and a tiny SDXL checkpoint in `--models-dir`): the size is 512² on the SD1
+//! checkpoint, 1024² once the SDXL one is chosen, 512² again back on SD1, a typed size stays.
 //!
 //! Skips (passes, with the reason printed) where the browser side is not installed:
 //! `/usr/bin/chromium`, `node`, `tools/webtest/node_modules/playwright-core`
@@ -120,53 +122,35 @@ impl Drop for Server {
     }
 }
 
-#[test]
-fn web_page_generates_img2img_in_headless_chromium() {
-    let root = repo_root();
+/// `node`, where the browser side is installed (Chromium, node, playwright-core); else the
+/// reason to skip.
+fn browser_side(root: &Path) -> Result<PathBuf, String> {
     if !Path::new(CHROMIUM).is_file() {
-        return skip(&format!(
+        return Err(format!(
             "{CHROMIUM} is missing (tools/ci/install_webtest.sh installs it)"
         ));
     }
-    let Some(node) = find_node() else {
-        return skip("node is not on PATH");
-    };
-    let script = root.join("tools/webtest/page_test.mjs");
+    let node = find_node().ok_or("node is not on PATH")?;
     if !root
         .join("tools/webtest/node_modules/playwright-core")
         .is_dir()
     {
-        return skip("tools/webtest/node_modules/playwright-core is missing (run tools/ci/install_webtest.sh)");
+        return Err("tools/webtest/node_modules/playwright-core is missing (run tools/ci/install_webtest.sh)".into());
     }
-    let Some(image) = find_astronaut(&root) else {
-        return skip("../shared/data/astronaut.png is missing");
-    };
+    Ok(node)
+}
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let model = sumi_testkit::tiny_model("sd1", dir.path());
-    // a LoRA folder with one network and its preview picture beside it (A1111's convention)
-    let loras = dir.path().join("loras");
-    std::fs::create_dir_all(&loras).expect("lora folder");
-    std::fs::copy(
-        root.join("fixtures/lora/sd1/lora_kohya.safetensors"),
-        loras.join("lora_kohya.safetensors"),
-    )
-    .expect("copy the LoRA fixture");
-    image::RgbImage::from_pixel(16, 16, image::Rgb([200, 60, 40]))
-        .save(loras.join("lora_kohya.preview.png"))
-        .expect("write a preview");
-
+/// Starts `sumi serve <args>` in `dir` on a free loopback port (its output in
+/// `dir/server.log`) and waits until it answers.
+fn serve(dir: &Path, args: &[&std::ffi::OsStr]) -> (Server, u16) {
     let port = free_port();
-    let log = dir.path().join("server.log");
+    let log = dir.join("server.log");
     let log_file = std::fs::File::create(&log).expect("server log");
     let err_file = log_file.try_clone().expect("server log");
     let child = Command::new(env!("CARGO_BIN_EXE_sumi"))
-        .current_dir(dir.path())
+        .current_dir(dir)
         .arg("serve")
-        .arg("--model")
-        .arg(&model)
-        .arg("--lora-dir")
-        .arg(&loras)
+        .args(args)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .stdout(log_file)
         .stderr(err_file)
@@ -201,14 +185,76 @@ fn web_page_generates_img2img_in_headless_chromium() {
         "sumi serve ready on port {port} after {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    (server, port)
+}
+
+/// Runs the browser script `cmd` against `server` (which must outlive it), prints its output and
+/// fails naming `what` (with the server's log) unless both end well; returns its stdout.
+fn run_script(mut server: Server, cmd: &mut Command, what: &str) -> String {
+    let t = Instant::now();
+    let out = cmd.output().expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    println!("{what} ran {:.1} s", t.elapsed().as_secs_f64());
+    let alive = server
+        .child
+        .try_wait()
+        .map(|s| s.is_none())
+        .unwrap_or(false);
+    let server_log = server.log_text();
+    drop(server);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{stderr}\n--- server log ---\n{server_log}",
+        out.status
+    );
+    assert!(alive, "`sumi serve` died during {what}:\n{server_log}");
+    stdout
+}
+
+#[test]
+fn web_page_generates_img2img_in_headless_chromium() {
+    let root = repo_root();
+    let node = match browser_side(&root) {
+        Ok(node) => node,
+        Err(reason) => return skip(&reason),
+    };
+    let script = root.join("tools/webtest/page_test.mjs");
+    let Some(image) = find_astronaut(&root) else {
+        return skip("../shared/data/astronaut.png is missing");
+    };
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = sumi_testkit::tiny_model("sd1", dir.path());
+    // a LoRA folder with one network and its preview picture beside it (A1111's convention)
+    let loras = dir.path().join("loras");
+    std::fs::create_dir_all(&loras).expect("lora folder");
+    std::fs::copy(
+        root.join("fixtures/lora/sd1/lora_kohya.safetensors"),
+        loras.join("lora_kohya.safetensors"),
+    )
+    .expect("copy the LoRA fixture");
+    image::RgbImage::from_pixel(16, 16, image::Rgb([200, 60, 40]))
+        .save(loras.join("lora_kohya.preview.png"))
+        .expect("write a preview");
+    let (server, port) = serve(
+        dir.path(),
+        &[
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--lora-dir".as_ref(),
+            loras.as_os_str(),
+        ],
+    );
 
     let artifacts = target_dir(&root).join("test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("create target/test-artifacts");
     let shot = artifacts.join("web_page.png");
     let _ = std::fs::remove_file(&shot);
-    let t = Instant::now();
-    let out = Command::new(&node)
-        .current_dir(&root)
+    let mut cmd = Command::new(&node);
+    cmd.current_dir(&root)
         .arg(&script)
         .arg("--url")
         .arg(format!("http://127.0.0.1:{port}/"))
@@ -220,32 +266,8 @@ fn web_page_generates_img2img_in_headless_chromium() {
         .args(["--timeout", "240"])
         .args(["--features", "--lora", "lora_kohya", "--lora-preview"])
         .arg("--artifacts")
-        .arg(&artifacts)
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    println!("page test ran {:.1} s", t.elapsed().as_secs_f64());
-
-    // the server must still be up after the page test
-    let alive = server
-        .child
-        .try_wait()
-        .map(|s| s.is_none())
-        .unwrap_or(false);
-    let server_log = server.log_text();
-    drop(server);
-    assert!(
-        out.status.success(),
-        "page_test.mjs failed ({}):\n{stdout}\n{stderr}\n--- server log ---\n{server_log}",
-        out.status
-    );
-    assert!(
-        alive,
-        "`sumi serve` died during the page test:\n{server_log}"
-    );
+        .arg(&artifacts);
+    run_script(server, &mut cmd, "page_test.mjs");
     assert!(shot.is_file(), "no screenshot at {}", shot.display());
     // "save on the server" was ticked for the LoRA picture only: one file in --outdir
     let saved: Vec<_> = std::fs::read_dir(dir.path().join("outputs"))
@@ -259,4 +281,40 @@ fn web_page_generates_img2img_in_headless_chromium() {
         }
     }
     println!("screenshot: {}", shot.display());
+}
+
+/// The page's default size follows the checkpoint's latent space
+/// (`tools/webtest/model_size_test.mjs`): 512² on SD1, 1024² on SDXL, a typed size kept.
+#[test]
+fn web_page_size_follows_the_checkpoint() {
+    let root = repo_root();
+    let node = match browser_side(&root) {
+        Ok(node) => node,
+        Err(reason) => return skip(&reason),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).expect("models folder");
+    for (arch, name) in [("sd1", "one"), ("sdxl", "xl")] {
+        let made = sumi_testkit::tiny_model(arch, dir.path());
+        std::fs::rename(made, models.join(format!("{name}.safetensors"))).expect("move the model");
+    }
+    let model = models.join("one.safetensors");
+    let (server, port) = serve(
+        dir.path(),
+        &[
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--models-dir".as_ref(),
+            models.as_os_str(),
+        ],
+    );
+    let mut cmd = Command::new(&node);
+    cmd.current_dir(&root)
+        .arg(root.join("tools/webtest/model_size_test.mjs"))
+        .arg("--url")
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .args(["--sd", "one", "--sdxl", "xl", "--timeout", "120"]);
+    let stdout = run_script(server, &mut cmd, "model_size_test.mjs");
+    assert!(stdout.contains("model_size_test: PASS"), "{stdout}");
 }

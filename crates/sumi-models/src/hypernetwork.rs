@@ -11,8 +11,8 @@
 //! A hypernetwork holds a (k, v) pair of modules per context width. Every cross-attention of
 //! the U-Net (`attention_CrossAttention_forward` and the optimized forwards alike) runs the
 //! loaded hypernetworks in order on its context, each picking the pair for the context's last
-//! dimension: the text context (768, 1024) in `attn2`, and in `attn1`, whose context is `x`
-//! itself, the block's width (320, 640, 1280). Knows nothing of files.
+//! dimension: the text context (768, 1024; SDXL's 2048) in `attn2`, and in `attn1`, whose
+//! context is `x` itself, the block's width (320, 640, 1280). Knows nothing of files.
 
 use std::str::FromStr;
 use std::sync::Arc;

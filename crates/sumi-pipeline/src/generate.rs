@@ -274,7 +274,7 @@ impl Pipeline {
     ) -> Result<Vec<String>> {
         // 1. validate, and plan the sampler run as A1111 would
         req.validate()?;
-        let sdxl_notes = self.sdxl_refusals(req)?;
+        let sdxl_notes = self.sdxl_notes(req);
         if let Some(s) = &req.sd_upscale {
             let mut warnings = self.generate_sd_upscale(req, s, on_step, on_image)?;
             warnings.extend(sdxl_notes);

@@ -1,6 +1,7 @@
 //! SDXL in the pipeline: both text encoders built at load, the prompts encoded as
-//! [`SdxlEncoders`] gives them (context and ADM vector per schedule entry), and the features
-//! not wired for SDXL yet refused by name rather than run wrong.
+//! [`SdxlEncoders`] gives them (context and ADM vector per schedule entry), and the warnings
+//! particular to SDXL (an external VAE named for another family, SD1/SD2 embeddings named in a
+//! prompt).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::conditioning::{ConditioningOptions, MultiCond, ScheduledCond, TextEnc
 use crate::embedding_report::{EmbeddingInfo, EmbeddingReport, SkippedEmbedding};
 use crate::error::{PipelineError, Result};
 use crate::generate::Pipeline;
-use crate::networks::{activations, Active};
+use crate::networks::Active;
 use crate::request::Request;
 use crate::sdxl::SdxlEncoders;
 
@@ -109,13 +110,6 @@ pub(crate) fn load_sdxl_embeddings(
     Ok((l, g, report))
 }
 
-fn unsupported(field: &'static str, what: &str) -> PipelineError {
-    PipelineError::Request {
-        field,
-        detail: format!("{what} is not supported on SDXL models yet"),
-    }
-}
-
 impl Pipeline {
     /// The latent space of the model's latents (previews pick their projection and TAESD
     /// decoder by it).
@@ -133,20 +127,14 @@ impl Pipeline {
         self.clip_g.as_ref()
     }
 
-    /// On an SDXL model: an error naming what the request asks for that is not wired for SDXL
-    /// yet (hypernetworks), else the warnings of loading ([`load_notes`]) and for the prompts'
-    /// skipped embeddings. SD1/SD2: the loading notes.
-    pub(crate) fn sdxl_refusals(&self, req: &Request) -> Result<Vec<String>> {
-        if self.clip_g.is_none() {
-            return Ok(self.load_notes.clone());
-        }
-        let asked = activations(&req.prompt)?;
-        if !asked.hypernets.is_empty() {
-            return Err(unsupported("prompt", "a hypernetwork (`<hypernet:…>`)"));
-        }
+    /// The warnings of loading ([`load_notes`]) and, on an SDXL model, for the prompts'
+    /// skipped embeddings.
+    pub(crate) fn sdxl_notes(&self, req: &Request) -> Vec<String> {
         let mut notes = self.load_notes.clone();
-        notes.extend(self.skipped_embedding_notes(req));
-        Ok(notes)
+        if self.clip_g.is_some() {
+            notes.extend(self.skipped_embedding_notes(req));
+        }
+        notes
     }
 
     /// A warning for each skipped embedding (an SD1/SD2 one on SDXL) whose name the prompts

@@ -73,9 +73,10 @@ window.Sumi = window.Sumi || {};
       throw new Error(t("err_unreachable", { what: method + " " + path, msg: e.message }));
     }
     const text = await res.text();
-    let data = null;
+    // `null` is JSON too (A1111's answer to POST /options): only text that does not parse is refused
+    let data = null, parsed = !text;
     if (text) {
-      try { data = JSON.parse(text); } catch (_) { data = null; }
+      try { data = JSON.parse(text); parsed = true; } catch (_) { data = null; }
     }
     if (!res.ok) {
       let msg = "", detail = "";
@@ -103,7 +104,7 @@ window.Sumi = window.Sumi || {};
       err.detail = detail;
       throw err;
     }
-    if (data === null && text) throw new Error(t("err_not_json", { path }));
+    if (!parsed) throw new Error(t("err_not_json", { path }));
     return data;
   }
 

@@ -400,20 +400,23 @@ async fn skip(State(s): State<Arc<FrontState>>) -> Result<Json<Value>, ApiError>
     control_all(&s, Control::Skip).await
 }
 
-/// `GET /sdapi/v1/sd-models`: the announced checkpoints.
+/// `GET /sdapi/v1/sd-models`: the announced checkpoints, as the single server lists them.
 async fn sd_models(State(s): State<Arc<FrontState>>) -> Result<Json<Value>, ApiError> {
     let models = s.front.models(true).await.map_err(broker)?;
-    Ok(Json(Value::Array(
-        models
-            .iter()
-            .map(|m| {
-                json!({
-                    "title": m.title, "model_name": m.model_name, "hash": m.hash,
-                    "sha256": m.sha256, "filename": m.filename, "config": null,
-                })
-            })
-            .collect(),
-    )))
+    Ok(Json(Value::Array(models.iter().map(model_json).collect())))
+}
+
+/// An announced checkpoint in the listing: A1111's fields and Sumi's `latent_space` (the
+/// worker's reading; a value that is not a latent space Sumi names is listed as null).
+fn model_json(m: &ModelEntry) -> Value {
+    use sumi_pipeline::preview::LatentSpace;
+    let known = [LatentSpace::Sd.name(), LatentSpace::Sdxl.name()];
+    let space = m.latent_space.as_deref().filter(|l| known.contains(l));
+    json!({
+        "title": m.title, "model_name": m.model_name, "hash": m.hash,
+        "sha256": m.sha256, "filename": m.filename, "config": null,
+        "latent_space": space,
+    })
 }
 
 async fn get_options(State(s): State<Arc<FrontState>>) -> Result<Json<Value>, ApiError> {
@@ -576,5 +579,32 @@ async fn ready(State(s): State<Arc<FrontState>>) -> Response {
             Json(json!({ "ready": false, "detail": format!("the job broker: {e}") })),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{model_json, ModelEntry};
+
+    #[test]
+    fn the_listing_carries_the_workers_latent_space() {
+        let entry = |space: Option<&str>| ModelEntry {
+            title: "xl.safetensors [0123456789]".into(),
+            model_name: "xl".into(),
+            hash: "0123456789".into(),
+            sha256: "ab".into(),
+            filename: "/m/xl.safetensors".into(),
+            latent_space: space.map(str::to_string),
+        };
+        let v = model_json(&entry(Some("sdxl")));
+        assert_eq!(v["latent_space"], "sdxl");
+        assert_eq!(v["model_name"], "xl");
+        assert_eq!(model_json(&entry(Some("sd")))["latent_space"], "sd");
+        // not said, or not a name Sumi gives: null, as the single server lists an unknown one
+        for space in [None, Some("flux"), Some("")] {
+            let v = model_json(&entry(space));
+            assert!(v["latent_space"].is_null(), "{space:?}: {v}");
+            assert!(v.as_object().unwrap().contains_key("latent_space"));
+        }
     }
 }

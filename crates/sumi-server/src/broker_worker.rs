@@ -69,9 +69,14 @@ pub async fn run(
     let backend = crate::pipeline(&config).await?;
     let Started { state, app, .. } = crate::start(config, Timeouts::default(), backend).await?;
     let s2 = state.clone();
-    let entry = tokio::task::spawn_blocking(move || s2.checkpoints.entry(&s2.config.model))
-        .await
-        .map_err(|e| ServerError::Worker(e.to_string()))?;
+    // the latent space as the single server's listing reads it (`listing::sd_models`)
+    let (entry, space) = tokio::task::spawn_blocking(move || {
+        let entry = s2.checkpoints.entry(&s2.config.model);
+        let space = sumi_pipeline::checkpoint_report::latent_space_of(&entry.path);
+        (entry, space)
+    })
+    .await
+    .map_err(|e| ServerError::Worker(e.to_string()))?;
     let (Some(hash), Some(sha256)) = (entry.short_hash().map(str::to_string), entry.sha256.clone())
     else {
         return Err(ServerError::Worker(format!(
@@ -85,6 +90,7 @@ pub async fn run(
         hash,
         sha256,
         filename: entry.path.to_string_lossy().into_owned(),
+        latent_space: space.map(|l| l.name().to_string()),
     };
     let worker = Arc::new(
         Worker::connect(&opts.url, &opts.name, model.clone(), opts.settings.clone())

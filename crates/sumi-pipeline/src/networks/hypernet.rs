@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use sumi_models::hypernetwork::{Activation, HypernetworkSpec};
-use sumi_models::{Hypernetwork, Hypernetworks};
+use sumi_models::{Hypernetwork, Hypernetworks, UNetConfig};
 pub use sumi_weights::hypernetwork::HypernetworkOnDisk;
 use sumi_weights::hypernetwork::{read_hypernetwork, HypernetworkFile};
 
@@ -22,6 +22,68 @@ use crate::error::Result;
 
 /// A hypernetwork read, with the modification time of its file then.
 type Loaded = (Option<SystemTime>, Arc<Hypernetwork>);
+
+/// The context widths a U-Net's attentions see, by which A1111 picks a hypernetwork's modules
+/// (`apply_single_hypernetwork`: `layers.get(context.shape[2])`): the text context's in every
+/// cross-attention (SD1 768, SD2 1024, SDXL 2048: CLIP-L ⊕ bigG, refiner 1280) and, in the
+/// self-attentions, whose context is the block's own input, the channels of each level with
+/// attention (SD1 320, 640, 1280; SDXL 640, 1280).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct AttentionWidths {
+    /// The text context's width.
+    pub text: usize,
+    /// The self-attentions' widths.
+    pub blocks: Vec<usize>,
+}
+
+impl AttentionWidths {
+    /// The widths of a U-Net built from `cfg` (the middle block's attention has the last
+    /// level's channels).
+    pub fn of(cfg: &UNetConfig) -> Self {
+        let mut blocks = Vec::new();
+        let levels = cfg.block_channels.iter().zip(&cfg.attention);
+        let mid = cfg.block_channels.last().filter(|_| cfg.mid_depth > 0);
+        let with_attention = levels.filter(|(_, &a)| a).map(|(c, _)| c).chain(mid);
+        for &c in with_attention {
+            if !blocks.contains(&c) {
+                blocks.push(c);
+            }
+        }
+        Self {
+            text: cfg.context_dim,
+            blocks,
+        }
+    }
+
+    /// A warning for hypernetwork `name` with modules for widths `own` when they miss the text
+    /// context: then it changes nothing (no width of the model's), or only self-attention (an
+    /// SD1 file's 640/1280 modules on SDXL), which A1111 does without a word.
+    pub fn note(&self, name: &str, own: &[usize]) -> Option<String> {
+        if own.contains(&self.text) {
+            return None;
+        }
+        let used: Vec<usize> = own
+            .iter()
+            .copied()
+            .filter(|w| self.blocks.contains(w))
+            .collect();
+        let text = self.text;
+        let blocks = &self.blocks;
+        Some(if used.is_empty() {
+            format!(
+                "hypernetwork {name} has modules for context widths {own:?}, and this model's \
+                 attention sees {text} (text) and {blocks:?} (self-attention): it changes nothing \
+                 (made for another model family?)"
+            )
+        } else {
+            format!(
+                "hypernetwork {name} has no modules for this model's text context width {text} \
+                 (it has {own:?}): only its modules for {used:?} apply, on the self-attention, as \
+                 in A1111 (made for another model family?)"
+            )
+        })
+    }
+}
 
 /// The hypernetwork folders and the hypernetworks the last job used.
 pub(crate) struct HypernetState {
@@ -78,13 +140,13 @@ impl HypernetState {
 
     /// A1111's `load_hypernetworks`: each tag's file (by stem, the folders listed now) read
     /// or taken from the last job's, with the tag's multiplier, in prompt order. An unknown
-    /// name or a file that cannot be read is a warning, and the job goes on without it; so is
-    /// a hypernetwork with no modules for any of the model's attention context `widths` (it
-    /// changes nothing, in A1111 too).
+    /// name or a file that cannot be read is a warning, and the job goes on without it; a
+    /// hypernetwork whose modules miss the model's attention `widths` is applied as A1111
+    /// applies it and warned ([`AttentionWidths::note`]).
     pub fn resolve(
         &self,
         asked: &[HypernetActivation],
-        widths: &[usize],
+        widths: &AttentionWidths,
         warnings: &mut Vec<String>,
     ) -> Result<Hypernetworks> {
         if asked.is_empty() {
@@ -122,14 +184,7 @@ impl HypernetState {
                     }
                 },
             };
-            let own = net.widths();
-            if !own.iter().any(|w| widths.contains(w)) {
-                warnings.push(format!(
-                    "hypernetwork {} has modules for context widths {own:?}, and this model's \
-                     attention sees {widths:?}: it changes nothing",
-                    tag.name
-                ));
-            }
+            warnings.extend(widths.note(&tag.name, &net.widths()));
             previous.remove(&entry.path);
             kept.insert(entry.path.clone(), (when, net.clone()));
             list.push((net, tag.multiplier));
@@ -140,5 +195,38 @@ impl HypernetState {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Loaded>> {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AttentionWidths;
+    use sumi_models::UNetConfig;
+
+    #[test]
+    fn attention_widths_and_their_notes() {
+        let sd1 = AttentionWidths::of(&UNetConfig::sd1());
+        assert_eq!(
+            (sd1.text, sd1.blocks.as_slice()),
+            (768, &[320, 640, 1280][..])
+        );
+        let xl = AttentionWidths::of(&UNetConfig::sdxl());
+        assert_eq!((xl.text, xl.blocks.as_slice()), (2048, &[640, 1280][..]));
+        // A1111's default sizes (an SD1 file) on SDXL: the self-attention at 640 and 1280 only
+        let sd1_file = [768, 320, 640, 1280];
+        assert!(sd1.note("a", &sd1_file).is_none());
+        let n = xl.note("a", &sd1_file).unwrap();
+        assert!(
+            n.contains("no modules for this model's text context width 2048")
+                && n.contains("only its modules for [640, 1280] apply"),
+            "{n}"
+        );
+        let n = xl.note("b", &[768]).unwrap();
+        assert!(
+            n.starts_with("hypernetwork b ") && n.contains("it changes nothing"),
+            "{n}"
+        );
+        assert!(xl.note("c", &[2048]).is_none());
+        assert!(xl.note("c", &[2048, 320]).is_none());
     }
 }

@@ -22,8 +22,8 @@ use sumi_weights::TensorPatch;
 
 pub use activation::{activations, Activations, HypernetActivation, LoraActivation};
 pub(crate) use first::first_build;
-pub(crate) use hypernet::HypernetState;
 pub use hypernet::{list_hypernetworks, HypernetworkOnDisk};
+pub(crate) use hypernet::{AttentionWidths, HypernetState};
 pub(crate) use state::NetworkState;
 pub use sumi_weights::lora::NetworkOnDisk;
 
@@ -147,15 +147,10 @@ impl Pipeline {
             )?
         };
         let hypernetworks = if asked.hypernets.is_empty() {
-            self.hypernets.resolve(&[], &[], &mut warnings)?
+            let none = AttentionWidths::default();
+            self.hypernets.resolve(&[], &none, &mut warnings)?
         } else {
-            let cfg = self.checkpoint.unet_config()?;
-            let mut widths = vec![cfg.context_dim];
-            for (&c, &attn) in cfg.block_channels.iter().zip(&cfg.attention) {
-                if attn && !widths.contains(&c) {
-                    widths.push(c);
-                }
-            }
+            let widths = AttentionWidths::of(&self.checkpoint.unet_config()?);
             self.hypernets
                 .resolve(&asked.hypernets, &widths, &mut warnings)?
         };
