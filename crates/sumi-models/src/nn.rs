@@ -145,8 +145,8 @@ impl Conv2d {
 }
 
 impl Conv2d {
-    /// `forward` of `x` upsampled 2× by nearest neighbour; the bf16 path never forms the
-    /// upsampled tensor.
+    /// `forward` of `x` upsampled 2× by nearest neighbour; the bf16 path and the f32 direct
+    /// kernel (where `direct` takes the layer) never form the upsampled tensor.
     pub fn forward_upsampled2x(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if let Kernel::Bf16 { packed, bias } = &self.kernel {
             return crate::kernels::conv_bf16::conv2d_bf16_upsampled(
@@ -196,10 +196,9 @@ impl Conv2d {
         crate::kernels::conv3x3::conv3x3_upsampled(xs, weight, bias, epi, up)
     }
 
-    /// `forward` of the channel concatenation of `xs`, then `epi`: on the f32 path a 3×3,
-    /// stride-1, padding-1 kernel runs the direct convolution of
-    /// [`crate::kernels::conv3x3`] where the CPU has AVX-512 (the concatenation is never
-    /// formed); elsewhere the concatenation goes through `forward`.
+    /// `forward` of the channel concatenation of `xs`, then `epi`: the direct convolution of
+    /// [`crate::kernels::conv3x3`] where `direct` takes the layer (the concatenation
+    /// is never formed); elsewhere the concatenation goes through `forward`.
     pub fn forward_cat(
         &self,
         xs: &[&Tensor],

@@ -8,8 +8,8 @@
 //! tensor is never formed either). It then computes register blocks of output-channel vectors
 //! × pixels (4 × 6 where the outputs come in blocks of 64, 2 × 12, or 1 × 24 for at most 16
 //! outputs): for each input channel and tap, the block's weight vectors and one broadcast input
-//! value per pixel make 24 fused multiply-adds, every load aligned or scalar. Input channels go
-//! in chunks whose weights (18 KiB) stay in L1 while the chunk sweeps the stripe; the partial
+//! value per pixel make 24 fused multiply-adds, every load a whole contiguous vector or a scalar
+//! (no shifted vector loads). Input channels go in chunks whose weights (18 KiB) stay in L1 while the chunk sweeps the stripe; the partial
 //! sums live in a pixel-major buffer, transposed 16 × 16 in registers into the NCHW output
 //! (with an optional LeakyReLU) at the end. The output grid is the padded width (two columns
 //! per row are computed and dropped), so every tap is a plain shifted read. Without AVX-512
@@ -522,6 +522,7 @@ mod tests {
     #[test]
     fn matches_candle_conv_on_odd_shapes() {
         check(&[5], 3, (7, 9), Epilogue::None, 1);
+        check(&[40], 3, (6, 30), Epilogue::LeakyRelu(0.2), 1); // 1 × 24, several chunks
         check(&[64, 32, 32], 32, (19, 33), Epilogue::LeakyRelu(0.2), 1);
         check(&[40], 37, (1, 130), Epilogue::None, 1);
         check(&[3], 64, (64, 5), Epilogue::LeakyRelu(0.2), 1);
