@@ -2,18 +2,18 @@
 //! AVX-512, where it beats the im2col GEMM: narrow layers (the upscalers' 32- and 64-channel
 //! convolutions, TAESD, an image's 3 output channels) and wide images (the VAE's top levels).
 //!
-//! Each task takes a stripe of output rows: it copies the rows it reads, with a zero border,
-//! into a small buffer (from several input tensors at once, so a channel concatenation is
-//! never formed; optionally upsampled 2× by nearest neighbour on the way, so the upsampled
-//! tensor is never formed either). It then computes register blocks of output-channel vectors
-//! × pixels (4 × 6 where the outputs come in blocks of 64, 2 × 12, or 1 × 24 for at most 16
-//! outputs): for each input channel and tap, the block's weight vectors and one broadcast input
-//! value per pixel make 24 fused multiply-adds, every load a whole contiguous vector or a scalar
-//! (no shifted vector loads). Input channels go in chunks whose weights (18 KiB) stay in L1 while the chunk sweeps the stripe; the partial
-//! sums live in a pixel-major buffer, transposed 16 × 16 in registers into the NCHW output
-//! (with an optional LeakyReLU) at the end. The output grid is the padded width (two columns
-//! per row are computed and dropped), so every tap is a plain shifted read. Without AVX-512
-//! the caller falls back to the im2col path.
+//! Each task takes a stripe of output rows: it copies the rows it reads, with a zero border, into a
+//! small buffer (from several input tensors at once, so a channel concatenation is never formed;
+//! optionally upsampled 2× by nearest neighbour on the way, so the upsampled tensor is never formed
+//! either). It then computes register blocks of output-channel vectors × pixels (4 × 6 where the
+//! outputs come in blocks of 64, 2 × 12, or 1 × 24 for at most 16 outputs): for each input channel
+//! and tap, the block's weight vectors and one broadcast input value per pixel make 24 fused
+//! multiply-adds, every load a whole contiguous vector or a scalar (no shifted vector loads). Input
+//! channels go in chunks whose weights (18 KiB) stay in L1 while the chunk sweeps the stripe; the
+//! partial sums live in a pixel-major buffer, transposed 16 × 16 in registers into the NCHW output
+//! (with an optional LeakyReLU) at the end. The output grid is the padded width (two columns per
+//! row are computed and dropped), so every tap is a plain shifted read. Without AVX-512 the caller
+//! falls back to the im2col path.
 
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
