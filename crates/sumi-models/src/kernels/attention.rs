@@ -1,13 +1,15 @@
 //! Multi-head attention for `[batch, tokens, heads·dim]` tensors without forming the full
 //! `tokens × keys` score matrix: work is split into (batch, head, block of query rows) tasks
-//! run on rayon's pool; each computes its block of scores with one GEMM, an in-place
-//! unnormalised softmax, and a second GEMM into the output, then divides by the row sums.
-//! Inputs are read in their natural layout (no head transposes); the output comes back in it.
+//! run on rayon's pool. With many keys on AVX-512 (self-attention) each task runs the fused
+//! kernel of [`super::flash`]; otherwise it computes its block of scores with one GEMM, an
+//! in-place unnormalised softmax, and a second GEMM into the output, then divides by the row
+//! sums. Inputs are read in their natural layout (no head transposes); the output comes back
+//! in it.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, SendPtr};
+use super::{f32_slice, flash, SendPtr, Unfilled};
 
 use super::fastmath::softmax_rows_unnormalised;
 
@@ -57,6 +59,81 @@ impl<'a> Qkv<'a> {
             c,
         })
     }
+}
+
+/// Where the fused kernel ([`flash`]) takes the attention: from 4096 keys at head widths up
+/// to 80 (the U-Net's self-attention at 64² latents and larger), and from 8192 keys at any
+/// width (the VAE's at 1024² pictures). Elsewhere the two GEMMs are as fast or faster
+/// (measured: 1024 keys at width 80, 4096 at width 512, 256 at width 160), and
+/// cross-attention's 77 keys stay with them too.
+const FLASH_MIN_KEYS: usize = 4096;
+const FLASH_MAX_WIDTH: usize = 80;
+const FLASH_ANY_KEYS: usize = 8192;
+
+/// The fused path: each (batch, head)'s K and V laid out once, then tasks of query rows.
+fn fused(t: Qkv, h: usize, scale: f32) -> Vec<f32> {
+    let Qkv {
+        q,
+        k,
+        v,
+        b,
+        n,
+        m,
+        c,
+    } = t;
+    let d = c / h;
+    let heads: Vec<flash::HeadPanels> = (0..b * h)
+        .into_par_iter()
+        .map(|bh| {
+            let (bi, hi) = (bh / h, bh % h);
+            let at = bi * m * c + hi * d;
+            flash::head_panels(&k[at..], &v[at..], m, d, c)
+        })
+        .collect();
+    // query rows per task: the block's accumulators and Q rows stay in L1 with a key panel
+    let rows = if d <= 64 {
+        72
+    } else if d <= 80 {
+        48
+    } else {
+        24
+    };
+    let blocks = n.div_ceil(rows);
+    let mut out = Unfilled::new(b * n * c);
+    let out_ptr = out.ptr();
+    let out_ref = &out_ptr;
+    let heads = &heads;
+    (0..b * h * blocks)
+        .into_par_iter()
+        .for_each_init(flash::Scratch::default, |scratch, task| {
+            let (bh, blk) = (task / blocks, task % blocks);
+            let (bi, hi) = (bh / h, bh % h);
+            let r0 = blk * rows;
+            let nr = rows.min(n - r0);
+            let at = (bi * n + r0) * c + hi * d;
+            // SAFETY: AVX-512 is present (`flash::available`); rows r0..r0+nr × the head's
+            // d columns of q and of the output (stride c) are inside the b·n×c buffers, and
+            // this task alone writes those of the output; `heads[bh]` was made for m keys of
+            // width d.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                flash::attention_head_block(
+                    q[at..].as_ptr(),
+                    c,
+                    nr,
+                    &heads[bh],
+                    (m, d),
+                    scale,
+                    out_ref.0.add(at),
+                    c,
+                    scratch,
+                );
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (at, nr, scratch, out_ref, heads, scale);
+        });
+    // SAFETY: the tasks cover every row of every (batch, head), all d columns of each.
+    unsafe { out.filled() }
 }
 
 /// Bytes of scores one task holds at a time.
@@ -143,6 +220,24 @@ impl CustomOp3 for Attention {
         let h = self.heads;
         let d = c / h;
         let scale = 1.0 / (d as f32).sqrt();
+        if flash::available()
+            && (m >= FLASH_ANY_KEYS || (m >= FLASH_MIN_KEYS && d <= FLASH_MAX_WIDTH))
+        {
+            let out = fused(
+                Qkv {
+                    q,
+                    k,
+                    v,
+                    b,
+                    n,
+                    m,
+                    c,
+                },
+                h,
+                scale,
+            );
+            return Ok((CpuStorage::F32(out), Shape::from((b, n, c))));
+        }
         let rows = (SCORE_BLOCK_BYTES / 4 / m.max(1))
             .clamp(8, 512)
             .min(n.max(1));
@@ -306,14 +401,22 @@ mod tests {
     #[test]
     fn several_blocks_match_the_naive_product() {
         let dev = Device::Cpu;
-        // (keys, channels, heads): 8200 keys give blocks of 31 query rows, so K is read
-        // transposed; head widths 40 (V padded to 48), 64 and 8 (too narrow to pad); 4100 keys
-        // give blocks of 63 rows, read in place
+        // (keys, channels, heads). On AVX-512 the fused kernel takes 4100 and 8200 keys:
+        // head widths 40 (V padded to 48), 64, 8, 80 and 160 (output in groups of four
+        // vectors and less), partial key panels. The two GEMMs take the rest: 6000 keys at
+        // width 100 give blocks of 43 query rows, so K is read transposed and V padded to 112;
+        // 3000 keys give blocks of 87 rows, read in place; 64 keys one block. Without
+        // AVX-512 the GEMMs take all of them.
         for (m, c, heads) in [
             (8200, 80, 2),
             (8200, 128, 2),
             (8200, 16, 2),
             (4100, 80, 2),
+            (8200, 160, 2),
+            (8200, 320, 2),
+            (4100, 16, 2),
+            (6000, 200, 2),
+            (3000, 80, 2),
             (64, 80, 2),
         ] {
             let n = 150;

@@ -2,14 +2,29 @@
 //! one GEMM (`weight [c_out, c_in·k·k] × columns [c_in·k·k, pixels]`) over a small im2col
 //! buffer, the bias written first and accumulated into. Tiles run on rayon's pool; the
 //! columns of a tile stay a few MiB, so the full im2col matrix is never formed.
+//!
+//! With AVX-512, layers of 640 outputs and more at 16² and larger write their columns straight
+//! into the panels of [`super::gemm_f32`], which reads the weights in place (the gemm crate
+//! repacks all of them for every tile: 59 MB per tile at 1280 channels); tiles there are whole
+//! rows across batch items, and the output channels are split among tasks when there are fewer
+//! tiles than threads.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, SendPtr};
+use super::{f32_slice, gemm_f32, SendPtr, Unfilled};
 
 /// Bytes of im2col columns one task builds at a time.
 const COLUMN_BLOCK_BYTES: usize = 4 << 20;
+/// Where the packed path runs: layers at least this wide, with at least this many output
+/// pixels per image (measured per layer: the U-Net's 640- and 1280-channel layers at 32² and
+/// 16²; the gemm crate stays ahead on 320- and 512-channel layers and at 8², see
+/// `docs/perf.md`).
+const PACKED_MIN_COUT: usize = 640;
+const PACKED_MIN_PIXELS: usize = 256;
+/// Output pixels per task of the packed path (AVX-512): each task reads every weight once
+/// per row block of the GEMM, so fewer pixels make it bound by memory.
+const TASK_PIXELS: usize = 512;
 
 struct Conv {
     stride: usize,
@@ -50,6 +65,10 @@ impl CustomOp3 for Conv {
         let ow = (wd + 2 * p).checked_sub(k).map(|v| v / s + 1).unwrap_or(0);
         let kk = cin * k * k;
         let hw = oh * ow;
+        if gemm_f32::available() && cout >= PACKED_MIN_COUT && hw >= PACKED_MIN_PIXELS {
+            let out = packed_conv(x, w, bias, (b, cin, h, wd), (cout, k, s, p), (oh, ow));
+            return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
+        }
         let rows = (COLUMN_BLOCK_BYTES / 4 / (kk * ow).max(1)).clamp(1, oh.max(1));
         let blocks = oh.div_ceil(rows);
         let mut out = vec![0f32; b * cout * hw];
@@ -125,31 +144,177 @@ fn im2col(
                 let row = &mut cols[((ci * k + ky) * k + kx) * npx..][..npx];
                 for (j, oy) in (r0..r0 + nr).enumerate() {
                     let out = &mut row[j * ow..(j + 1) * ow];
-                    let iy = (oy * s + ky) as isize - p as isize;
-                    if iy < 0 || iy >= h as isize {
-                        out.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    if s == 1 {
-                        // ix = ox + kx - p: a shifted copy with zeros at the borders
-                        let lo = p.saturating_sub(kx).min(ow);
-                        let hi = (w + p).saturating_sub(kx).min(ow).max(lo);
-                        out[..lo].fill(0.0);
-                        out[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
-                        out[hi..].fill(0.0);
-                    } else {
-                        for (ox, o) in out.iter_mut().enumerate() {
-                            let ix = (ox * s + kx) as isize - p as isize;
-                            *o = if ix >= 0 && (ix as usize) < w {
-                                src[ix as usize]
-                            } else {
-                                0.0
-                            };
-                        }
+                    fill_row(plane, out, (h, w), (s, p), (oy, ky, kx));
+                }
+            }
+        }
+    }
+}
+
+/// The AVX-512 path: tasks of whole output rows (across batch items) of about
+/// [`TASK_PIXELS`] pixels, their im2col columns written as the packed GEMM's panels, the
+/// product into a panel-major buffer, then copied into the NCHW output. Where there are fewer
+/// row blocks than threads, the output channels are split among tasks too.
+fn packed_conv(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    (b, cin, h, wd): (usize, usize, usize, usize),
+    (cout, k, s, p): (usize, usize, usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    const NR: usize = gemm_f32::NR;
+    let (kk, hw) = (cin * k * k, oh * ow);
+    let rows_all = b * oh;
+    let rows = TASK_PIXELS.div_ceil(ow.max(1)).clamp(1, rows_all.max(1));
+    let blocks = rows_all.div_ceil(rows);
+    let threads = rayon::current_num_threads().max(1);
+    let splits = if blocks < threads {
+        threads.div_ceil(blocks).min(cout.div_ceil(6)).max(1)
+    } else {
+        1
+    };
+    let mchunk = cout.div_ceil(splits).div_ceil(6) * 6;
+    let splits = cout.div_ceil(mchunk.max(1)).max(1);
+    let mut out = Unfilled::new(b * cout * hw);
+    let out_ptr = out.ptr();
+    let out_ref = &out_ptr;
+    (0..blocks * splits).into_par_iter().for_each_init(
+        || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new()),
+        |(cols, line, cbuf), task| {
+            let (blk, sp) = (task / splits, task % splits);
+            let g0 = blk * rows;
+            let nr = rows.min(rows_all - g0);
+            let npx = nr * ow;
+            let (m0, m1) = (sp * mchunk, ((sp + 1) * mchunk).min(cout));
+            let m = m1 - m0;
+            let panels = npx.div_ceil(NR);
+            cols.resize(panels * NR * kk, 0.0);
+            im2col_packed(x, cols, line, (cin, h, wd), (k, s, p), (g0, nr, oh, ow));
+            cbuf.resize(panels * NR * m, 0.0);
+            let d = gemm_f32::Dims {
+                m,
+                n: npx,
+                k: kk,
+                lda: kk,
+                ldc: NR,
+                cps: m * NR,
+            };
+            // SAFETY: AVX-512 is present (`available`); A is rows m0..m1 of the cout×kk
+            // weights, the panels and `cbuf` were sized above.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                gemm_f32::gemm_packed(
+                    d,
+                    w.as_ptr().add(m0 * kk),
+                    cols.as_ptr(),
+                    cbuf.as_mut_ptr(),
+                    Some(&bias[m0..m1]),
+                );
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = d;
+            for (j, g) in (g0..g0 + nr).enumerate() {
+                let (bi, oy) = (g / oh, g % oh);
+                for c in m0..m1 {
+                    let mut q = j * ow;
+                    // SAFETY: row oy of channel c of batch bi belongs to this task alone
+                    // (its rows, its channels); it lies inside the b·cout·hw output.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out_ref.0.add((bi * cout + c) * hw + oy * ow),
+                            ow,
+                        )
+                    };
+                    let mut rest = &mut dst[..];
+                    while !rest.is_empty() {
+                        let take = (NR - q % NR).min(rest.len());
+                        let src = &cbuf[((q / NR) * m + c - m0) * NR + q % NR..][..take];
+                        let (head, tail) = rest.split_at_mut(take);
+                        head.copy_from_slice(src);
+                        (q, rest) = (q + take, tail);
                     }
                 }
             }
+        },
+    );
+    // SAFETY: the tasks cover every output row of every batch item, every channel.
+    unsafe { out.filled() }
+}
+
+/// Fills `cols` as the packed GEMM's panels (`[panel][cin·k·k][NR]`, pixel `q` of the block
+/// in panel `q / NR`, lane `q % NR`) for the output rows `g0 .. g0 + nr` counted across batch
+/// items (row `g` is row `g % oh` of item `g / oh`); `line` is scratch for rows that straddle
+/// two panels. Lanes past the last pixel are left as they are.
+fn im2col_packed(
+    x: &[f32],
+    cols: &mut [f32],
+    line: &mut Vec<f32>,
+    (cin, h, w): (usize, usize, usize),
+    (k, s, p): (usize, usize, usize),
+    (g0, nr, oh, ow): (usize, usize, usize, usize),
+) {
+    const NR: usize = gemm_f32::NR;
+    let kk = cin * k * k;
+    line.resize(ow, 0.0);
+    for ci in 0..cin {
+        for ky in 0..k {
+            for kx in 0..k {
+                let r = (ci * k + ky) * k + kx;
+                for (j, g) in (g0..g0 + nr).enumerate() {
+                    let (bi, oy) = (g / oh, g % oh);
+                    let plane = &x[(bi * cin + ci) * h * w..][..h * w];
+                    let q = j * ow;
+                    if q % NR + ow <= NR {
+                        let out = &mut cols[((q / NR) * kk + r) * NR + q % NR..][..ow];
+                        fill_row(plane, out, (h, w), (s, p), (oy, ky, kx));
+                        continue;
+                    }
+                    fill_row(plane, line, (h, w), (s, p), (oy, ky, kx));
+                    let (mut q, mut src) = (q, &line[..]);
+                    while !src.is_empty() {
+                        let take = (NR - q % NR).min(src.len());
+                        cols[((q / NR) * kk + r) * NR + q % NR..][..take]
+                            .copy_from_slice(&src[..take]);
+                        (q, src) = (q + take, &src[take..]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills `out` (`ow` values) with tap `(ky, kx)` of output row `oy`: the input values it
+/// reads, zeros in the padding.
+fn fill_row(
+    plane: &[f32],
+    out: &mut [f32],
+    (h, w): (usize, usize),
+    (s, p): (usize, usize),
+    (oy, ky, kx): (usize, usize, usize),
+) {
+    let ow = out.len();
+    let iy = (oy * s + ky) as isize - p as isize;
+    if iy < 0 || iy >= h as isize {
+        out.fill(0.0);
+        return;
+    }
+    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+    if s == 1 {
+        // ix = ox + kx - p: a shifted copy with zeros at the borders
+        let lo = p.saturating_sub(kx).min(ow);
+        let hi = (w + p).saturating_sub(kx).min(ow).max(lo);
+        out[..lo].fill(0.0);
+        out[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
+        out[hi..].fill(0.0);
+    } else {
+        for (ox, o) in out.iter_mut().enumerate() {
+            let ix = (ox * s + kx) as isize - p as isize;
+            *o = if ix >= 0 && (ix as usize) < w {
+                src[ix as usize]
+            } else {
+                0.0
+            };
         }
     }
 }
@@ -206,5 +371,14 @@ mod tests {
         check((1, 8, 4), (5, 6), (1, 1, 0));
         check((2, 3, 2), (10, 10), (3, 1, 0));
         check((1, 128, 16), (64, 64), (3, 1, 1)); // several row blocks
+        check((2, 16, 13), (40, 40), (3, 1, 1));
+        // the packed path (AVX-512): whole panels, rows straddling panels and an edge of
+        // 2 rows of A (650 = 108·6 + 2), stride 2, pointwise; one tile for two threads splits
+        // the output channels
+        check((2, 8, 640), (16, 16), (3, 1, 1));
+        check((1, 4, 650), (20, 21), (3, 1, 1));
+        check((2, 6, 640), (33, 40), (3, 2, 1));
+        check((2, 16, 700), (16, 16), (1, 1, 0));
+        check((1, 3, 640), (16, 16), (3, 1, 1));
     }
 }

@@ -3,7 +3,7 @@
 //! branch-free so the compiler vectorises it; on x86-64 a copy compiled for AVX-512 or AVX2+FMA is
 //! chosen at run time.
 
-const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
 const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds to an integer

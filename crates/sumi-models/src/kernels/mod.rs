@@ -1,7 +1,8 @@
 //! CPU kernels for the hot paths, as candle custom ops over f32 storage: attention that never
-//! materialises the full score matrix, tiled im2col convolution, the bf16 path's packed GEMM
-//! and its convolution, linear and attention users, the layout changes around attention, and
-//! the vectorised math they need.
+//! materialises the full score matrix (fused, scores in registers, on AVX-512 for many keys),
+//! tiled im2col convolution (over an AVX-512 GEMM with packed columns for the wide layers),
+//! the bf16 path's packed GEMM and its convolution, linear and attention users, the layout
+//! changes around attention, and the vectorised math they need.
 
 /// Defines `$name`, which runs `$body` (an `#[inline(always)]` function written so the
 /// compiler vectorises it) compiled for AVX-512, else for AVX2+FMA, else for the baseline,
@@ -40,10 +41,12 @@ pub mod conv;
 pub mod conv3x3;
 pub mod conv_bf16;
 pub mod fastmath;
+pub mod flash;
 pub mod geglu;
 pub mod gemm_bf16;
 #[cfg(target_arch = "x86_64")]
 mod gemm_bf16_avx512;
+pub mod gemm_f32;
 pub mod group_norm;
 pub mod linear_bf16;
 pub mod tokens;

@@ -1,0 +1,288 @@
+//! f32 GEMM for CPUs with AVX-512 whose right operand comes in packed 64-column panels:
+//! `C[m, n] = init + Σ_k A[m, k] · B[k, n]`, A read in place (row-major, any row stride: the
+//! convolution's weights need no repacking), B as `[panel][k][64]` (the convolution's im2col
+//! columns are written straight into that layout), C row-major with any row stride (an NCHW
+//! output's channel planes).
+//!
+//! The register block is 6 rows × 4 vectors (64 columns): per `k`, 4 vector loads of B and 6
+//! broadcasts of A feed 24 fused multiply-adds. The depth goes in blocks of [`KC`], so a
+//! panel's block (32 KiB) stays in L1 while every row block of A passes over it; C's tiles
+//! take the bias (or zero) in the first depth block and accumulate after it.
+
+/// Columns per packed panel of B.
+pub const NR: usize = 64;
+/// Rows of A per register block.
+const MR: usize = 6;
+/// Depth per block: a panel's block takes `KC · NR · 4` bytes (32 KiB).
+const KC: usize = 96;
+/// Bytes of C rows plus A block a row block aims to keep in L2.
+const L2_BLOCK_BYTES: usize = 512 << 10;
+
+/// Whether [`gemm_packed`] runs on this CPU.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The shape of one product.
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of B and C (the panels hold `n.div_ceil(NR)` · `NR`).
+    pub n: usize,
+    /// Depth.
+    pub k: usize,
+    /// Row strides of A and C, in floats.
+    pub lda: usize,
+    pub ldc: usize,
+    /// Distance in C from one 64-column panel to the next: `NR` for a row-major C, or
+    /// `m · NR` with `ldc = NR` for C in panels (`[panel][m][NR]`: a tile's rows then share no
+    /// cache sets, which rows a power-of-two apart in memory would).
+    pub cps: usize,
+}
+
+/// Computes C (see the module doc), each row `i` starting from `bias[i]` (zero without a
+/// bias). Columns of C past `n` are not touched.
+///
+/// # Safety
+/// [`available`] is true. `a` holds rows `0..m` of `k` floats at stride `lda`; `bp` holds
+/// `n.div_ceil(NR) · k · NR` floats (initialised); `c` is valid for writes of rows `0..m` of
+/// `n` floats at stride `ldc` (panels `cps` apart), and no one else touches them during the call; `bias` has at
+/// least `m` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn gemm_packed(
+    d: Dims,
+    a: *const f32,
+    bp: *const f32,
+    c: *mut f32,
+    bias: Option<&[f32]>,
+) {
+    let panels = d.n.div_ceil(NR);
+    // rows per block: its C rows (all columns) and A block stay in L2 across depth blocks
+    let mc = (L2_BLOCK_BYTES / 4 / (panels * NR + KC)).max(MR) / MR * MR;
+    for m0 in (0..d.m).step_by(mc) {
+        let m1 = (m0 + mc).min(d.m);
+        for k0 in (0..d.k).step_by(KC) {
+            let kc = KC.min(d.k - k0);
+            for p in 0..panels {
+                let nv = (d.n - p * NR).min(NR);
+                // SAFETY: offsets stay inside the operands the caller vouches for.
+                unsafe {
+                    let b = bp.add((p * d.k + k0) * NR);
+                    // the B block after this one, prefetched a slice per tile
+                    let next_b = if p + 1 < panels {
+                        bp.add(((p + 1) * d.k + k0) * NR)
+                    } else if k0 + kc < d.k {
+                        bp.add((k0 + kc) * NR)
+                    } else {
+                        b
+                    };
+                    let next_kc = if p + 1 < panels {
+                        kc
+                    } else {
+                        KC.min(d.k.saturating_sub(k0 + kc))
+                    };
+                    let b_lines = next_kc * NR / 16;
+                    let per_tile = b_lines.div_ceil((m1 - m0).div_ceil(MR)).max(1);
+                    let mut i = m0;
+                    let mut ti = 0;
+                    while i < m1 {
+                        let rows = MR.min(m1 - i);
+                        let na = if i + rows < m1 { i + rows } else { m0 };
+                        let lo = (ti * per_tile).min(b_lines);
+                        let hi = ((ti + 1) * per_tile).min(b_lines);
+                        ti += 1;
+                        let t = Tile {
+                            pf_a: a.add(na * d.lda + k0),
+                            pf_b: next_b.add(lo * 16),
+                            pf_b_lines: hi - lo,
+                            kc,
+                            a: a.add(i * d.lda + k0),
+                            lda: d.lda,
+                            b,
+                            c: c.add(i * d.ldc + p * d.cps),
+                            ldc: d.ldc,
+                            nv,
+                            start: match (k0, bias) {
+                                (0, Some(bv)) => Start::Bias(bv.as_ptr().add(i)),
+                                (0, None) => Start::Zero,
+                                _ => Start::Load,
+                            },
+                        };
+                        match rows {
+                            6 => tile::<6>(&t),
+                            5 => tile::<5>(&t),
+                            4 => tile::<4>(&t),
+                            3 => tile::<3>(&t),
+                            2 => tile::<2>(&t),
+                            _ => tile::<1>(&t),
+                        }
+                        i += rows;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a tile's sums start.
+#[derive(Clone, Copy)]
+enum Start {
+    /// From a bias value per row.
+    Bias(*const f32),
+    Zero,
+    /// From what C holds (a later depth block).
+    Load,
+}
+
+/// One register block's operands.
+struct Tile {
+    /// The next tile's A rows (prefetched), and a slice of the next B block.
+    pf_a: *const f32,
+    pf_b: *const f32,
+    pf_b_lines: usize,
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    /// Valid columns (1..=64) of this panel.
+    nv: usize,
+    start: Start,
+}
+
+/// `R` rows × 64 columns of C over `kc` of depth.
+///
+/// # Safety
+/// As [`gemm_packed`], for this tile's rows, columns and depth block.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile<const R: usize>(t: &Tile) {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX-512F is enabled in the caller; the pointers index the tile's operands.
+    unsafe {
+        let masks: [__mmask16; 4] = std::array::from_fn(|v| {
+            let left = t.nv.saturating_sub(16 * v).min(16);
+            ((1u32 << left) - 1) as __mmask16
+        });
+        // the sums start from the bias or zero; a later depth block adds C at the store, so
+        // the multiply-adds never wait for C's loads (its rows come from L3 or memory)
+        let mut acc: [[__m512; 4]; R] = std::array::from_fn(|r| match t.start {
+            Start::Bias(bp) => [_mm512_set1_ps(*bp.add(r)); 4],
+            Start::Zero | Start::Load => [_mm512_setzero_ps(); 4],
+        });
+        let rows: [*const f32; R] = std::array::from_fn(|r| t.a.add(r * t.lda));
+        let a_lines = t.kc.div_ceil(16);
+        for kk in 0..t.kc {
+            if kk % 2 == 0 {
+                let j = kk / 2;
+                let (r, l) = (j / a_lines.max(1), j % a_lines.max(1));
+                if r < MR {
+                    _mm_prefetch::<_MM_HINT_T0>(t.pf_a.add(r * t.lda + l * 16) as *const i8);
+                }
+            } else if kk / 2 < t.pf_b_lines {
+                _mm_prefetch::<_MM_HINT_T0>(t.pf_b.add(kk / 2 * 16) as *const i8);
+            }
+            let bk = t.b.add(kk * NR);
+            let bv: [__m512; 4] = std::array::from_fn(|v| _mm512_loadu_ps(bk.add(16 * v)));
+            for r in 0..R {
+                let av = _mm512_set1_ps(*rows[r].add(kk));
+                for v in 0..4 {
+                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                if masks[v] != 0 {
+                    let at = t.c.add(r * t.ldc + 16 * v);
+                    let x = match t.start {
+                        Start::Load => _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], at)),
+                        _ => x,
+                    };
+                    _mm512_mask_storeu_ps(at, masks[v], x);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Packs `b` (`[k][n]`) into zero-padded 64-column panels.
+    fn pack(b: &[f32], k: usize, n: usize) -> Vec<f32> {
+        let panels = n.div_ceil(NR);
+        let mut p = vec![0f32; panels * k * NR];
+        for kk in 0..k {
+            for j in 0..n {
+                p[((j / NR) * k + kk) * NR + j % NR] = b[kk * n + j];
+            }
+        }
+        p
+    }
+
+    fn check(m: usize, n: usize, k: usize, with_bias: bool) {
+        let (lda, ldc) = (k + 3, n + 5);
+        let val = |i: usize, s: usize| ((i * 2654435761 + s) % 1000) as f32 / 500.0 - 1.0;
+        let a: Vec<f32> = (0..m * lda).map(|i| val(i, 1)).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| val(i, 7)).collect();
+        let bias: Vec<f32> = (0..m).map(|i| val(i, 3)).collect();
+        let mut c = vec![9f32; m * ldc];
+        let d = Dims {
+            m,
+            n,
+            k,
+            lda,
+            ldc,
+            cps: NR,
+        };
+        // SAFETY: the buffers have the sizes `gemm_packed` asks for.
+        unsafe {
+            gemm_packed(
+                d,
+                a.as_ptr(),
+                pack(&b, k, n).as_ptr(),
+                c.as_mut_ptr(),
+                with_bias.then_some(&bias[..]),
+            )
+        };
+        let mut worst = 0f32;
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j];
+                if j >= n {
+                    assert_eq!(got, 9.0, "column {j} past n written");
+                    continue;
+                }
+                let mut want = if with_bias { bias[i] as f64 } else { 0.0 };
+                for kk in 0..k {
+                    want += a[i * lda + kk] as f64 * b[kk * n + j] as f64;
+                }
+                worst = worst.max((got - want as f32).abs() / (1.0 + want.abs() as f32));
+            }
+        }
+        assert!(worst < 1e-5, "m{m} n{n} k{k}: {worst}");
+    }
+
+    #[test]
+    fn matches_a_plain_product() {
+        if !available() {
+            return;
+        }
+        check(13, 150, 300, true); // row edges 6+6+1, a partial panel, three depth blocks
+        check(6, 64, 128, false);
+        check(5, 17, 1, true);
+        check(12, 200, 129, false);
+    }
+}
