@@ -12,10 +12,17 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, gemm_f32, SendPtr, Unfilled};
+use super::{f32_slice, gemm_f32, winograd, SendPtr, Unfilled};
 
 /// Bytes of im2col columns one task builds at a time.
 const COLUMN_BLOCK_BYTES: usize = 4 << 20;
+/// Where Winograd's F(2×2, 3×3) runs (AVX-512, 3×3 stride 1 padding 1): from this many
+/// inputs, up to this many outputs or from this many pixels per picture (its weight
+/// transform, made at each call, stays small next to the products there; the U-Net's 1280
+/// channels at 16² and 8² stay with the GEMMs, see `docs/perf.md`).
+const WINOGRAD_MIN_CIN: usize = 64;
+const WINOGRAD_MAX_COUT: usize = 640;
+const WINOGRAD_ANY_PIXELS: usize = 1024;
 /// Where the packed path runs: layers at least this wide, with at least this many output
 /// pixels per image (measured per layer: the U-Net's 640- and 1280-channel layers at 32² and
 /// 16²; the gemm crate stays ahead on 320- and 512-channel layers and at 8², see
@@ -65,6 +72,16 @@ impl CustomOp3 for Conv {
         let ow = (wd + 2 * p).checked_sub(k).map(|v| v / s + 1).unwrap_or(0);
         let kk = cin * k * k;
         let hw = oh * ow;
+        if k == 3
+            && s == 1
+            && p == 1
+            && cin >= WINOGRAD_MIN_CIN
+            && (cout <= WINOGRAD_MAX_COUT || hw >= WINOGRAD_ANY_PIXELS)
+        {
+            if let Some(out) = winograd::conv3x3(x, w, bias, (b, cin, h, wd), cout) {
+                return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
+            }
+        }
         if gemm_f32::available() && cout >= PACKED_MIN_COUT && hw >= PACKED_MIN_PIXELS {
             let out = packed_conv(x, w, bias, (b, cin, h, wd), (cout, k, s, p), (oh, ow));
             return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));

@@ -50,6 +50,7 @@ pub mod gemm_f32;
 pub mod group_norm;
 pub mod linear_bf16;
 pub mod tokens;
+pub mod winograd;
 
 use candle_core::{CpuStorage, Layout};
 
