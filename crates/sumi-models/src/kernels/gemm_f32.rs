@@ -1,19 +1,21 @@
 //! f32 GEMM for CPUs with AVX-512 whose right operand comes in packed 64-column panels:
 //! `C[m, n] = init + Σ_k A[m, k] · B[k, n]`, A read in place (row-major, any row stride: the
 //! convolution's weights need no repacking), B as `[panel][k][64]` (the convolution's im2col
-//! columns are written straight into that layout), C row-major with any row stride (an NCHW
-//! output's channel planes).
+//! columns and Winograd's transformed inputs are written straight into that layout), C
+//! row-major with any row stride or in panels (see [`Dims::cps`]).
 //!
 //! The register block is 6 rows × 4 vectors (64 columns): per `k`, 4 vector loads of B and 6
 //! broadcasts of A feed 24 fused multiply-adds. The depth goes in blocks of [`KC`], so a
-//! panel's block (32 KiB) stays in L1 while every row block of A passes over it; C's tiles
-//! take the bias (or zero) in the first depth block and accumulate after it.
+//! panel's block (24 KiB) stays in L1 while every row block of A passes over it; C's tiles
+//! start from the bias (or zero) in the first depth block, and later blocks add their sums to
+//! C at the store.
 
 /// Columns per packed panel of B.
 pub const NR: usize = 64;
 /// Rows of A per register block.
 const MR: usize = 6;
-/// Depth per block: a panel's block takes `KC · NR · 4` bytes (32 KiB).
+/// Depth per block: a panel's block takes `KC · NR · 4` bytes (24 KiB; 128 and 256 measured
+/// slower).
 const KC: usize = 96;
 /// Bytes of C rows plus A block a row block aims to keep in L2.
 const L2_BLOCK_BYTES: usize = 512 << 10;
