@@ -208,6 +208,16 @@ impl CustomOp3 for Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let t = Qkv::read("attention", self.heads, (s1, l1), (s2, l2), (s3, l3))?;
+        let h = self.heads;
+        let d = t.c / h;
+        let scale = 1.0 / (d as f32).sqrt();
+        if flash::available()
+            && (t.m >= FLASH_ANY_KEYS || (t.m >= FLASH_MIN_KEYS && d <= FLASH_MAX_WIDTH))
+        {
+            let shape = Shape::from((t.b, t.n, t.c));
+            return Ok((CpuStorage::F32(fused(t, h, scale)), shape));
+        }
         let Qkv {
             q,
             k,
@@ -216,28 +226,7 @@ impl CustomOp3 for Attention {
             n,
             m,
             c,
-        } = Qkv::read("attention", self.heads, (s1, l1), (s2, l2), (s3, l3))?;
-        let h = self.heads;
-        let d = c / h;
-        let scale = 1.0 / (d as f32).sqrt();
-        if flash::available()
-            && (m >= FLASH_ANY_KEYS || (m >= FLASH_MIN_KEYS && d <= FLASH_MAX_WIDTH))
-        {
-            let out = fused(
-                Qkv {
-                    q,
-                    k,
-                    v,
-                    b,
-                    n,
-                    m,
-                    c,
-                },
-                h,
-                scale,
-            );
-            return Ok((CpuStorage::F32(out), Shape::from((b, n, c))));
-        }
+        } = t;
         let rows = (SCORE_BLOCK_BYTES / 4 / m.max(1))
             .clamp(8, 512)
             .min(n.max(1));

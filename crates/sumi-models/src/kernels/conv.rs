@@ -234,7 +234,7 @@ fn packed_conv(
             for (j, g) in (g0..g0 + nr).enumerate() {
                 let (bi, oy) = (g / oh, g % oh);
                 for c in m0..m1 {
-                    let mut q = j * ow;
+                    let q = j * ow;
                     // SAFETY: row oy of channel c of batch bi belongs to this task alone
                     // (its rows, its channels); it lies inside the b·cout·hw output.
                     let dst = unsafe {
@@ -243,14 +243,10 @@ fn packed_conv(
                             ow,
                         )
                     };
-                    let mut rest = &mut dst[..];
-                    while !rest.is_empty() {
-                        let take = (NR - q % NR).min(rest.len());
-                        let src = &cbuf[((q / NR) * m + c - m0) * NR + q % NR..][..take];
-                        let (head, tail) = rest.split_at_mut(take);
-                        head.copy_from_slice(src);
-                        (q, rest) = (q + take, tail);
-                    }
+                    panel_pieces(q, ow, |panel, lane, at, take| {
+                        let src = &cbuf[(panel * m + c - m0) * NR + lane..][..take];
+                        dst[at..at + take].copy_from_slice(src);
+                    });
                 }
             }
         },
@@ -288,16 +284,26 @@ fn im2col_packed(
                         continue;
                     }
                     fill_row(plane, line, (h, w), (s, p), (oy, ky, kx));
-                    let (mut q, mut src) = (q, &line[..]);
-                    while !src.is_empty() {
-                        let take = (NR - q % NR).min(src.len());
-                        cols[((q / NR) * kk + r) * NR + q % NR..][..take]
-                            .copy_from_slice(&src[..take]);
-                        (q, src) = (q + take, &src[take..]);
-                    }
+                    panel_pieces(q, ow, |panel, lane, at, take| {
+                        cols[(panel * kk + r) * NR + lane..][..take]
+                            .copy_from_slice(&line[at..at + take]);
+                    });
                 }
             }
         }
+    }
+}
+
+/// Splits pixels `q .. q + len` of a block at the GEMM's panel boundaries: `f(panel, lane,
+/// offset from q, count)` for each piece.
+fn panel_pieces(q: usize, len: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    const NR: usize = gemm_f32::NR;
+    let mut at = 0;
+    while at < len {
+        let (panel, lane) = ((q + at) / NR, (q + at) % NR);
+        let take = (NR - lane).min(len - at);
+        f(panel, lane, at, take);
+        at += take;
     }
 }
 
@@ -387,7 +393,8 @@ mod tests {
         check((2, 6, 6), (9, 7), (3, 2, 0));
         check((1, 8, 4), (5, 6), (1, 1, 0));
         check((2, 3, 2), (10, 10), (3, 1, 0));
-        check((1, 128, 16), (64, 64), (3, 1, 1)); // several row blocks
+        check((1, 128, 16), (64, 64), (3, 1, 1)); // Winograd on AVX-512
+        check((1, 48, 16), (96, 96), (3, 1, 1)); // the im2col GEMM over several row blocks
         check((2, 16, 13), (40, 40), (3, 1, 1));
         // the packed path (AVX-512): whole panels, rows straddling panels and an edge of
         // 2 rows of A (650 = 108·6 + 2), stride 2, pointwise; one tile for two threads splits

@@ -46,14 +46,7 @@ pub enum Epilogue {
 
 /// Whether [`conv3x3_upsampled`] runs on this CPU.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::avx512()
 }
 
 /// Convolves the channel concatenation of `inputs` (each `[b, c_i, h, w]`, f32 on the CPU),

@@ -19,26 +19,19 @@ const R: usize = 6;
 
 /// Whether [`attention_head_block`] runs on this CPU.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::avx512()
 }
 
 /// One (batch, head)'s K and V in the layouts the kernel reads.
 pub struct HeadPanels {
     /// `[panel][d][KP]`, zero past the last key.
-    pub kt: Vec<f32>,
+    kt: Vec<f32>,
     /// `[panels · KP][dv]`, zero past `d` and past the last key.
-    pub v: Vec<f32>,
+    v: Vec<f32>,
 }
 
 /// Head width rounded up to whole vectors.
-pub fn padded_width(d: usize) -> usize {
+fn padded_width(d: usize) -> usize {
     d.next_multiple_of(16)
 }
 
@@ -167,7 +160,7 @@ struct Group {
 /// e^(c·x) for vectors with c·x ≤ 0 (the scores less their row maximum, in the softmax's
 /// scale), by range reduction to a power of two and the degree-6 polynomial of
 /// [`super::fastmath::exp`]; `c` is the score scale times log2(e). Lanes far below zero give
-/// 0.
+/// 0 (−∞ lanes are the caller's to mask).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn exp_scaled(
@@ -216,12 +209,15 @@ unsafe fn group<const G: usize>(t: &Group) {
         }
         let c = t.scale * LOG2E;
         let cv = _mm512_set1_ps(c);
-        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        // keys past the last one: −∞, so they do not set the maximum, and their exponentials
+        // are zeroed below so they add nothing
+        let masks: [__mmask16; 4] = std::array::from_fn(|v| {
+            let left = t.valid.saturating_sub(16 * v).min(16);
+            ((1u32 << left) - 1) as __mmask16
+        });
         if t.valid < KP {
-            // keys past the last one: −∞, so they neither set the maximum nor add to the sum
-            for v in 0..4 {
-                let left = t.valid.saturating_sub(16 * v).min(16);
-                let mask = ((1u32 << left) - 1) as __mmask16;
+            let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+            for (v, &mask) in masks.iter().enumerate() {
                 for row in s.iter_mut() {
                     row[v] = _mm512_mask_mov_ps(ninf, mask, row[v]);
                 }
@@ -251,7 +247,7 @@ unsafe fn group<const G: usize>(t: &Group) {
             let max_c = _mm512_set1_ps(*t.max.add(r) * c);
             let mut tot = _mm512_loadu_ps(sum);
             for v in 0..4 {
-                let e = exp_scaled(s[r][v], max_c, cv);
+                let e = _mm512_maskz_mov_ps(masks[v], exp_scaled(s[r][v], max_c, cv));
                 tot = _mm512_add_ps(tot, e);
                 _mm512_storeu_ps(t.p.add(r * KP + 16 * v), e);
             }

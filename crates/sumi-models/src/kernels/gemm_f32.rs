@@ -22,14 +22,7 @@ const L2_BLOCK_BYTES: usize = 512 << 10;
 
 /// Whether [`gemm_packed`] runs on this CPU.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::avx512()
 }
 
 /// The shape of one product.
@@ -56,8 +49,8 @@ pub struct Dims {
 /// # Safety
 /// [`available`] is true. `a` holds rows `0..m` of `k` floats at stride `lda`; `bp` holds
 /// `n.div_ceil(NR) · k · NR` floats (initialised); `c` is valid for writes of rows `0..m` of
-/// `n` floats at stride `ldc` (panels `cps` apart), and no one else touches them during the call; `bias` has at
-/// least `m` values.
+/// `n` floats at stride `ldc` (panels `cps` apart), and no one else touches them during the
+/// call; `bias` has at least `m` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gemm_packed(
@@ -282,7 +275,8 @@ mod tests {
         if !available() {
             return;
         }
-        check(13, 150, 300, true); // row edges 6+6+1, a partial panel, three depth blocks
+        check(13, 150, 300, true); // row edges 6+6+1, a partial panel, four depth blocks
+        check(100, 2560, 50, true); // three row blocks (48 rows keep 40 panels of C in L2)
         check(6, 64, 128, false);
         check(5, 17, 1, true);
         check(12, 200, 129, false);

@@ -54,6 +54,19 @@ pub mod winograd;
 
 use candle_core::{CpuStorage, Layout};
 
+/// Whether the CPU has AVX-512F (the f32 kernels written with its intrinsics run; without it
+/// their callers take the portable paths).
+pub(crate) fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// A raw output pointer shared by parallel tasks that write disjoint regions.
 pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: every kernel using it gives each task its own region of the buffer.

@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::{gemm_f32, Unfilled};
+use super::{gemm_f32, SendPtr, Unfilled};
 
 /// Tiles per task (whole 64-column panels; with the vector transforms, the whole tile rows
 /// that fit).
@@ -87,6 +87,105 @@ fn output_tile(m: &[f32; 16]) -> [[f32; 2]; 2] {
         [t[0][0] + t[0][1] + t[0][2], t[0][1] - t[0][2] - t[0][3]],
         [t[1][0] + t[1][1] + t[1][2], t[1][1] - t[1][2] - t[1][3]],
     ]
+}
+
+/// A tile's item, top-left input pixel (−1 at the borders), and whether all 16 of its inputs
+/// lie inside the picture.
+type TileAt = (usize, isize, isize, bool);
+
+/// The coordinates of tiles `t0 .. t0 + nt` (row-major over items, tile rows, tiles).
+fn tile_coords(
+    coords: &mut Vec<TileAt>,
+    (t0, nt): (usize, usize),
+    (th, tw): (usize, usize),
+    (h, w): (usize, usize),
+) {
+    coords.clear();
+    coords.extend((t0..t0 + nt).map(|t| {
+        let (bi, ty, tx) = (t / (th * tw), (t / tw) % th, t % tw);
+        let (y0, x0) = (2 * ty as isize - 1, 2 * tx as isize - 1);
+        let inside = y0 >= 0 && x0 >= 0 && y0 + 4 <= h as isize && x0 + 4 <= w as isize;
+        (bi, y0, x0, inside)
+    }));
+}
+
+/// The input transform one tile at a time (any size): `V[ξ][panel][ci][lane]`.
+fn inputs_scalar(
+    x: &[f32],
+    v: &mut [f32],
+    coords: &[TileAt],
+    (cin, h, w): (usize, usize, usize),
+    panels: usize,
+) {
+    const NR: usize = gemm_f32::NR;
+    let hw = h * w;
+    for ci in 0..cin {
+        for (j, &(bi, y0, x0, inside)) in coords.iter().enumerate() {
+            let plane = &x[(bi * cin + ci) * hw..][..hw];
+            let mut d = [[0f32; 4]; 4];
+            if inside {
+                let base = y0 as usize * w + x0 as usize;
+                for (r, row) in d.iter_mut().enumerate() {
+                    row.copy_from_slice(&plane[base + r * w..][..4]);
+                }
+            } else {
+                for (r, row) in d.iter_mut().enumerate() {
+                    let y = y0 + r as isize;
+                    if y < 0 || y >= h as isize {
+                        continue;
+                    }
+                    for (c, val) in row.iter_mut().enumerate() {
+                        let xx = x0 + c as isize;
+                        if xx >= 0 && xx < w as isize {
+                            *val = plane[y as usize * w + xx as usize];
+                        }
+                    }
+                }
+            }
+            let tv = input_tile(&d);
+            let (p, lane) = (j / NR, j % NR);
+            for (xi, &val) in tv.iter().enumerate() {
+                v[((xi * panels + p) * cin + ci) * NR + lane] = val;
+            }
+        }
+    }
+}
+
+/// The output transform one tile at a time: `Aᵀ M A` plus the bias, the pixels inside the
+/// picture written through `out` (the task's own tiles).
+fn outputs_scalar(
+    m: &[f32],
+    out: &SendPtr,
+    bias: &[f32],
+    coords: &[TileAt],
+    (cout, h, w): (usize, usize, usize),
+    panels: usize,
+) {
+    const NR: usize = gemm_f32::NR;
+    let hw = h * w;
+    for (c, &bc) in bias.iter().enumerate().take(cout) {
+        for (j, &(bi, y0, x0, _)) in coords.iter().enumerate() {
+            let (p, lane) = (j / NR, j % NR);
+            let mt: [f32; 16] =
+                std::array::from_fn(|xi| m[((xi * panels + p) * cout + c) * NR + lane]);
+            let y = output_tile(&mt);
+            let (oy0, ox0) = ((y0 + 1) as usize, (x0 + 1) as usize);
+            for (r, row) in y.iter().enumerate() {
+                let oy = oy0 + r;
+                if oy >= h {
+                    continue;
+                }
+                for (cc, &val) in row.iter().enumerate() {
+                    let ox = ox0 + cc;
+                    if ox < w {
+                        // SAFETY: pixel (oy, ox) of channel c of item bi belongs to this
+                        // task's tile alone; it lies inside the b·cout·h·w output.
+                        unsafe { *out.0.add((bi * cout + c) * hw + oy * w + ox) = val + bc };
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Whether the vector transforms apply: even sizes, tile rows in whole groups of 16 (the
@@ -289,50 +388,14 @@ pub fn conv3x3(
             let panels = nt.div_ceil(NR);
             v.resize(16 * panels * cin * NR, 0.0);
             m.resize(16 * panels * cout * NR, 0.0);
-            // each tile's item and top-left input pixel (−1 at the borders), and whether all
-            // 16 inputs lie inside the picture
-            coords.clear();
-            coords.extend((t0..t0 + nt).map(|t| {
-                let (bi, ty, tx) = (t / (th * tw), (t / tw) % th, t % tw);
-                let (y0, x0) = (2 * ty as isize - 1, 2 * tx as isize - 1);
-                let inside = y0 >= 0 && x0 >= 0 && y0 + 4 <= h as isize && x0 + 4 <= wd as isize;
-                (bi, y0, x0, inside)
-            }));
             #[cfg(target_arch = "x86_64")]
             if vector {
                 // SAFETY: AVX-512 is present (`available`); `v` was sized above.
                 unsafe { inputs_avx512(x, v, buf, (cin, h, wd), (t0, nt, panels)) };
             }
-            // inputs: V[ξ][panel][ci][lane]
-            for ci in (0..cin).filter(|_| !vector) {
-                for (j, &(bi, y0, x0, inside)) in coords.iter().enumerate() {
-                    let plane = &x[(bi * cin + ci) * hw..][..hw];
-                    let mut d = [[0f32; 4]; 4];
-                    if inside {
-                        let base = y0 as usize * wd + x0 as usize;
-                        for (r, row) in d.iter_mut().enumerate() {
-                            row.copy_from_slice(&plane[base + r * wd..][..4]);
-                        }
-                    } else {
-                        for (r, row) in d.iter_mut().enumerate() {
-                            let y = y0 + r as isize;
-                            if y < 0 || y >= h as isize {
-                                continue;
-                            }
-                            for (c, val) in row.iter_mut().enumerate() {
-                                let xx = x0 + c as isize;
-                                if xx >= 0 && xx < wd as isize {
-                                    *val = plane[y as usize * wd + xx as usize];
-                                }
-                            }
-                        }
-                    }
-                    let tv = input_tile(&d);
-                    let (p, lane) = (j / NR, j % NR);
-                    for (xi, &val) in tv.iter().enumerate() {
-                        v[((xi * panels + p) * cin + ci) * NR + lane] = val;
-                    }
-                }
+            if !vector {
+                tile_coords(coords, (t0, nt), (th, tw), (h, wd));
+                inputs_scalar(x, v, coords, (cin, h, wd), panels);
             }
             for xi in 0..16 {
                 let d = gemm_f32::Dims {
@@ -343,8 +406,9 @@ pub fn conv3x3(
                     ldc: NR,
                     cps: cout * NR,
                 };
-                // SAFETY: AVX-512 is present (`available`); U_ξ is cout rows of cin at stride 16·cin, V_ξ holds
-                // `panels` panels of cin×NR, M_ξ `panels`×cout×NR, all sized above.
+                // SAFETY: AVX-512 is present (`available`); U_ξ is cout rows of cin at stride
+                // 16·cin, V_ξ holds `panels` panels of cin×NR, M_ξ `panels`×cout×NR, all sized
+                // above.
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
                     gemm_f32::gemm_packed(
@@ -364,32 +428,8 @@ pub fn conv3x3(
                 // own output pixels.
                 unsafe { outputs_avx512(m, out_ref.0, bias, (cout, h, wd), (t0, nt, panels)) };
             }
-            // outputs
-            for c in (0..cout).filter(|_| !vector) {
-                for (j, &(bi, y0, x0, _)) in coords.iter().enumerate() {
-                    let (p, lane) = (j / NR, j % NR);
-                    let mt: [f32; 16] =
-                        std::array::from_fn(|xi| m[((xi * panels + p) * cout + c) * NR + lane]);
-                    let y = output_tile(&mt);
-                    let (oy0, ox0) = ((y0 + 1) as usize, (x0 + 1) as usize);
-                    for (r, row) in y.iter().enumerate() {
-                        let oy = oy0 + r;
-                        if oy >= h {
-                            continue;
-                        }
-                        for (cc, &val) in row.iter().enumerate() {
-                            let ox = ox0 + cc;
-                            if ox < wd {
-                                // SAFETY: pixel (oy, ox) of channel c of item bi belongs to
-                                // this task's tile alone; it lies inside the output.
-                                unsafe {
-                                    *out_ref.0.add((bi * cout + c) * hw + oy * wd + ox) =
-                                        val + bias[c];
-                                }
-                            }
-                        }
-                    }
-                }
+            if !vector {
+                outputs_scalar(m, out_ref, bias, coords, (cout, h, wd), panels);
             }
         },
     );
