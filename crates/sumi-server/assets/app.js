@@ -404,7 +404,9 @@
     const problems = [];
     const load = async (what, path, use, fallback) => {
       try {
-        use(await api("GET", path));
+        // `use` may itself fetch (the checkpoint list asks for /options): wait for it too,
+        // so the page is ready only once every list is filled
+        await use(await api("GET", path));
       } catch (e) {
         problems.push(what + ": " + e.message);
         if (fallback) fallback();
