@@ -186,6 +186,10 @@ impl Pipeline {
             let images = first_decoder.finish_batch(first.init, &params, &batch, &latents)?;
             return Ok(BatchOutcome { images, stop });
         }
+        // A1111 adds `VAE Encoder` in its hires pass: after the networks' keys and those the
+        // first pass set, before any the second pass sets
+        let before = first.params_after_sampling();
+        let encoder = self.hires_encoder_param(hr);
         let second = hr.model.as_deref().unwrap_or(self);
         if let Some(r) = &hr.refiner {
             r.switched.set(false);
@@ -204,7 +208,6 @@ impl Pipeline {
                 .iter()
                 .chain(&hr.params)
                 .cloned()
-                .chain(self.hires_encoder_param(hr))
                 .collect(),
             notes: Vec::new(),
         };
@@ -236,7 +239,7 @@ impl Pipeline {
             // its first call): the upscaled latents as they are
             _ => (init.latents.clone().unwrap_or(latents), stop),
         };
-        let params = first.params_after_sampling();
+        let params = hires_params(before, first.params_after_sampling(), encoder);
         let decoder = crate::refiner::decoder(second, hr.refiner.as_ref());
         let images = decoder.finish_batch(&init, &params, &batch, &latents)?;
         Ok(BatchOutcome { images, stop })
@@ -347,5 +350,58 @@ impl Pipeline {
         let (ty, tx) = (t.truncate_y as usize, t.truncate_x as usize);
         cond.map(|c| Ok(c.narrow(2, ty / 2, h)?.narrow(3, tx / 2, w)?.contiguous()?))
             .transpose()
+    }
+}
+
+/// The infotext keys a hires picture gets after the processing's own: those known when the
+/// first pass ended (`before`), A1111's `VAE Encoder` where the hires pass encodes with TAESD,
+/// then the keys that only the second pass set (in `after`, the list at its end).
+fn hires_params(
+    before: Vec<(String, String)>,
+    after: Vec<(String, String)>,
+    encoder: Option<(String, String)>,
+) -> Vec<(String, String)> {
+    let (known, new): (Vec<_>, Vec<_>) = after
+        .into_iter()
+        .partition(|(k, _)| before.iter().any(|(b, _)| b == k));
+    // the first pass's keys in their order, with their values at the end
+    let first = before.into_iter().map(|(k, v)| {
+        let now = known.iter().find(|(n, _)| *n == k);
+        now.cloned().unwrap_or((k, v))
+    });
+    first.chain(encoder).chain(new).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hires_params;
+
+    fn kv(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_encoder_key_follows_the_first_pass_keys() {
+        let before = kv(&[("Lora hashes", "a: 1"), ("NGMS", "1")]);
+        let after = kv(&[
+            ("Lora hashes", "a: 1"),
+            ("NGMS", "2"),
+            ("Skip early CFG", "0.1"),
+        ]);
+        let got = hires_params(before, after, Some(("VAE Encoder".into(), "TAESD".into())));
+        let want = [
+            ("Lora hashes", "a: 1"),
+            ("NGMS", "2"),
+            ("VAE Encoder", "TAESD"),
+            ("Skip early CFG", "0.1"),
+        ];
+        assert_eq!(got, kv(&want));
+        assert_eq!(
+            hires_params(kv(&[]), kv(&[("A", "1")]), None),
+            kv(&[("A", "1")])
+        );
     }
 }
