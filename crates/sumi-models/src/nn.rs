@@ -292,7 +292,12 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.kind {
-            LinearKind::F32(l) => l.forward(x),
+            LinearKind::F32(l) => {
+                match crate::kernels::linear_f32::linear_f32(x, l.weight(), l.bias())? {
+                    Some(y) => Ok(y),
+                    None => l.forward(x),
+                }
+            }
             LinearKind::Bf16(p) => crate::kernels::linear_bf16::linear_bf16(x, p),
         }
     }

@@ -7,7 +7,9 @@
 //! into the panels of [`super::gemm_f32`], which reads the weights in place (the gemm crate
 //! repacks all of them for every tile: 59 MB per tile at 1280 channels); tiles there are whole
 //! rows across batch items, and the output channels are split among tasks when there are fewer
-//! tiles than threads.
+//! tiles than threads. With AVX2 only, that path measured behind the gemm crate's on every
+//! U-Net layer (3×3 1280→1280 at 16²: 86 vs 133 GFLOP/s, 2 threads), so it stays off there;
+//! Winograd runs on both (its products over [`super::gemm_f32`]).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -16,7 +18,7 @@ use super::{f32_slice, gemm_f32, winograd, SendPtr, Unfilled};
 
 /// Bytes of im2col columns one task builds at a time.
 const COLUMN_BLOCK_BYTES: usize = 4 << 20;
-/// Where Winograd's F(2×2, 3×3) runs (AVX-512, 3×3 stride 1 padding 1): from this many
+/// Where Winograd's F(2×2, 3×3) runs (AVX-512 or AVX2, 3×3 stride 1 padding 1): from this many
 /// inputs, up to this many outputs or from this many pixels per picture (its weight
 /// transform, made at each call, stays small next to the products there; the U-Net's 1280
 /// channels at 16² and 8² stay with the GEMMs, see `docs/perf.md`).
@@ -82,7 +84,7 @@ impl CustomOp3 for Conv {
                 return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
             }
         }
-        if gemm_f32::available() && cout >= PACKED_MIN_COUT && hw >= PACKED_MIN_PIXELS {
+        if super::avx512() && cout >= PACKED_MIN_COUT && hw >= PACKED_MIN_PIXELS {
             let out = packed_conv(x, w, bias, (b, cin, h, wd), (cout, k, s, p), (oh, ow));
             return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
         }
@@ -226,7 +228,7 @@ fn packed_conv(
                     w.as_ptr().add(m0 * kk),
                     cols.as_ptr(),
                     cbuf.as_mut_ptr(),
-                    Some(&bias[m0..m1]),
+                    gemm_f32::Init::Rows(&bias[m0..m1]),
                 );
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -393,7 +395,7 @@ mod tests {
         check((2, 6, 6), (9, 7), (3, 2, 0));
         check((1, 8, 4), (5, 6), (1, 1, 0));
         check((2, 3, 2), (10, 10), (3, 1, 0));
-        check((1, 128, 16), (64, 64), (3, 1, 1)); // Winograd on AVX-512
+        check((1, 128, 16), (64, 64), (3, 1, 1)); // Winograd (AVX-512 or AVX2)
         check((1, 48, 16), (96, 96), (3, 1, 1)); // the im2col GEMM over several row blocks
         check((2, 16, 13), (40, 40), (3, 1, 1));
         // the packed path (AVX-512): whole panels, rows straddling panels and an edge of

@@ -1,14 +1,17 @@
-//! f32 GEMM for CPUs with AVX-512 whose right operand comes in packed 64-column panels:
+//! f32 GEMM whose right operand comes in packed 64-column panels:
 //! `C[m, n] = init + Σ_k A[m, k] · B[k, n]`, A read in place (row-major, any row stride: the
 //! convolution's weights need no repacking), B as `[panel][k][64]` (the convolution's im2col
 //! columns and Winograd's transformed inputs are written straight into that layout), C
 //! row-major with any row stride or in panels (see [`Dims::cps`]).
 //!
-//! The register block is 6 rows × 4 vectors (64 columns): per `k`, 4 vector loads of B and 6
-//! broadcasts of A feed 24 fused multiply-adds. The depth goes in blocks of [`KC`], so a
-//! panel's block (24 KiB) stays in L1 while every row block of A passes over it; C's tiles
-//! start from the bias (or zero) in the first depth block, and later blocks add their sums to
-//! C at the store.
+//! With AVX-512 the register block is 6 rows × 4 vectors (a whole panel's 64 columns): per
+//! `k`, 4 vector loads of B and 6 broadcasts of A feed 24 fused multiply-adds; the depth goes
+//! in blocks of [`KC`], so a panel's block (24 KiB) stays in L1 while every row block of A
+//! passes over it. With AVX2 and FMA (16 registers of 8 lanes) it is 6 rows × 2 vectors: 2
+//! loads and 6 broadcasts feed 12; each 16-column quarter of a panel in turn has its depth
+//! block (`KC_AVX2`, 16 KiB) in L1 while the row tiles pass over it. C's tiles start from a
+//! bias per row or per column (or zero) in the first depth block, and later blocks add their
+//! sums to C at the store.
 
 /// Columns per packed panel of B.
 pub const NR: usize = 64;
@@ -20,9 +23,9 @@ const KC: usize = 96;
 /// Bytes of C rows plus A block a row block aims to keep in L2.
 const L2_BLOCK_BYTES: usize = 512 << 10;
 
-/// Whether [`gemm_packed`] runs on this CPU.
+/// Whether [`gemm_packed`] runs on this CPU (AVX-512F, or AVX2 with FMA).
 pub fn available() -> bool {
-    super::avx512()
+    super::avx512() || super::avx2_fma()
 }
 
 /// The shape of one product.
@@ -43,23 +46,53 @@ pub struct Dims {
     pub cps: usize,
 }
 
-/// Computes C (see the module doc), each row `i` starting from `bias[i]` (zero without a
-/// bias). Columns of C past `n` are not touched.
+/// What C's sums start from.
+#[derive(Debug, Clone, Copy)]
+pub enum Init<'a> {
+    Zero,
+    /// `bias[i]` for row `i` (at least `m` values).
+    Rows(&'a [f32]),
+    /// `bias[j]` for column `j` (at least `n.div_ceil(NR) · NR` values: whole panels).
+    Cols(&'a [f32]),
+}
+
+/// Computes C (see the module doc) from `init`. Columns of C past `n` are not touched.
 ///
 /// # Safety
 /// [`available`] is true. `a` holds rows `0..m` of `k` floats at stride `lda`; `bp` holds
 /// `n.div_ceil(NR) · k · NR` floats (initialised); `c` is valid for writes of rows `0..m` of
 /// `n` floats at stride `ldc` (panels `cps` apart), and no one else touches them during the
-/// call; `bias` has at least `m` values.
+/// call; `init`'s bias has the length it asks for.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-pub unsafe fn gemm_packed(
-    d: Dims,
-    a: *const f32,
-    bp: *const f32,
-    c: *mut f32,
-    bias: Option<&[f32]>,
-) {
+pub unsafe fn gemm_packed(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, init: Init<'_>) {
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, init: Init<'_>) {
+        // SAFETY: as `gemm_packed`; AVX-512F is enabled here.
+        unsafe { blocks(d, a, bp, c, init) }
+    }
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, init: Init<'_>) {
+        // SAFETY: as `gemm_packed`; AVX2 and FMA are enabled here.
+        unsafe { blocks_avx2(d, a, bp, c, init) }
+    }
+    // SAFETY: the caller vouches for the operands and for `available`, so one of the two
+    // feature sets is present.
+    unsafe {
+        if super::avx512() {
+            avx512(d, a, bp, c, init)
+        } else {
+            avx2(d, a, bp, c, init)
+        }
+    }
+}
+
+/// The blocking of [`gemm_packed`] around AVX-512's register blocks.
+///
+/// # Safety
+/// As [`gemm_packed`]; AVX-512F is enabled in the caller.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn blocks(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, init: Init<'_>) {
     let panels = d.n.div_ceil(NR);
     // rows per block: its C rows (all columns) and A block stay in L2 across depth blocks
     let mc = (L2_BLOCK_BYTES / 4 / (panels * NR + KC)).max(MR) / MR * MR;
@@ -106,11 +139,7 @@ pub unsafe fn gemm_packed(
                             c: c.add(i * d.ldc + p * d.cps),
                             ldc: d.ldc,
                             nv,
-                            start: match (k0, bias) {
-                                (0, Some(bv)) => Start::Bias(bv.as_ptr().add(i)),
-                                (0, None) => Start::Zero,
-                                _ => Start::Load,
-                            },
+                            start: Start::of(init, k0, i, p * NR),
                         };
                         match rows {
                             6 => tile::<6>(&t),
@@ -131,14 +160,35 @@ pub unsafe fn gemm_packed(
 /// Where a tile's sums start.
 #[derive(Clone, Copy)]
 enum Start {
-    /// From a bias value per row.
+    /// From a bias value per row (the tile's first row's).
     Bias(*const f32),
+    /// From a bias value per column (the tile's first column's).
+    ColBias(*const f32),
     Zero,
     /// From what C holds (a later depth block).
     Load,
 }
 
-/// One register block's operands.
+impl Start {
+    /// A tile's start at depth `k0`, first row `i` and first column `j`.
+    ///
+    /// # Safety
+    /// `init`'s bias holds row `i` or column `j`.
+    unsafe fn of(init: Init<'_>, k0: usize, i: usize, j: usize) -> Self {
+        // SAFETY: the caller vouches for the offsets.
+        unsafe {
+            match (k0, init) {
+                (0, Init::Rows(b)) => Start::Bias(b.as_ptr().add(i)),
+                (0, Init::Cols(b)) => Start::ColBias(b.as_ptr().add(j)),
+                (0, Init::Zero) => Start::Zero,
+                _ => Start::Load,
+            }
+        }
+    }
+}
+
+/// One register block's operands (AVX2's blocks: the quarter's first column for `b` and `c`,
+/// its valid columns from there in `nv`, no software prefetch).
 struct Tile {
     /// The next tile's A rows (prefetched), and a slice of the next B block.
     pf_a: *const f32,
@@ -150,7 +200,8 @@ struct Tile {
     b: *const f32,
     c: *mut f32,
     ldc: usize,
-    /// Valid columns (1..=64) of this panel.
+    /// Valid columns (1..=64) of this panel (AVX2: from the quarter's first, all 16 when at
+    /// least 16).
     nv: usize,
     start: Start,
 }
@@ -173,6 +224,7 @@ unsafe fn tile<const R: usize>(t: &Tile) {
         // the multiply-adds never wait for C's loads (its rows come from L3 or memory)
         let mut acc: [[__m512; 4]; R] = std::array::from_fn(|r| match t.start {
             Start::Bias(bp) => [_mm512_set1_ps(*bp.add(r)); 4],
+            Start::ColBias(bp) => std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v))),
             Start::Zero | Start::Load => [_mm512_setzero_ps(); 4],
         });
         let rows: [*const f32; R] = std::array::from_fn(|r| t.a.add(r * t.lda));
@@ -211,6 +263,116 @@ unsafe fn tile<const R: usize>(t: &Tile) {
     }
 }
 
+/// Depth per block of the AVX2 path (a quarter panel's block, `KC_AVX2 · 16 · 4` bytes, stays
+/// in L1 while the row tiles pass over it).
+const KC_AVX2: usize = 256;
+
+/// The blocking of [`gemm_packed`] with AVX2's register blocks: each 16-column quarter of a
+/// panel in turn, the row tiles of the block passing over its depth block.
+///
+/// # Safety
+/// As [`gemm_packed`]; AVX2 and FMA are enabled in the caller.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn blocks_avx2(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, init: Init<'_>) {
+    let panels = d.n.div_ceil(NR);
+    let mc = (L2_BLOCK_BYTES / 4 / (panels * NR + KC_AVX2)).max(MR) / MR * MR;
+    for m0 in (0..d.m).step_by(mc) {
+        let m1 = (m0 + mc).min(d.m);
+        for k0 in (0..d.k).step_by(KC_AVX2) {
+            let kc = KC_AVX2.min(d.k - k0);
+            for p in 0..panels {
+                let nv = (d.n - p * NR).min(NR);
+                for q in 0..nv.div_ceil(16) {
+                    let mut i = m0;
+                    while i < m1 {
+                        let rows = MR.min(m1 - i);
+                        // SAFETY: offsets stay inside the operands the caller vouches for.
+                        unsafe {
+                            // the hardware prefetchers follow these blocks' streams
+                            let t = Tile {
+                                pf_a: std::ptr::null(),
+                                pf_b: std::ptr::null(),
+                                pf_b_lines: 0,
+                                kc,
+                                a: a.add(i * d.lda + k0),
+                                lda: d.lda,
+                                b: bp.add((p * d.k + k0) * NR + 16 * q),
+                                c: c.add(i * d.ldc + p * d.cps + 16 * q),
+                                ldc: d.ldc,
+                                nv: nv - 16 * q,
+                                start: Start::of(init, k0, i, p * NR + 16 * q),
+                            };
+                            match rows {
+                                6 => quarter::<6>(&t),
+                                5 => quarter::<5>(&t),
+                                4 => quarter::<4>(&t),
+                                3 => quarter::<3>(&t),
+                                2 => quarter::<2>(&t),
+                                _ => quarter::<1>(&t),
+                            }
+                        }
+                        i += rows;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `R` rows × 16 columns of C over `kc` of depth with AVX2 and FMA: 12 accumulators, 2 loads
+/// of B and `R` broadcasts of A per `k`.
+///
+/// # Safety
+/// As [`gemm_packed`], for this block's rows, columns and depth; AVX2 and FMA are enabled in
+/// the caller.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn quarter<const R: usize>(t: &Tile) {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX2 and FMA are enabled in the caller; the pointers index the block's operands
+    // (loads of B stay inside the panel, stores of C inside its valid columns).
+    unsafe {
+        let mut acc: [[__m256; 2]; R] = std::array::from_fn(|r| match t.start {
+            Start::Bias(bp) => [_mm256_set1_ps(*bp.add(r)); 2],
+            Start::ColBias(bp) => [_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8))],
+            Start::Zero | Start::Load => [_mm256_setzero_ps(); 2],
+        });
+        let rows: [*const f32; R] = std::array::from_fn(|r| t.a.add(r * t.lda));
+        for kk in 0..t.kc {
+            let bk = t.b.add(kk * NR);
+            let (b0, b1) = (_mm256_loadu_ps(bk), _mm256_loadu_ps(bk.add(8)));
+            for r in 0..R {
+                let av = _mm256_broadcast_ss(&*rows[r].add(kk));
+                acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+            }
+        }
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for (r, row) in acc.iter().enumerate() {
+            let at = t.c.add(r * t.ldc);
+            for (v, &x) in row.iter().enumerate() {
+                let p = at.add(8 * v);
+                if t.nv >= 8 * (v + 1) {
+                    let x = match t.start {
+                        Start::Load => _mm256_add_ps(x, _mm256_loadu_ps(p)),
+                        _ => x,
+                    };
+                    _mm256_storeu_ps(p, x);
+                } else if t.nv > 8 * v {
+                    let n = (t.nv - 8 * v) as i32;
+                    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+                    let x = match t.start {
+                        Start::Load => _mm256_add_ps(x, _mm256_maskload_ps(p, mask)),
+                        _ => x,
+                    };
+                    _mm256_maskstore_ps(p, mask, x);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -227,12 +389,13 @@ mod tests {
         p
     }
 
-    fn check(m: usize, n: usize, k: usize, with_bias: bool) {
+    /// `bias`: 0 none, 1 per row, 2 per column.
+    fn check(m: usize, n: usize, k: usize, bias_kind: u8) {
         let (lda, ldc) = (k + 3, n + 5);
         let val = |i: usize, s: usize| ((i * 2654435761 + s) % 1000) as f32 / 500.0 - 1.0;
         let a: Vec<f32> = (0..m * lda).map(|i| val(i, 1)).collect();
         let b: Vec<f32> = (0..k * n).map(|i| val(i, 7)).collect();
-        let bias: Vec<f32> = (0..m).map(|i| val(i, 3)).collect();
+        let bias: Vec<f32> = (0..m.max(n.div_ceil(NR) * NR)).map(|i| val(i, 3)).collect();
         let mut c = vec![9f32; m * ldc];
         let d = Dims {
             m,
@@ -249,7 +412,11 @@ mod tests {
                 a.as_ptr(),
                 pack(&b, k, n).as_ptr(),
                 c.as_mut_ptr(),
-                with_bias.then_some(&bias[..]),
+                match bias_kind {
+                    1 => Init::Rows(&bias),
+                    2 => Init::Cols(&bias),
+                    _ => Init::Zero,
+                },
             )
         };
         let mut worst = 0f32;
@@ -260,7 +427,11 @@ mod tests {
                     assert_eq!(got, 9.0, "column {j} past n written");
                     continue;
                 }
-                let mut want = if with_bias { bias[i] as f64 } else { 0.0 };
+                let mut want = match bias_kind {
+                    1 => bias[i] as f64,
+                    2 => bias[j] as f64,
+                    _ => 0.0,
+                };
                 for kk in 0..k {
                     want += a[i * lda + kk] as f64 * b[kk * n + j] as f64;
                 }
@@ -275,10 +446,60 @@ mod tests {
         if !available() {
             return;
         }
-        check(13, 150, 300, true); // row edges 6+6+1, a partial panel, four depth blocks
-        check(100, 2560, 50, true); // three row blocks (48 rows keep 40 panels of C in L2)
-        check(6, 64, 128, false);
-        check(5, 17, 1, true);
-        check(12, 200, 129, false);
+        check(13, 150, 300, 1); // row edges 6+6+1, a partial panel, several depth blocks
+        check(100, 2560, 50, 1); // several row blocks (C's rows of 40 panels fill L2)
+        check(6, 64, 128, 0);
+        check(5, 17, 1, 1);
+        check(12, 200, 129, 0);
+        check(13, 150, 600, 2); // per-column bias: partial quarters and panels
+        check(7, 9, 3, 2);
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod speed {
+    use super::*;
+
+    /// GFLOP/s of one thread at U-Net shapes (`cargo test --release … -- --ignored`).
+    #[test]
+    #[ignore]
+    fn gemm_f32_speed() {
+        if !available() {
+            return;
+        }
+        for &(m, n, k) in &[
+            (6usize, 64usize, 256usize),
+            (48, 64, 256),
+            (320usize, 1024usize, 320usize),
+            (640, 1024, 640),
+            (1280, 256, 1280),
+            (320, 256, 2880),
+        ] {
+            let a = vec![0.5f32; m * k];
+            let bp = vec![0.25f32; n.div_ceil(NR) * k * NR];
+            let mut c = vec![0f32; m * n];
+            let d = Dims {
+                m,
+                n,
+                k,
+                lda: k,
+                ldc: n,
+                cps: NR,
+            };
+            let reps = (4e9 / (2 * m * n * k) as f64) as usize + 1;
+            let mut s = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    // SAFETY: the buffers have the sizes `gemm_packed` asks for.
+                    unsafe { gemm_packed(d, a.as_ptr(), bp.as_ptr(), c.as_mut_ptr(), Init::Zero) };
+                }
+                s = s.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "m{m} n{n} k{k}: {:.1} GFLOP/s",
+                2.0 * (m * n * k * reps) as f64 / s / 1e9
+            );
+        }
     }
 }

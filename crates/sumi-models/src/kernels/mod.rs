@@ -49,6 +49,7 @@ mod gemm_bf16_avx512;
 pub mod gemm_f32;
 pub mod group_norm;
 pub mod linear_bf16;
+pub mod linear_f32;
 pub mod tokens;
 pub mod winograd;
 
@@ -60,6 +61,19 @@ pub(crate) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the CPU has AVX2 and FMA (the f32 GEMM over packed panels and the kernels built on
+/// it run their 8-lane register blocks where AVX-512F is absent).
+pub(crate) fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -1,5 +1,5 @@
 //! 3×3 convolution (stride 1, padding 1) of f32 NCHW tensors by Winograd's F(2×2, 3×3) on
-//! CPUs with AVX-512: every 2×2 block of outputs comes from a 4×4 input tile through 16
+//! CPUs with AVX-512 or AVX2+FMA: every 2×2 block of outputs comes from a 4×4 input tile through 16
 //! products instead of 36, so the multiply-adds drop 2.25× at the cost of linear transforms
 //! of the inputs, weights and outputs.
 //!
@@ -346,7 +346,8 @@ unsafe fn outputs_avx512(
 }
 
 /// Convolves `x` (`[b, cin, h, w]`) with `w` (`[cout, cin, 3, 3]`) and `bias`, stride 1,
-/// padding 1: the `[b, cout, h, w]` output. `None` where the CPU lacks AVX-512.
+/// padding 1: the `[b, cout, h, w]` output. `None` where the CPU lacks both AVX-512 and
+/// AVX2+FMA (the GEMM's instruction sets).
 pub fn conv3x3(
     x: &[f32],
     w: &[f32],
@@ -361,7 +362,8 @@ pub fn conv3x3(
     let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
     let tiles = b * th * tw;
     let u = transform_weights(w, cout, cin);
-    let vector = vector_shapes(h, wd);
+    // the vector transforms are AVX-512's; with AVX2 the scalar ones run
+    let vector = vector_shapes(h, wd) && super::avx512();
     let per_task = if vector {
         (TASK_TILES / tw).max(1) * tw
     } else {
@@ -390,7 +392,7 @@ pub fn conv3x3(
             m.resize(16 * panels * cout * NR, 0.0);
             #[cfg(target_arch = "x86_64")]
             if vector {
-                // SAFETY: AVX-512 is present (`available`); `v` was sized above.
+                // SAFETY: AVX-512 is present (`vector`); `v` was sized above.
                 unsafe { inputs_avx512(x, v, buf, (cin, h, wd), (t0, nt, panels)) };
             }
             if !vector {
@@ -406,7 +408,7 @@ pub fn conv3x3(
                     ldc: NR,
                     cps: cout * NR,
                 };
-                // SAFETY: AVX-512 is present (`available`); U_ξ is cout rows of cin at stride
+                // SAFETY: the GEMM runs here (`available`); U_ξ is cout rows of cin at stride
                 // 16·cin, V_ξ holds `panels` panels of cin×NR, M_ξ `panels`×cout×NR, all sized
                 // above.
                 #[cfg(target_arch = "x86_64")]
@@ -416,7 +418,7 @@ pub fn conv3x3(
                         u[xi * cin..].as_ptr(),
                         v[xi * panels * cin * NR..].as_ptr(),
                         m[xi * panels * cout * NR..].as_mut_ptr(),
-                        None,
+                        gemm_f32::Init::Zero,
                     );
                 }
                 #[cfg(not(target_arch = "x86_64"))]
