@@ -23,6 +23,10 @@ const COLUMN_BLOCK_BYTES: usize = 4 << 20;
 /// transform, made at each call, stays small next to the products there; the U-Net's 1280
 /// channels at 16² and 8² stay with the GEMMs, see `docs/perf.md`).
 const WINOGRAD_MIN_CIN: usize = 64;
+/// With AVX2 only (scalar transforms), from this many inputs: the VAE's 128 channels at 512²
+/// ran 79 GFLOP/s by Winograd against the gemm crate's 103; 256 channels at 512² 124 vs 108,
+/// 512 at 64²–256² 132–155 vs 96–104 (direct-convolution flops, 2 threads).
+const WINOGRAD_MIN_CIN_AVX2: usize = 256;
 const WINOGRAD_MAX_COUT: usize = 640;
 const WINOGRAD_ANY_PIXELS: usize = 1024;
 /// Where the packed path runs: layers at least this wide, with at least this many output
@@ -74,10 +78,14 @@ impl CustomOp3 for Conv {
         let ow = (wd + 2 * p).checked_sub(k).map(|v| v / s + 1).unwrap_or(0);
         let kk = cin * k * k;
         let hw = oh * ow;
+        let min_cin = match super::avx512() {
+            true => WINOGRAD_MIN_CIN,
+            false => WINOGRAD_MIN_CIN_AVX2,
+        };
         if k == 3
             && s == 1
             && p == 1
-            && cin >= WINOGRAD_MIN_CIN
+            && cin >= min_cin
             && (cout <= WINOGRAD_MAX_COUT || hw >= WINOGRAD_ANY_PIXELS)
         {
             if let Some(out) = winograd::conv3x3(x, w, bias, (b, cin, h, wd), cout) {
@@ -395,7 +403,8 @@ mod tests {
         check((2, 6, 6), (9, 7), (3, 2, 0));
         check((1, 8, 4), (5, 6), (1, 1, 0));
         check((2, 3, 2), (10, 10), (3, 1, 0));
-        check((1, 128, 16), (64, 64), (3, 1, 1)); // Winograd (AVX-512 or AVX2)
+        check((1, 128, 16), (64, 64), (3, 1, 1)); // Winograd with AVX-512, im2col with AVX2
+        check((1, 256, 8), (32, 32), (3, 1, 1)); // Winograd with AVX-512 or AVX2
         check((1, 48, 16), (96, 96), (3, 1, 1)); // the im2col GEMM over several row blocks
         check((2, 16, 13), (40, 40), (3, 1, 1));
         // the packed path (AVX-512): whole panels, rows straddling panels and an edge of
