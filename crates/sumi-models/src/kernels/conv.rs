@@ -23,9 +23,10 @@ const COLUMN_BLOCK_BYTES: usize = 4 << 20;
 /// transform, made at each call, stays small next to the products there; the U-Net's 1280
 /// channels at 16² and 8² stay with the GEMMs, see `docs/perf.md`).
 const WINOGRAD_MIN_CIN: usize = 64;
-/// With AVX2 only (scalar transforms), from this many inputs: the VAE's 128 channels at 512²
-/// ran 79 GFLOP/s by Winograd against the gemm crate's 103; 256 channels at 512² 124 vs 108,
-/// 512 at 64²–256² 132–155 vs 96–104 (direct-convolution flops, 2 threads).
+/// With AVX2 only, where the vector transforms do not apply (sizes whose tile rows are not
+/// whole groups of 16), from this many inputs: with the scalar transforms the VAE's 128
+/// channels at 512² ran 79 GFLOP/s by Winograd against the gemm crate's 103, 256 channels 124
+/// vs 108 (direct-convolution flops, 2 threads); with the vector ones 158–170 vs 97–116.
 const WINOGRAD_MIN_CIN_AVX2: usize = 256;
 const WINOGRAD_MAX_COUT: usize = 640;
 const WINOGRAD_ANY_PIXELS: usize = 1024;
@@ -78,7 +79,7 @@ impl CustomOp3 for Conv {
         let ow = (wd + 2 * p).checked_sub(k).map(|v| v / s + 1).unwrap_or(0);
         let kk = cin * k * k;
         let hw = oh * ow;
-        let min_cin = match super::avx512() {
+        let min_cin = match super::avx512() || winograd::vector_shapes(oh, ow) {
             true => WINOGRAD_MIN_CIN,
             false => WINOGRAD_MIN_CIN_AVX2,
         };
@@ -403,8 +404,9 @@ mod tests {
         check((2, 6, 6), (9, 7), (3, 2, 0));
         check((1, 8, 4), (5, 6), (1, 1, 0));
         check((2, 3, 2), (10, 10), (3, 1, 0));
-        check((1, 128, 16), (64, 64), (3, 1, 1)); // Winograd with AVX-512, im2col with AVX2
-        check((1, 256, 8), (32, 32), (3, 1, 1)); // Winograd with AVX-512 or AVX2
+        check((1, 128, 16), (64, 64), (3, 1, 1)); // Winograd (vector transforms)
+        check((1, 128, 8), (30, 30), (3, 1, 1)); // Winograd with AVX-512, im2col with AVX2
+        check((1, 256, 8), (30, 30), (3, 1, 1)); // Winograd (scalar transforms)
         check((1, 48, 16), (96, 96), (3, 1, 1)); // the im2col GEMM over several row blocks
         check((2, 16, 13), (40, 40), (3, 1, 1));
         // the packed path (AVX-512): whole panels, rows straddling panels and an edge of

@@ -1,14 +1,16 @@
 //! 3×3 convolution (stride 1, padding 1) of f32 NCHW tensors by Winograd's F(2×2, 3×3) on
-//! CPUs with AVX-512 or AVX2+FMA: every 2×2 block of outputs comes from a 4×4 input tile through 16
-//! products instead of 36, so the multiply-adds drop 2.25× at the cost of linear transforms
-//! of the inputs, weights and outputs.
+//! CPUs with AVX-512 or AVX2+FMA: every 2×2 block of outputs comes from a 4×4 input tile
+//! through 16 products instead of 36, so the multiply-adds drop 2.25× at the cost of linear
+//! transforms of the inputs, weights and outputs.
 //!
 //! The weights go to `U = G g Gᵀ` (16 values per input/output channel pair) at each call,
 //! which is cheap next to the products for layers up to a few hundred channels (the U-Net's
 //! 320- and 640-channel levels, the VAE's 256 and 512). Tasks take blocks of tiles across
 //! batch items: each writes its tiles' `V = Bᵀ d B` straight into the panels of
 //! [`super::gemm_f32`] (one set per transform position), runs the 16 products
-//! `M_ξ = U_ξ V_ξ` there, and writes `Y = Aᵀ M A` plus the bias to the output.
+//! `M_ξ = U_ξ V_ξ` there, and writes `Y = Aᵀ M A` plus the bias to the output. The input and
+//! output transforms take 16 tiles per vector with AVX-512 and 8 with AVX2, where the tile
+//! rows allow (see `vector_shapes`); one tile at a time elsewhere.
 //!
 //! F(2×2, 3×3)'s transforms use only 0, ±1 and ±½, so its rounding stays close to the direct
 //! sum's (the tests hold it to 1e-4 of candle's convolution).
@@ -191,9 +193,163 @@ fn outputs_scalar(
 /// Whether the vector transforms apply: even sizes, tile rows in whole groups of 16 (the
 /// U-Net's and the VAE's sizes from 32×32 up, in steps of 32). Their tasks take whole tile
 /// rows.
-fn vector_shapes(h: usize, w: usize) -> bool {
+pub(crate) fn vector_shapes(h: usize, w: usize) -> bool {
     let tw = w / 2;
     h.is_multiple_of(2) && w.is_multiple_of(2) && tw > 0 && tw.is_multiple_of(16)
+}
+
+/// The four input rows of tile row `ty` (rows `2·ty − 1 ..`) into `buf` (`4 · (w + 2)`
+/// floats), each with a zero column on either side; rows outside the picture are zeros.
+fn padded_rows(buf: &mut [f32], plane: &[f32], ty: usize, (h, w): (usize, usize)) {
+    let wp = w + 2;
+    for r in 0..4 {
+        let dst = &mut buf[r * wp..][..wp];
+        match (2 * ty + r).checked_sub(1).filter(|&y| y < h) {
+            Some(y) => {
+                dst[0] = 0.0;
+                dst[1..=w].copy_from_slice(&plane[y * w..][..w]);
+                dst[w + 1] = 0.0;
+            }
+            None => dst.fill(0.0),
+        }
+    }
+}
+
+/// The input transform with AVX2 and FMA for a task of whole tile rows, 8 tiles at a time
+/// (as [`inputs_avx512`]; the even and odd columns split by a shuffle and a lane permute).
+///
+/// # Safety
+/// AVX2 is present; `v` holds `16 · panels · cin · NR` floats; `x` is `[b, cin, h, w]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::needless_range_loop)] // the column pass indexes four rows at once
+unsafe fn inputs_avx2(
+    x: &[f32],
+    v: &mut [f32],
+    buf: &mut Vec<f32>,
+    (cin, h, w): (usize, usize, usize),
+    (t0, nt, panels): (usize, usize, usize),
+) {
+    use std::arch::x86_64::*;
+    const NR: usize = gemm_f32::NR;
+    let (th, tw, hw) = (h / 2, w / 2, h * w);
+    let wp = w + 2;
+    buf.clear();
+    buf.resize(4 * wp, 0.0);
+    // even and odd elements of (l, h): shuffle within 128-bit lanes, then order the 64-bit
+    // pairs [l0 l2 | h0 h2 | l4 l6 | h4 h6] → [l0 l2 l4 l6 h0 h2 h4 h6]
+    #[inline(always)]
+    unsafe fn split(l: __m256, h: __m256) -> (__m256, __m256) {
+        // SAFETY: register-only; AVX2 is enabled in the caller.
+        unsafe {
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(l, h);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(l, h);
+            let order = |x: __m256| {
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(x)))
+            };
+            (order(e), order(o))
+        }
+    }
+    // SAFETY: loads stay inside the four padded rows (index ≤ 2·(tw−8) + 17 = w + 1) and
+    // stores inside `v` (checked sizes); AVX2 is present.
+    unsafe {
+        for ci in 0..cin {
+            for tr in 0..nt / tw {
+                let row_t = t0 / tw + tr;
+                let (bi, ty) = (row_t / th, row_t % th);
+                let plane = &x[(bi * cin + ci) * hw..][..hw];
+                padded_rows(buf, plane, ty, (h, w));
+                let bp = buf.as_ptr();
+                for g in 0..tw / 8 {
+                    let base = 16 * g;
+                    let rp: [[__m256; 4]; 4] = std::array::from_fn(|r| {
+                        let at = bp.add(r * wp + base);
+                        let (e0, e1) = split(_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8)));
+                        let (e2, e3) =
+                            split(_mm256_loadu_ps(at.add(2)), _mm256_loadu_ps(at.add(10)));
+                        [
+                            _mm256_sub_ps(e0, e2),
+                            _mm256_add_ps(e1, e2),
+                            _mm256_sub_ps(e2, e1),
+                            _mm256_sub_ps(e1, e3),
+                        ]
+                    });
+                    let jt = tr * tw + 8 * g;
+                    let (p, lane) = (jt / NR, jt % NR);
+                    for j in 0..4 {
+                        let col = [
+                            _mm256_sub_ps(rp[0][j], rp[2][j]),
+                            _mm256_add_ps(rp[1][j], rp[2][j]),
+                            _mm256_sub_ps(rp[2][j], rp[1][j]),
+                            _mm256_sub_ps(rp[1][j], rp[3][j]),
+                        ];
+                        for (i, &val) in col.iter().enumerate() {
+                            let xi = 4 * i + j;
+                            let at = ((xi * panels + p) * cin + ci) * NR + lane;
+                            _mm256_storeu_ps(v[at..][..8].as_mut_ptr(), val);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output transform with AVX2 and FMA for a task of whole tile rows, 8 tiles at a time:
+/// `Aᵀ M A` plus the bias into the NCHW output (the even and odd output columns interleaved
+/// by unpacks and a lane permute).
+///
+/// # Safety
+/// AVX2 is present; `m` holds `16 · panels · cout · NR` floats; `out` is the
+/// `[b, cout, h, w]` output, whose pixels of these tiles no one else writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn outputs_avx2(
+    m: &[f32],
+    out: *mut f32,
+    bias: &[f32],
+    (cout, h, w): (usize, usize, usize),
+    (t0, nt, panels): (usize, usize, usize),
+) {
+    use std::arch::x86_64::*;
+    const NR: usize = gemm_f32::NR;
+    let (th, tw, hw) = (h / 2, w / 2, h * w);
+    // SAFETY: reads stay inside `m` (checked sizes), writes inside the tiles' output rows;
+    // AVX2 is present.
+    unsafe {
+        for c in 0..cout {
+            let bv = _mm256_set1_ps(bias[c]);
+            for tr in 0..nt / tw {
+                let row_t = t0 / tw + tr;
+                let (bi, ty) = (row_t / th, row_t % th);
+                let dst = out.add((bi * cout + c) * hw + 2 * ty * w);
+                for g in 0..tw / 8 {
+                    let jt = tr * tw + 8 * g;
+                    let (p, lane) = (jt / NR, jt % NR);
+                    let mv: [__m256; 16] = std::array::from_fn(|xi| {
+                        _mm256_loadu_ps(
+                            m[((xi * panels + p) * cout + c) * NR + lane..][..8].as_ptr(),
+                        )
+                    });
+                    for r in 0..2 {
+                        let s: [__m256; 4] = std::array::from_fn(|cc| {
+                            if r == 0 {
+                                _mm256_add_ps(_mm256_add_ps(mv[cc], mv[4 + cc]), mv[8 + cc])
+                            } else {
+                                _mm256_sub_ps(_mm256_sub_ps(mv[4 + cc], mv[8 + cc]), mv[12 + cc])
+                            }
+                        });
+                        let y0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s[0], s[1]), s[2]), bv);
+                        let y1 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s[1], s[2]), s[3]), bv);
+                        let (lo, hi) = (_mm256_unpacklo_ps(y0, y1), _mm256_unpackhi_ps(y0, y1));
+                        let row = dst.add(r * w + 16 * g);
+                        _mm256_storeu_ps(row, _mm256_permute2f128_ps::<0x20>(lo, hi));
+                        _mm256_storeu_ps(row.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `[0, 2, …, 30]` and `[1, 3, …, 31]`: the even and odd elements of two vectors.
@@ -238,17 +394,7 @@ unsafe fn inputs_avx512(
                 let row_t = t0 / tw + tr;
                 let (bi, ty) = (row_t / th, row_t % th);
                 let plane = &x[(bi * cin + ci) * hw..][..hw];
-                for r in 0..4 {
-                    let dst = &mut buf[r * wp..][..wp];
-                    match (2 * ty + r).checked_sub(1).filter(|&y| y < h) {
-                        Some(y) => {
-                            dst[0] = 0.0;
-                            dst[1..=w].copy_from_slice(&plane[y * w..][..w]);
-                            dst[w + 1] = 0.0;
-                        }
-                        None => dst.fill(0.0),
-                    }
-                }
+                padded_rows(buf, plane, ty, (h, w));
                 let bp = buf.as_ptr();
                 for g in 0..tw / 16 {
                     let base = 32 * g;
@@ -362,8 +508,9 @@ pub fn conv3x3(
     let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
     let tiles = b * th * tw;
     let u = transform_weights(w, cout, cin);
-    // the vector transforms are AVX-512's; with AVX2 the scalar ones run
-    let vector = vector_shapes(h, wd) && super::avx512();
+    // the vector transforms (AVX-512's, else AVX2's: `available` holds one of them)
+    let vector = vector_shapes(h, wd);
+    let wide = super::avx512();
     let per_task = if vector {
         (TASK_TILES / tw).max(1) * tw
     } else {
@@ -392,8 +539,14 @@ pub fn conv3x3(
             m.resize(16 * panels * cout * NR, 0.0);
             #[cfg(target_arch = "x86_64")]
             if vector {
-                // SAFETY: AVX-512 is present (`vector`); `v` was sized above.
-                unsafe { inputs_avx512(x, v, buf, (cin, h, wd), (t0, nt, panels)) };
+                // SAFETY: AVX-512 is present (`wide`), else AVX2 (`available`); `v` was sized
+                // above.
+                unsafe {
+                    match wide {
+                        true => inputs_avx512(x, v, buf, (cin, h, wd), (t0, nt, panels)),
+                        false => inputs_avx2(x, v, buf, (cin, h, wd), (t0, nt, panels)),
+                    }
+                };
             }
             if !vector {
                 tile_coords(coords, (t0, nt), (th, tw), (h, wd));
@@ -426,9 +579,15 @@ pub fn conv3x3(
             }
             #[cfg(target_arch = "x86_64")]
             if vector {
-                // SAFETY: AVX-512 is present; `m` was sized above; this task's tiles are its
-                // own output pixels.
-                unsafe { outputs_avx512(m, out_ref.0, bias, (cout, h, wd), (t0, nt, panels)) };
+                // SAFETY: AVX-512 is present (`wide`), else AVX2 (`available`); `m` was sized
+                // above; this task's tiles are its own output pixels.
+                unsafe {
+                    let dims = (cout, h, wd);
+                    match wide {
+                        true => outputs_avx512(m, out_ref.0, bias, dims, (t0, nt, panels)),
+                        false => outputs_avx2(m, out_ref.0, bias, dims, (t0, nt, panels)),
+                    }
+                };
             }
             if !vector {
                 outputs_scalar(m, out_ref, bias, coords, (cout, h, wd), panels);
