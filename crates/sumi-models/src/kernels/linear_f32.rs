@@ -130,10 +130,23 @@ pub fn linear_f32(
     if !runs_here() || !cpu_f32 || rows < MIN_ROWS || weight.dtype() != x.dtype() {
         return Ok(None);
     }
+    packed(x, weight, bias).map(Some)
+}
+
+/// The packed path of [`linear_f32`], on any CPU where [`gemm_f32`] runs (f32 operands).
+fn packed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
     let n = weight.dim(0)?;
     let bias = match bias {
         Some(b) => {
             let mut v = b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+            // padded to whole panels below; a bias of another length is an error, as
+            // candle's broadcast add would give
+            if v.len() != n {
+                return Err(candle_core::Error::Msg(format!(
+                    "linear-f32: bias of {} values for {n} outputs",
+                    v.len()
+                )));
+            }
             v.resize(n.div_ceil(NR) * NR, 0.0);
             Some(v)
         }
@@ -142,9 +155,7 @@ pub fn linear_f32(
     let op = LinearF32 {
         bias: bias.as_deref(),
     };
-    x.contiguous()?
-        .apply_op2_no_bwd(&weight.contiguous()?, &op)
-        .map(Some)
+    x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op)
 }
 
 #[cfg(test)]
@@ -154,7 +165,9 @@ mod tests {
 
     #[test]
     fn matches_candle_linear() {
-        if !runs_here() {
+        // the packed path wherever the GEMM runs (with AVX-512 too, where `linear_f32` itself
+        // leaves layers to candle)
+        if !gemm_f32::available() {
             return;
         }
         let dev = Device::Cpu;
@@ -167,7 +180,11 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (b, m, cin), &dev).unwrap();
             let w = Tensor::randn(0f32, 0.3, (cout, cin), &dev).unwrap();
             let bv = bias.then(|| Tensor::randn(0f32, 1.0, cout, &dev).unwrap());
-            let got = linear_f32(&x, &w, bv.as_ref()).unwrap().unwrap();
+            let got = packed(&x, &w, bv.as_ref()).unwrap();
+            if runs_here() {
+                let gated = linear_f32(&x, &w, bv.as_ref()).unwrap().unwrap();
+                assert_eq!(crate::kernels::max_abs_diff(&got, &gated), 0.0);
+            }
             let want = candle_nn::Linear::new(w, bv).forward(&x).unwrap();
             assert_eq!(got.dims(), want.dims());
             let err = crate::kernels::max_abs_diff(&got, &want);
@@ -177,6 +194,10 @@ mod tests {
         let x = Tensor::zeros((1, MIN_ROWS - 1, 8), candle_core::DType::F32, &dev).unwrap();
         let w = Tensor::zeros((4, 8), candle_core::DType::F32, &dev).unwrap();
         assert!(linear_f32(&x, &w, None).unwrap().is_none());
+        // a bias of the wrong length is refused by name, not padded
+        let b = Tensor::zeros(3, candle_core::DType::F32, &dev).unwrap();
+        let e = packed(&x, &w, Some(&b)).unwrap_err().to_string();
+        assert!(e.contains("bias of 3 values for 4 outputs"), "{e}");
     }
 
     /// GFLOP/s against candle's linear (`cargo test --release … -- --ignored`).
