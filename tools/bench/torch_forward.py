@@ -10,12 +10,19 @@ model (PyTorch's peak RSS is then the model's own size plus what a forward needs
 
 LATENT: the latent's side (default 64 for SD1.5, 128 for SDXL; 96 = 768², 128 = 1024²).
 
+BENCH_LIMIT_S (seconds from the start, load included): where set, a run that has not finished
+its warm-up and RUNS passes by then stops and prints `"runs_s": []` with `stopped_after_s`, the
+time its passes had taken (a lower bound on one pass when the warm-up was still running).
+PyTorch's bf16 on a CPU without bf16 instructions runs at a few GFLOP/s: an SDXL forward would
+take hours.
+
 Usage: torch_forward.py unet-f32|unet-bf16|vae-decode-f32|vae-decode-bf16|unet-sdxl-f32|unet-sdxl-bf16
            DIFFUSERS_DIR RUNS [LATENT]   -> one JSON line
 """
 import json
 import os
 import resource
+import signal
 import sys
 import time
 
@@ -53,12 +60,26 @@ def main():
         sys.exit(f"unknown benchmark {what}")
     load = time.perf_counter() - t0
     times = []
-    with torch.inference_mode():
-        step()
-        for _ in range(runs):
-            t = time.perf_counter()
+    limit = float(os.environ.get("BENCH_LIMIT_S", "0"))
+    if limit > 0:
+        def stop(*_):
+            raise TimeoutError
+        signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, max(limit - load, 1.0))
+    t1 = time.perf_counter()
+    try:
+        with torch.inference_mode():
             step()
-            times.append(time.perf_counter() - t)
+            for _ in range(runs):
+                t = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t)
+    except TimeoutError:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"load_s": load, "runs_s": [], "stopped_after_s": time.perf_counter() - t1,
+                          "peak_rss_kib": rss}))
+        return
+    signal.setitimer(signal.ITIMER_REAL, 0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"load_s": load, "runs_s": times, "peak_rss_kib": rss}))
 

@@ -10,14 +10,15 @@ pub enum Precision {
     #[default]
     F32,
     /// Weights held as bf16 (converted once at load), bf16 dot products with f32
-    /// accumulation: AVX-512 BF16 where the CPU has it, a slower portable kernel elsewhere.
+    /// accumulation: AVX-512 BF16 where the CPU has it, else the pairs widened to f32 (AVX2 and
+    /// FMA, or a portable kernel).
     Bf16,
 }
 
 impl Precision {
     /// The fastest precision on this CPU that stays within the fidelity bound (bf16 outputs
     /// within 2e-2 relative of f32): bf16 where the CPU has AVX-512 BF16 dot products, f32
-    /// elsewhere (the portable bf16 kernel is slower than f32).
+    /// elsewhere (bf16 widened to f32 is no faster than f32; it only halves the weights).
     pub fn auto() -> Self {
         if crate::kernels::gemm_bf16::has_bf16_dot() {
             Self::Bf16

@@ -18,7 +18,7 @@ pub const MR: usize = 12;
 /// Columns of B per panel (two 16-lane vectors).
 pub const NR: usize = 32;
 /// Pairs of k per cache block: one B block (`KC·NR` pairs, 16 KiB) stays in L1.
-const KC: usize = 128;
+pub(super) const KC: usize = 128;
 
 /// The bf16 bits of `x`, rounded to nearest even (NaN stays NaN).
 #[inline(always)]
@@ -321,14 +321,20 @@ pub unsafe fn gemm(
         unsafe { gemm_avx512(m, n, kp, a, b, c, ldc, init) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2_fma() {
+        // SAFETY: the features were just detected; the caller vouches for `c`.
+        unsafe { super::gemm_bf16_avx2::gemm(m, n, kp, a, b, c, ldc, init) };
+        return;
+    }
     // SAFETY: the portable kernel needs only what our caller vouches for: `c` valid and
     // exclusive for the m×n C at stride `ldc` (the operand lengths were asserted above).
     unsafe { gemm_portable(m, n, kp, a, b, c, ldc, init) };
 }
 
 /// The block loops around a tile kernel `kern(kc, a, b, c, ldc, rows, cols, init)`. K is
-/// cut into equal blocks of at most [`KC`] pairs; the first applies `init`, the rest
-/// accumulate.
+/// cut into equal blocks of at most `kc_max` pairs; the first applies `init`, the rest
+/// accumulate. Each B panel's block is passed to the tiles of every row panel in turn.
 ///
 /// # Safety
 /// `c` is valid for reads and writes of the `m`×`n` C at stride `ldc` and no one else touches
@@ -336,16 +342,17 @@ pub unsafe fn gemm(
 /// `kern` is then called only with panel pointers inside `a` and `b` and tiles inside C.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn blocked(
+pub(super) unsafe fn blocked(
     (m, n, kp): (usize, usize, usize),
+    kc_max: usize,
     a: &[u32],
     b: &[u32],
     c: *mut f32,
     ldc: usize,
     init: Init,
-    kern: impl Fn(usize, *const u32, *const u32, *mut f32, usize, usize, usize, TileInit),
+    mut kern: impl FnMut(usize, *const u32, *const u32, *mut f32, usize, usize, usize, TileInit),
 ) {
-    let blocks = kp.div_ceil(KC).max(1);
+    let blocks = kp.div_ceil(kc_max).max(1);
     let step = kp.div_ceil(blocks);
     for blk in 0..blocks {
         let k0 = blk * step;
@@ -421,6 +428,7 @@ unsafe fn gemm_avx512(
     unsafe {
         blocked(
             (m, n, kp),
+            KC,
             a,
             b,
             c,
@@ -472,6 +480,7 @@ unsafe fn gemm_portable(
     unsafe {
         blocked(
             (m, n, kp),
+            KC,
             a,
             b,
             c,
@@ -552,10 +561,29 @@ mod tests {
         };
         let mut c = c0.clone();
         let mut cp = c0.clone();
-        // SAFETY: c and cp are m×n with ldc n.
+        // the AVX2 tile wherever it runs (the dispatch prefers AVX-512 BF16's)
+        let mut cv = c0.clone();
+        // SAFETY: c, cp and cv are m×n with ldc n; the AVX2 GEMM runs only where its features are.
         unsafe {
             gemm(m, n, k, &pa, &pb, c.as_mut_ptr(), n, init);
             gemm_portable(m, n, k.div_ceil(2), &pa, &pb, cp.as_mut_ptr(), n, init);
+            #[cfg(target_arch = "x86_64")]
+            if crate::kernels::avx2_fma() {
+                super::super::gemm_bf16_avx2::gemm(
+                    m,
+                    n,
+                    k.div_ceil(2),
+                    &pa,
+                    &pb,
+                    cv.as_mut_ptr(),
+                    n,
+                    init,
+                );
+            } else {
+                cv.clone_from(&cp);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            cv.clone_from(&cp);
         }
         let mut worst = 0f64;
         for i in 0..m {
@@ -570,6 +598,7 @@ mod tests {
                     + 1.0;
                 worst = worst.max((c[i * n + j] as f64 - want).abs() / scale);
                 worst = worst.max((cp[i * n + j] as f64 - want).abs() / scale);
+                worst = worst.max((cv[i * n + j] as f64 - want).abs() / scale);
             }
         }
         assert!(

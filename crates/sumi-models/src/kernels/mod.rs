@@ -45,6 +45,8 @@ pub mod flash;
 pub mod geglu;
 pub mod gemm_bf16;
 #[cfg(target_arch = "x86_64")]
+mod gemm_bf16_avx2;
+#[cfg(target_arch = "x86_64")]
 mod gemm_bf16_avx512;
 pub mod gemm_f32;
 pub mod group_norm;
