@@ -1,7 +1,8 @@
 //! Multi-head attention for `[batch, tokens, heads·dim]` tensors without forming the full
 //! `tokens × keys` score matrix: work is split into (batch, head, block of query rows) tasks
 //! run on rayon's pool. With many keys on AVX-512 (self-attention) each task runs the fused
-//! kernel of [`super::flash`]; otherwise it computes its block of scores with one GEMM, an
+//! kernel of [`super::flash`], on AVX2 the packed products of [`super::attention_packed`];
+//! otherwise it computes its block of scores with one GEMM, an
 //! in-place unnormalised softmax, and a second GEMM into the output, then divides by the row
 //! sums. Inputs are read in their natural layout (no head transposes); the output comes back
 //! in it.
@@ -9,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, flash, SendPtr, Unfilled};
+use super::{attention_packed, f32_slice, flash, SendPtr, Unfilled};
 
 use super::fastmath::softmax_rows_unnormalised;
 
@@ -218,6 +219,13 @@ impl CustomOp3 for Attention {
             let shape = Shape::from((t.b, t.n, t.c));
             return Ok((CpuStorage::F32(fused(t, h, scale)), shape));
         }
+        if attention_packed::takes(t.m) {
+            let shape = Shape::from((t.b, t.n, t.c));
+            return Ok((
+                CpuStorage::F32(attention_packed::attention(t, h, scale)),
+                shape,
+            ));
+        }
         let Qkv {
             q,
             k,
@@ -340,7 +348,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> candle_cor
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::Device;
 
@@ -365,7 +373,7 @@ mod tests {
     }
 
     /// softmax(q·kᵀ/√d)·v per head with candle's ops.
-    fn naive(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Tensor {
+    pub(crate) fn naive(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Tensor {
         let split = |t: &Tensor| {
             let (b, n, c) = t.dims3().unwrap();
             t.reshape((b, n, heads, c / heads))

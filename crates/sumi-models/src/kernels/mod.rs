@@ -37,6 +37,7 @@ macro_rules! simd_dispatch {
 
 pub mod attention;
 pub mod attention_bf16;
+mod attention_packed;
 pub mod conv;
 pub mod conv3x3;
 pub mod conv_bf16;

@@ -1,0 +1,191 @@
+//! Attention through the packed f32 GEMM ([`gemm_f32`]) for CPUs where the fused kernel of
+//! [`super::flash`] does not run (AVX2 without AVX-512) and there are many keys: each
+//! (batch, head)'s K is laid out once, transposed and scaled by 1/√d, in the GEMM's 64-column
+//! panels, and V in panels of its columns. A task (a head and a block of query rows) then
+//! computes its scores with one packed product (Q read in place), an in-place unnormalised
+//! softmax, and a second packed product straight into the output, whose rows it divides by
+//! their sums. The generic GEMM the other path calls repacks K for every block of rows, which
+//! at 4096 keys and head widths of 40–80 costs as much as the products.
+
+use rayon::prelude::*;
+
+use super::attention::Qkv;
+use super::fastmath::softmax_rows_unnormalised;
+use super::gemm_f32::{self, Dims, Init, NR};
+use super::SendPtr;
+
+/// Keys from which this path takes the attention (the U-Net's self-attention at 32² latents
+/// and larger).
+const MIN_KEYS: usize = 1024;
+
+/// Bytes of scores per task (a block of query rows × all keys).
+const SCORE_BLOCK_BYTES: usize = 512 << 10;
+
+/// Whether [`attention`] takes `m` keys on this CPU.
+pub(crate) fn takes(m: usize) -> bool {
+    m >= MIN_KEYS && !super::flash::available() && gemm_f32::available()
+}
+
+/// One (batch, head)'s K and V in the packed GEMM's panels.
+struct HeadPanels {
+    /// `[m.div_ceil(NR)][d][NR]`: K transposed and scaled, zero past the last key.
+    kt: Vec<f32>,
+    /// `[d.div_ceil(NR)][m][NR]`: V, zero past the head's last column.
+    v: Vec<f32>,
+}
+
+fn head_panels(k: &[f32], v: &[f32], (m, d, c): (usize, usize, usize), scale: f32) -> HeadPanels {
+    let mut kt = vec![0f32; m.div_ceil(NR) * d * NR];
+    for (p, panel) in kt.chunks_exact_mut(d * NR).enumerate() {
+        for (j, key) in (p * NR..m.min((p + 1) * NR)).enumerate() {
+            for (dd, &x) in k[key * c..][..d].iter().enumerate() {
+                panel[dd * NR + j] = x * scale;
+            }
+        }
+    }
+    let mut vp = vec![0f32; d.div_ceil(NR) * m * NR];
+    for (p, panel) in vp.chunks_exact_mut(m * NR).enumerate() {
+        let (j0, w) = (p * NR, NR.min(d - p * NR));
+        for (key, row) in panel.chunks_exact_mut(NR).enumerate() {
+            row[..w].copy_from_slice(&v[key * c + j0..][..w]);
+        }
+    }
+    HeadPanels { kt, v: vp }
+}
+
+/// Softmax attention of `t` over `h` heads with scores scaled by `scale`, `[b, n, c]` out.
+///
+/// # Panics
+/// If [`takes`] is false for `t.m` (the packed GEMM does not run on this CPU).
+pub(crate) fn attention(t: Qkv, h: usize, scale: f32) -> Vec<f32> {
+    assert!(
+        gemm_f32::available(),
+        "attention_packed: no packed GEMM here"
+    );
+    let Qkv {
+        q,
+        k,
+        v,
+        b,
+        n,
+        m,
+        c,
+    } = t;
+    let d = c / h;
+    let heads: Vec<HeadPanels> = (0..b * h)
+        .into_par_iter()
+        .map(|bh| {
+            let at = (bh / h) * m * c + (bh % h) * d;
+            head_panels(&k[at..], &v[at..], (m, d, c), scale)
+        })
+        .collect();
+    let rows = (SCORE_BLOCK_BYTES / 4 / m.max(1))
+        .clamp(6, 512)
+        .min(n.max(1));
+    let blocks = n.div_ceil(rows);
+    let mut out = vec![0f32; b * n * c];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ref = &out_ptr;
+    let heads = &heads;
+    (0..b * h * blocks).into_par_iter().for_each_init(
+        || (Vec::<f32>::new(), Vec::<f32>::new()),
+        |(scores, sums), task| {
+            let (bh, blk) = (task / blocks, task % blocks);
+            let (bi, hi) = (bh / h, bh % h);
+            let r0 = blk * rows;
+            let nr = rows.min(n - r0);
+            scores.resize(nr * m, 0.0);
+            sums.resize(nr, 0.0);
+            let panels = &heads[bh];
+            let scores_dims = Dims {
+                m: nr,
+                n: m,
+                k: d,
+                lda: c,
+                ldc: m,
+                cps: NR,
+            };
+            // SAFETY: the packed GEMM runs here (asserted); Q's rows r0..r0+nr of the head's
+            // d columns lie inside `q` at stride c; the K panels hold m.div_ceil(NR)·d·NR
+            // floats; `scores` is nr×m.
+            unsafe {
+                gemm_f32::gemm_packed(
+                    scores_dims,
+                    q[(bi * n + r0) * c + hi * d..].as_ptr(),
+                    panels.kt.as_ptr(),
+                    scores.as_mut_ptr(),
+                    Init::Zero,
+                )
+            };
+            softmax_rows_unnormalised(scores, m, sums);
+            // SAFETY: row bi·n + r0, column hi·d is inside the b·n×c output.
+            let op = unsafe { out_ref.0.add((bi * n + r0) * c + hi * d) };
+            let out_dims = Dims {
+                m: nr,
+                n: d,
+                k: m,
+                lda: m,
+                ldc: c,
+                cps: NR,
+            };
+            // SAFETY: `scores` is nr×m; the V panels hold d.div_ceil(NR)·m·NR floats; this
+            // task alone writes rows r0..r0+nr × the head's d columns of the output (stride
+            // c), and the GEMM touches no column past them.
+            unsafe {
+                gemm_f32::gemm_packed(out_dims, scores.as_ptr(), panels.v.as_ptr(), op, Init::Zero);
+                for (r, s) in sums.iter().enumerate() {
+                    let row = std::slice::from_raw_parts_mut(op.add(r * c), d);
+                    let inv = 1.0 / s;
+                    row.iter_mut().for_each(|x| *x *= inv);
+                }
+            }
+        },
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// The packed path against the reference product wherever the packed GEMM runs (also on
+    /// AVX-512 CPUs, where the dispatch prefers the fused kernel): head widths 40 (a partial
+    /// quarter), 64, 80 and 160 (two and three panels of V), partial key panels, blocks of
+    /// query rows with a short last one.
+    #[test]
+    fn matches_the_naive_product() {
+        if !gemm_f32::available() {
+            return;
+        }
+        let dev = Device::Cpu;
+        for (m, c, heads, n) in [
+            (1100, 80, 2, 150),
+            (1024, 128, 2, 70),
+            (4100, 160, 2, 40),
+            (1030, 160, 1, 301),
+            (77, 40, 1, 9),
+        ] {
+            let q = Tensor::randn(0f32, 1.0, (2, n, c), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (2, m, c), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (2, m, c), &dev).unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (qs, ks, vs) = (flat(&q), flat(&k), flat(&v));
+            let t = Qkv {
+                q: &qs,
+                k: &ks,
+                v: &vs,
+                b: 2,
+                n,
+                m,
+                c,
+            };
+            let scale = 1.0 / ((c / heads) as f32).sqrt();
+            let got = Tensor::from_vec(attention(t, heads, scale), (2, n, c), &dev).unwrap();
+            let want = super::super::attention::tests::naive(&q, &k, &v, heads);
+            let err = crate::kernels::max_abs_diff(&got, &want);
+            assert!(err < 1e-4, "{m} keys, {c} channels, {heads} heads: {err}");
+        }
+    }
+}
