@@ -36,7 +36,8 @@
 # SDXL base U-Net (full size, random weights: tools/reference/make_full_sdxl.py, ~5.2 GB on
 # disk under tools/bench/work/sdxl, once), batch 2, 128x128 latent, 77 tokens of 2048 context,
 # ADM vector 2816; Sumi against PyTorch f32 (pytorch=; measured once per run.sh invocation and
-# shared by both lines) and, on the bf16 line, PyTorch bf16 (pytorch-bf16=), with each
+# shared by both lines) and, on the bf16 line, PyTorch bf16 (pytorch-bf16=, or pytorch-bf16>S
+# when its first pass had not ended after S seconds: TORCH_BF16_LIMIT_S), with each
 # engine's peak RSS and Sumi's against the U-Net file's size + 2 GiB. No OpenVINO there: the
 # conversion of the f32 SDXL U-Net needs more memory than this machine has. SDXL_LATENT=32
 # (say) runs the SDXL lines at a smaller latent for a quick check (the line then says latent=).

@@ -219,7 +219,7 @@ impl CustomOp3 for Attention {
             let shape = Shape::from((t.b, t.n, t.c));
             return Ok((CpuStorage::F32(fused(t, h, scale)), shape));
         }
-        if attention_packed::takes(t.m) {
+        if attention_packed::takes(t.m, d) {
             let shape = Shape::from((t.b, t.n, t.c));
             return Ok((
                 CpuStorage::F32(attention_packed::attention(t, h, scale)),

@@ -4,8 +4,7 @@
 //! panels, and V in panels of its columns. A task (a head and a block of query rows) then
 //! computes its scores with one packed product (Q read in place), an in-place unnormalised
 //! softmax, and a second packed product straight into the output, whose rows it divides by
-//! their sums. The generic GEMM the other path calls repacks K for every block of rows, which
-//! at 4096 keys and head widths of 40–80 costs as much as the products.
+//! their sums. The generic GEMM the other path calls repacks K for every block of rows.
 
 use rayon::prelude::*;
 
@@ -14,16 +13,21 @@ use super::fastmath::softmax_rows_unnormalised;
 use super::gemm_f32::{self, Dims, Init, NR};
 use super::SendPtr;
 
-/// Keys from which this path takes the attention (the U-Net's self-attention at 32² latents
-/// and larger).
-const MIN_KEYS: usize = 1024;
+/// Keys from which this path takes the attention, at head widths up to [`MAX_WIDTH`] (the
+/// U-Net's self-attention at 64² latents and larger). Measured against the generic GEMMs, 2
+/// threads: 4096 keys at width 64 (SDXL's 64² level) 75–82 vs 65–67 GFLOP/s, at width 40
+/// about even (62–77 vs 57–77); 1000 keys at width 80 71–73 vs 81–86, and 4096 keys at width
+/// 512 (the VAE's) 41–45 vs 77–85: with few query rows per block K and V stream from memory
+/// for every block.
+const MIN_KEYS: usize = 4096;
+const MAX_WIDTH: usize = 80;
 
 /// Bytes of scores per task (a block of query rows × all keys).
 const SCORE_BLOCK_BYTES: usize = 512 << 10;
 
-/// Whether [`attention`] takes `m` keys on this CPU.
-pub(crate) fn takes(m: usize) -> bool {
-    m >= MIN_KEYS && !super::flash::available() && gemm_f32::available()
+/// Whether [`attention`] takes `m` keys at head width `d` on this CPU.
+pub(crate) fn takes(m: usize, d: usize) -> bool {
+    m >= MIN_KEYS && d <= MAX_WIDTH && !super::flash::available() && gemm_f32::available()
 }
 
 /// One (batch, head)'s K and V in the packed GEMM's panels.
@@ -186,6 +190,48 @@ mod tests {
             let want = super::super::attention::tests::naive(&q, &k, &v, heads);
             let err = crate::kernels::max_abs_diff(&got, &want);
             assert!(err < 1e-4, "{m} keys, {c} channels, {heads} heads: {err}");
+        }
+    }
+
+    /// The packed path against the generic one at shapes the dispatch leaves to the generic
+    /// GEMMs (fewer keys than [`MIN_KEYS`] or heads wider than [`MAX_WIDTH`]; raise them here
+    /// to compare at others): `ATTN_SHAPE=keys,channels,heads cargo test --release -p
+    /// sumi-models --lib attention_packed_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn attention_packed_speed() {
+        let v: Vec<usize> = std::env::var("ATTN_SHAPE")
+            .unwrap_or_else(|_| "1000,640,8".into())
+            .split(',')
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let (m, c, heads) = (v[0], v[1], v[2]);
+        assert!(
+            !takes(m, c / heads),
+            "a shape the dispatch leaves to the generic GEMMs"
+        );
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, m, c), &dev).unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = 1.0 / ((c / heads) as f32).sqrt();
+        let flops = 4.0 * (2 * m * m * c) as f64;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            super::super::attention::attention(&x, &x, &x, heads).unwrap();
+            let generic = flops / t.elapsed().as_secs_f64() / 1e9;
+            let t = std::time::Instant::now();
+            let qkv = Qkv {
+                q: &xs,
+                k: &xs,
+                v: &xs,
+                b: 2,
+                n: m,
+                m,
+                c,
+            };
+            attention(qkv, heads, scale);
+            let packed = flops / t.elapsed().as_secs_f64() / 1e9;
+            println!("{m} keys, {c} channels, {heads} heads: generic {generic:.1}, packed {packed:.1} GFLOP/s");
         }
     }
 }
