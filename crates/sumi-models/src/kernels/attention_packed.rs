@@ -27,7 +27,10 @@ const SCORE_BLOCK_BYTES: usize = 512 << 10;
 
 /// Whether [`attention`] takes `m` keys at head width `d` on this CPU.
 pub(crate) fn takes(m: usize, d: usize) -> bool {
-    m >= MIN_KEYS && d <= MAX_WIDTH && !super::flash::available() && gemm_f32::available()
+    m >= MIN_KEYS
+        && (1..=MAX_WIDTH).contains(&d)
+        && !super::flash::available()
+        && gemm_f32::available()
 }
 
 /// One (batch, head)'s K and V in the packed GEMM's panels.
@@ -76,6 +79,9 @@ pub(crate) fn attention(t: Qkv, h: usize, scale: f32) -> Vec<f32> {
         c,
     } = t;
     let d = c / h;
+    if d == 0 {
+        return Vec::new();
+    }
     let heads: Vec<HeadPanels> = (0..b * h)
         .into_par_iter()
         .map(|bh| {
@@ -191,6 +197,18 @@ mod tests {
             let err = crate::kernels::max_abs_diff(&got, &want);
             assert!(err < 1e-4, "{m} keys, {c} channels, {heads} heads: {err}");
         }
+        // heads of width 0: an empty output, no panic (and the dispatch leaves them alone)
+        let t = Qkv {
+            q: &[],
+            k: &[],
+            v: &[],
+            b: 2,
+            n: 5,
+            m: 4096,
+            c: 0,
+        };
+        assert!(attention(t, 2, 1.0).is_empty());
+        assert!(!takes(4096, 0));
     }
 
     /// The packed path against the generic one at shapes the dispatch leaves to the generic
