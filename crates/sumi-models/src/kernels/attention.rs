@@ -402,8 +402,8 @@ pub(crate) mod tests {
         // head widths 40 (V padded to 48), 64, 8, 80 and 160 (output in groups of four
         // vectors and less), partial key panels. The two GEMMs take the rest: 6000 keys at
         // width 100 give blocks of 43 query rows, so K is read transposed and V padded to 112;
-        // 3000 keys give blocks of 87 rows, read in place; 64 keys one block. Without
-        // AVX-512 the GEMMs take all of them.
+        // 3000 keys give blocks of 87 rows, read in place; 64 keys one block. With AVX2 and
+        // no AVX-512 the packed products take 4096+ keys at widths up to 80, the GEMMs the rest.
         for (m, c, heads) in [
             (8200, 80, 2),
             (8200, 128, 2),
