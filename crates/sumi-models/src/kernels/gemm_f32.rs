@@ -9,7 +9,8 @@
 //! in blocks of [`KC`], so a panel's block (24 KiB) stays in L1 while every row block of A
 //! passes over it. With AVX2 and FMA (16 registers of 8 lanes) it is 6 rows × 2 vectors: 2
 //! loads and 6 broadcasts feed 12; each 16-column quarter of a panel in turn has its depth
-//! block (`KC_AVX2`, 16 KiB) in L1 while the row tiles pass over it. C's tiles start from a
+//! block (`KC_AVX2`, 16 KiB) in L1 while the row tiles of a block of A (kept in L2) pass over
+//! it, and the tiles prefetch the next quarter's block a slice each. C's tiles start from a
 //! bias per row or per column (or zero) in the first depth block, and later blocks add their
 //! sums to C at the store.
 
@@ -188,7 +189,8 @@ impl Start {
 }
 
 /// One register block's operands (AVX2's blocks: the quarter's first column for `b` and `c`,
-/// its valid columns from there in `nv`, no software prefetch).
+/// its valid columns from there in `nv`, no prefetch of A, and `pf_b` the first of
+/// `pf_b_lines` rows of the next quarter's block, `NR` floats apart).
 struct Tile {
     /// The next tile's A rows (prefetched), and a slice of the next B block.
     pf_a: *const f32,
@@ -267,8 +269,17 @@ unsafe fn tile<const R: usize>(t: &Tile) {
 /// in L1 while the row tiles pass over it).
 const KC_AVX2: usize = 256;
 
+/// Rows of A per block of the AVX2 path: the block's depth slice (`MC_AVX2 · KC_AVX2 · 4`
+/// bytes, 252 KiB) stays in L2 while every quarter of every panel passes under it. (Sizing
+/// the block so that C's whole rows stayed in L2 too left 6–12 rows per block for outputs
+/// 1280–10240 wide, and B then streamed from memory once per block: 24–40 GFLOP/s.)
+const MC_AVX2: usize = (L2_BLOCK_BYTES / 2 / 4 / KC_AVX2) / MR * MR;
+
 /// The blocking of [`gemm_packed`] with AVX2's register blocks: each 16-column quarter of a
-/// panel in turn, the row tiles of the block passing over its depth block.
+/// panel in turn, the row tiles of a block of A passing over its depth block; each tile
+/// prefetches a slice of the next quarter's depth block (its rows are single lines 256 bytes
+/// apart, which the hardware prefetchers do not fetch ahead of the first tile) and, when it
+/// adds to C, its own C rows.
 ///
 /// # Safety
 /// As [`gemm_packed`]; AVX2 and FMA are enabled in the caller.
@@ -276,24 +287,39 @@ const KC_AVX2: usize = 256;
 #[inline(always)]
 unsafe fn blocks_avx2(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, init: Init<'_>) {
     let panels = d.n.div_ceil(NR);
-    let mc = (L2_BLOCK_BYTES / 4 / (panels * NR + KC_AVX2)).max(MR) / MR * MR;
-    for m0 in (0..d.m).step_by(mc) {
-        let m1 = (m0 + mc).min(d.m);
+    for m0 in (0..d.m).step_by(MC_AVX2) {
+        let m1 = (m0 + MC_AVX2).min(d.m);
+        let tiles = (m1 - m0).div_ceil(MR);
         for k0 in (0..d.k).step_by(KC_AVX2) {
             let kc = KC_AVX2.min(d.k - k0);
             for p in 0..panels {
                 let nv = (d.n - p * NR).min(NR);
-                for q in 0..nv.div_ceil(16) {
+                let quarters = nv.div_ceil(16);
+                for q in 0..quarters {
+                    // the next quarter's depth block: this panel's next quarter, the next
+                    // panel's first, or the first panel's next depth block
+                    let (next, next_kc) = if q + 1 < quarters {
+                        ((p * d.k + k0) * NR + 16 * (q + 1), kc)
+                    } else if p + 1 < panels {
+                        (((p + 1) * d.k + k0) * NR, kc)
+                    } else {
+                        ((k0 + kc) * NR, KC_AVX2.min(d.k - k0 - kc))
+                    };
+                    let per_tile = next_kc.div_ceil(tiles);
                     let mut i = m0;
+                    let mut ti = 0;
                     while i < m1 {
                         let rows = MR.min(m1 - i);
-                        // SAFETY: offsets stay inside the operands the caller vouches for.
+                        let lo = (ti * per_tile).min(next_kc);
+                        let hi = ((ti + 1) * per_tile).min(next_kc);
+                        ti += 1;
+                        // SAFETY: offsets stay inside the operands the caller vouches for (the
+                        // prefetch slice is empty where there is no next block).
                         unsafe {
-                            // the hardware prefetchers follow these blocks' streams
                             let t = Tile {
                                 pf_a: std::ptr::null(),
-                                pf_b: std::ptr::null(),
-                                pf_b_lines: 0,
+                                pf_b: bp.wrapping_add(next + lo * NR),
+                                pf_b_lines: hi - lo,
                                 kc,
                                 a: a.add(i * d.lda + k0),
                                 lda: d.lda,
@@ -339,6 +365,14 @@ unsafe fn quarter<const R: usize>(t: &Tile) {
             Start::Zero | Start::Load => [_mm256_setzero_ps(); 2],
         });
         let rows: [*const f32; R] = std::array::from_fn(|r| t.a.add(r * t.lda));
+        for j in 0..t.pf_b_lines {
+            _mm_prefetch::<_MM_HINT_T0>(t.pf_b.add(j * NR) as *const i8);
+        }
+        if let Start::Load = t.start {
+            for r in 0..R {
+                _mm_prefetch::<_MM_HINT_T0>(t.c.add(r * t.ldc) as *const i8);
+            }
+        }
         for kk in 0..t.kc {
             let bk = t.b.add(kk * NR);
             let (b0, b1) = (_mm256_loadu_ps(bk), _mm256_loadu_ps(bk.add(8)));
@@ -453,6 +487,7 @@ mod tests {
         check(12, 200, 129, 0);
         check(13, 150, 600, 2); // per-column bias: partial quarters and panels
         check(7, 9, 3, 2);
+        check(520, 130, 700, 2); // AVX2: three row blocks (the last partial), three depth blocks
     }
 }
 
@@ -474,6 +509,10 @@ mod speed {
             (640, 1024, 640),
             (1280, 256, 1280),
             (320, 256, 2880),
+            (96, 1280, 1280), // a linear layer's task of 96 rows at 512 rows 1280 -> 1280
+            (96, 5120, 640),
+            (32, 4096, 40), // attention at the 64² level: scores, and their product with V
+            (32, 40, 4096),
         ] {
             let a = vec![0.5f32; m * k];
             let bp = vec![0.25f32; n.div_ceil(NR) * k * NR];
