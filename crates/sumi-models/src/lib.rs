@@ -11,6 +11,7 @@ mod kernels;
 pub mod networks;
 pub mod nn;
 pub mod precision;
+pub mod profile;
 pub mod taesd;
 pub mod tome;
 pub mod unet;

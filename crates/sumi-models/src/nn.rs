@@ -219,6 +219,18 @@ impl Conv2d {
     }
 }
 
+/// The profile key and flops of a convolution of `x` by `weight` (see [`crate::profile`]).
+fn conv_key(x: &Tensor, weight: &Tensor, stride: usize) -> (String, f64) {
+    match (x.dims(), weight.dims()) {
+        (&[b, cin, h, w], &[cout, _, k, _]) => {
+            let pixels = (h / stride.max(1)) * (w / stride.max(1));
+            let flops = 2.0 * (b * cin * cout * k * k * pixels) as f64;
+            (format!("conv k{k} s{stride} {cin}->{cout} @{h}x{w}"), flops)
+        }
+        (x, w) => (format!("conv {x:?} by {w:?}"), 0.0),
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (weight, bias) = match &self.kernel {
@@ -237,7 +249,10 @@ impl Module for Conv2d {
             return Ok(y);
         }
         if x.device().is_cpu() && x.dtype() == DType::F32 {
-            return crate::kernels::conv::conv2d(x, weight, bias, self.stride, self.padding);
+            return crate::profile::time(
+                || conv_key(x, weight, self.stride),
+                || crate::kernels::conv::conv2d(x, weight, bias, self.stride, self.padding),
+            );
         }
         let y = x.conv2d(weight, self.padding, self.stride, 1, 1)?;
         y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
@@ -292,12 +307,18 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.kind {
-            LinearKind::F32(l) => {
-                match crate::kernels::linear_f32::linear_f32(x, l.weight(), l.bias())? {
+            LinearKind::F32(l) => crate::profile::time(
+                || {
+                    let (cin, cout, _) = self.shape;
+                    let rows = x.elem_count() / cin.max(1);
+                    let flops = 2.0 * (rows * cin * cout) as f64;
+                    (format!("linear rows{rows} {cin}->{cout}"), flops)
+                },
+                || match crate::kernels::linear_f32::linear_f32(x, l.weight(), l.bias())? {
                     Some(y) => Ok(y),
                     None => l.forward(x),
-                }
-            }
+                },
+            ),
             LinearKind::Bf16(p) => crate::kernels::linear_bf16::linear_bf16(x, p),
         }
     }
@@ -331,39 +352,36 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
-    fn fast(&self, x: &Tensor) -> bool {
-        x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+    /// The crate's kernel (f32 on the CPU), with SiLU after it if `silu`; `None` elsewhere.
+    fn fast(&self, x: &Tensor, silu: bool) -> Option<candle_core::Result<Tensor>> {
+        if !(x.device().is_cpu() && x.dtype() == candle_core::DType::F32) {
+            return None;
+        }
+        let label = if silu { "groupnorm+silu" } else { "groupnorm" };
+        Some(crate::profile::time(
+            || (format!("{label} {:?}", x.dims()), 0.0),
+            || {
+                let (w, b) = (&self.weight, &self.bias);
+                crate::kernels::group_norm::group_norm(x, w, b, self.groups, self.eps, silu)
+            },
+        ))
     }
 
     /// `silu(group_norm(x))`.
     pub fn forward_silu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if self.fast(x) {
-            return crate::kernels::group_norm::group_norm(
-                x,
-                &self.weight,
-                &self.bias,
-                self.groups,
-                self.eps,
-                true,
-            );
+        match self.fast(x, true) {
+            Some(y) => y,
+            None => self.inner.forward(x)?.silu(),
         }
-        self.inner.forward(x)?.silu()
     }
 }
 
 impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if self.fast(x) {
-            return crate::kernels::group_norm::group_norm(
-                x,
-                &self.weight,
-                &self.bias,
-                self.groups,
-                self.eps,
-                false,
-            );
+        match self.fast(x, false) {
+            Some(y) => y,
+            None => self.inner.forward(x),
         }
-        self.inner.forward(x)
     }
 }
 
@@ -397,7 +415,16 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
 /// the blocked CPU kernel for f32 on the CPU, the plain composition elsewhere.
 pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     if q.device().is_cpu() && q.dtype() == candle_core::DType::F32 {
-        return Ok(crate::kernels::attention::attention(q, k, v, heads)?);
+        return crate::profile::time(
+            || match (q.dims(), k.dims()) {
+                (&[b, n, c], &[_, m, _]) => {
+                    let flops = 4.0 * (b * n * m * c) as f64;
+                    (format!("attention n{n} m{m} c{c} heads{heads}"), flops)
+                }
+                (q, k) => (format!("attention {q:?} over {k:?}"), 0.0),
+            },
+            || Ok(crate::kernels::attention::attention(q, k, v, heads)?),
+        );
     }
     let a = attention(
         &split_heads(q, heads)?,

@@ -165,7 +165,10 @@ impl TransformerBlock {
             + &x)?;
         let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
         let g = if h.device().is_cpu() && h.dtype() == candle_core::DType::F32 {
-            crate::kernels::geglu::geglu(&h)?
+            crate::profile::time(
+                || (format!("geglu {:?}", h.dims()), 0.0),
+                || crate::kernels::geglu::geglu(&h),
+            )?
         } else {
             let half = h.dim(2)? / 2;
             (h.narrow(2, 0, half)? * h.narrow(2, half, half)?.gelu_erf()?)?

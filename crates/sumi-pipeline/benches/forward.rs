@@ -10,7 +10,8 @@
 //! JSON line: load seconds, each timed run's seconds (after one warm-up) with the CPU seconds
 //! each used (a loaded machine stretches the wall time more than the CPU time), peak RSS.
 //! `unet-fidelity`/`vae-fidelity` (RUNS ignored) print the bf16 output's max difference from f32
-//! relative to f32's largest magnitude.
+//! relative to f32's largest magnitude. With `SUMI_PROFILE` set, stderr also gets the time
+//! per layer kind and shape over all passes, warm-up included (see `sumi_models::profile`).
 
 use std::time::Instant;
 
@@ -149,6 +150,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         step()?;
         times.push(t.elapsed().as_secs_f64());
         cpu.push(((cpu_seconds() - c) * 100.0).round() / 100.0);
+    }
+    for line in sumi_models::profile::report() {
+        eprintln!("{line}");
     }
     println!(
         "{{\"load_s\": {load:.3}, \"runs_s\": {times:?}, \"cpu_s\": {cpu:?}, \"peak_rss_kib\": {}}}",
