@@ -418,4 +418,46 @@ mod tests {
         check((2, 16, 700), (16, 16), (1, 1, 0));
         check((1, 3, 640), (16, 16), (3, 1, 1));
     }
+
+    /// The packed path (AVX-512 only in the dispatch) against the dispatch's choice at the
+    /// U-Net's 1280-channel layers, 2 threads, GFLOP/s, medians of 5 interleaved runs (`cargo
+    /// test --release -p sumi-models --lib conv_paths_speed -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn conv_paths_speed() {
+        if !gemm_f32::available() {
+            return;
+        }
+        let dev = Device::Cpu;
+        for &(cin, cout, hw, k) in &[
+            (1280usize, 1280usize, 16usize, 3usize),
+            (2560, 1280, 16, 3),
+            (1280, 1280, 8, 3),
+            (2560, 1280, 8, 3),
+            (2560, 1280, 16, 1),
+        ] {
+            let p = k / 2;
+            let x = Tensor::randn(0f32, 1.0, (2, cin, hw, hw), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 0.3, (cout, cin, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (xs, ws, bs) = (flat(&x), flat(&wt), flat(&bias));
+            let flops = 2.0 * (2 * cin * cout * k * k * hw * hw) as f64;
+            let (mut dispatch, mut packed) = (Vec::new(), Vec::new());
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                conv2d(&x, &wt, &bias, 1, p).unwrap();
+                dispatch.push(flops / t.elapsed().as_secs_f64() / 1e9);
+                let t = std::time::Instant::now();
+                packed_conv(&xs, &ws, &bs, (2, cin, hw, hw), (cout, k, 1, p), (hw, hw));
+                packed.push(flops / t.elapsed().as_secs_f64() / 1e9);
+            }
+            dispatch.sort_by(f64::total_cmp);
+            packed.sort_by(f64::total_cmp);
+            println!(
+                "k{k} {cin}->{cout} at {hw}x{hw}: dispatch {:.1}, packed {:.1} GFLOP/s",
+                dispatch[2], packed[2]
+            );
+        }
+    }
 }
