@@ -29,6 +29,38 @@ pub fn exp(x: f32) -> f32 {
     p * scale
 }
 
+/// [`exp`] on 8 lanes with AVX2 and FMA (the same steps; the caller enables the features).
+///
+/// # Safety
+/// AVX2 and FMA are present.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller vouches for AVX2 and FMA.
+    unsafe {
+        let x = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
+            _mm256_set1_ps(88.0),
+        );
+        let round = _mm256_set1_ps(ROUND);
+        let t = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E), round);
+        let k = _mm256_sub_ps(t, round);
+        let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_LO), r);
+        let mut p = _mm256_set1_ps(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let ki = _mm256_sub_epi32(
+            _mm256_castps_si256(t),
+            _mm256_set1_epi32(ROUND.to_bits() as i32),
+        );
+        let scale = _mm256_slli_epi32::<23>(_mm256_add_epi32(ki, _mm256_set1_epi32(127)));
+        _mm256_mul_ps(p, _mm256_castsi256_ps(scale))
+    }
+}
+
 #[inline(always)]
 fn exp_sub_sum_body(row: &mut [f32], max: f32) -> f32 {
     let mut sum = [0f32; 16];
@@ -92,6 +124,36 @@ mod tests {
             x += 0.0137;
         }
         assert!(worst < 2.5e-7, "max relative error {worst:e}");
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp_avx2_matches_exp() {
+        if !crate::kernels::avx2_fma() {
+            return;
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn lanes(x: [f32; 8]) -> [f32; 8] {
+            use std::arch::x86_64::*;
+            let mut out = [0f32; 8];
+            // SAFETY: AVX2 and FMA are enabled here; both arrays hold 8 floats.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp_avx2(_mm256_loadu_ps(x.as_ptr()))) };
+            out
+        }
+        let mut x = -100.0f32;
+        while x < 100.0 {
+            let xs: [f32; 8] = std::array::from_fn(|i| x + i as f32 * 0.011);
+            // SAFETY: the features were detected above.
+            let got = unsafe { lanes(xs) };
+            for (g, &v) in got.iter().zip(&xs) {
+                let want = (v.clamp(-87.0, 88.0) as f64).exp();
+                assert!(
+                    ((*g as f64 - want) / want).abs() < 2.5e-7,
+                    "exp({v}): {g} vs {want}"
+                );
+            }
+            x += 0.0913;
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! block (`KC_AVX2`, 16 KiB) in L1 while the row tiles of a block of A (kept in L2) pass over
 //! it, and the tiles prefetch the next quarter's block a slice each. C's tiles start from a
 //! bias per row or per column (or zero) in the first depth block, and later blocks add their
-//! sums to C at the store.
+//! sums to C at the store. [`gemm_packed_exp`] exponentiates a softmax's scores at the store.
 
 /// Columns per packed panel of B.
 pub const NR: usize = 64;
@@ -74,7 +74,7 @@ pub unsafe fn gemm_packed(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, i
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, init: Init<'_>) {
         // SAFETY: as `gemm_packed`; AVX2 and FMA are enabled here.
-        unsafe { blocks_avx2(d, a, bp, c, init) }
+        unsafe { blocks_avx2(d, a, bp, c, init, None) }
     }
     // SAFETY: the caller vouches for the operands and for `available`, so one of the two
     // feature sets is present.
@@ -86,6 +86,36 @@ pub unsafe fn gemm_packed(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, i
         }
     }
 }
+
+/// [`gemm_packed`] from zero on the AVX2 kernel (on any CPU with AVX2 and FMA, AVX-512 ones
+/// too) in one depth block, each value stored as `exp(sum − max[row])` and added to its row's
+/// 8 lane sums in `sums` (`sums[8·row ..]`, which the caller zeroes and then adds up): the
+/// scores of a softmax exponentiated as they leave the registers.
+///
+/// # Safety
+/// As [`gemm_packed`] (with [`super::avx2_fma`] for `available`) and `d.k ≤ KC_AVX2`; `max`
+/// holds `m` values and `sums` `8·m`.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn gemm_packed_exp(
+    d: Dims,
+    a: *const f32,
+    bp: *const f32,
+    c: *mut f32,
+    max: &[f32],
+    sums: &mut [f32],
+) {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, e: (*const f32, *mut f32)) {
+        // SAFETY: as `gemm_packed_exp`; AVX2 and FMA are enabled here.
+        unsafe { blocks_avx2(d, a, bp, c, Init::Zero, Some(e)) }
+    }
+    debug_assert!(d.k <= KC_AVX2 && max.len() >= d.m && sums.len() >= 8 * d.m);
+    // SAFETY: the caller vouches for the operands and for AVX2 with FMA.
+    unsafe { avx2(d, a, bp, c, (max.as_ptr(), sums.as_mut_ptr())) }
+}
+
+/// Depth up to which [`gemm_packed_exp`] runs (one depth block).
+pub const EXP_MAX_DEPTH: usize = KC_AVX2;
 
 /// The blocking of [`gemm_packed`] around AVX-512's register blocks.
 ///
@@ -141,6 +171,7 @@ unsafe fn blocks(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, init: Init
                             ldc: d.ldc,
                             nv,
                             start: Start::of(init, k0, i, p * NR),
+                            exp: None,
                         };
                         match rows {
                             6 => tile::<6>(&t),
@@ -206,6 +237,8 @@ struct Tile {
     /// least 16).
     nv: usize,
     start: Start,
+    /// AVX2's [`gemm_packed_exp`]: the tile's first row's max and 8 lane sums.
+    exp: Option<(*const f32, *mut f32)>,
 }
 
 /// `R` rows × 64 columns of C over `kc` of depth.
@@ -285,7 +318,14 @@ const MC_AVX2: usize = (L2_BLOCK_BYTES / 2 / 4 / KC_AVX2) / MR * MR;
 /// As [`gemm_packed`]; AVX2 and FMA are enabled in the caller.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn blocks_avx2(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, init: Init<'_>) {
+unsafe fn blocks_avx2(
+    d: Dims,
+    a: *const f32,
+    bp: *const f32,
+    c: *mut f32,
+    init: Init<'_>,
+    exp: Option<(*const f32, *mut f32)>,
+) {
     let panels = d.n.div_ceil(NR);
     for m0 in (0..d.m).step_by(MC_AVX2) {
         let m1 = (m0 + MC_AVX2).min(d.m);
@@ -328,6 +368,7 @@ unsafe fn blocks_avx2(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, init:
                                 ldc: d.ldc,
                                 nv: nv - 16 * q,
                                 start: Start::of(init, k0, i, p * NR + 16 * q),
+                                exp: exp.map(|(mx, sums)| (mx.add(i), sums.add(8 * i))),
                             };
                             match rows {
                                 6 => quarter::<6>(&t),
@@ -383,6 +424,28 @@ unsafe fn quarter<const R: usize>(t: &Tile) {
             }
         }
         let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        if let Some((mx, sums)) = t.exp {
+            for (r, row) in acc.iter().enumerate() {
+                let at = t.c.add(r * t.ldc);
+                let m = _mm256_set1_ps(*mx.add(r));
+                let mut sum = _mm256_loadu_ps(sums.add(8 * r));
+                for (v, &x) in row.iter().enumerate() {
+                    let n = t.nv.saturating_sub(8 * v).min(8) as i32;
+                    let y = super::fastmath::exp_avx2(_mm256_sub_ps(x, m));
+                    if n == 8 {
+                        _mm256_storeu_ps(at.add(8 * v), y);
+                        sum = _mm256_add_ps(sum, y);
+                    } else if n > 0 {
+                        // (masked stores are slow on some CPUs: only for partial vectors)
+                        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+                        _mm256_maskstore_ps(at.add(8 * v), mask, y);
+                        sum = _mm256_add_ps(sum, _mm256_and_ps(y, _mm256_castsi256_ps(mask)));
+                    }
+                }
+                _mm256_storeu_ps(sums.add(8 * r), sum);
+            }
+            return;
+        }
         for (r, row) in acc.iter().enumerate() {
             let at = t.c.add(r * t.ldc);
             for (v, &x) in row.iter().enumerate() {
