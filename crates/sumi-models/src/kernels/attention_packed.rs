@@ -3,9 +3,9 @@
 //! (batch, head)'s K is laid out once, transposed and scaled by 1/√d, in the GEMM's 64-column
 //! panels, and V in panels of its columns. A task (a head and a block of query rows) then
 //! computes its scores with one packed product (Q read in place) whose tiles store
-//! `exp(score − bound)` straight from the registers, `bound` being the row's `‖q‖ · max ‖k‖`
-//! (at least its largest score; a row whose bound lies so far above its scores that its sum
-//! comes out tiny is computed again with its own max), and a second packed product straight
+//! `exp(score − first)` straight from the registers, `first` being the row's largest score over
+//! the first 64 keys (a row whose true max lies so far above it that its sum gets huge is
+//! computed again with its own max), and a second packed product straight
 //! into the output, whose rows it divides by their sums. Against a separate two-pass softmax
 //! over the stored scores (the path where the fused product does not run), 2 threads, 4096
 //! keys: width 40 65–69 → 72–74 GFLOP/s, width 64 77 → 80. The generic GEMM the other path
@@ -44,21 +44,15 @@ struct HeadPanels {
     kt: Vec<f32>,
     /// `[d.div_ceil(NR)][m][NR]`: V, zero past the head's last column.
     v: Vec<f32>,
-    /// The largest Euclidean norm of a scaled key.
-    key_norm: f32,
 }
 
 fn head_panels(k: &[f32], v: &[f32], (m, d, c): (usize, usize, usize), scale: f32) -> HeadPanels {
     let mut kt = vec![0f32; m.div_ceil(NR) * d * NR];
-    let mut key_norm = 0f32;
     for (p, panel) in kt.chunks_exact_mut(d * NR).enumerate() {
         for (j, key) in (p * NR..m.min((p + 1) * NR)).enumerate() {
-            let mut sq = 0f32;
             for (dd, &x) in k[key * c..][..d].iter().enumerate() {
                 panel[dd * NR + j] = x * scale;
-                sq += (x * scale) * (x * scale);
             }
-            key_norm = key_norm.max(sq.sqrt());
         }
     }
     let mut vp = vec![0f32; d.div_ceil(NR) * m * NR];
@@ -68,11 +62,7 @@ fn head_panels(k: &[f32], v: &[f32], (m, d, c): (usize, usize, usize), scale: f3
             row[..w].copy_from_slice(&v[key * c + j0..][..w]);
         }
     }
-    HeadPanels {
-        kt,
-        v: vp,
-        key_norm,
-    }
+    HeadPanels { kt, v: vp }
 }
 
 /// Softmax attention of `t` over `h` heads with scores scaled by `scale`, `[b, n, c]` out.
@@ -114,7 +104,7 @@ pub(crate) fn attention(t: Qkv, h: usize, scale: f32) -> Vec<f32> {
     let heads = &heads;
     (0..b * h * blocks).into_par_iter().for_each_init(
         || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new()),
-        |(scores, sums, bounds), task| {
+        |(scores, sums, firsts), task| {
             let (bh, blk) = (task / blocks, task % blocks);
             let (bi, hi) = (bh / h, bh % h);
             let r0 = blk * rows;
@@ -132,12 +122,28 @@ pub(crate) fn attention(t: Qkv, h: usize, scale: f32) -> Vec<f32> {
             };
             let q_rows = &q[(bi * n + r0) * c + hi * d..];
             if exp_fused(d) {
-                bounds.clear();
-                bounds.extend((0..nr).map(|r| {
-                    let row = &q_rows[r * c..][..d];
-                    row.iter().map(|x| x * x).sum::<f32>().sqrt() * panels.key_norm
+                // each row's largest score over the first panel of keys (written where its
+                // scores go next)
+                let first = Dims {
+                    n: m.min(NR),
+                    ..scores_dims
+                };
+                // SAFETY: as the product below, over the first panel's columns only.
+                unsafe {
+                    gemm_f32::gemm_packed(
+                        first,
+                        q_rows.as_ptr(),
+                        panels.kt.as_ptr(),
+                        scores.as_mut_ptr(),
+                        Init::Zero,
+                    )
+                };
+                firsts.clear();
+                firsts.extend((0..nr).map(|r| {
+                    let row = &scores[r * m..][..first.n];
+                    row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
                 }));
-                scores_exp(scores_dims, q_rows, panels, scores, bounds, sums);
+                scores_exp(scores_dims, q_rows, panels, scores, firsts, sums);
             } else {
                 // SAFETY: the packed GEMM runs here (asserted); Q's rows r0..r0+nr of the
                 // head's d columns lie inside `q` at stride c; the K panels hold
@@ -186,29 +192,31 @@ fn exp_fused(d: usize) -> bool {
     cfg!(target_arch = "x86_64") && super::avx2_fma() && d <= gemm_f32::EXP_MAX_DEPTH
 }
 
-/// Row sums under which a row's scores are computed again with its own max: up to there the
-/// row's largest value, at least the sum over its keys, stays far inside f32's normal range.
-const MIN_FUSED_SUM: f32 = 1e-25;
+/// The row sums for which a fused row stands: from the lower end the row's largest value (at
+/// least its sum over 4096 keys or fewer) lies far inside f32's normal range, and under the
+/// upper one no score lay more than ln(1e30) ≈ 69 above the subtracted value, short of the 88
+/// where `exp` clamps. Rows outside (or NaN) are computed again with their own max.
+const FUSED_SUMS: std::ops::Range<f32> = 1e-25..1e30;
 
 /// A task's unnormalised softmax scores (`scores`, `nr × m`) and their row sums, the
-/// exponentials taken in the GEMM's registers against `bounds` (each row's `‖q‖ · max ‖k‖`,
-/// at least its largest score, so no value overflows; the softmax is the same whatever the
-/// subtracted value). Rows whose bound lay so far above their scores that the sum came out
-/// tiny are computed again with their own max, as the two-pass softmax does.
+/// exponentials taken in the GEMM's registers against `firsts` (each row's largest score over
+/// the first panel of keys: the softmax is the same whatever the subtracted value, and the
+/// true max rarely lies far above it). Rows whose sum leaves [`FUSED_SUMS`] are computed again
+/// with their own max, as the two-pass softmax does.
 fn scores_exp(
     dims: Dims,
     q_rows: &[f32],
     panels: &HeadPanels,
     scores: &mut [f32],
-    bounds: &[f32],
+    firsts: &[f32],
     sums: &mut [f32],
 ) {
     let (nr, m) = (dims.m, dims.n);
     let mut lanes = vec![0f32; 8 * nr];
     // SAFETY: AVX2 and FMA are present (`exp_fused`); Q's nr rows of the head's d columns lie
     // inside `q_rows` at stride c (`dims.lda`); the K panels hold m.div_ceil(NR)·d·NR floats;
-    // `scores` is nr×m; d ≤ MAX_WIDTH is one depth block; `bounds` has nr values and `lanes`
-    // 8·nr.
+    // `scores` is nr×m; d ≤ EXP_MAX_DEPTH is one depth block; `firsts` has nr values and
+    // `lanes` 8·nr.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         gemm_f32::gemm_packed_exp(
@@ -216,13 +224,13 @@ fn scores_exp(
             q_rows.as_ptr(),
             panels.kt.as_ptr(),
             scores.as_mut_ptr(),
-            bounds,
+            firsts,
             &mut lanes,
         )
     };
     for (r, s) in sums.iter_mut().enumerate().take(nr) {
         *s = lanes[8 * r..8 * r + 8].iter().sum();
-        if *s >= MIN_FUSED_SUM {
+        if FUSED_SUMS.contains(s) {
             continue;
         }
         let row = &mut scores[r * m..(r + 1) * m];
@@ -284,36 +292,27 @@ mod tests {
             let err = crate::kernels::max_abs_diff(&got, &want);
             assert!(err < 1e-4, "{m} keys, {c} channels, {heads} heads: {err}");
         }
-        // the fused exponentials' fallback: queries and keys with large norms but orthogonal
-        // (every score 0, far under the bound ‖q‖·‖k‖), so every row's fused sum underflows
-        // and the rows are computed again with their own max: a plain average of V
+        // the fused exponentials' fallback: one key beyond the first panel scores ~140 above
+        // every key in it, so the fused sums overflow their range and the rows are computed
+        // again with their own max (the output is then that key's value row)
         let (m, c, heads, n) = (300, 40, 1, 13);
-        let q = Tensor::randn(0f32, 1.0, (1, n, c), &dev).unwrap();
-        let q = q
-            .broadcast_mul(
-                &Tensor::from_vec(
-                    (0..c)
-                        .map(|i| if i < c / 2 { 300.0 } else { 0.0 })
-                        .collect::<Vec<f32>>(),
-                    c,
-                    &dev,
-                )
-                .unwrap(),
-            )
-            .unwrap();
-        let k = Tensor::randn(0f32, 1.0, (1, m, c), &dev).unwrap();
-        let k = k
-            .broadcast_mul(
-                &Tensor::from_vec(
-                    (0..c)
-                        .map(|i| if i < c / 2 { 0.0 } else { 300.0 })
-                        .collect::<Vec<f32>>(),
-                    c,
-                    &dev,
-                )
-                .unwrap(),
-            )
-            .unwrap();
+        let spike = |t: Tensor, rows: &[usize], at: f32| {
+            let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for &r in rows {
+                v[r * c] = at;
+            }
+            Tensor::from_vec(v, t.dims(), &dev).unwrap()
+        };
+        let q = spike(
+            Tensor::randn(0f32, 0.1, (1, n, c), &dev).unwrap(),
+            &(0..n).collect::<Vec<_>>(),
+            30.0,
+        );
+        let k = spike(
+            Tensor::randn(0f32, 0.1, (1, m, c), &dev).unwrap(),
+            &[200],
+            30.0,
+        );
         let v = Tensor::randn(0f32, 1.0, (1, m, c), &dev).unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let (qs, ks, vs) = (flat(&q), flat(&k), flat(&v));
@@ -326,15 +325,11 @@ mod tests {
             m,
             c,
         };
-        let got = Tensor::from_vec(
-            attention(t, heads, 1.0 / (c as f32).sqrt()),
-            (1, n, c),
-            &dev,
-        )
-        .unwrap();
-        let mean = v.mean_keepdim(1).unwrap().broadcast_as((1, n, c)).unwrap();
-        let err = crate::kernels::max_abs_diff(&got, &mean);
-        assert!(err < 1e-4, "orthogonal queries and keys: {err}");
+        let scale = 1.0 / (c as f32).sqrt();
+        let got = Tensor::from_vec(attention(t, heads, scale), (1, n, c), &dev).unwrap();
+        let want = super::super::attention::tests::naive(&q, &k, &v, heads);
+        let err = crate::kernels::max_abs_diff(&got, &want);
+        assert!(err < 1e-4, "a key far above the first panel's: {err}");
         // heads of width 0: an empty output, no panic (and the dispatch leaves them alone)
         let t = Qkv {
             q: &[],
