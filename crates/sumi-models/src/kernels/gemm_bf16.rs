@@ -11,14 +11,15 @@
 //! Rows of C are contiguous along N, so the kernel serves both convolutions (A = weights,
 //! B = image columns) and linear layers (A = activations, B = weights). Missing rows, columns
 //! and the odd last k are zero in the packed operands. The f32 → bf16 conversion rounds to
-//! nearest even. Without `avx512bf16` a portable kernel computes the same sums in f32.
+//! nearest even. Without `avx512bf16` the AVX2 kernel (`gemm_bf16_avx2`) widens the pairs to
+//! f32 and computes the same sums with FMA, and without AVX2 a portable kernel does.
 
 /// Rows of A per panel (broadcast operand).
 pub const MR: usize = 12;
 /// Columns of B per panel (two 16-lane vectors).
 pub const NR: usize = 32;
 /// Pairs of k per cache block: one B block (`KC·NR` pairs, 16 KiB) stays in L1.
-pub(super) const KC: usize = 128;
+const KC: usize = 128;
 
 /// The bf16 bits of `x`, rounded to nearest even (NaN stays NaN).
 #[inline(always)]
