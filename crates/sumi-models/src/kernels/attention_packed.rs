@@ -8,8 +8,8 @@
 //! computed again with its own max), and a second packed product straight
 //! into the output, whose rows it divides by their sums. Against a separate two-pass softmax
 //! over the stored scores (the path where the fused product does not run), 2 threads, 4096
-//! keys: width 40 65–69 → 72–74 GFLOP/s, width 64 77 → 80. The generic GEMM the other path
-//! calls repacks K for every block of rows.
+//! keys: width 40 61–69 → 68–74 GFLOP/s, width 64 76–77 → 80–81. The generic GEMM the other
+//! path calls repacks K for every block of rows.
 
 use rayon::prelude::*;
 
@@ -192,10 +192,10 @@ fn exp_fused(d: usize) -> bool {
     cfg!(target_arch = "x86_64") && super::avx2_fma() && d <= gemm_f32::EXP_MAX_DEPTH
 }
 
-/// The row sums for which a fused row stands: from the lower end the row's largest value (at
-/// least its sum over 4096 keys or fewer) lies far inside f32's normal range, and under the
-/// upper one no score lay more than ln(1e30) ≈ 69 above the subtracted value, short of the 88
-/// where `exp` clamps. Rows outside (or NaN) are computed again with their own max.
+/// The row sums for which a fused row stands: under the upper end no score lay more than
+/// ln(1e30) ≈ 69 above the subtracted value, short of the 88 where `exp` clamps; the lower end
+/// is a guard (the first panel's largest score gives exp(0) = 1 to every sum). Rows outside
+/// (or NaN) are computed again with their own max.
 const FUSED_SUMS: std::ops::Range<f32> = 1e-25..1e30;
 
 /// A task's unnormalised softmax scores (`scores`, `nr × m`) and their row sums, the

@@ -92,9 +92,12 @@ pub unsafe fn gemm_packed(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, i
 /// 8 lane sums in `sums` (`sums[8·row ..]`, which the caller zeroes and then adds up): the
 /// scores of a softmax exponentiated as they leave the registers.
 ///
+/// # Panics
+/// If `d.k` exceeds one depth block ([`EXP_MAX_DEPTH`]), `max` holds fewer than `m` values or
+/// `sums` fewer than `8·m`.
+///
 /// # Safety
-/// As [`gemm_packed`] (with [`super::avx2_fma`] for `available`) and `d.k ≤ KC_AVX2`; `max`
-/// holds `m` values and `sums` `8·m`.
+/// As [`gemm_packed`], with [`super::avx2_fma`] for `available`.
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn gemm_packed_exp(
     d: Dims,
@@ -109,7 +112,14 @@ pub unsafe fn gemm_packed_exp(
         // SAFETY: as `gemm_packed_exp`; AVX2 and FMA are enabled here.
         unsafe { blocks_avx2(d, a, bp, c, Init::Zero, Some(e)) }
     }
-    debug_assert!(d.k <= KC_AVX2 && max.len() >= d.m && sums.len() >= 8 * d.m);
+    assert!(
+        d.k <= KC_AVX2 && max.len() >= d.m && sums.len() >= 8 * d.m,
+        "gemm_packed_exp: depth {} (at most {KC_AVX2}), {} maxima and {} sums for {} rows",
+        d.k,
+        max.len(),
+        sums.len(),
+        d.m
+    );
     // SAFETY: the caller vouches for the operands and for AVX2 with FMA.
     unsafe { avx2(d, a, bp, c, (max.as_ptr(), sums.as_mut_ptr())) }
 }
