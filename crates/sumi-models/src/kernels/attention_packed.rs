@@ -6,10 +6,9 @@
 //! `exp(score − first)` straight from the registers, `first` being the row's largest score over
 //! the first 64 keys (a row whose true max lies so far above it that its sum gets huge is
 //! computed again with its own max), and a second packed product straight
-//! into the output, whose rows it divides by their sums. Against a separate two-pass softmax
-//! over the stored scores (the path where the fused product does not run), 2 threads, 4096
-//! keys: width 40 61–69 → 68–74 GFLOP/s, width 64 76–77 → 80–81. The generic GEMM the other
-//! path calls repacks K for every block of rows.
+//! into the output, whose rows it divides by their sums. Against the two-pass softmax over the
+//! stored scores it replaced, 2 threads, 4096 keys: width 40 61–69 → 68–74 GFLOP/s, width 64
+//! 76–77 → 80–81. The generic GEMM the other path calls repacks K for every block of rows.
 
 use rayon::prelude::*;
 
@@ -32,10 +31,7 @@ const SCORE_BLOCK_BYTES: usize = 512 << 10;
 
 /// Whether [`attention`] takes `m` keys at head width `d` on this CPU.
 pub(crate) fn takes(m: usize, d: usize) -> bool {
-    m >= MIN_KEYS
-        && (1..=MAX_WIDTH).contains(&d)
-        && !super::flash::available()
-        && gemm_f32::available()
+    m >= MIN_KEYS && (1..=MAX_WIDTH).contains(&d) && !super::flash::available() && super::avx2_fma()
 }
 
 /// One (batch, head)'s K and V in the packed GEMM's panels.
@@ -68,12 +64,9 @@ fn head_panels(k: &[f32], v: &[f32], (m, d, c): (usize, usize, usize), scale: f3
 /// Softmax attention of `t` over `h` heads with scores scaled by `scale`, `[b, n, c]` out.
 ///
 /// # Panics
-/// If [`takes`] is false for `t.m` (the packed GEMM does not run on this CPU).
+/// Without AVX2 and FMA, or with heads wider than [`gemm_f32::EXP_MAX_DEPTH`] ([`takes`] is
+/// false for both).
 pub(crate) fn attention(t: Qkv, h: usize, scale: f32) -> Vec<f32> {
-    assert!(
-        gemm_f32::available(),
-        "attention_packed: no packed GEMM here"
-    );
     let Qkv {
         q,
         k,
@@ -87,6 +80,11 @@ pub(crate) fn attention(t: Qkv, h: usize, scale: f32) -> Vec<f32> {
     if d == 0 {
         return Vec::new();
     }
+    assert!(
+        super::avx2_fma() && d <= gemm_f32::EXP_MAX_DEPTH,
+        "attention_packed: heads {d} wide need AVX2 and at most {} channels",
+        gemm_f32::EXP_MAX_DEPTH
+    );
     let heads: Vec<HeadPanels> = (0..b * h)
         .into_par_iter()
         .map(|bh| {
@@ -103,8 +101,8 @@ pub(crate) fn attention(t: Qkv, h: usize, scale: f32) -> Vec<f32> {
     let out_ref = &out_ptr;
     let heads = &heads;
     (0..b * h * blocks).into_par_iter().for_each_init(
-        || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new()),
-        |(scores, sums, firsts), task| {
+        || (Vec::<f32>::new(), Vec::<f32>::new(), Scratch::default()),
+        |(scores, sums, scratch), task| {
             let (bh, blk) = (task / blocks, task % blocks);
             let (bi, hi) = (bh / h, bh % h);
             let r0 = blk * rows;
@@ -121,44 +119,7 @@ pub(crate) fn attention(t: Qkv, h: usize, scale: f32) -> Vec<f32> {
                 cps: NR,
             };
             let q_rows = &q[(bi * n + r0) * c + hi * d..];
-            if exp_fused(d) {
-                // each row's largest score over the first panel of keys (written where its
-                // scores go next)
-                let first = Dims {
-                    n: m.min(NR),
-                    ..scores_dims
-                };
-                // SAFETY: as the product below, over the first panel's columns only.
-                unsafe {
-                    gemm_f32::gemm_packed(
-                        first,
-                        q_rows.as_ptr(),
-                        panels.kt.as_ptr(),
-                        scores.as_mut_ptr(),
-                        Init::Zero,
-                    )
-                };
-                firsts.clear();
-                firsts.extend((0..nr).map(|r| {
-                    let row = &scores[r * m..][..first.n];
-                    row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
-                }));
-                scores_exp(scores_dims, q_rows, panels, scores, firsts, sums);
-            } else {
-                // SAFETY: the packed GEMM runs here (asserted); Q's rows r0..r0+nr of the
-                // head's d columns lie inside `q` at stride c; the K panels hold
-                // m.div_ceil(NR)·d·NR floats; `scores` is nr×m.
-                unsafe {
-                    gemm_f32::gemm_packed(
-                        scores_dims,
-                        q_rows.as_ptr(),
-                        panels.kt.as_ptr(),
-                        scores.as_mut_ptr(),
-                        Init::Zero,
-                    )
-                };
-                softmax_rows_unnormalised(scores, m, sums);
-            }
+            scores_exp(scores_dims, q_rows, panels, scores, sums, scratch);
             // SAFETY: row bi·n + r0, column hi·d is inside the b·n×c output.
             let op = unsafe { out_ref.0.add((bi * n + r0) * c + hi * d) };
             let out_dims = Dims {
@@ -185,11 +146,12 @@ pub(crate) fn attention(t: Qkv, h: usize, scale: f32) -> Vec<f32> {
     out
 }
 
-/// Whether the scores of heads `d` wide are exponentiated in the GEMM's registers
-/// ([`gemm_f32::gemm_packed_exp`], on any CPU with AVX2 and FMA, heads up to its one depth
-/// block).
-fn exp_fused(d: usize) -> bool {
-    cfg!(target_arch = "x86_64") && super::avx2_fma() && d <= gemm_f32::EXP_MAX_DEPTH
+/// A thread's buffers for [`scores_exp`]: each row's largest score over the first panel of
+/// keys, and 8 lane sums per row.
+#[derive(Default)]
+struct Scratch {
+    firsts: Vec<f32>,
+    lanes: Vec<f32>,
 }
 
 /// The row sums for which a fused row stands: under the upper end no score lay more than
@@ -199,25 +161,46 @@ fn exp_fused(d: usize) -> bool {
 const FUSED_SUMS: std::ops::Range<f32> = 1e-25..1e30;
 
 /// A task's unnormalised softmax scores (`scores`, `nr × m`) and their row sums, the
-/// exponentials taken in the GEMM's registers against `firsts` (each row's largest score over
-/// the first panel of keys: the softmax is the same whatever the subtracted value, and the
-/// true max rarely lies far above it). Rows whose sum leaves [`FUSED_SUMS`] are computed again
-/// with their own max, as the two-pass softmax does.
+/// exponentials taken in the GEMM's registers against each row's largest score over the first
+/// panel of keys (the softmax is the same whatever the subtracted value, and the true max
+/// rarely lies far above it). Rows whose sum leaves [`FUSED_SUMS`] are computed again with
+/// their own max, as the two-pass softmax does.
 fn scores_exp(
     dims: Dims,
     q_rows: &[f32],
     panels: &HeadPanels,
     scores: &mut [f32],
-    firsts: &[f32],
     sums: &mut [f32],
+    scratch: &mut Scratch,
 ) {
     let (nr, m) = (dims.m, dims.n);
-    let mut lanes = vec![0f32; 8 * nr];
-    // SAFETY: AVX2 and FMA are present (`exp_fused`); Q's nr rows of the head's d columns lie
-    // inside `q_rows` at stride c (`dims.lda`); the K panels hold m.div_ceil(NR)·d·NR floats;
-    // `scores` is nr×m; d ≤ EXP_MAX_DEPTH is one depth block; `firsts` has nr values and
-    // `lanes` 8·nr.
-    #[cfg(target_arch = "x86_64")]
+    let first = Dims {
+        n: m.min(NR),
+        ..dims
+    };
+    // SAFETY: AVX2 and FMA are present (asserted in `attention`); Q's nr rows of the head's d
+    // columns lie inside `q_rows` at stride c (`dims.lda`); the K panels hold
+    // m.div_ceil(NR)·d·NR floats; `scores` is nr×m, and the first product writes only its
+    // first panel's columns (where the second writes next).
+    unsafe {
+        gemm_f32::gemm_packed(
+            first,
+            q_rows.as_ptr(),
+            panels.kt.as_ptr(),
+            scores.as_mut_ptr(),
+            Init::Zero,
+        )
+    };
+    let Scratch { firsts, lanes } = scratch;
+    firsts.clear();
+    firsts.extend((0..nr).map(|r| {
+        let row = &scores[r * m..][..first.n];
+        row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+    }));
+    lanes.clear();
+    lanes.resize(8 * nr, 0.0);
+    // SAFETY: as above; d ≤ EXP_MAX_DEPTH (asserted) is one depth block, `firsts` has nr
+    // values and `lanes` 8·nr.
     unsafe {
         gemm_f32::gemm_packed_exp(
             dims,
@@ -225,7 +208,7 @@ fn scores_exp(
             panels.kt.as_ptr(),
             scores.as_mut_ptr(),
             firsts,
-            &mut lanes,
+            lanes,
         )
     };
     for (r, s) in sums.iter_mut().enumerate().take(nr) {
@@ -255,13 +238,34 @@ mod tests {
 
     use super::*;
 
-    /// The packed path against the reference product wherever the packed GEMM runs (also on
+    /// The packed path against the reference product wherever AVX2 and FMA run (also on
     /// AVX-512 CPUs, where the dispatch prefers the fused kernel): head widths 40 (a partial
     /// quarter), 64, 80 and 160 (two and three panels of V), partial key panels, blocks of
     /// query rows with a short last one.
+    /// The packed path's largest difference from the naive product for `q` `[b, n, c]` over
+    /// `k`, `v` `[b, m, c]`.
+    fn error(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> f32 {
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (qs, ks, vs) = (flat(q), flat(k), flat(v));
+        let (b, n, c) = q.dims3().unwrap();
+        let t = Qkv {
+            q: &qs,
+            k: &ks,
+            v: &vs,
+            b,
+            n,
+            m: k.dim(1).unwrap(),
+            c,
+        };
+        let scale = 1.0 / ((c / heads) as f32).sqrt();
+        let got = Tensor::from_vec(attention(t, heads, scale), (b, n, c), q.device()).unwrap();
+        let want = super::super::attention::tests::naive(q, k, v, heads);
+        crate::kernels::max_abs_diff(&got, &want)
+    }
+
     #[test]
     fn matches_the_naive_product() {
-        if !gemm_f32::available() {
+        if !super::super::avx2_fma() {
             return;
         }
         let dev = Device::Cpu;
@@ -275,61 +279,28 @@ mod tests {
             let q = Tensor::randn(0f32, 1.0, (2, n, c), &dev).unwrap();
             let k = Tensor::randn(0f32, 1.0, (2, m, c), &dev).unwrap();
             let v = Tensor::randn(0f32, 1.0, (2, m, c), &dev).unwrap();
-            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let (qs, ks, vs) = (flat(&q), flat(&k), flat(&v));
-            let t = Qkv {
-                q: &qs,
-                k: &ks,
-                v: &vs,
-                b: 2,
-                n,
-                m,
-                c,
-            };
-            let scale = 1.0 / ((c / heads) as f32).sqrt();
-            let got = Tensor::from_vec(attention(t, heads, scale), (2, n, c), &dev).unwrap();
-            let want = super::super::attention::tests::naive(&q, &k, &v, heads);
-            let err = crate::kernels::max_abs_diff(&got, &want);
+            let err = error(&q, &k, &v, heads);
             assert!(err < 1e-4, "{m} keys, {c} channels, {heads} heads: {err}");
         }
-        // the fused exponentials' fallback: one key beyond the first panel scores ~140 above
-        // every key in it, so the fused sums overflow their range and the rows are computed
-        // again with their own max (the output is then that key's value row)
-        let (m, c, heads, n) = (300, 40, 1, 13);
-        let spike = |t: Tensor, rows: &[usize], at: f32| {
+        // the fused exponentials' fallback: two keys beyond the first panel score ~140 above
+        // every key in it, 1.9 apart, so the fused sums leave their range and the rows are
+        // computed again with their own max (clamped at exp(88), the two would weigh the same
+        // and their products with V overflow)
+        let (m, c, n) = (300, 40, 13);
+        let spike = |t: Tensor, rows: &[(usize, f32)]| {
             let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            for &r in rows {
+            for &(r, at) in rows {
                 v[r * c] = at;
             }
             Tensor::from_vec(v, t.dims(), &dev).unwrap()
         };
-        let q = spike(
-            Tensor::randn(0f32, 0.1, (1, n, c), &dev).unwrap(),
-            &(0..n).collect::<Vec<_>>(),
-            30.0,
-        );
-        let k = spike(
-            Tensor::randn(0f32, 0.1, (1, m, c), &dev).unwrap(),
-            &[200],
-            30.0,
-        );
+        let every: Vec<_> = (0..n).map(|r| (r, 30.0)).collect();
+        let q = spike(Tensor::randn(0f32, 0.1, (1, n, c), &dev).unwrap(), &every);
+        let k = Tensor::randn(0f32, 0.1, (1, m, c), &dev).unwrap();
+        let k = spike(k, &[(200, 30.0), (250, 29.6)]);
         let v = Tensor::randn(0f32, 1.0, (1, m, c), &dev).unwrap();
-        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let (qs, ks, vs) = (flat(&q), flat(&k), flat(&v));
-        let t = Qkv {
-            q: &qs,
-            k: &ks,
-            v: &vs,
-            b: 1,
-            n,
-            m,
-            c,
-        };
-        let scale = 1.0 / (c as f32).sqrt();
-        let got = Tensor::from_vec(attention(t, heads, scale), (1, n, c), &dev).unwrap();
-        let want = super::super::attention::tests::naive(&q, &k, &v, heads);
-        let err = crate::kernels::max_abs_diff(&got, &want);
-        assert!(err < 1e-4, "a key far above the first panel's: {err}");
+        let err = error(&q, &k, &v, 1);
+        assert!(err < 1e-4, "two keys far above the first panel's: {err}");
         // heads of width 0: an empty output, no panic (and the dispatch leaves them alone)
         let t = Qkv {
             q: &[],
