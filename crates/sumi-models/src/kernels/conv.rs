@@ -9,12 +9,13 @@
 //! rows across batch items, and the output channels are split among tasks when there are fewer
 //! tiles than threads. With AVX2 only, that path measured behind the gemm crate's on every
 //! U-Net layer (3×3 1280→1280 at 16²: 86 vs 133 GFLOP/s, 2 threads), so it stays off there;
-//! Winograd runs on both (its products over [`super::gemm_f32`]).
+//! Winograd runs on both (its products over [`super::gemm_f32`]); with AVX2 only it takes the
+//! 1280-channel layers at 16² too, by output channels ([`super::winograd_small`]).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, gemm_f32, winograd, SendPtr, Unfilled};
+use super::{f32_slice, gemm_f32, winograd, winograd_small, SendPtr, Unfilled};
 
 /// Bytes of im2col columns one task builds at a time.
 const COLUMN_BLOCK_BYTES: usize = 4 << 20;
@@ -30,6 +31,12 @@ const WINOGRAD_MIN_CIN: usize = 64;
 const WINOGRAD_MIN_CIN_AVX2: usize = 256;
 const WINOGRAD_MAX_COUT: usize = 640;
 const WINOGRAD_ANY_PIXELS: usize = 1024;
+/// With AVX2 only, the wider layers at fewer pixels than [`WINOGRAD_ANY_PIXELS`] go to
+/// [`winograd_small`] (tasks by output channels) from this many pixels per picture: 1280→1280
+/// at 16² measured 128–153 direct-equivalent GFLOP/s there against the gemm crate's 88–95,
+/// 2560→1280 121–131 vs 80–86; at 8² the two were even (1280→1280 78–101 vs 80–113), so 8²
+/// stays with the gemm crate (2 threads, interleaved medians of 5, `conv_paths_speed`).
+const WINOGRAD_SMALL_MIN_PIXELS: usize = 256;
 /// Where the packed path runs: layers at least this wide, with at least this many output
 /// pixels per image (measured per layer: the U-Net's 640- and 1280-channel layers at 32² and
 /// 16²; the gemm crate stays ahead on 320- and 512-channel layers and at 8², see
@@ -83,9 +90,18 @@ impl CustomOp3 for Conv {
             true => WINOGRAD_MIN_CIN,
             false => WINOGRAD_MIN_CIN_AVX2,
         };
-        if k == 3
-            && s == 1
-            && p == 1
+        let winograd_shape = k == 3 && s == 1 && p == 1;
+        if winograd_shape
+            && !super::avx512()
+            && cin >= WINOGRAD_MIN_CIN_AVX2
+            && cout > WINOGRAD_MAX_COUT
+            && (WINOGRAD_SMALL_MIN_PIXELS..WINOGRAD_ANY_PIXELS).contains(&hw)
+        {
+            if let Some(out) = winograd_small::conv3x3(x, w, bias, (b, cin, h, wd), cout) {
+                return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
+            }
+        }
+        if winograd_shape
             && cin >= min_cin
             && (cout <= WINOGRAD_MAX_COUT || hw >= WINOGRAD_ANY_PIXELS)
         {
@@ -407,6 +423,7 @@ mod tests {
         check((1, 128, 16), (64, 64), (3, 1, 1)); // Winograd (vector transforms)
         check((1, 128, 8), (30, 30), (3, 1, 1)); // Winograd with AVX-512, im2col with AVX2
         check((1, 256, 8), (30, 30), (3, 1, 1)); // Winograd (scalar transforms)
+        check((2, 260, 650), (17, 16), (3, 1, 1)); // AVX2: Winograd by output channels
         check((1, 48, 16), (96, 96), (3, 1, 1)); // the im2col GEMM over several row blocks
         check((2, 16, 13), (40, 40), (3, 1, 1));
         // the packed path (AVX-512): whole panels, rows straddling panels and an edge of
@@ -419,9 +436,10 @@ mod tests {
         check((1, 3, 640), (16, 16), (3, 1, 1));
     }
 
-    /// The packed path (AVX-512 only in the dispatch) against the dispatch's choice at the
-    /// U-Net's 1280-channel layers, 2 threads, GFLOP/s, medians of 5 interleaved runs (`cargo
-    /// test --release -p sumi-models --lib conv_paths_speed -- --ignored --nocapture`).
+    /// The packed path (AVX-512 only in the dispatch) and Winograd by output channels (AVX2
+    /// only in the dispatch) against the dispatch's choice at the U-Net's 1280-channel layers,
+    /// 2 threads, GFLOP/s, medians of 5 interleaved runs (`cargo test --release -p sumi-models
+    /// --lib conv_paths_speed -- --ignored --nocapture`).
     #[test]
     #[ignore]
     fn conv_paths_speed() {
@@ -443,7 +461,7 @@ mod tests {
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let (xs, ws, bs) = (flat(&x), flat(&wt), flat(&bias));
             let flops = 2.0 * (2 * cin * cout * k * k * hw * hw) as f64;
-            let (mut dispatch, mut packed) = (Vec::new(), Vec::new());
+            let (mut dispatch, mut packed, mut small) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..5 {
                 let t = std::time::Instant::now();
                 conv2d(&x, &wt, &bias, 1, p).unwrap();
@@ -451,12 +469,22 @@ mod tests {
                 let t = std::time::Instant::now();
                 packed_conv(&xs, &ws, &bs, (2, cin, hw, hw), (cout, k, 1, p), (hw, hw));
                 packed.push(flops / t.elapsed().as_secs_f64() / 1e9);
+                if k == 3 {
+                    let t = std::time::Instant::now();
+                    winograd_small::conv3x3(&xs, &ws, &bs, (2, cin, hw, hw), cout);
+                    small.push(flops / t.elapsed().as_secs_f64() / 1e9);
+                }
             }
-            dispatch.sort_by(f64::total_cmp);
-            packed.sort_by(f64::total_cmp);
+            let median = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v.get(2).copied().unwrap_or(0.0)
+            };
             println!(
-                "k{k} {cin}->{cout} at {hw}x{hw}: dispatch {:.1}, packed {:.1} GFLOP/s",
-                dispatch[2], packed[2]
+                "k{k} {cin}->{cout} at {hw}x{hw}: dispatch {:.1}, packed {:.1}, \
+                 winograd by channels {:.1} GFLOP/s (direct-equivalent)",
+                median(dispatch),
+                median(packed),
+                median(small)
             );
         }
     }

@@ -11,8 +11,8 @@
 //! loads and 6 broadcasts feed 12; each 16-column quarter of a panel in turn has its depth
 //! block (`KC_AVX2`, 16 KiB) in L1 while the row tiles of a block of A (kept in L2) pass over
 //! it, and the tiles prefetch the next quarter's block a slice each. C's tiles start from a
-//! bias per row or per column (or zero) in the first depth block, and later blocks add their
-//! sums to C at the store. [`gemm_packed_exp`] exponentiates a softmax's scores at the store.
+//! bias per row or per column, zero, or C's own values in the first depth block, and later
+//! blocks add their sums to C at the store. [`gemm_packed_exp`] exponentiates a softmax's scores at the store.
 
 /// Columns per packed panel of B.
 pub const NR: usize = 64;
@@ -55,6 +55,8 @@ pub enum Init<'a> {
     Rows(&'a [f32]),
     /// `bias[j]` for column `j` (at least `n.div_ceil(NR) · NR` values: whole panels).
     Cols(&'a [f32]),
+    /// What C holds (a product over an earlier part of the depth).
+    Accumulate,
 }
 
 /// Computes C (see the module doc) from `init`. Columns of C past `n` are not touched.
@@ -496,7 +498,7 @@ mod tests {
         p
     }
 
-    /// `bias`: 0 none, 1 per row, 2 per column.
+    /// `bias`: 0 none, 1 per row, 2 per column, 3 adding to what C holds.
     fn check(m: usize, n: usize, k: usize, bias_kind: u8) {
         let (lda, ldc) = (k + 3, n + 5);
         let val = |i: usize, s: usize| ((i * 2654435761 + s) % 1000) as f32 / 500.0 - 1.0;
@@ -522,6 +524,7 @@ mod tests {
                 match bias_kind {
                     1 => Init::Rows(&bias),
                     2 => Init::Cols(&bias),
+                    3 => Init::Accumulate,
                     _ => Init::Zero,
                 },
             )
@@ -537,6 +540,7 @@ mod tests {
                 let mut want = match bias_kind {
                     1 => bias[i] as f64,
                     2 => bias[j] as f64,
+                    3 => 9.0,
                     _ => 0.0,
                 };
                 for kk in 0..k {
@@ -561,6 +565,7 @@ mod tests {
         check(13, 150, 600, 2); // per-column bias: partial quarters and panels
         check(7, 9, 3, 2);
         check(520, 130, 700, 2); // AVX2: three row blocks (the last partial), three depth blocks
+        check(50, 70, 300, 3); // adding to C from the first depth block on
     }
 }
 
@@ -586,6 +591,8 @@ mod speed {
             (96, 5120, 640),
             (32, 4096, 40), // attention at the 64² level: scores, and their product with V
             (32, 40, 4096),
+            (48, 128, 1280), // Winograd's products by channel blocks: 1280 channels at 16²
+            (48, 32, 1280),  // and at 8²
         ] {
             let a = vec![0.5f32; m * k];
             let bp = vec![0.25f32; n.div_ceil(NR) * k * NR];

@@ -55,6 +55,7 @@ pub mod linear_bf16;
 pub mod linear_f32;
 pub mod tokens;
 pub mod winograd;
+pub mod winograd_small;
 
 use candle_core::{CpuStorage, Layout};
 
