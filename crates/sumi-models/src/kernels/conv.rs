@@ -10,7 +10,7 @@
 //! tiles than threads. With AVX2 only, that path measured behind the gemm crate's on every
 //! U-Net layer (3×3 1280→1280 at 16²: 86 vs 133 GFLOP/s, 2 threads), so it stays off there;
 //! Winograd runs on both (its products over [`super::gemm_f32`]); with AVX2 only it takes the
-//! 1280-channel layers at 16² too, by output channels ([`super::winograd_small`]).
+//! 1280-channel layers at 16² and 8² too, by output channels ([`super::winograd_small`]).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -34,9 +34,11 @@ const WINOGRAD_ANY_PIXELS: usize = 1024;
 /// With AVX2 only, the wider layers at fewer pixels than [`WINOGRAD_ANY_PIXELS`] go to
 /// [`winograd_small`] (tasks by output channels) from this many pixels per picture: 1280→1280
 /// at 16² measured 128–153 direct-equivalent GFLOP/s there against the gemm crate's 88–95,
-/// 2560→1280 121–131 vs 80–86; at 8² the two were even (1280→1280 78–101 vs 80–113), so 8²
-/// stays with the gemm crate (2 threads, interleaved medians of 5, `conv_paths_speed`).
-const WINOGRAD_SMALL_MIN_PIXELS: usize = 256;
+/// 2560→1280 121–131 vs 80–86 (2 threads, interleaved medians of 5, `conv_paths_speed`). At
+/// 8² the probe had them even (1280→1280 78–101 vs 80–113), but inside the U-Net forward
+/// (`SUMI_PROFILE`, two interleaved pairs) Winograd led: 1280→1280 132 and 108 vs 105 and 93,
+/// 2560→1280 112 and 97 vs 105 and 70.
+const WINOGRAD_SMALL_MIN_PIXELS: usize = 64;
 /// Where the packed path runs: layers at least this wide, with at least this many output
 /// pixels per image (measured per layer: the U-Net's 640- and 1280-channel layers at 32² and
 /// 16²; the gemm crate stays ahead on 320- and 512-channel layers and at 8², see

@@ -1,8 +1,8 @@
 //! Winograd's F(2×2, 3×3) (see [`super::winograd`]) for small pictures with many channels:
-//! the U-Net's 1280-channel layers at 16², whose 128 tiles would make a single task of
-//! [`super::winograd::conv3x3`]'s tile blocks (one thread), and whose weight transform (26 M
-//! values at 1280 channels) would run before any product. The dispatch (`conv.rs`) sends
-//! them here with AVX2 only; at 8² the gemm crate's im2col measured even with this.
+//! the U-Net's 1280-channel layers at 16² and 8², whose 128 or 32 tiles would make a single
+//! task of [`super::winograd::conv3x3`]'s tile blocks (one thread), and whose weight transform
+//! (26 M values at 1280 channels) would run before any product. The dispatch (`conv.rs`) sends
+//! them here with AVX2 only.
 //!
 //! Here all tiles' input transforms come first (`V[ξ][panel][ci][lane]`, tasks by input
 //! channels), then tasks take blocks of output channels: each transforms its own channels'
