@@ -8,11 +8,13 @@
 //! `k`, 4 vector loads of B and 6 broadcasts of A feed 24 fused multiply-adds; the depth goes
 //! in blocks of [`KC`], so a panel's block (24 KiB) stays in L1 while every row block of A
 //! passes over it. With AVX2 and FMA (16 registers of 8 lanes) it is 6 rows × 2 vectors: 2
-//! loads and 6 broadcasts feed 12; each 16-column quarter of a panel in turn has its depth
-//! block (`KC_AVX2`, 16 KiB) in L1 while the row tiles of a block of A (kept in L2) pass over
-//! it, and the tiles prefetch the next quarter's block a slice each. C's tiles start from a
-//! bias per row or per column, zero, or C's own values in the first depth block, and later
-//! blocks add their sums to C at the store. [`gemm_packed_exp`] exponentiates a softmax's scores at the store.
+//! loads and 6 broadcasts feed 12 (6 rows × 1 vector where a quarter has at most 8 valid
+//! columns: the attention's heads of 40 waste no lanes there); each 16-column quarter of a
+//! panel in turn has its depth block (`KC_AVX2`, 16 KiB) in L1 while the row tiles of a block
+//! of A (kept in L2) pass over it, and the tiles prefetch the next quarter's block a slice
+//! each. C's tiles start from a bias per row or per column, zero, or C's own values in the
+//! first depth block, and later blocks add their sums to C at the store. [`gemm_packed_exp`]
+//! exponentiates a softmax's scores at the store.
 
 /// Columns per packed panel of B.
 pub const NR: usize = 64;
@@ -382,13 +384,19 @@ unsafe fn blocks_avx2(
                                 start: Start::of(init, k0, i, p * NR + 16 * q),
                                 exp: exp.map(|(mx, sums)| (mx.add(i), sums.add(8 * i))),
                             };
-                            match rows {
-                                6 => quarter::<6>(&t),
-                                5 => quarter::<5>(&t),
-                                4 => quarter::<4>(&t),
-                                3 => quarter::<3>(&t),
-                                2 => quarter::<2>(&t),
-                                _ => quarter::<1>(&t),
+                            match (rows, t.nv > 8) {
+                                (6, true) => quarter::<6, 2>(&t),
+                                (5, true) => quarter::<5, 2>(&t),
+                                (4, true) => quarter::<4, 2>(&t),
+                                (3, true) => quarter::<3, 2>(&t),
+                                (2, true) => quarter::<2, 2>(&t),
+                                (_, true) => quarter::<1, 2>(&t),
+                                (6, false) => quarter::<6, 1>(&t),
+                                (5, false) => quarter::<5, 1>(&t),
+                                (4, false) => quarter::<4, 1>(&t),
+                                (3, false) => quarter::<3, 1>(&t),
+                                (2, false) => quarter::<2, 1>(&t),
+                                (_, false) => quarter::<1, 1>(&t),
                             }
                         }
                         i += rows;
@@ -399,23 +407,24 @@ unsafe fn blocks_avx2(
     }
 }
 
-/// `R` rows × 16 columns of C over `kc` of depth with AVX2 and FMA: 12 accumulators, 2 loads
-/// of B and `R` broadcasts of A per `k`.
+/// `R` rows × `8·V` columns (a quarter's 16, or 8 where no more are valid) of C over `kc` of
+/// depth with AVX2 and FMA: `R·V` accumulators, `V` loads of B and `R` broadcasts of A per
+/// `k`.
 ///
 /// # Safety
 /// As [`gemm_packed`], for this block's rows, columns and depth; AVX2 and FMA are enabled in
 /// the caller.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn quarter<const R: usize>(t: &Tile) {
+unsafe fn quarter<const R: usize, const V: usize>(t: &Tile) {
     use std::arch::x86_64::*;
     // SAFETY: AVX2 and FMA are enabled in the caller; the pointers index the block's operands
     // (loads of B stay inside the panel, stores of C inside its valid columns).
     unsafe {
-        let mut acc: [[__m256; 2]; R] = std::array::from_fn(|r| match t.start {
-            Start::Bias(bp) => [_mm256_set1_ps(*bp.add(r)); 2],
-            Start::ColBias(bp) => [_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8))],
-            Start::Zero | Start::Load => [_mm256_setzero_ps(); 2],
+        let mut acc: [[__m256; V]; R] = std::array::from_fn(|r| match t.start {
+            Start::Bias(bp) => [_mm256_set1_ps(*bp.add(r)); V],
+            Start::ColBias(bp) => std::array::from_fn(|v| _mm256_loadu_ps(bp.add(8 * v))),
+            Start::Zero | Start::Load => [_mm256_setzero_ps(); V],
         });
         let rows: [*const f32; R] = std::array::from_fn(|r| t.a.add(r * t.lda));
         for j in 0..t.pf_b_lines {
@@ -428,11 +437,12 @@ unsafe fn quarter<const R: usize>(t: &Tile) {
         }
         for kk in 0..t.kc {
             let bk = t.b.add(kk * NR);
-            let (b0, b1) = (_mm256_loadu_ps(bk), _mm256_loadu_ps(bk.add(8)));
+            let bv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(bk.add(8 * v)));
             for r in 0..R {
                 let av = _mm256_broadcast_ss(&*rows[r].add(kk));
-                acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
-                acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                for v in 0..V {
+                    acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+                }
             }
         }
         let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
