@@ -315,6 +315,13 @@ unsafe fn tile<const R: usize>(t: &Tile) {
 /// Depth per block of the AVX2 path (a quarter panel's block, `KC_AVX2 · 16 · 4` bytes, stays
 /// in L1 while the row tiles pass over it).
 const KC_AVX2: usize = 256;
+/// Depths up to this go in one block (a quarter's block of 24 KiB still fits L1 beside A's
+/// rows): a depth of 320 in blocks of 256 and 64 stored C and loaded it back for the second,
+/// and C's rows of a task of the wide linear layers do not stay in L2. Linear layers of 8192
+/// rows, 2 threads, interleaved medians of 9, two runs: 320→320 78.1 and 116.5 vs 75.1 and
+/// 105.8 GFLOP/s, 320→2560 63.6 and 55.3 vs 61.8 and 55.0 (1280→320, whose blocks do not
+/// change: 112.8 and 97.6 vs 110.5 and 96.9).
+const KC_AVX2_ONE: usize = 384;
 
 /// Rows of A per block of the AVX2 path: the block's depth slice (`MC_AVX2 · KC_AVX2 · 4`
 /// bytes, 252 KiB) stays in L2 while every quarter of every panel passes under it. (Sizing
@@ -344,8 +351,12 @@ unsafe fn blocks_avx2(
     for m0 in (0..d.m).step_by(MC_AVX2) {
         let m1 = (m0 + MC_AVX2).min(d.m);
         let tiles = (m1 - m0).div_ceil(MR);
-        for k0 in (0..d.k).step_by(KC_AVX2) {
-            let kc = KC_AVX2.min(d.k - k0);
+        let kcb = match (KC_AVX2 + 1..=KC_AVX2_ONE).contains(&d.k) {
+            true => d.k,
+            false => KC_AVX2,
+        };
+        for k0 in (0..d.k).step_by(kcb) {
+            let kc = kcb.min(d.k - k0);
             for p in 0..panels {
                 let nv = (d.n - p * NR).min(NR);
                 let quarters = nv.div_ceil(16);
@@ -357,7 +368,7 @@ unsafe fn blocks_avx2(
                     } else if p + 1 < panels {
                         (((p + 1) * d.k + k0) * NR, kc)
                     } else {
-                        ((k0 + kc) * NR, KC_AVX2.min(d.k - k0 - kc))
+                        ((k0 + kc) * NR, kcb.min(d.k - k0 - kc))
                     };
                     let per_tile = next_kc.div_ceil(tiles);
                     let mut i = m0;
@@ -567,7 +578,7 @@ mod tests {
         if !available() {
             return;
         }
-        check(13, 150, 300, 1); // row edges 6+6+1, a partial panel, several depth blocks
+        check(13, 150, 300, 1); // row edges 6+6+1, a partial panel, one depth block of 300 (AVX2)
         check(100, 2560, 50, 1); // several row blocks (C's rows of 40 panels fill L2)
         check(6, 64, 128, 0);
         check(5, 17, 1, 1);
