@@ -4,11 +4,12 @@
 //! (26 M values at 1280 channels) would run before any product. The dispatch (`conv.rs`) sends
 //! them here with AVX2 only.
 //!
-//! Here all tiles' input transforms come first (`V[ξ][panel][ci][lane]`, tasks by input
-//! channels), then tasks take blocks of output channels: each transforms its own channels'
-//! weights, runs the 16 products over all tiles and writes its channels' outputs. So the
-//! weight transform is spread over the tasks and overlaps their products, and no transformed
-//! weights outlive a task.
+//! Here all tiles' input transforms come first (`V[ξ][panel][ci][lane]` for each depth block
+//! of input channels, tasks by input channels), then tasks take blocks of output channels:
+//! each transforms its own channels' weights one depth block at a time, runs the 16 products
+//! over all tiles for that block (adding to the earlier blocks' sums) and at the end writes
+//! its channels' outputs. So the weight transform is spread over the tasks and interleaved
+//! with their products, and no transformed weights outlive a task.
 
 use rayon::prelude::*;
 
