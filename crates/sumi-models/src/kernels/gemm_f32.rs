@@ -324,7 +324,8 @@ const KC_AVX2: usize = 256;
 const KC_AVX2_ONE: usize = 384;
 
 /// Rows of A per block of the AVX2 path: the block's depth slice (`MC_AVX2 · KC_AVX2 · 4`
-/// bytes, 252 KiB) stays in L2 while every quarter of every panel passes under it. (Sizing
+/// bytes, 252 KiB; 378 KiB for a single block of [`KC_AVX2_ONE`]) stays in L2 while every
+/// quarter of every panel passes under it. (Sizing
 /// the block so that C's whole rows stayed in L2 too left 6–12 rows per block for outputs
 /// 1280–10240 wide, and B then streamed from memory once per block: 24–40 GFLOP/s.)
 const MC_AVX2: usize = (L2_BLOCK_BYTES / 2 / 4 / KC_AVX2) / MR * MR;
