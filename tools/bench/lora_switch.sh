@@ -30,10 +30,10 @@ LORAS=$WORK/loras
 [ -x "$PY" ] || bash tools/reference/setup_env.sh tools/reference/.venv >&2
 [ -f "$CKPT" ] || "$PY" tools/reference/make_full_sd15.py "$WORK/sd15" >&2
 "$PY" tools/bench/lora_switch.py make-loras "$WORK/sd15" "$LORAS"
-# a copy, so that another build replacing target/release/sumi mid-run changes nothing
+# a copy, so that another build replacing the sumi binary mid-run changes nothing
 if [ -z "${SUMI:-}" ]; then
   cargo build --release -p sumi-cli >&2
-  cp target/release/sumi "$WORK/sumi"
+  cp "${CARGO_TARGET_DIR:-target}/release/sumi" "$WORK/sumi"
   SUMI=$WORK/sumi
 fi
 

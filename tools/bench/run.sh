@@ -13,10 +13,13 @@
 # each a whole process (load included) timed with /usr/bin/time, with its peak RSS.
 # fast-img2img-512 is the fast path for CPU users, end to end in the same way: an LCM-LoRA-shaped
 # file (tools/reference/make_lcm_lora.py: LCM-LoRA SD1.5's key layout and shapes, rank 64, random
-# weights), the LCM sampler, 4 steps at strength 0.5 (2 U-Net calls), CFG 1 (the U-Net at batch
-# 1), TAESD decode, 512x512 (issue 21's target: 10 s); diffusers: LCMScheduler, the same LoRA
-# merged, AutoencoderTiny decode (tools/bench/torch_fast_img2img.py). Its BENCH line adds Sumi's
-# load time, its sampling steps after the first (one U-Net call here) and its warning count.
+# weights), the LCM sampler, 4 steps at strength 0.5, CFG 1 (the U-Net at batch 1), TAESD
+# decode, 512x512 (issue 21's target: 10 s); diffusers: LCMScheduler, the same LoRA merged,
+# AutoencoderTiny decode (tools/bench/torch_fast_img2img.py). The two do not run the same number
+# of U-Net calls: Sumi follows A1111 (t_enc = int(0.5 · 4) = 2, sampling from the second of the
+# schedule's sigmas: 3 calls), diffusers runs int(4 · 0.5) = 2. Its BENCH line adds Sumi's load
+# time, its sampling pass (steps and seconds, from the CLI's `N steps in Xs` line) and its
+# warning count.
 #
 # Sets up what it needs: the reference environment (tools/reference/setup_env.sh, ~2.5 GB
 # download, once) and a full-size random-weight SD1.5 checkpoint (tools/reference/
@@ -124,6 +127,7 @@ y, x = np.mgrid[0:512, 0:512]; r = np.random.default_rng(0).integers(0, 40, (512
 a = np.stack([x // 2, y // 2, (x + y) // 4], -1) + r
 Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(sys.argv[1])' "$WORK/init512.png"
   cargo build --release -p sumi-cli >&2
+  SUMI=${CARGO_TARGET_DIR:-target}/release/sumi
 }
 
 for name in "${names[@]}"; do
@@ -132,7 +136,7 @@ for name in "${names[@]}"; do
   case "$name" in
     img2img-512)
       img2img_setup
-      s=$(CLEAN="$WORK/img2img_sumi.png" timed_runs target/release/sumi img2img --model "$CKPT" \
+      s=$(CLEAN="$WORK/img2img_sumi.png" timed_runs "$SUMI" img2img --model "$CKPT" \
             --init-image "$WORK/init512.png" --prompt "an anime portrait" --negative-prompt blurry \
             --steps 20 --denoising-strength 0.75 --sampler "DPM++ 2M" --scheduler karras \
             --cfg-scale 7 --seed 1 --width 512 --height 512 --quiet --output "$WORK/img2img_sumi.png")
@@ -145,24 +149,26 @@ for name in "${names[@]}"; do
       [ -f "$LCM" ] || "$PY" tools/reference/make_lcm_lora.py \
         "$WORK/sd15/diffusers/unet/diffusion_pytorch_model.safetensors" "$LCM" >&2
       TAESD=../shared/data/taesd
-      s=$(CLEAN="$WORK/fast_sumi.png" timed_runs target/release/sumi img2img --model "$CKPT" \
+      s=$(CLEAN="$WORK/fast_sumi.png" timed_runs "$SUMI" img2img --model "$CKPT" \
             --lora-dir "$WORK/lcm" --init-image "$WORK/init512.png" \
             --prompt "an anime portrait <lora:lcm_lora_sd15:1>" --negative-prompt blurry \
             --steps 4 --denoising-strength 0.5 --sampler LCM --cfg-scale 1 --seed 1 \
             --width 512 --height 512 --taesd-decoder "$TAESD/taesd_decoder.safetensors" \
             --output "$WORK/fast_sumi.png")
-      # the load time and the sampling steps after the first (the CLI's progress line), from the
-      # last run's stderr
+      # the load time and the sampling pass (the CLI's `N steps in Xs` line), from the last
+      # run's stderr
       s=$("$PY" -c 'import json, re, sys
 d = json.loads(sys.argv[1]); e = open(sys.argv[2]).read()
 m = re.search(r"loaded .* in ([0-9.]+)s", e); d["load_s"] = float(m.group(1)) if m else 0
-m = re.search(r"steps in ([0-9.]+)s", e); d["steps_after_first_s"] = float(m.group(1)) if m else 0
+m = re.search(r"([0-9]+) steps in ([0-9.]+)s", e)
+d["steps"], d["steps_s"] = (int(m.group(1)), float(m.group(2))) if m else (0, 0)
 d["warnings"] = e.count("warning:"); print(json.dumps(d))' "$s" "$WORK/stderr.txt")
       grep "warning:" "$WORK/stderr.txt" >&2 || true
       p=$(timed_runs "$PY" -W ignore tools/bench/torch_fast_img2img.py "$WORK/sd15/diffusers" \
             "$WORK/init512.png" "$WORK/tokenizer" "$LCM" "$TAESD/taesd_decoder.safetensors")
       extra=" target-10s=$("$PY" -c "print('met' if $(median "$s") <= 10 else 'OVER')")"
-      extra="$extra sumi-load=$(field "$s" load_s) sumi-steps-after-first=$(field "$s" steps_after_first_s)"
+      extra="$extra sumi-load=$(field "$s" load_s) sumi-steps=$(field "$s" steps)"
+      extra="$extra sumi-steps-s=$(field "$s" steps_s)"
       extra="$extra sumi-warnings=$(field "$s" warnings)"
       ;;
     unet-bf16)

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch/diffusers side of run.sh's fast-img2img-512 line: 512x512 img2img at strength 0.5,
-4 steps (2 U-Net calls), diffusers' LCMScheduler, guidance 1 (diffusers then runs no uncond
-pass), the LCM-LoRA-shaped file merged into the U-Net (W += alpha/rank · up·down, diffusers'
-fuse_lora; done here by hand, as diffusers' own loader needs the peft package), the full VAE
-to encode and TAESD to decode (as Sumi with --taesd-decoder); the full-size random SD1.5 of
-make_full_sd15.py, f32, 2 threads.
+4 steps (2 U-Net calls here; Sumi, following A1111, runs 3), diffusers' LCMScheduler,
+guidance 1 (diffusers then runs no uncond pass), the LCM-LoRA-shaped file merged into the
+U-Net (W += alpha/rank · up·down, diffusers' fuse_lora; done here by hand, as diffusers' own
+loader needs the peft package), the full VAE to encode and TAESD to decode (as Sumi with
+--taesd-decoder); the full-size random SD1.5 of make_full_sd15.py, f32, 2 threads.
 
 Usage: torch_fast_img2img.py DIFFUSERS_DIR INIT_IMAGE TOKENIZER_DIR LORA TAESD_DECODER
        -> one JSON line
