@@ -238,10 +238,6 @@ mod tests {
 
     use super::*;
 
-    /// The packed path against the reference product wherever AVX2 and FMA run (also on
-    /// AVX-512 CPUs, where the dispatch prefers the fused kernel): head widths 40 (a partial
-    /// quarter), 64, 80 and 160 (two and three panels of V), partial key panels, blocks of
-    /// query rows with a short last one.
     /// The packed path's largest difference from the naive product for `q` `[b, n, c]` over
     /// `k`, `v` `[b, m, c]`.
     fn error(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> f32 {
@@ -263,6 +259,10 @@ mod tests {
         crate::kernels::max_abs_diff(&got, &want)
     }
 
+    /// The packed path against the reference product wherever AVX2 and FMA run (also on
+    /// AVX-512 CPUs, where the dispatch prefers the fused kernel): head widths 40 (a partial
+    /// quarter), 64, 80 and 160 (two and three panels of V), partial key panels, blocks of
+    /// query rows with a short last one.
     #[test]
     fn matches_the_naive_product() {
         if !super::super::avx2_fma() {

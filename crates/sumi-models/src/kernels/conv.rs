@@ -477,13 +477,16 @@ mod tests {
                     small.push(flops / t.elapsed().as_secs_f64() / 1e9);
                 }
             }
-            let median = |mut v: Vec<f64>| {
-                v.sort_by(f64::total_cmp);
-                v.get(2).copied().unwrap_or(0.0)
+            let median = |mut v: Vec<f64>| match v.len() {
+                0 => "-".to_string(),
+                _ => {
+                    v.sort_by(f64::total_cmp);
+                    format!("{:.1}", v[v.len() / 2])
+                }
             };
             println!(
-                "k{k} {cin}->{cout} at {hw}x{hw}: dispatch {:.1}, packed {:.1}, \
-                 winograd by channels {:.1} GFLOP/s (direct-equivalent)",
+                "k{k} {cin}->{cout} at {hw}x{hw}: dispatch {}, packed {}, winograd by channels {} \
+                 GFLOP/s (direct-equivalent)",
                 median(dispatch),
                 median(packed),
                 median(small)

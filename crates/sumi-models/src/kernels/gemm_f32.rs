@@ -349,13 +349,13 @@ unsafe fn blocks_avx2(
     exp: Option<(*const f32, *mut f32)>,
 ) {
     let panels = d.n.div_ceil(NR);
+    let kcb = match (KC_AVX2 + 1..=KC_AVX2_ONE).contains(&d.k) {
+        true => d.k,
+        false => KC_AVX2,
+    };
     for m0 in (0..d.m).step_by(MC_AVX2) {
         let m1 = (m0 + MC_AVX2).min(d.m);
         let tiles = (m1 - m0).div_ceil(MR);
-        let kcb = match (KC_AVX2 + 1..=KC_AVX2_ONE).contains(&d.k) {
-            true => d.k,
-            false => KC_AVX2,
-        };
         for k0 in (0..d.k).step_by(kcb) {
             let kc = kcb.min(d.k - k0);
             for p in 0..panels {

@@ -5,7 +5,7 @@
 //! them here with AVX2 only.
 //!
 //! Here all tiles' input transforms come first (`V[ξ][panel][ci][lane]` for each depth block
-//! of input channels, tasks by input channels), then tasks take blocks of output channels:
+//! of input channels, a task per block), then tasks take blocks of output channels:
 //! each transforms its own channels' weights one depth block at a time, runs the 16 products
 //! over all tiles for that block (adding to the earlier blocks' sums) and at the end writes
 //! its channels' outputs. So the weight transform is spread over the tasks and interleaved
@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use super::winograd::{inputs_scalar, outputs_scalar, tile_coords, transform_channel};
-use super::{gemm_f32, SendPtr, Unfilled};
+use super::{gemm_f32, Unfilled};
 
 /// Output channels per task (a multiple of the GEMM's 6-row register block).
 const TASK_CHANNELS: usize = 96;
@@ -24,10 +24,6 @@ const TASK_CHANNELS: usize = 96;
 /// in L2), interleaved medians of 18, 2 threads, direct-equivalent GFLOP/s: 1280→1280 at 16²
 /// 147.5 vs 138, at 8² 112 vs 106; 2560→1280 at 16² 173.5 vs 172.5, at 8² 112.5 vs 92.5.
 const DEPTH: usize = 256;
-/// Input channels per input-transform task (divides [`DEPTH`], so a task fills rows of one
-/// depth block).
-const INPUT_CHANNELS: usize = 64;
-const _: () = assert!(DEPTH.is_multiple_of(INPUT_CHANNELS));
 
 /// As [`super::winograd::conv3x3`]: `x` (`[b, cin, h, w]`) with `w` (`[cout, cin, 3, 3]`) and
 /// `bias`, stride 1, padding 1, into `[b, cout, h, w]`; `None` where the GEMM does not run.
@@ -49,39 +45,18 @@ pub fn conv3x3(
     tile_coords(&mut coords, (0, tiles), (th, tw), (h, wd));
     let coords = &coords;
     // V for every tile, by depth blocks: block `blk` (depth `kc`, the last one maybe short)
-    // holds `[ξ][panel][kc][lane]` and starts after the whole blocks before it
+    // holds `[ξ][panel][kc][lane]` and starts after the whole blocks before it; a task
+    // transforms one block's input channels straight into it
     let block_len = 16 * panels * DEPTH * NR;
-    let depth_of = |blk: usize| DEPTH.min(cin - blk * DEPTH);
     let mut v = vec![0f32; 16 * panels * cin * NR];
+    v.par_chunks_mut(block_len)
+        .enumerate()
+        .for_each(|(blk, block)| {
+            let ci0 = blk * DEPTH;
+            let kc = DEPTH.min(cin - ci0);
+            inputs_scalar(x, block, coords, (cin, h, wd), (ci0, kc), panels);
+        });
     let hw = h * wd;
-    {
-        let v_ptr = SendPtr(v.as_mut_ptr());
-        let v_ref = &v_ptr;
-        // tasks by input channels, each transforming its channels and copying them into their
-        // rows of every position and panel of their depth block
-        (0..cin.div_ceil(INPUT_CHANNELS))
-            .into_par_iter()
-            .for_each_init(Vec::<f32>::new, |local, task| {
-                let c0 = task * INPUT_CHANNELS;
-                let nc = INPUT_CHANNELS.min(cin - c0);
-                let (blk, row0) = (c0 / DEPTH, c0 % DEPTH);
-                let kc = depth_of(blk);
-                local.resize(16 * panels * nc * NR, 0.0);
-                inputs_scalar(x, local, coords, (cin, h, wd), (c0, nc), panels);
-                for (xp, rows) in local.chunks_exact(nc * NR).enumerate() {
-                    // SAFETY: rows row0 .. row0 + nc (≤ kc) of position-and-panel xp of depth
-                    // block blk belong to this task; they lie inside `v`, which holds every
-                    // block's 16 · panels · kc · NR.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            rows.as_ptr(),
-                            v_ref.0.add(blk * block_len + (xp * kc + row0) * NR),
-                            nc * NR,
-                        )
-                    };
-                }
-            });
-    }
     let v = &v;
     let mut out = Unfilled::new(b * cout * hw);
     let out_ptr = out.ptr();
@@ -95,7 +70,7 @@ pub fn conv3x3(
                 let nc = TASK_CHANNELS.min(cout - c0);
                 m.resize(16 * panels * nc * NR, 0.0);
                 for blk in 0..cin.div_ceil(DEPTH) {
-                    let (ci0, kc) = (blk * DEPTH, depth_of(blk));
+                    let (ci0, kc) = (blk * DEPTH, DEPTH.min(cin - blk * DEPTH));
                     // U for this block: `[ξ][co][kc]`, the positions `xs` apart (16 floats more
                     // than their rows: a power-of-two distance would put the transform's 16
                     // store streams in one cache set)
@@ -152,7 +127,7 @@ mod tests {
     #[test]
     fn matches_candle_conv2d() {
         check(2, 5, 7, 9, 11); // odd sizes: partial tiles; one task each way
-        check(2, 300, 200, 8, 8); // five input tasks, two depth blocks (the last partial),
+        check(2, 300, 200, 8, 8); // two depth blocks (the last partial),
                                   // three channel tasks (the last partial)
         check(1, 600, 20, 4, 6); // three depth blocks
         check(1, 64, 49, 16, 16); // 64 tiles: one whole panel; one channel task, its last row tile of 1
