@@ -71,11 +71,29 @@ enum Command {
     Worker(worker::Args),
 }
 
+/// Where model hashes are kept (A1111's hash cache): `$SUMI_CACHE_DIR/hashes.json`, else
+/// under `$XDG_CACHE_HOME/sumi`, else `~/.cache/sumi`; none when `SUMI_CACHE_DIR` is set empty.
+fn hash_cache_file() -> Option<std::path::PathBuf> {
+    let var = |k: &str| std::env::var_os(k).map(std::path::PathBuf::from);
+    let dir = match var("SUMI_CACHE_DIR") {
+        Some(d) if d.as_os_str().is_empty() => return None,
+        Some(d) => d,
+        None => match var("XDG_CACHE_HOME").filter(|d| d.is_absolute()) {
+            Some(d) => d.join("sumi"),
+            None => var("HOME").filter(|d| d.is_absolute())?.join(".cache/sumi"),
+        },
+    };
+    Some(dir.join("hashes.json"))
+}
+
 fn main() -> std::process::ExitCode {
     // Keep freed memory instead of returning it to the kernel, which would zero it again on
     // the next layer's allocation. 15 is mimalloc v2's `mi_option_purge_delay`; -1 = never.
     // SAFETY: sets a process-wide allocator option before any worker threads exist.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    if let Some(file) = hash_cache_file() {
+        sumi_pipeline::use_hash_cache(file);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Txt2img(a) => generate::txt2img(a),

@@ -12,7 +12,13 @@ fn fixture(arch: &str, dir: &Path) -> PathBuf {
 }
 
 fn info(path: &Path, extra: &[&str]) -> serde_json::Value {
+    info_env(path, extra, &[])
+}
+
+/// [`info`] with environment variables set.
+fn info_env(path: &Path, extra: &[&str], env: &[(&str, &Path)]) -> serde_json::Value {
     let out = sumi()
+        .envs(env.iter().copied())
         .arg("model-info")
         .arg(path)
         .arg("--json")
@@ -107,4 +113,58 @@ fn bad_input_exits_non_zero_with_a_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown prediction type"));
+}
+
+/// `path`'s safetensors file with a zero F16 tensor `pad` of 32 MiB added (a file large
+/// enough for the hash cache), written to `out`.
+fn padded(path: &Path, out: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let pad = 32 << 20;
+    header.insert(
+        "pad".into(),
+        serde_json::json!({"dtype": "F16", "shape": [pad / 2], "data_offsets": [data.len(), data.len() + pad]}),
+    );
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&header);
+    file.extend_from_slice(data);
+    file.resize(file.len() + pad, 0);
+    std::fs::write(out, file).unwrap();
+}
+
+/// A1111's hash cache: a large checkpoint's sha256 is kept in `$SUMI_CACHE_DIR/hashes.json`
+/// and taken from there while the file's size and mtime are unchanged (shown by changing a
+/// byte and putting the mtime back: the recorded hash is reported); `SUMI_CACHE_DIR=""` keeps
+/// none.
+#[test]
+fn a_large_checkpoints_hash_is_kept_in_the_cache() {
+    let d = tempfile::tempdir().unwrap();
+    let big = d.path().join("big.safetensors");
+    padded(&fixture("sd1", d.path()), &big);
+    let cache_dir = d.path().join("cache");
+    let run = |dir: &Path| {
+        let v = info_env(&big, &[], &[("SUMI_CACHE_DIR", dir)]);
+        v["sha256"].as_str().unwrap().to_string()
+    };
+    let sha = run(&cache_dir);
+    assert_eq!(sha, sumi_weights::sha256_file(&big).unwrap().sha256);
+    let cache = std::fs::read_to_string(cache_dir.join("hashes.json")).unwrap();
+    assert!(cache.contains(&sha), "{cache}");
+    // one byte changed (in the padding), the mtime put back: the recorded hash is taken
+    let mtime = std::fs::metadata(&big).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&big).unwrap();
+    *bytes.last_mut().unwrap() = 1;
+    std::fs::write(&big, &bytes).unwrap();
+    let f = std::fs::File::options().write(true).open(&big).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    assert_eq!(run(&cache_dir), sha);
+    // no cache: the file is read through
+    let no_cache = run(Path::new(""));
+    assert_ne!(no_cache, sha);
+    assert_eq!(no_cache, sumi_weights::sha256_file(&big).unwrap().sha256);
 }

@@ -59,4 +59,5 @@ pub use generate::{Generated, LoadOptions, Pipeline, Progress, Stop};
 pub use refiner::{HiresRefinerPass, Refiner, Stages};
 pub use request::{Hires, Img2Img, Inpaint, MaskedContent, Request, SdUpscale};
 pub use sumi_models::Precision;
+pub use sumi_weights::use_hash_cache;
 pub use vocab::*;

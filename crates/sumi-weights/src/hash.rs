@@ -22,8 +22,36 @@ impl ModelHash {
     }
 }
 
-/// Hashes a file, streaming it in 1 MiB blocks.
+/// Hashes a file, streaming it in 1 MiB blocks; a file of
+/// [`crate::hash_cache::MIN_CACHED_BYTES`] or more is looked up in, and recorded to, the hash
+/// cache when a front end has set one ([`crate::hash_cache::use_hash_cache`]).
 pub fn sha256_file(path: &Path) -> Result<ModelHash> {
+    sha256_cached(
+        path,
+        crate::hash_cache::cache_file(),
+        crate::hash_cache::MIN_CACHED_BYTES,
+    )
+}
+
+/// [`sha256_file`] with the cache file and the size from which it is used given.
+pub(crate) fn sha256_cached(
+    path: &Path,
+    cache: Option<&Path>,
+    min_bytes: u64,
+) -> Result<ModelHash> {
+    use crate::hash_cache::{lookup, store, Key};
+    let key = cache.and_then(|c| Some((c, Key::of(path, min_bytes)?)));
+    if let Some(sha256) = key.as_ref().and_then(|(c, k)| lookup(c, k)) {
+        return Ok(ModelHash { sha256 });
+    }
+    let h = hash_bytes(path)?;
+    if let Some((c, k)) = &key {
+        store(c, k, &h.sha256);
+    }
+    Ok(h)
+}
+
+fn hash_bytes(path: &Path) -> Result<ModelHash> {
     let mut f = std::fs::File::open(path).map_err(|e| WeightsError::io(path, e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
