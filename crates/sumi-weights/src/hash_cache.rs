@@ -1,8 +1,9 @@
 //! A1111's hash cache (`modules/hashes.py`, `sha256_from_cache`): a large file's sha256 kept
 //! with the file's size and modification time in a JSON file, so that a checkpoint is read
-//! through once for its `Model hash`, not on every run (4 GB took 1.5–2.5 s of a CLI run
-//! here). A1111 keeps it in its `cache` folder and takes it while the file's mtime is not
-//! newer than the one recorded; here size and mtime must both be the recorded ones.
+//! through once for its `Model hash`, not on every run (a 2.1 GB checkpoint took 1.6–1.8 s
+//! of each CLI run here). A1111 keeps it in its `cache` folder and takes it while the file's
+//! mtime is not newer than the one recorded; here size and mtime must both be the recorded
+//! ones.
 //!
 //! The cache is off until a front end names its file ([`use_hash_cache`]). Files under
 //! [`MIN_CACHED_BYTES`] are hashed every time (milliseconds), so that test fixtures and small
