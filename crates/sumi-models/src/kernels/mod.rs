@@ -41,6 +41,7 @@ mod attention_packed;
 pub mod conv;
 pub mod conv3x3;
 pub mod conv_bf16;
+pub mod elementwise;
 pub mod fastmath;
 pub mod flash;
 pub mod geglu;

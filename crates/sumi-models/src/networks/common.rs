@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
+use crate::kernels::elementwise::affine_twice;
 
 /// The error naming a module type, one of its network parts (or the layer) and the problem.
 pub(crate) fn err(
@@ -240,10 +241,12 @@ impl Common {
             updown = updown.reshape(orig.dims())?;
         }
         let ex_bias = ex_bias.map(|b| b.affine(multiplier, 0.0)).transpose()?;
+        let Some(dora_scale) = &self.dora_scale else {
+            // both affines in one pass (the same values)
+            return Ok((affine_twice(&updown, scale, multiplier)?, ex_bias));
+        };
         updown = updown.affine(scale, 0.0)?;
-        if let Some(dora_scale) = &self.dora_scale {
-            updown = self.apply_weight_decompose(module, &updown, orig, dora_scale)?;
-        }
+        updown = self.apply_weight_decompose(module, &updown, orig, dora_scale)?;
         Ok((updown.affine(multiplier, 0.0)?, ex_bias))
     }
 

@@ -118,7 +118,7 @@ fn merge_weight(
             ),
         ));
     }
-    Ok((weight.broadcast_add(&updown)?, ex_bias))
+    Ok((crate::kernels::elementwise::add(weight, &updown)?, ex_bias))
 }
 
 /// `bias + ex_bias`, or `ex_bias` as the new bias (it must then have one value per output

@@ -150,6 +150,15 @@ impl NetworkModule {
         Ok(None)
     }
 
+    /// Whether [`Self::calc_updown`] gives an `ex_bias` (a change to the layer's bias): only
+    /// full and norm modules with a bias difference do.
+    pub fn changes_bias(&self) -> bool {
+        match &self.kind {
+            Kind::Full(s) | Kind::Norm(s) => s.has_ex_bias(),
+            _ => false,
+        }
+    }
+
     /// Which of A1111's module types this is.
     pub fn kind(&self) -> ModuleKind {
         match self.kind {

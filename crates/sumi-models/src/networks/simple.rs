@@ -86,6 +86,11 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
+    /// Whether the module carries a bias difference (`diff_b`, `b_norm`).
+    pub(crate) fn has_ex_bias(&self) -> bool {
+        self.ex_bias.is_some()
+    }
+
     /// `ModuleTypeFull.create_module`: a part `diff` (and optionally `diff_b`).
     pub(crate) fn detect_full(parts: &Parts) -> Result<Option<(Self, Common)>> {
         if !parts.has("diff") {

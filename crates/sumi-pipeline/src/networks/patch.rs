@@ -97,7 +97,8 @@ impl<'a> MergePatch<'a> {
         let wrap = candle_core::Error::wrap;
         let load = |n: &str| self.weights.load(n, DType::F32, &device).map_err(wrap);
         let (weight, bias) = if is_weight {
-            let b = match self.weights.contains(&bname) {
+            // a bias no network changes is not loaded (nor merged, nor kept for the builder)
+            let b = match self.changes_bias(module) && self.weights.contains(&bname) {
                 true => Some(load(&bname)?),
                 false => None,
             };
@@ -124,6 +125,15 @@ impl<'a> MergePatch<'a> {
             _ => {}
         }
         w.to_dtype(dtype)
+    }
+
+    /// Whether a network on `module` changes its bias (its `ex_bias`, which A1111 drops for
+    /// OpenCLIP's q, k and v): else the bias is the checkpoint's, and a bias asked for before
+    /// its weight needs no merge (nor a load of the weight).
+    fn changes_bias(&self, module: &str) -> bool {
+        self.layers[module]
+            .iter()
+            .any(|n| n.keeps_bias && n.module.changes_bias())
     }
 
     /// A1111's `network_apply_weights`: each network in order merges into the weight the
@@ -189,6 +199,7 @@ impl TensorPatch for MergePatch<'_> {
             return into_original(original, t);
         }
         match Self::split(name) {
+            Some((module, false)) if !self.changes_bias(module) => Ok(original),
             Some((module, is_weight)) => {
                 let target = original.clone();
                 into_original(target, self.merged(module, is_weight, original)?)
