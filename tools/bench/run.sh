@@ -3,8 +3,8 @@
 #
 #   tools/bench/run.sh [NAME...]
 #     NAME: unet-f32 vae-decode-f32 unet-bf16 vae-decode-bf16 img2img-512 fast-img2img-512
-#           (default: these), unet-bf16-768 unet-bf16-1024 unet-sdxl-f32 unet-sdxl-bf16 (only
-#           when named)
+#           (default: these), unet-bf16-768 unet-bf16-1024 unet-f32-768 unet-f32-1024
+#           unet-sdxl-f32 unet-sdxl-bf16 (only when named)
 #
 # unet-bf16 compares Sumi's bf16 path with PyTorch f32 (ratio=) and with PyTorch's model cast
 # to bf16 (ratio-bf16=); vae-decode-bf16 compares Sumi bf16 with PyTorch f32. img2img-512 is
@@ -34,7 +34,9 @@
 # compiled model reports it runs: bf16 on the bf16 lines, or the line says it fell back>.
 #
 # unet-bf16-768 and unet-bf16-1024 are unet-bf16 at latent 96 and 128 (768² and 1024², 9216
-# and 16384 tokens in the first attention), same line format; OpenVINO converts the U-Net at
+# and 16384 tokens in the first attention), same line format (unet-f32-768 and unet-f32-1024
+# likewise for unet-f32, for CPUs without bf16 instructions, where the bf16 lines compare
+# nothing); OpenVINO converts the U-Net at
 # that size for the run (~3.4 GB of disk while it runs). unet-sdxl-f32/unet-sdxl-bf16: the
 # SDXL base U-Net (full size, random weights: tools/reference/make_full_sdxl.py, ~5.2 GB on
 # disk under tools/bench/work/sdxl, once), batch 2, 128x128 latent, 77 tokens of 2048 context,
@@ -174,8 +176,9 @@ d["warnings"] = e.count("warning:"); print(json.dumps(d))' "$s" "$WORK/stderr.tx
     unet-bf16)
       unet_vs_torch unet bf16 "$CKPT" "$WORK/sd15/diffusers" 64
       ;;
-    unet-bf16-768 | unet-bf16-1024)
-      unet_vs_torch unet bf16 "$CKPT" "$WORK/sd15/diffusers" $(( ${name##*-} / 8 ))
+    unet-bf16-768 | unet-bf16-1024 | unet-f32-768 | unet-f32-1024)
+      prec=${name#unet-}
+      unet_vs_torch unet "${prec%-*}" "$CKPT" "$WORK/sd15/diffusers" $(( ${name##*-} / 8 ))
       ;;
     unet-sdxl-f32 | unet-sdxl-bf16)
       [ -f "$SDXL/unet/diffusion_pytorch_model.safetensors" ] || "$PY" tools/reference/make_full_sdxl.py "$WORK/sdxl" >&2
