@@ -13,8 +13,8 @@
 //! panel in turn has its depth block (`KC_AVX2`, 16 KiB) in L1 while the row tiles of a block
 //! of A (kept in L2) pass over it, and the tiles prefetch the next quarter's block a slice
 //! each. C's tiles start from a bias per row or per column, zero, or C's own values in the
-//! first depth block, and later blocks add their sums to C at the store. [`gemm_packed_exp`]
-//! exponentiates a softmax's scores at the store.
+//! first depth block, and later blocks add their sums to C at the store. [`gemm_packed_exp2`]
+//! exponentiates a softmax's scores (in base 2) at the store.
 
 /// Columns per packed panel of B.
 pub const NR: usize = 64;
@@ -92,9 +92,10 @@ pub unsafe fn gemm_packed(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, i
 }
 
 /// [`gemm_packed`] from zero on the AVX2 kernel (on any CPU with AVX2 and FMA, AVX-512 ones
-/// too) in one depth block, each value stored as `exp(sum − max[row])` and added to its row's
+/// too) in one depth block, each value stored as `2^(sum − max[row])` and added to its row's
 /// 8 lane sums in `sums` (`sums[8·row ..]`, which the caller zeroes and then adds up): the
-/// scores of a softmax exponentiated as they leave the registers.
+/// scores of a softmax (scaled by log₂ e beforehand) exponentiated as they leave the
+/// registers.
 ///
 /// # Panics
 /// If `d.k` exceeds one depth block ([`EXP_MAX_DEPTH`]), `max` holds fewer than `m` values or
@@ -103,7 +104,7 @@ pub unsafe fn gemm_packed(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, i
 /// # Safety
 /// As [`gemm_packed`], with [`super::avx2_fma`] for `available`.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn gemm_packed_exp(
+pub unsafe fn gemm_packed_exp2(
     d: Dims,
     a: *const f32,
     bp: *const f32,
@@ -113,12 +114,12 @@ pub unsafe fn gemm_packed_exp(
 ) {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2(d: Dims, a: *const f32, bp: *const f32, c: *mut f32, e: (*const f32, *mut f32)) {
-        // SAFETY: as `gemm_packed_exp`; AVX2 and FMA are enabled here.
+        // SAFETY: as `gemm_packed_exp2`; AVX2 and FMA are enabled here.
         unsafe { blocks_avx2(d, a, bp, c, Init::Zero, Some(e)) }
     }
     assert!(
         d.k <= KC_AVX2 && max.len() >= d.m && sums.len() >= 8 * d.m,
-        "gemm_packed_exp: depth {} (at most {KC_AVX2}), {} maxima and {} sums for {} rows",
+        "gemm_packed_exp2: depth {} (at most {KC_AVX2}), {} maxima and {} sums for {} rows",
         d.k,
         max.len(),
         sums.len(),
@@ -128,7 +129,7 @@ pub unsafe fn gemm_packed_exp(
     unsafe { avx2(d, a, bp, c, (max.as_ptr(), sums.as_mut_ptr())) }
 }
 
-/// Depth up to which [`gemm_packed_exp`] runs (one depth block).
+/// Depth up to which [`gemm_packed_exp2`] runs (one depth block).
 pub const EXP_MAX_DEPTH: usize = KC_AVX2;
 
 /// The blocking of [`gemm_packed`] around AVX-512's register blocks.
@@ -251,7 +252,7 @@ struct Tile {
     /// least 16).
     nv: usize,
     start: Start,
-    /// AVX2's [`gemm_packed_exp`]: the tile's first row's max and 8 lane sums.
+    /// AVX2's [`gemm_packed_exp2`]: the tile's first row's max and 8 lane sums.
     exp: Option<(*const f32, *mut f32)>,
 }
 
@@ -459,13 +460,24 @@ unsafe fn quarter<const R: usize, const V: usize>(t: &Tile) {
         }
         let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         if let Some((mx, sums)) = t.exp {
-            for (r, row) in acc.iter().enumerate() {
-                let at = t.c.add(r * t.ldc);
+            let mut xs = [_mm256_setzero_ps(); 12];
+            for r in 0..R {
                 let m = _mm256_set1_ps(*mx.add(r));
+                for v in 0..V {
+                    xs[r * V + v] = _mm256_sub_ps(acc[r][v], m);
+                }
+            }
+            // in groups of four, side by side (xs has room for the last group's padding)
+            for g in (0..R * V).step_by(4) {
+                let y = super::fastmath::exp2_avx2([xs[g], xs[g + 1], xs[g + 2], xs[g + 3]]);
+                xs[g..g + 4].copy_from_slice(&y);
+            }
+            for r in 0..R {
+                let at = t.c.add(r * t.ldc);
                 let mut sum = _mm256_loadu_ps(sums.add(8 * r));
-                for (v, &x) in row.iter().enumerate() {
+                for v in 0..V {
                     let n = t.nv.saturating_sub(8 * v).min(8) as i32;
-                    let y = super::fastmath::exp_avx2(_mm256_sub_ps(x, m));
+                    let y = xs[r * V + v];
                     if n == 8 {
                         _mm256_storeu_ps(at.add(8 * v), y);
                         sum = _mm256_add_ps(sum, y);
