@@ -15,10 +15,13 @@ use super::{f32_slice, Unfilled};
 /// Rows of activations per task.
 const ROWS: usize = 96;
 /// Fewer rows than this stay on candle's matmul. Measured here (AVX2, 2 threads, GFLOP/s,
-/// candle → packed): 8192 rows 320→320 86 → 137, 320→2560 69 → 78, 1280→320 132 → 139; but
-/// 2048 rows 640→640 153 → 127 and 512 rows 1280→1280 116 → 105, where candle's own
-/// blocking wins and the per-call packing of `Wᵀ` weighs more.
-pub const MIN_ROWS: usize = 4096;
+/// candle → packed, the two run alternately in one process, best of 7, two runs): 8192 rows
+/// 320→320 70–80 → 96–115, 1280→320 80–93 → 81–101; 2048 rows 640→640 72–95 → 78–97,
+/// 640→5120 72–81 → 85–91, 2560→640 98–106 → 105–115; but 512 rows 1280→1280 111–113 →
+/// 89–109, 1280→10240 99–112 → 57–60 and 5120→1280 86–96 → 62–70, where the per-call packing
+/// of `Wᵀ` weighs more than candle's blocking loses. (Before the alternating runs, 2048 rows
+/// had measured 153 → 127 one after the other, and this stood at 4096.)
+pub const MIN_ROWS: usize = 2048;
 
 /// `Wᵀ` (`w` is `[n, k]`) in zero-padded 64-column panels: `[panel][k][NR]`.
 fn pack_transposed(w: &[f32], n: usize, k: usize) -> Vec<f32> {
@@ -200,7 +203,9 @@ mod tests {
         assert!(e.contains("bias of 3 values for 4 outputs"), "{e}");
     }
 
-    /// GFLOP/s against candle's linear (`cargo test --release … -- --ignored`).
+    /// GFLOP/s of the packed path against candle's linear, run alternately, best of 7 (at
+    /// every shape, also those under [`MIN_ROWS`] that `linear_f32` leaves to candle):
+    /// `cargo test --release … linear_f32_speed -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn linear_f32_speed() {
@@ -215,6 +220,8 @@ mod tests {
             (2048, 640, 5120),
             (2048, 2560, 640),
             (512, 1280, 1280),
+            (512, 1280, 10240),
+            (512, 5120, 1280),
             (8192, 320, 2560),
         ] {
             let x = Tensor::randn(0f32, 1.0, (2, m / 2, cin), &dev).unwrap();
@@ -222,31 +229,19 @@ mod tests {
             let bv = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
             let lin = candle_nn::Linear::new(w.clone(), Some(bv.clone()));
             let gf = 2.0 * (m * cin * cout) as f64 / 1e9;
-            let time = |f: &dyn Fn()| {
-                let mut best = f64::MAX;
-                for _ in 0..5 {
-                    let t = std::time::Instant::now();
-                    f();
-                    best = best.min(t.elapsed().as_secs_f64());
-                }
-                best
-            };
-            let a = time(&|| {
+            let (mut a, mut b) = (f64::MAX, f64::MAX);
+            for _ in 0..7 {
+                let t = std::time::Instant::now();
                 lin.forward(&x).unwrap();
-            });
-            // below MIN_ROWS the packed path declines the layer: '-'
-            let packed = match linear_f32(&x, &w, Some(&bv)).unwrap() {
-                Some(_) => format!(
-                    "{:.1}",
-                    gf / time(&|| {
-                        linear_f32(&x, &w, Some(&bv)).unwrap();
-                    })
-                ),
-                None => "-".into(),
-            };
+                a = a.min(t.elapsed().as_secs_f64());
+                let t = std::time::Instant::now();
+                packed(&x, &w, Some(&bv)).unwrap();
+                b = b.min(t.elapsed().as_secs_f64());
+            }
             println!(
-                "m{m} {cin}->{cout}: candle {:.1} GFLOP/s, packed {packed}",
-                gf / a
+                "m{m} {cin}->{cout}: candle {:.1} GFLOP/s, packed {:.1}",
+                gf / a,
+                gf / b
             );
         }
     }
