@@ -73,8 +73,8 @@ pub(crate) unsafe fn exp2_avx2<const N: usize>(
 }
 
 /// A degree-5 polynomial for 2^r on [-½, ½] (a Chebyshev fit weighted by 2^-r; relative
-/// error 3.2e-7 evaluated in f32).
-/// (The linear term is the fit's, 3 ulp below ln 2, which would give 4.4e-7.)
+/// error 3.2e-7 evaluated in f32). Its linear term is the fit's, 3 ulp below ln 2 (ln 2 itself
+/// would give 4.4e-7).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::approx_constant)]
 const EXP2_POLY: [f32; 6] = [
@@ -85,6 +85,7 @@ const EXP2_POLY: [f32; 6] = [
     0.693_147,
     1.0,
 ];
+
 #[inline(always)]
 fn exp_sub_sum_body(row: &mut [f32], max: f32) -> f32 {
     let mut sum = [0f32; 16];
